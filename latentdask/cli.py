@@ -1,0 +1,195 @@
+"""The ``latentdask`` command.
+
+Every subcommand turns a :class:`~latentdask.errors.LatentdaskError` into one red
+line on stderr and exit code 2; other exceptions are bugs and keep their traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from latentdask.errors import LatentdaskError
+from latentdask.progress import console
+
+app = typer.Typer(
+    name="latentdask",
+    help="The latent space of image autoencoders at full-corpus scale, on Dask clusters.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Measure against baselines run in the same process.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Print LatentdaskError as one line and exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LatentdaskError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise LatentdaskError(f"{option} expects comma-separated integers, got {text!r}") from None
+
+
+def parse_crop(text: str) -> tuple[int, int, int, int] | None:
+    if text.lower() == "none":
+        return None
+    box = parse_ints(text, "--crop")
+    if len(box) != 4:
+        raise LatentdaskError(f"--crop expects left,top,right,bottom or 'none', got {text!r}")
+    return (box[0], box[1], box[2], box[3])
+
+
+@app.command()
+@user_errors
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to create (CelebA layout).")],
+    n: Annotated[int, typer.Option("--n", help="Number of images.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Same seed, byte-identical files.")] = 0,
+) -> None:
+    """Write synthetic faces in CelebA's official layout (images, partition, attributes)."""
+    import time
+
+    from latentdask.data.synthetic import synthesize
+
+    started = time.perf_counter()
+    synthesize(out, n=n, seed=seed)
+    seconds = time.perf_counter() - started
+    console.print(f"wrote {n} synthetic faces in {seconds:.1f} s ({n / seconds:.0f} images/s) → {out}")
+
+
+@app.command()
+@user_errors
+def train(
+    dataset: Annotated[Path, typer.Argument(help="CelebA-layout folder or any image folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write.")],
+    epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Images per optimizer step.")] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    image_size: Annotated[int, typer.Option(help="Side of the square model input.")] = 64,
+    latent_dim: Annotated[int, typer.Option(help="Dimension of the latent space.")] = 256,
+    channels: Annotated[str, typer.Option(help="Encoder filters per conv layer.")] = "64,64,128,128",
+    batch_norm: Annotated[bool, typer.Option("--batch-norm/--no-batch-norm")] = False,
+    crop: Annotated[str, typer.Option(help="left,top,right,bottom or 'none'.")] = "0,20,178,198",
+    draft: Annotated[bool, typer.Option("--draft/--no-draft", help="JPEG draft-mode decoding.")] = True,
+    split: Annotated[str, typer.Option(help="Rows to train on: train, valid, test or all.")] = "train",
+    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of initialisation and shuffling.")] = 0,
+    workers: Annotated[int, typer.Option(help="Processes decoding images (0: this one).")] = 0,
+) -> None:
+    """Train the convolutional autoencoder; writes model.safetensors, config.json, training.json."""
+    from latentdask.data.decode import Preprocessing
+    from latentdask.model.autoencoder import build_config
+    from latentdask.model.train import TrainOptions
+    from latentdask.model.train import train as run_training
+
+    model = build_config(
+        image_size=image_size,
+        latent_dim=latent_dim,
+        channels=parse_ints(channels, "--channels"),
+        batch_norm=batch_norm,
+    )
+    prep = Preprocessing(crop=parse_crop(crop), image_size=image_size, draft=draft)
+    options = TrainOptions(
+        epochs=epochs, batch_size=batch_size, lr=lr, split=split, device=device, seed=seed, workers=workers
+    )
+    run_training(dataset, out, model=model, preprocessing=prep, options=options)
+
+
+@app.command()
+@user_errors
+def info(
+    path: Annotated[Path, typer.Argument(help="A dataset folder or a checkpoint folder.")],
+) -> None:
+    """Describe a dataset or a checkpoint."""
+    from latentdask.model.checkpoint import CONFIG_FILE, load_checkpoint
+
+    if not path.exists():
+        raise LatentdaskError(f"{path} does not exist")
+    if (path / CONFIG_FILE).is_file() or path.is_file():
+        lines = load_checkpoint(path).describe()
+    else:
+        from latentdask.data.dataset import open_dataset
+
+        lines = open_dataset(path).describe()
+    console.print("\n".join(lines), highlight=False)
+
+
+@app.command("import-model")
+@user_errors
+def import_model(
+    state_dict: Annotated[Path, typer.Argument(help="A torch.save()d state_dict (.pt/.pth).")],
+    config: Annotated[Path, typer.Option("--config", help="JSON: model fields, or model + preprocessing.")],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write.")],
+) -> None:
+    """Turn a compatible PyTorch state_dict into a checkpoint folder (loaded tensors-only)."""
+    from latentdask.model.checkpoint import import_state_dict
+
+    checkpoint = import_state_dict(state_dict, config, out)
+    console.print("\n".join(checkpoint.describe()), highlight=False)
+
+
+def _finish_bench(report: Any, json_out: Path | None) -> None:
+    report.show()
+    if json_out is not None:
+        report.save(json_out)
+        console.print(f"saved {json_out}")
+
+
+JsonOption = Annotated[Path | None, typer.Option("--json", help="Also save the figures as JSON.")]
+
+
+@bench_app.command("decode")
+@user_errors
+def bench_decode(
+    dataset: Annotated[Path | None, typer.Option(help="Image folder; default: synthetic faces.")] = None,
+    n: Annotated[int, typer.Option("--n", help="Images to decode.")] = 2000,
+    image_size: Annotated[int, typer.Option(help="Output side.")] = 64,
+    json_out: JsonOption = None,
+) -> None:
+    """Decode + preprocess images/s on one core against a plain PIL loop."""
+    from latentdask.bench.decode import bench_decode as run
+
+    _finish_bench(run(dataset=dataset, n=n, image_size=image_size), json_out)
+
+
+@bench_app.command("train")
+@user_errors
+def bench_train(
+    image_size: Annotated[int, typer.Option(help="Model input side.")] = 64,
+    latent_dim: Annotated[int, typer.Option(help="Latent dimension.")] = 256,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
+    steps: Annotated[int, typer.Option(help="Timed steps.")] = 10,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    json_out: JsonOption = None,
+) -> None:
+    """Training images/s of the default autoencoder on this machine."""
+    from latentdask.bench.train import bench_train as run
+
+    _finish_bench(
+        run(image_size=image_size, latent_dim=latent_dim, batch_size=batch_size, steps=steps, device=device),
+        json_out,
+    )
+
+
+if __name__ == "__main__":
+    app()
