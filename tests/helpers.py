@@ -1,0 +1,80 @@
+"""Builders of test inputs: image bytes of every kind, and CelebA-layout folders."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from latentdask.data.celeba_names import ATTRIBUTE_NAMES
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def png_rgb16(pixels: np.ndarray) -> bytes:
+    """A 16-bit-per-channel RGB PNG, written by hand (PIL cannot write one)."""
+    height, width, _ = pixels.shape
+    raw = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def banded_image(mode: str = "RGB") -> Image.Image:
+    """178 × 218: red rows 0-19, green rows 20-197 (CelebA's crop box), blue rows 198-217."""
+    pixels = np.zeros((218, 178, 3), np.uint8)
+    pixels[:20] = (255, 0, 0)
+    pixels[20:198] = (0, 255, 0)
+    pixels[198:] = (0, 0, 255)
+    return Image.fromarray(pixels).convert(mode)
+
+
+def write_celeba(
+    root: Path,
+    images: dict[str, bytes],
+    *,
+    partition: dict[str, int] | None,
+    attributes: dict[str, list[int]] | None,
+    as_zip: bool = False,
+) -> Path:
+    """Write a CelebA-layout folder; ``None`` leaves that text file out."""
+    root.mkdir(parents=True, exist_ok=True)
+    if as_zip:
+        with zipfile.ZipFile(root / "img_align_celeba.zip", "w") as archive:
+            for name, data in images.items():
+                archive.writestr(f"img_align_celeba/{name}", data)
+    else:
+        folder = root / "img_align_celeba"
+        folder.mkdir()
+        for name, data in images.items():
+            (folder / name).write_bytes(data)
+    if partition is not None:
+        lines = "".join(f"{name} {split}\n" for name, split in partition.items())
+        (root / "list_eval_partition.txt").write_text(lines)
+    if attributes is not None:
+        body = "".join(
+            f"{name} {' '.join(f'{v:2d}' for v in values)}\n" for name, values in attributes.items()
+        )
+        (root / "list_attr_celeba.txt").write_text(f"{len(attributes)}\n{' '.join(ATTRIBUTE_NAMES)}\n{body}")
+    return root
+
+
+def solid_jpeg(colour: tuple[int, int, int] = (120, 80, 40), size: tuple[int, int] = (178, 218)) -> bytes:
+    return encode(Image.new("RGB", size, colour), "JPEG", quality=95)

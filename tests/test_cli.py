@@ -1,0 +1,70 @@
+"""The ``latentdask`` command as a user runs it: a real subprocess, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "latentdask.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_synth_train_info(tmp_path: Path) -> None:
+    data, ckpt = tmp_path / "faces", tmp_path / "model"
+    result = run("synth", str(data), "--n", "40", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    assert "wrote 40 synthetic faces" in result.stderr
+    result = run("info", str(data))
+    assert result.returncode == 0, result.stderr
+    assert "images      40 (train 32, valid 4, test 4)" in result.stdout
+    result = run(
+        "train", str(data), "--out", str(ckpt), "--epochs", "1", "--batch-size", "8",
+        "--image-size", "16", "--latent-dim", "8", "--channels", "4,4", "--device", "cpu",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "trained on 32 images (4 for validation, 0 skipped)" in " ".join(result.stderr.split())
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["model"]["channels"] == [4, 4] and config["preprocessing"]["image_size"] == 16
+    result = run("info", str(ckpt))
+    assert result.returncode == 0 and "latent_dim 8" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("info", "/no/such/path"), "does not exist"),
+        (("train", "/no/such/data", "--out", "x"), "does not exist"),
+        (("synth", "{tmp}/x", "--n", "0"), "at least 1"),
+        (("train", "{faces}", "--out", "{tmp}/m", "--image-size", "60"), "not divisible by 16"),
+        (("train", "{faces}", "--out", "{tmp}/m", "--channels", "a,b"), "comma-separated integers"),
+        (("train", "{faces}", "--out", "{tmp}/m", "--split", "training"), "unknown split"),
+        (("train", "{faces}", "--out", "{tmp}/m", "--device", "cuda:7"), "no CUDA device"),
+        (("info", "{tmp}/model.pt"), "never unpickles"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(
+    faces: Path, tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    (tmp_path / "model.pt").write_bytes(b"\x80\x04K\x01.")  # a tiny pickle
+    filled = [a.format(tmp=tmp_path, faces=faces) for a in args]
+    result = run(*filled)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_bench_decode_reports_ratios(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = run("bench", "decode", "--n", "30", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(out.read_text())["rows"]}
+    assert rows["latentdask decode (draft)"]["baseline"] == "plain PIL loop"
+    assert rows["latentdask decode (draft)"]["ratio"] > 0
