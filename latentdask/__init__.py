@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Autoencoder": "latentdask.model.autoencoder",
-    "ModelConfig": "latentdask.model.autoencoder",
+    "ModelConfig": "latentdask.model.config",
     "Preprocessing": "latentdask.data.decode",
     "decode_image": "latentdask.data.decode",
     "open_dataset": "latentdask.data.dataset",
@@ -23,20 +23,26 @@ _EXPORTS = {
     "train": "latentdask.model.train",
     "TrainOptions": "latentdask.model.train",
     "LatentdaskError": "latentdask.errors",
+    "encode": "latentdask.encode",
+    "EncodeOptions": "latentdask.encode",
+    "open_latents": "latentdask.store",
     "ImageDecodeError": "latentdask.errors",
 }
 
 __all__ = [
     "Autoencoder",
+    "EncodeOptions",
     "ImageDecodeError",
     "LatentdaskError",
     "ModelConfig",
     "Preprocessing",
     "TrainOptions",
     "decode_image",
+    "encode",
     "import_state_dict",
     "load_checkpoint",
     "open_dataset",
+    "open_latents",
     "synthesize",
     "train",
 ]
@@ -45,10 +51,13 @@ if TYPE_CHECKING:
     from latentdask.data.dataset import open_dataset
     from latentdask.data.decode import Preprocessing, decode_image
     from latentdask.data.synthetic import synthesize
+    from latentdask.encode import EncodeOptions, encode
     from latentdask.errors import ImageDecodeError, LatentdaskError
-    from latentdask.model.autoencoder import Autoencoder, ModelConfig
+    from latentdask.model.autoencoder import Autoencoder
     from latentdask.model.checkpoint import import_state_dict, load_checkpoint
+    from latentdask.model.config import ModelConfig
     from latentdask.model.train import TrainOptions, train
+    from latentdask.store import open_latents
 
 
 def __getattr__(name: str) -> Any:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from latentdask.errors import LatentdaskError
+
+if TYPE_CHECKING:
+    from latentdask.cluster import ClusterChoice
 from latentdask.progress import console
 
 app = typer.Typer(
@@ -101,7 +104,7 @@ def train(
 ) -> None:
     """Train the convolutional autoencoder; writes model.safetensors, config.json, training.json."""
     from latentdask.data.decode import Preprocessing
-    from latentdask.model.autoencoder import build_config
+    from latentdask.model.config import build_config
     from latentdask.model.train import TrainOptions
     from latentdask.model.train import train as run_training
 
@@ -124,7 +127,8 @@ def info(
     path: Annotated[Path, typer.Argument(help="A dataset folder or a checkpoint folder.")],
 ) -> None:
     """Describe a dataset or a checkpoint."""
-    from latentdask.model.checkpoint import CONFIG_FILE, load_checkpoint
+    from latentdask.model.checkpoint import load_checkpoint
+    from latentdask.model.config import CONFIG_FILE
 
     if not path.exists():
         raise LatentdaskError(f"{path} does not exist")
@@ -149,6 +153,57 @@ def import_model(
 
     checkpoint = import_state_dict(state_dict, config, out)
     typer.echo("\n".join(checkpoint.describe()))
+
+
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option("--scheduler", help="Address of a running Dask scheduler.", rich_help_panel="Cluster"),
+]
+ClusterOption = Annotated[
+    Path | None,
+    typer.Option("--cluster", help="Cluster spec YAML (see cluster/README.md).", rich_help_panel="Cluster"),
+]
+
+
+def cluster_choice(cluster: Path | None, scheduler: str | None) -> ClusterChoice:
+    """The one place every computing command turns its cluster options into a choice."""
+    from latentdask.cluster import ClusterChoice
+
+    return ClusterChoice(spec=cluster, scheduler=scheduler)
+
+
+@app.command()
+@user_errors
+def encode(
+    dataset: Annotated[Path, typer.Argument(help="CelebA-layout folder or any image folder.")],
+    model: Annotated[Path, typer.Option("--model", help="Checkpoint folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Latent store to write (a .zarr folder).")],
+    shard_size: Annotated[int, typer.Option(help="Images per shard = per task = per Zarr chunk.")] = 4096,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    split: Annotated[str, typer.Option(help="all, train, valid or test.")] = "all",
+    resume: Annotated[bool, typer.Option("--resume", help="Finish an interrupted store.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
+    reconstruction_error: Annotated[
+        bool, typer.Option("--reconstruction-error", help="Also store each image's reconstruction MSE.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda.")] = "auto",
+    decode_threads: Annotated[int, typer.Option(help="Decoding threads per task.")] = 2,
+    torch_threads: Annotated[
+        int | None, typer.Option(help="Torch threads per worker (default: torch's).")
+    ] = None,
+    cluster: ClusterOption = None,
+    scheduler: SchedulerOption = None,
+) -> None:
+    """Encode every image into a chunked Zarr latent store, on Dask workers; resumable."""
+    from latentdask.encode import EncodeOptions
+    from latentdask.encode import encode as run_encode
+
+    options = EncodeOptions(
+        shard_size=shard_size, batch_size=batch_size, split=split, resume=resume, overwrite=overwrite,
+        reconstruction_error=reconstruction_error, device=device, decode_threads=decode_threads,
+        torch_threads=torch_threads,
+    )  # fmt: skip
+    run_encode(dataset, model, out, options=options, cluster=cluster_choice(cluster, scheduler))
 
 
 def _finish_bench(report: Any, json_out: Path | None) -> None:

@@ -12,8 +12,9 @@ from safetensors.torch import load_file, save_file
 from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing
 from latentdask.errors import CheckpointError, ModelConfigError
-from latentdask.model.autoencoder import Autoencoder, ModelConfig, build_config
+from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import import_state_dict, load_checkpoint, save_checkpoint
+from latentdask.model.config import ModelConfig, build_config
 from latentdask.model.train import TrainOptions, decode_rows, evaluate, train
 
 SMALL = {"channels": (8, 8, 16, 16), "latent_dim": 16}

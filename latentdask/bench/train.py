@@ -8,7 +8,8 @@ import torch
 
 from latentdask.bench.report import BenchReport
 from latentdask.device import resolve_device
-from latentdask.model.autoencoder import Autoencoder, ModelConfig
+from latentdask.model.autoencoder import Autoencoder
+from latentdask.model.config import ModelConfig
 
 
 def bench_train(

@@ -9,78 +9,10 @@ each doubling the image, and a final 3-channel convolution with a sigmoid.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
-from latentdask.errors import ModelConfigError, describe_validation_error
-
-
-class ModelConfig(BaseModel):
-    """The architecture; two equal configs build models with identical parameter shapes.
-
-    Examples
-    --------
-    >>> ModelConfig(image_size=64).feature_size
-    4
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    image_size: int = Field(default=64, ge=1)
-    latent_dim: int = Field(default=256, ge=1)
-    channels: tuple[int, ...] = (64, 64, 128, 128)
-    strides: tuple[int, ...] | None = None  # None: 2 for every layer
-    kernel_size: int = Field(default=3, ge=1)
-    batch_norm: bool = False
-    leaky_slope: float = Field(default=0.2, ge=0.0)
-
-    @field_validator("channels")
-    @classmethod
-    def _positive_channels(cls, channels: tuple[int, ...]) -> tuple[int, ...]:
-        if not channels or any(c < 1 for c in channels):
-            raise ValueError(f"channels must be a non-empty list of positive integers, got {channels}")
-        return channels
-
-    @model_validator(mode="after")
-    def _strides_divide_image(self) -> ModelConfig:
-        strides = self.layer_strides
-        if len(strides) != len(self.channels):
-            raise ValueError(f"strides has {len(strides)} entries but channels has {len(self.channels)}")
-        if any(s < 1 for s in strides):
-            raise ValueError(f"strides must be positive, got {strides}")
-        reduction = 1
-        for s in strides:
-            reduction *= s
-        if self.image_size % reduction:
-            raise ValueError(
-                f"image_size {self.image_size} is not divisible by {reduction}, the product of "
-                f"the strides {strides}; use a multiple of {reduction} (e.g. "
-                f"{max(reduction, self.image_size // reduction * reduction)})"
-            )
-        return self
-
-    @property
-    def layer_strides(self) -> tuple[int, ...]:
-        return self.strides if self.strides is not None else (2,) * len(self.channels)
-
-    @property
-    def feature_size(self) -> int:
-        """Side of the encoder's last feature map."""
-        size = self.image_size
-        for s in self.layer_strides:
-            size //= s
-        return size
-
-
-def build_config(**fields: Any) -> ModelConfig:
-    """A :class:`ModelConfig`, with validation errors turned into one clear message."""
-    try:
-        return ModelConfig(**fields)
-    except ValueError as exc:
-        raise ModelConfigError(f"invalid model configuration: {describe_validation_error(exc)}") from None
+from latentdask.model.config import ModelConfig
 
 
 def _block(conv: nn.Module, out_channels: int, config: ModelConfig) -> list[nn.Module]:

@@ -7,7 +7,6 @@ Loading checks that the weights and the config agree, tensor by tensor.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -16,32 +15,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from latentdask.data.decode import Preprocessing
 from latentdask.errors import CheckpointError, describe_validation_error
-from latentdask.model.autoencoder import Autoencoder, ModelConfig
+from latentdask.model.autoencoder import Autoencoder
+from latentdask.model.config import (
+    CONFIG_FILE,
+    TRAINING_FILE,
+    WEIGHTS_FILE,
+    CheckpointConfig,
+    ModelConfig,
+    checkpoint_sha256,
+    read_checkpoint_config,
+)
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-TRAINING_FILE = "training.json"
-FORMAT = "latentdask-checkpoint"
-FORMAT_VERSION = 1
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"}
-
-
-class CheckpointConfig(BaseModel):
-    """What ``config.json`` holds."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    format: str = FORMAT
-    format_version: int = FORMAT_VERSION
-    model: ModelConfig
-    preprocessing: Preprocessing
-    training: dict[str, Any] = {}
 
 
 @dataclass
@@ -148,7 +139,6 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     weights_path = path / WEIGHTS_FILE
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path} is missing")
-    weights = weights_path.read_bytes()
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -157,37 +147,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     check_state_dict(model, state, source=str(weights_path))
     model.load_state_dict(state)
     model.to(device).eval()
-    digest = hashlib.sha256(weights)
-    digest.update(config.model.model_dump_json().encode())
-    digest.update(config.preprocessing.model_dump_json().encode())
-    return Checkpoint(path=path, model=model, config=config, sha256=digest.hexdigest())
-
-
-def read_checkpoint_config(folder: Path) -> CheckpointConfig:
-    config_path = folder / CONFIG_FILE
-    if not config_path.is_file():
-        raise CheckpointError(f"{config_path} is missing")
-    try:
-        raw = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_path} is not valid JSON ({exc})") from None
-    if isinstance(raw, dict) and raw.get("format") != FORMAT:
-        raise CheckpointError(f"{config_path}: 'format' must be {FORMAT!r}, got {raw.get('format')!r}")
-    try:
-        config = CheckpointConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise CheckpointError(f"{config_path}: {describe_validation_error(exc)}") from None
-    if config.format_version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{config_path}: format_version {config.format_version} is newer than this "
-            f"latentdask understands ({FORMAT_VERSION}); upgrade latentdask"
-        )
-    if config.model.image_size != config.preprocessing.image_size:
-        raise CheckpointError(
-            f"{config_path}: model.image_size {config.model.image_size} differs from "
-            f"preprocessing.image_size {config.preprocessing.image_size}"
-        )
-    return config
+    return Checkpoint(path=path, model=model, config=config, sha256=checkpoint_sha256(path, config))
 
 
 def check_state_dict(model: Autoencoder, state: dict[str, torch.Tensor], *, source: str) -> None:

@@ -31,8 +31,9 @@ from latentdask.data.dataset import ImageDataset, open_dataset
 from latentdask.data.decode import Preprocessing, decode_rgb
 from latentdask.device import resolve_device
 from latentdask.errors import DatasetError, ImageDecodeError
-from latentdask.model.autoencoder import Autoencoder, ModelConfig
+from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from latentdask.model.config import ModelConfig
 from latentdask.progress import console, progress_bar
 
 

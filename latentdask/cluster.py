@@ -1,0 +1,73 @@
+"""Open the Dask cluster a command runs on, from one place for every command.
+
+Without a spec or address, the embedded :class:`~distributed.LocalCluster` starts
+worker processes on this machine, bound to 127.0.0.1. A spec file names another kind
+(see :mod:`latentdask.config`); ``--scheduler ADDRESS`` joins a running scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from distributed import Client, LocalCluster
+
+from latentdask.config import AddressSpec, ConfigError, LocalSpec, load_cluster_spec
+
+
+@dataclass(frozen=True)
+class ClusterChoice:
+    """What the user asked for: a spec file, a scheduler address, or neither (local)."""
+
+    spec: Path | None = None
+    scheduler: str | None = None
+
+    def resolve(self) -> LocalSpec | AddressSpec:
+        if self.spec is not None and self.scheduler is not None:
+            raise ConfigError("give either --cluster or --scheduler, not both")
+        if self.scheduler is not None:
+            return AddressSpec(kind="address", address=self.scheduler)
+        if self.spec is not None:
+            return load_cluster_spec(self.spec)
+        return LocalSpec()
+
+
+def default_local_workers() -> int:
+    """One worker process per two cores (at least one): each worker's torch then gets two threads."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+@contextmanager
+def connect(choice: ClusterChoice | LocalSpec | AddressSpec | None = None) -> Iterator[Client]:
+    """Yield a Client on the chosen cluster; a local cluster is closed on exit.
+
+    Examples
+    --------
+    >>> with connect(LocalSpec(workers=2)) as client:  # doctest: +SKIP
+    ...     client.submit(sum, [1, 2]).result()
+    3
+    """
+    spec = choice.resolve() if isinstance(choice, ClusterChoice) else (choice or LocalSpec())
+    if isinstance(spec, AddressSpec):
+        try:
+            client = Client(spec.address, timeout="30s")
+        except OSError as exc:
+            raise ConfigError(f"cannot reach the scheduler at {spec.address} ({exc})") from None
+        with client:
+            yield client
+        return
+    cluster = LocalCluster(
+        n_workers=spec.workers or default_local_workers(),
+        threads_per_worker=spec.threads_per_worker,
+        processes=True,
+        memory_limit=spec.memory_limit,
+        host=spec.host,
+        dashboard_address=spec.dashboard_address,
+        silence_logs=logging.ERROR,
+    )
+    with cluster, Client(cluster) as client:
+        yield client

@@ -1,0 +1,85 @@
+"""Specs as data: pydantic models for cluster files, with errors that name file and field.
+
+A cluster spec is a small YAML file::
+
+    kind: local              # LocalCluster of worker processes on this machine
+    workers: 2               # processes; default: chosen for the machine
+    threads_per_worker: 1
+
+    kind: address            # an existing scheduler
+    address: tcp://10.0.0.5:8786
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from latentdask.errors import LatentdaskError, describe_validation_error
+
+
+class ConfigError(LatentdaskError):
+    """A spec or workflow file that cannot be used as written."""
+
+
+class LocalSpec(BaseModel):
+    """The embedded LocalCluster: worker processes on this machine, bound to 127.0.0.1."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local"] = "local"
+    workers: int | None = Field(default=None, ge=1)
+    threads_per_worker: int = Field(default=1, ge=1)
+    memory_limit: str = "auto"
+    host: str = "127.0.0.1"
+    dashboard_address: str = "127.0.0.1:0"
+
+
+class AddressSpec(BaseModel):
+    """A scheduler that is already running; its workers are managed elsewhere."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["address"]
+    address: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_scaling(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("workers", "adapt"):
+                if key in data:
+                    raise ValueError(
+                        f"'{key}' cannot be set for kind 'address': that cluster's workers are "
+                        "managed where it was started"
+                    )
+        return data
+
+
+ClusterSpec = Annotated[LocalSpec | AddressSpec, Field(discriminator="kind")]
+_CLUSTER_SPEC: TypeAdapter[LocalSpec | AddressSpec] = TypeAdapter(ClusterSpec)
+
+
+def parse_cluster_spec(data: Any, *, source: str = "cluster spec") -> LocalSpec | AddressSpec:
+    """Validate a mapping as a cluster spec; ``source`` names it in errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with a 'kind' field, got {type(data).__name__}")
+    try:
+        return _CLUSTER_SPEC.validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+
+
+def load_cluster_spec(path: str | Path) -> LocalSpec | AddressSpec:
+    """Read and validate a cluster spec YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"cluster spec {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return parse_cluster_spec(data, source=str(path))

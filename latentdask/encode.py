@@ -1,0 +1,446 @@
+"""Encode every image of a dataset on Dask workers into a Zarr latent store.
+
+Steps of :func:`encode` (the client):
+
+1. Open the dataset (restricted to ``split``) and read the checkpoint's identity
+   (config and sha256) without importing torch.
+2. Create the store's template — or, with ``resume``, check that the existing store
+   was made with the same model, manifest, preprocessing and shard size.
+3. Submit one task per unfinished shard, under a deterministic key (store, model,
+   manifest, shard): a resumed run that meets tasks of an earlier run on the same
+   scheduler attaches to them instead of starting a second writer.
+4. Follow the tasks as they finish (progress, images/s, ETA) and end with a summary.
+
+Steps of :func:`encode_shard` (a task, on a worker):
+
+1. Skip the shard if its ``shard_done`` flag is already set.
+2. Load the model once per worker process (cached by checkpoint sha256 and device),
+   on the worker's GPU if it has one.
+3. Read and decode images in a thread pool, one batch ahead of the encoder, so that
+   decoding overlaps with the forward pass; bad images become invalid rows with
+   their reason.
+4. Encode each batch under ``torch.inference_mode()`` (optionally decode it again
+   for the reconstruction error).
+5. Write the shard's own chunks of ``z``, ``valid``, ``error``, ``crop`` (and
+   ``recon_error``), then set its ``shard_done`` flag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+from pydantic import BaseModel, ConfigDict, Field
+
+from latentdask.cluster import ClusterChoice, connect
+from latentdask.data.container import Container
+from latentdask.data.dataset import open_dataset
+from latentdask.data.decode import Preprocessing, decode_rgb
+from latentdask.data.manifest import Shard
+from latentdask.errors import CheckpointError, ImageDecodeError
+from latentdask.model.config import CheckpointConfig, checkpoint_sha256, read_checkpoint_config
+from latentdask.progress import console, progress_bar
+from latentdask.store import (
+    StoreError,
+    check_resumable,
+    create_store,
+    open_store,
+    remove_store,
+    shards_done,
+    store_array,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from latentdask.model.autoencoder import Autoencoder
+
+STAGES = ("read", "decode", "encode", "write")
+
+
+class EncodeOptions(BaseModel):
+    """How to encode; the defaults suit a CPU laptop and a GPU worker alike."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    shard_size: int = Field(default=4096, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    split: str = "all"
+    resume: bool = False
+    overwrite: bool = False
+    reconstruction_error: bool = False
+    device: str = "auto"
+    decode_threads: int = Field(default=2, ge=1)
+    torch_threads: int | None = Field(default=None, ge=1)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything one shard's task needs; small enough to send to a worker."""
+
+    store: str
+    shard: Shard
+    names: np.ndarray
+    present: np.ndarray
+    container: Container
+    checkpoint: str
+    checkpoint_sha256: str
+    preprocessing: Preprocessing
+    batch_size: int
+    device: str
+    decode_threads: int
+    torch_threads: int | None
+    reconstruction_error: bool
+
+
+@dataclass
+class ShardReport:
+    """What a shard's task did."""
+
+    number: int
+    images: int
+    valid: int
+    failures: dict[str, int]
+    seconds: dict[str, float]
+    skipped: bool = False
+
+
+@dataclass
+class EncodeSummary:
+    """The end of a run: what was done, how long it took, where it went."""
+
+    store: Path
+    images: int
+    shards_total: int
+    shards_run: int
+    shards_skipped: int
+    invalid: dict[str, int]
+    wall_seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.wall_seconds if self.wall_seconds else 0.0
+
+    def lines(self) -> list[str]:
+        invalid = sum(self.invalid.values())
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(self.invalid.items()))
+        stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in self.stage_seconds.items())
+        return [
+            f"encoded {self.images} images in {self.shards_run} shard(s) "
+            f"({self.shards_skipped} already done, {self.shards_total} in all) → {self.store}",
+            f"invalid {invalid}" + (f" ({reasons})" if reasons else ""),
+            f"wall time {self.wall_seconds:.1f} s, {self.images_per_second:.0f} images/s",
+            f"time per stage, summed over workers: {stages}",
+        ]
+
+
+# ----------------------------------------------------------------------------- client
+
+
+def encode(
+    dataset: str | Path,
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    options: EncodeOptions | None = None,
+    cluster: ClusterChoice | None = None,
+    progress: bool = True,
+) -> EncodeSummary:
+    """Encode ``dataset`` with the model in ``checkpoint`` into the latent store ``out``.
+
+    Parameters
+    ----------
+    dataset
+        A CelebA-layout folder or any image folder.
+    checkpoint
+        A checkpoint folder (``model.safetensors`` + ``config.json``).
+    out
+        The store to write (a folder ending in ``.zarr`` by convention).
+    options
+        Shard and batch size, split, resume/overwrite, device and threads.
+    cluster
+        Where to run; default the embedded local cluster.
+
+    Examples
+    --------
+    >>> summary = encode("data/faces", "models/ae", "latents.zarr")  # doctest: +SKIP
+    >>> latentdask.open_latents("latents.zarr").z  # doctest: +SKIP
+    """
+    options = options or EncodeOptions()
+    started = time.perf_counter()
+    out = Path(out)
+
+    # 1. Dataset and model identity.
+    data = open_dataset(dataset, split=options.split)
+    manifest = data.manifest
+    checkpoint = Path(checkpoint)
+    config = _checkpoint_config(checkpoint)
+    model_sha256 = checkpoint_sha256(checkpoint, config)
+    metadata = {
+        "model_sha256": model_sha256,
+        "model_path": str(checkpoint.resolve()),
+        "model_config": config.model.model_dump(mode="json"),
+        "manifest_sha256": manifest.sha256,
+        "dataset_root": str(Path(dataset).resolve()),
+        "dataset_kind": data.kind,
+        "split_selection": options.split,
+        "preprocessing": config.preprocessing.model_dump(mode="json"),
+    }
+    expected = metadata | {
+        "shard_size": options.shard_size,
+        "latent_dim": config.model.latent_dim,
+        "recon_error": options.reconstruction_error,
+    }
+
+    # 2. The store.
+    group = _prepare_store(out, expected, options, manifest, config)
+    done = shards_done(group)
+    shards = manifest.shards(options.shard_size)
+    pending = [s for s in shards if not done[s.number]]
+    token = hashlib.sha256(f"{out.resolve()}|{model_sha256}|{manifest.sha256}".encode()).hexdigest()[:16]
+
+    # 3. and 4. Run the pending shards.
+    reports: list[ShardReport] = []
+    if pending:
+        with connect(cluster) as client:
+            resources = {"GPU": 1} if _cluster_has_gpus(client) else None
+            if progress:
+                console.print(
+                    f"encoding {len(pending)} shard(s) on {_describe(client)}; dashboard {client.dashboard_link}"
+                )
+            jobs = (
+                _job(out, s, data.container, manifest, checkpoint, model_sha256, config, options)
+                for s in pending
+            )
+            futures = [
+                client.submit(encode_shard, job, key=f"encode-shard-{token}-{job.shard.number:06d}",
+                              resources=resources, pure=False)
+                for job in jobs
+            ]  # fmt: skip
+            reports = _follow(futures, sum(s.size for s in pending), progress)
+    invalid: Counter[str] = Counter()
+    stage_seconds: Counter[str] = Counter(dict.fromkeys(STAGES, 0.0))
+    for report in reports:
+        invalid.update(report.failures)
+        stage_seconds.update(report.seconds)
+    summary = EncodeSummary(
+        store=out,
+        images=sum(r.images for r in reports if not r.skipped),
+        shards_total=len(shards),
+        shards_run=sum(not r.skipped for r in reports),
+        shards_skipped=len(shards) - sum(not r.skipped for r in reports),
+        invalid=dict(invalid),
+        wall_seconds=time.perf_counter() - started,
+        stage_seconds=dict(stage_seconds),
+    )
+    if progress:
+        console.print("\n".join(summary.lines()), highlight=False)
+    return summary
+
+
+def _checkpoint_config(checkpoint: Path) -> CheckpointConfig:
+    if not checkpoint.is_dir():
+        raise CheckpointError(f"checkpoint folder {checkpoint} does not exist")
+    return read_checkpoint_config(checkpoint)
+
+
+def _prepare_store(
+    out: Path, expected: dict[str, Any], options: EncodeOptions, manifest: Any, config: CheckpointConfig
+) -> zarr.Group:
+    if options.resume and options.overwrite:
+        raise StoreError("give either --resume or --overwrite, not both")
+    if out.exists():
+        if options.resume:
+            group = open_store(out, mode="r+")
+            check_resumable(group, expected, out)
+            return group
+        if not options.overwrite:
+            raise StoreError(f"{out} already exists; use --resume to finish it or --overwrite to replace it")
+        remove_store(out)
+    metadata = {k: v for k, v in expected.items() if k not in ("shard_size", "latent_dim", "recon_error")}
+    return create_store(
+        out, manifest, latent_dim=config.model.latent_dim, shard_size=options.shard_size,
+        metadata=metadata, recon_error=options.reconstruction_error,
+    )  # fmt: skip
+
+
+def _job(
+    out: Path, shard: Shard, container: Container, manifest: Any, checkpoint: Path, sha256: str,
+    config: CheckpointConfig, options: EncodeOptions,
+) -> ShardJob:  # fmt: skip
+    return ShardJob(
+        store=str(out.resolve()),
+        shard=shard,
+        names=manifest.names[shard.start : shard.stop],
+        present=manifest.present[shard.start : shard.stop],
+        container=container,
+        checkpoint=str(checkpoint.resolve()),
+        checkpoint_sha256=sha256,
+        preprocessing=config.preprocessing,
+        batch_size=options.batch_size,
+        device=options.device,
+        decode_threads=options.decode_threads,
+        torch_threads=options.torch_threads,
+        reconstruction_error=options.reconstruction_error,
+    )
+
+
+def _cluster_has_gpus(client: Any) -> bool:
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return any(w.get("resources", {}).get("GPU", 0) >= 1 for w in workers)
+
+
+def _describe(client: Any) -> str:
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    threads = sum(w["nthreads"] for w in workers)
+    return f"{len(workers)} worker(s), {threads} thread(s)"
+
+
+def _follow(futures: list[Any], total_images: int, progress: bool) -> list[ShardReport]:
+    from distributed import as_completed
+
+    reports = []
+    started = time.perf_counter()
+    encoded = 0
+    with progress_bar("encoding", total=total_images, unit="images", enabled=progress) as bar:
+        for future in as_completed(futures):
+            report: ShardReport = future.result()
+            reports.append(report)
+            encoded += report.images
+            bar.advance(report.images)
+            rate = encoded / max(time.perf_counter() - started, 1e-9)
+            bar.note(f"shards {len(reports)}/{len(futures)}, {rate:.0f} images/s")
+    return reports
+
+
+# ----------------------------------------------------------------------------- worker
+
+_MODEL_LOCK = threading.Lock()
+_MODELS: dict[tuple[str, str], tuple[Autoencoder, torch.device]] = {}
+
+
+def worker_model(job: ShardJob) -> tuple[Autoencoder, torch.device]:
+    """The job's model on this worker, loaded once per process and checkpoint version."""
+    import torch
+
+    from latentdask.device import resolve_device
+    from latentdask.model.checkpoint import load_checkpoint
+
+    key = (job.checkpoint_sha256, job.device)
+    with _MODEL_LOCK:
+        if key not in _MODELS:
+            if job.torch_threads is not None:
+                torch.set_num_threads(job.torch_threads)
+            device = resolve_device(job.device)
+            checkpoint = load_checkpoint(job.checkpoint, device=device)
+            if checkpoint.sha256 != job.checkpoint_sha256:
+                raise CheckpointError(f"{job.checkpoint} changed while the run was going on")
+            _MODELS[key] = (checkpoint.model, device)
+        return _MODELS[key]
+
+
+@dataclass
+class _Loaded:
+    pixels: np.ndarray | None
+    reason: str
+    crop: str
+    read_seconds: float
+    decode_seconds: float
+
+
+def _load(job: ShardJob, i: int) -> _Loaded:
+    name = str(job.names[i])
+    t0 = time.perf_counter()
+    try:
+        if not job.present[i]:
+            raise ImageDecodeError(name, "listed but missing")
+        data = job.container.read(name)
+        t1 = time.perf_counter()
+        rgb, crop = decode_rgb(data, job.preprocessing, name)
+    except ImageDecodeError as exc:
+        t1 = time.perf_counter()
+        return _Loaded(None, exc.reason, "", t1 - t0, 0.0)
+    return _Loaded(rgb, "", crop, t1 - t0, time.perf_counter() - t1)
+
+
+def _batches(job: ShardJob, pool: ThreadPoolExecutor) -> Iterator[tuple[int, list[_Loaded]]]:
+    """Yield (offset, loaded images) per batch, with the next batch already decoding."""
+    size = job.shard.size
+    starts = list(range(0, size, job.batch_size))
+
+    def submit(start: int) -> list[Future[_Loaded]]:
+        return [pool.submit(_load, job, i) for i in range(start, min(start + job.batch_size, size))]
+
+    ahead = submit(starts[0]) if starts else []
+    for k, start in enumerate(starts):
+        current = ahead
+        ahead = submit(starts[k + 1]) if k + 1 < len(starts) else []
+        yield start, [f.result() for f in current]
+
+
+def encode_shard(job: ShardJob) -> ShardReport:
+    """Encode one shard and write its chunks; see the module docstring for the steps."""
+    import torch
+
+    group = zarr.open_group(job.store, mode="r+")
+    shard = job.shard
+    if bool(store_array(group, "shard_done")[shard.number]):
+        return ShardReport(shard.number, shard.size, 0, {}, {}, skipped=True)
+    model, device = worker_model(job)
+
+    n = shard.size
+    z = np.full((n, model.config.latent_dim), np.nan, dtype=np.float32)
+    valid = np.zeros(n, dtype=bool)
+    error = np.full(n, "", dtype=object)
+    crop = np.full(n, "", dtype=object)
+    recon = np.full(n, np.nan, dtype=np.float32)
+    seconds = dict.fromkeys(STAGES, 0.0)
+    failures: Counter[str] = Counter()
+
+    with ThreadPoolExecutor(job.decode_threads, thread_name_prefix="latentdask-decode") as pool:
+        for start, loaded in _batches(job, pool):
+            rows = []
+            for offset, item in enumerate(loaded):
+                seconds["read"] += item.read_seconds
+                seconds["decode"] += item.decode_seconds
+                if item.pixels is None:
+                    error[start + offset] = item.reason
+                    failures[item.reason] += 1
+                else:
+                    rows.append(start + offset)
+                    crop[start + offset] = item.crop
+            if not rows:
+                continue
+            t0 = time.perf_counter()
+            stacked = np.stack([item.pixels for item in loaded if item.pixels is not None])
+            with torch.inference_mode():
+                images = torch.from_numpy(stacked).to(device).permute(0, 3, 1, 2).float() / 255.0
+                latents = model.encode(images)
+                z[rows] = latents.float().cpu().numpy()
+                if job.reconstruction_error:
+                    squared = (model.decode(latents) - images).square()
+                    recon[rows] = squared.mean(dim=(1, 2, 3)).float().cpu().numpy()
+            valid[rows] = True
+            seconds["encode"] += time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    region = slice(shard.start, shard.stop)
+    store_array(group, "z")[region] = z
+    store_array(group, "valid")[region] = valid
+    store_array(group, "error")[region] = error.astype(str)
+    store_array(group, "crop")[region] = crop.astype(str)
+    if job.reconstruction_error:
+        store_array(group, "recon_error")[region] = recon
+    store_array(group, "shard_done")[shard.number] = True  # last: the shard's data is on disk
+    seconds["write"] = time.perf_counter() - t0
+    return ShardReport(shard.number, n, int(valid.sum()), dict(failures), seconds)

@@ -1,0 +1,204 @@
+"""The latent store: a Zarr v3 group that ``xarray.open_zarr`` opens with named dimensions.
+
+Layout (DESIGN.md, "Formats"):
+
+=============== ======================= ============================================
+array           dims                    written by
+=============== ======================= ============================================
+``z``           (image, latent) float32 the shard's task; chunk = one shard
+``valid``       (image) bool            the shard's task
+``error``       (image) str             the shard's task; "" when valid
+``crop``        (image) str             the shard's task: box, centre-square, none
+``recon_error`` (image) float32         the shard's task, only when asked for
+``shard_done``  (shard) bool            the shard's task, last; chunk size 1
+``image``       (image) int64           the client: row in the dataset's listing
+``filename``    (image) str             the client
+``split``       (image) int8            the client
+``attributes``  (image, attribute) int8 the client, with coordinate ``attribute``
+``latent``      (latent) int32          the client: component numbers 0…N-1
+=============== ======================= ============================================
+
+Every per-image array is chunked by ``shard_size``, so a task writes only its own
+chunks and no two tasks ever share one. The client writes the template and the
+manifest-derived arrays first and sets the ``template_complete`` attribute last; a
+store without it is half-made and is never resumed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+from zarr.errors import ZarrUserWarning
+
+from latentdask.data.manifest import Manifest
+from latentdask.errors import LatentdaskError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+FORMAT = "latentdask-latents"
+FORMAT_VERSION = 1
+#: metadata that must agree between a store and the run that resumes it
+RESUME_KEYS = ("model_sha256", "manifest_sha256", "preprocessing", "shard_size", "latent_dim", "recon_error")
+
+
+class StoreError(LatentdaskError):
+    """A latent store is missing, half-made, or belongs to another model or dataset."""
+
+
+def create_store(
+    path: str | Path,
+    manifest: Manifest,
+    *,
+    latent_dim: int,
+    shard_size: int,
+    metadata: dict[str, Any],
+    recon_error: bool = False,
+) -> zarr.Group:
+    """Write the template of a latent store: every array, the manifest's columns, metadata.
+
+    ``metadata`` must hold the :data:`RESUME_KEYS` other than ``shard_size``,
+    ``latent_dim`` and ``recon_error``, plus whatever else describes the run.
+    """
+    path = Path(path)
+    n = len(manifest)
+    n_shards = max(1, -(-n // shard_size))
+    group = zarr.open_group(str(path), mode="w")
+
+    def per_image(name: str, dtype: Any, fill_value: Any) -> None:
+        group.create_array(
+            name,
+            shape=(n,),
+            chunks=(shard_size,),
+            dtype=dtype,
+            fill_value=fill_value,
+            dimension_names=["image"],
+        )
+
+    # 1. Arrays the tasks fill.
+    group.create_array(
+        "z", shape=(n, latent_dim), chunks=(shard_size, latent_dim), dtype="float32",
+        fill_value=np.nan, dimension_names=["image", "latent"], compressors=None,
+    )  # fmt: skip
+    per_image("valid", bool, False)
+    per_image("error", str, "")
+    per_image("crop", str, "")
+    if recon_error:
+        per_image("recon_error", "float32", np.nan)
+    group.create_array(
+        "shard_done", shape=(n_shards,), chunks=(1,), dtype=bool, fill_value=False, dimension_names=["shard"]
+    )
+
+    # 2. Columns from the manifest, written once by the client.
+    def column(name: str, values: np.ndarray, dtype: Any, dims: list[str], chunks: tuple[int, ...]) -> None:
+        array = group.create_array(name, shape=values.shape, chunks=chunks, dtype=dtype, dimension_names=dims)
+        array[...] = values
+
+    column("image", manifest.index.astype(np.int64), "int64", ["image"], (shard_size,))
+    column("filename", np.asarray(manifest.names, dtype=str), str, ["image"], (shard_size,))
+    column("split", manifest.split.astype(np.int8), "int8", ["image"], (shard_size,))
+    n_attr = len(manifest.attribute_names)
+    column("attributes", manifest.attributes.astype(np.int8), "int8", ["image", "attribute"],
+           (shard_size, max(n_attr, 1)))  # fmt: skip
+    column("attribute", np.array(manifest.attribute_names, dtype=str), str, ["attribute"], (max(n_attr, 1),))
+    column("latent", np.arange(latent_dim, dtype=np.int32), "int32", ["latent"], (latent_dim,))
+
+    # 3. Metadata, with the completion flag last.
+    from latentdask import __version__
+
+    group.attrs.update(
+        metadata
+        | {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "package_version": __version__,
+            "shard_size": shard_size,
+            "latent_dim": latent_dim,
+            "n_images": n,
+            "n_shards": n_shards,
+            "recon_error": recon_error,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+    group.attrs["template_complete"] = True
+    # Consolidated metadata lets plain ``xarray.open_zarr(path)`` open the store in one
+    # read and without a warning; tasks only write chunks, so it never goes stale.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ZarrUserWarning)
+        zarr.consolidate_metadata(str(path))
+    return group
+
+
+def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
+    """Open a complete latent store's group, or raise StoreError saying what is wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"latent store {path} does not exist")
+    try:
+        group = zarr.open_group(str(path), mode=mode)  # type: ignore[arg-type]
+    except (FileNotFoundError, ValueError, zarr.errors.GroupNotFoundError) as exc:
+        raise StoreError(f"{path} is not a Zarr group ({exc})") from None
+    attrs = group.attrs.asdict()
+    if attrs.get("format") != FORMAT:
+        raise StoreError(f"{path} is not a latentdask latent store (format {attrs.get('format')!r})")
+    if not attrs.get("template_complete"):
+        raise StoreError(f"{path} was not fully created (its creation was interrupted); use --overwrite")
+    return group
+
+
+def check_resumable(group: zarr.Group, expected: dict[str, Any], path: str | Path) -> None:
+    """Raise StoreError naming every resume key whose value differs from ``expected``."""
+    attrs = group.attrs.asdict()
+    differences = [
+        f"{key}: store has {attrs.get(key)!r}, this run has {expected.get(key)!r}"
+        for key in RESUME_KEYS
+        if attrs.get(key) != expected.get(key)
+    ]
+    if differences:
+        raise StoreError(
+            f"cannot resume {path}: it was made with other settings ({'; '.join(differences)}); "
+            "use --overwrite to start again"
+        )
+
+
+def remove_store(path: str | Path) -> None:
+    """Delete a store folder (for --overwrite); refuses anything that is not a latent store."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not (path / "zarr.json").is_file():
+        raise StoreError(f"{path} exists and is not a Zarr store; refusing to delete it")
+    shutil.rmtree(path)
+
+
+def store_array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of a store's group (typed: a group member may also be a group)."""
+    member = group[name]
+    if not isinstance(member, zarr.Array):
+        raise StoreError(f"{name} in {group.store} is not an array")
+    return member
+
+
+def shards_done(group: zarr.Group) -> np.ndarray:
+    """Boolean array: which shards are complete."""
+    return np.asarray(store_array(group, "shard_done")[:], dtype=bool)
+
+
+def open_latents(path: str | Path) -> xr.Dataset:
+    """Open a latent store as a lazy ``xarray.Dataset`` with dims ``image``, ``latent``, ``attribute``.
+
+    Examples
+    --------
+    >>> ds = open_latents("runs/demo/latents.zarr")  # doctest: +SKIP
+    >>> ds.z.where(ds.valid).mean("image")  # doctest: +SKIP
+    """
+    import xarray as xr
+
+    open_store(path)  # clear errors for what is not a complete store
+    return xr.open_zarr(str(path))
