@@ -179,6 +179,7 @@ def encode(
     options = options or EncodeOptions()
     started = time.perf_counter()
     out = Path(out)
+    spec = (cluster or ClusterChoice()).resolve()  # a bad spec fails before anything is written
 
     # 1. Dataset and model identity.
     data = open_dataset(dataset, split=options.split)
@@ -212,7 +213,7 @@ def encode(
     # 3. and 4. Run the pending shards.
     reports: list[ShardReport] = []
     if pending:
-        with connect(cluster) as client:
+        with connect(spec) as client:
             resources = {"GPU": 1} if _cluster_has_gpus(client) else None
             if progress:
                 console.print(

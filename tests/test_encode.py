@@ -1,0 +1,372 @@
+"""Encoding on real Dask worker processes into a real Zarr store on disk."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import zarr
+from distributed import Client, LocalCluster
+from PIL import Image
+
+from latentdask.cluster import ClusterChoice
+from latentdask.config import LocalSpec
+from latentdask.data.dataset import open_dataset
+from latentdask.data.decode import Preprocessing
+from latentdask.encode import EncodeOptions, encode
+from latentdask.errors import LatentdaskError
+from latentdask.model.autoencoder import Autoencoder
+from latentdask.model.checkpoint import load_checkpoint, save_checkpoint
+from latentdask.model.config import ModelConfig
+from latentdask.store import StoreError, open_latents
+from tests.helpers import encode as encode_image
+from tests.helpers import solid_jpeg, write_celeba
+
+#: Largest difference seen between latents of the same image encoded in batches of
+#: different sizes on this CPU (oneDNN picks kernels by batch shape); see
+#: test_latents_do_not_depend_on_shards_workers_or_batches.
+BATCH_TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    """Two real worker processes, shared by the tests of this module through its address."""
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+    ) as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def on_cluster(cluster: LocalCluster) -> ClusterChoice:
+    return ClusterChoice(scheduler=cluster.scheduler_address)
+
+
+def make_checkpoint(path: Path, **fields: object) -> Path:
+    torch.manual_seed(0)
+    config = ModelConfig(**({"image_size": 32, "latent_dim": 16, "channels": (8, 8, 16, 16)} | fields))  # type: ignore[arg-type]
+    return save_checkpoint(path, Autoencoder(config), Preprocessing(image_size=config.image_size))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("model") / "ckpt")
+
+
+def reference_latents(dataset_root: Path, checkpoint: Path) -> np.ndarray:
+    """Each image decoded by decode_image and encoded alone, in this process."""
+    model = load_checkpoint(checkpoint).model
+    dataset = open_dataset(dataset_root)
+    prep = Preprocessing(image_size=model.config.image_size)
+    rows = []
+    with torch.inference_mode():
+        for row in range(len(dataset.manifest)):
+            pixels = torch.from_numpy(dataset.load(row, prep).pixels)[None]
+            rows.append(model.encode(pixels)[0].numpy())
+    return np.stack(rows)
+
+
+def test_encode_matches_in_process_reference(
+    faces: Path, checkpoint: Path, tmp_path: Path, on_cluster: ClusterChoice
+) -> None:
+    out = tmp_path / "latents.zarr"
+    summary = encode(faces, checkpoint, out, options=EncodeOptions(shard_size=32, batch_size=16),
+                     cluster=on_cluster, progress=False)  # fmt: skip
+    assert summary.images == 120 and summary.shards_run == 4 and summary.invalid == {}
+    ds = open_latents(out)
+    assert dict(ds.sizes) == {"image": 120, "latent": 16, "attribute": 40, "shard": 4}
+    assert ds.z.dims == ("image", "latent") and ds.z.dtype == np.float32
+    assert ds.z.data.chunks[0] == (32, 32, 32, 24)
+    np.testing.assert_allclose(
+        ds.z.values, reference_latents(faces, checkpoint), atol=BATCH_TOLERANCE, rtol=0
+    )
+    manifest = open_dataset(faces).manifest
+    assert ds.valid.values.all() and (ds.error.values == "").all() and (ds.crop.values == "box").all()
+    assert ds.filename.values.tolist() == manifest.names.tolist()
+    np.testing.assert_array_equal(ds.split.values, manifest.split)
+    np.testing.assert_array_equal(ds.attributes.values, manifest.attributes)
+    assert ds.attribute.values.tolist()[:2] == ["5_o_Clock_Shadow", "Arched_Eyebrows"]
+    assert ds.shard_done.values.all()
+    assert ds.attrs["manifest_sha256"] == manifest.sha256
+    assert ds.attrs["model_sha256"] == load_checkpoint(checkpoint).sha256
+    assert ds.attrs["preprocessing"]["image_size"] == 32 and ds.attrs["shard_size"] == 32
+    # plain xarray gives the same named dims, with no warning about metadata
+    plain = xr.open_zarr(out)
+    assert plain.z.dims == ("image", "latent") and plain.attributes.dims == ("image", "attribute")
+
+
+def test_existing_store_needs_resume_or_overwrite(
+    faces: Path, checkpoint: Path, tmp_path: Path, on_cluster: ClusterChoice
+) -> None:
+    out = tmp_path / "latents.zarr"
+    options = EncodeOptions(shard_size=64)
+    encode(faces, checkpoint, out, options=options, cluster=on_cluster, progress=False)
+    with pytest.raises(StoreError, match="already exists; use --resume"):
+        encode(faces, checkpoint, out, options=options, cluster=on_cluster, progress=False)
+    again = encode(faces, checkpoint, out, options=EncodeOptions(shard_size=64, resume=True),
+                   cluster=on_cluster, progress=False)  # fmt: skip
+    assert again.shards_run == 0 and again.shards_skipped == 2
+    with pytest.raises(StoreError, match=r"shard_size: store has 64, this run has 32"):
+        encode(
+            faces,
+            checkpoint,
+            out,
+            options=EncodeOptions(shard_size=32, resume=True),
+            cluster=on_cluster,
+            progress=False,
+        )
+    other = make_checkpoint(tmp_path / "other", latent_dim=8)
+    with pytest.raises(
+        StoreError, match=r"model_sha256: store has .*latent_dim: store has 16, this run has 8"
+    ):
+        encode(
+            faces,
+            other,
+            out,
+            options=EncodeOptions(shard_size=64, resume=True),
+            cluster=on_cluster,
+            progress=False,
+        )
+    replaced = encode(faces, other, out, options=EncodeOptions(shard_size=64, overwrite=True), cluster=on_cluster,
+                      progress=False)  # fmt: skip
+    assert replaced.shards_run == 2 and open_latents(out).sizes["latent"] == 8
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_store(
+    faces: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("...")
+    with pytest.raises(StoreError, match="not a Zarr store; refusing to delete"):
+        encode(faces, checkpoint, precious, options=EncodeOptions(overwrite=True), progress=False)
+    assert (precious / "chapter1.tex").exists()
+
+
+def test_split_and_reconstruction_error(
+    faces: Path, checkpoint: Path, tmp_path: Path, on_cluster: ClusterChoice
+) -> None:
+    out = tmp_path / "valid.zarr"
+    options = EncodeOptions(split="valid", shard_size=5, reconstruction_error=True)
+    encode(faces, checkpoint, out, options=options, cluster=on_cluster, progress=False)
+    ds = open_latents(out)
+    manifest = open_dataset(faces, split="valid").manifest
+    assert ds.sizes["image"] == 12 and (ds.split.values == 1).all()
+    assert ds.image.values.tolist() == manifest.index.tolist() == list(range(96, 108))
+    model = load_checkpoint(checkpoint).model
+    prep = Preprocessing(image_size=32)
+    dataset = open_dataset(faces, split="valid")
+    with torch.inference_mode():
+        images = torch.stack([torch.from_numpy(dataset.load(r, prep).pixels) for r in range(12)])
+        expected = (model(images) - images).square().mean(dim=(1, 2, 3)).numpy()
+    np.testing.assert_allclose(ds.recon_error.values, expected, rtol=1e-4)
+
+
+def bad_input_zoo(root: Path) -> dict[str, str]:
+    """A CelebA-layout dataset of awkward files; returns name → expected error ("" = valid)."""
+    jpeg = solid_jpeg((90, 120, 150))
+    images = {
+        "01_ok.jpg": jpeg,
+        "02_truncated.jpg": jpeg[: len(jpeg) // 2],
+        "03_empty.jpg": b"",
+        "04_text.jpg": b"not an image at all\n",
+        "05_png_named_jpg.jpg": encode_image(Image.new("RGB", (178, 218), (1, 2, 3)), "PNG"),
+        "06_gray.jpg": encode_image(Image.new("L", (178, 218), 128), "JPEG"),
+        "07_cmyk.jpg": encode_image(Image.new("CMYK", (178, 218), (0, 50, 100, 0)), "JPEG"),
+        "08_rgba.png": encode_image(Image.new("RGBA", (178, 218), (10, 20, 30, 128)), "PNG"),
+        "09_tiny.jpg": encode_image(Image.new("RGB", (1, 1), (200, 0, 0)), "JPEG"),
+        "10_huge.jpg": encode_image(Image.new("RGB", (4000, 4000), (0, 90, 0)), "JPEG", quality=70),
+    }
+    listed = [*images, "11_missing.jpg"]
+    write_celeba(root, images, partition=dict.fromkeys(listed, 0), attributes=None)
+    return {
+        name: {"02_truncated.jpg": "truncated image", "03_empty.jpg": "empty file",
+               "04_text.jpg": "not an image file", "11_missing.jpg": "listed but missing"}.get(name, "")
+        for name in listed
+    }  # fmt: skip
+
+
+def test_bad_input_zoo(checkpoint: Path, tmp_path: Path, on_cluster: ClusterChoice) -> None:
+    expected = bad_input_zoo(tmp_path / "zoo")
+    summary = encode(tmp_path / "zoo", checkpoint, tmp_path / "zoo.zarr", options=EncodeOptions(shard_size=4),
+                     cluster=on_cluster, progress=False)  # fmt: skip
+    ds = open_latents(tmp_path / "zoo.zarr")
+    got = dict(zip(ds.filename.values.tolist(), ds.error.values.tolist(), strict=True))
+    assert got == expected
+    np.testing.assert_array_equal(ds.valid.values, [reason == "" for reason in expected.values()])
+    z = ds.z.values
+    assert np.isfinite(z[ds.valid.values]).all() and np.isnan(z[~ds.valid.values]).all()
+    assert ds.crop.values.tolist()[8] == "centre-square"  # 09_tiny.jpg
+    assert summary.invalid == {
+        "truncated image": 1,
+        "empty file": 1,
+        "not an image file": 1,
+        "listed but missing": 1,
+    }
+
+
+def test_latents_do_not_depend_on_shards_workers_or_batches(
+    faces: Path, checkpoint: Path, tmp_path: Path, on_cluster: ClusterChoice
+) -> None:
+    runs = {
+        "2 workers, shards 10, batch 5": (on_cluster, EncodeOptions(shard_size=10, batch_size=5)),
+        "2 workers, shards 50, batch 5": (on_cluster, EncodeOptions(shard_size=50, batch_size=5)),
+        "1 worker, shards 120, batch 64": (ClusterChoice(), EncodeOptions(shard_size=120, batch_size=64)),
+    }
+    latents = {}
+    for name, (choice, options) in runs.items():
+        out = tmp_path / f"{len(latents)}.zarr"
+        if choice.scheduler is None:
+            spec = tmp_path / "one.yaml"
+            spec.write_text("kind: local\nworkers: 1\n")
+            choice = ClusterChoice(spec=spec)
+        encode(faces, checkpoint, out, options=options, cluster=choice, progress=False)
+        latents[name] = open_latents(out).z.values
+    a, b, c = latents.values()
+    # the same batches (shard sizes divisible by the batch size): bit-identical
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, c, atol=BATCH_TOLERANCE, rtol=0)
+
+
+def finished_shards(store: Path) -> int:
+    """How many shards a store being written has finished; 0 while its template is made."""
+    try:
+        return int(zarr.open_array(str(store / "shard_done"), mode="r")[:].sum())
+    except FileNotFoundError:
+        return 0
+
+
+def z_bytes(store: Path) -> bytes:
+    return np.asarray(zarr.open_array(str(store / "z"), mode="r")[:]).tobytes()
+
+
+@pytest.fixture(scope="module")
+def many_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from latentdask.data.synthetic import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("many") / "faces", n=1200, seed=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def clean_run(many_faces: Path, checkpoint: Path, tmp_path_factory: pytest.TempPathFactory,
+              on_cluster: ClusterChoice) -> Path:  # fmt: skip
+    out = tmp_path_factory.mktemp("clean") / "clean.zarr"
+    encode(many_faces, checkpoint, out, options=EncodeOptions(shard_size=50, batch_size=25), cluster=on_cluster,
+           progress=False)  # fmt: skip
+    return out
+
+
+def test_killed_worker_loses_and_duplicates_nothing(many_faces: Path, checkpoint: Path, clean_run: Path,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    out = tmp_path / "faulty.zarr"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=":0") as local, Client(local) as client:  # fmt: skip
+        pids = client.run(os.getpid)
+        result: dict[str, object] = {}
+
+        def run() -> None:
+            result["summary"] = encode(many_faces, checkpoint, out,
+                                       options=EncodeOptions(shard_size=50, batch_size=25),
+                                       cluster=ClusterChoice(scheduler=local.scheduler_address), progress=False)  # fmt: skip
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        victim = None
+        deadline = time.monotonic() + 120
+        while victim is None and time.monotonic() < deadline and thread.is_alive():
+            done = (out / "zarr.json").exists() and zarr.open_array(str(out / "shard_done"), mode="r")[
+                :
+            ].sum()
+            busy = [w for w, keys in client.processing().items() if keys]
+            if done and busy:
+                victim = pids[busy[0]]
+                os.kill(victim, signal.SIGKILL)
+            time.sleep(0.01)
+        thread.join(timeout=300)
+        assert victim is not None, "the run ended before a worker could be killed"
+        assert victim not in client.run(os.getpid).values()  # that worker process is gone
+    summary = result["summary"]
+    assert summary.shards_total == 24  # type: ignore[attr-defined]
+    assert z_bytes(out) == z_bytes(clean_run)
+    assert open_latents(out).shard_done.values.all()
+
+
+def test_killed_client_resumes_only_unfinished_shards(many_faces: Path, checkpoint: Path, clean_run: Path,
+                                                      tmp_path: Path) -> None:  # fmt: skip
+    out = tmp_path / "interrupted.zarr"
+    spec = tmp_path / "one.yaml"
+    spec.write_text("kind: local\nworkers: 1\n")
+    command = [sys.executable, "-m", "latentdask.cli", "encode", str(many_faces), "--model", str(checkpoint),
+               "--out", str(out), "--shard-size", "50", "--batch-size", "25", "--cluster", str(spec)]  # fmt: skip
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if finished_shards(out) >= 3:
+            break
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)  # the client and its local cluster, mid-run
+    process.wait()
+    finished = zarr.open_array(str(out / "shard_done"), mode="r")[:]
+    assert 3 <= finished.sum() < 24, "the client was not killed mid-run"
+    summary = encode(many_faces, checkpoint, out, options=EncodeOptions(shard_size=50, batch_size=25, resume=True),
+                     cluster=ClusterChoice(spec=spec), progress=False)  # fmt: skip
+    assert summary.shards_run == 24 - finished.sum()
+    assert summary.shards_skipped == finished.sum()
+    assert z_bytes(out) == z_bytes(clean_run)
+
+
+def test_concurrent_resume_on_one_scheduler_shares_tasks(many_faces: Path, checkpoint: Path, clean_run: Path,
+                                                         tmp_path: Path, cluster: LocalCluster) -> None:  # fmt: skip
+    out = tmp_path / "twice.zarr"
+    choice = ClusterChoice(scheduler=cluster.scheduler_address)
+    first = threading.Thread(target=encode, args=(many_faces, checkpoint, out),
+                             kwargs={"options": EncodeOptions(shard_size=50, batch_size=25), "cluster": choice,
+                                     "progress": False})  # fmt: skip
+    first.start()
+    while finished_shards(out) == 0:
+        time.sleep(0.01)
+    encode(many_faces, checkpoint, out, options=EncodeOptions(shard_size=50, batch_size=25, resume=True),
+           cluster=choice, progress=False)  # fmt: skip
+    first.join()
+    with Client(cluster.scheduler_address) as client:
+        computed = [key for key in client.run_on_scheduler(_computed_keys) if key.startswith("encode-shard-")]
+    assert z_bytes(out) == z_bytes(clean_run)
+    # keys name store, model, manifest and shard: no shard of any run on this scheduler ran twice
+    assert len(computed) == len(set(computed))
+
+
+def _computed_keys(dask_scheduler: object) -> list[str]:
+    """Keys that finished computing (processing → memory), from the scheduler's log."""
+    log = dask_scheduler.transition_log  # type: ignore[attr-defined]
+    return [str(entry[0]) for entry in log if entry[1] == "processing" and entry[2] == "memory"]
+
+
+def test_missing_checkpoint_and_dataset(faces: Path, checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(LatentdaskError, match=r"checkpoint folder .* does not exist"):
+        encode(faces, tmp_path / "none", tmp_path / "a.zarr", progress=False)
+    with pytest.raises(LatentdaskError, match="does not exist"):
+        encode(tmp_path / "nodata", checkpoint, tmp_path / "a.zarr", progress=False)
+    assert not (tmp_path / "a.zarr").exists()
+
+
+def test_cluster_spec_errors(faces: Path, checkpoint: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("kind: address\naddress: tcp://127.0.0.1:1\nworkers: 3\n")
+    with pytest.raises(LatentdaskError, match=r"bad.yaml: .*'workers' cannot be set for kind 'address'"):
+        encode(faces, checkpoint, tmp_path / "a.zarr", cluster=ClusterChoice(spec=spec), progress=False)
+    spec.write_text("kind: local\nworkers: zero\n")
+    with pytest.raises(LatentdaskError, match=r"bad.yaml: field 'local.workers'"):
+        encode(faces, checkpoint, tmp_path / "b.zarr", cluster=ClusterChoice(spec=spec), progress=False)
+    assert LocalSpec().host == "127.0.0.1"
