@@ -187,7 +187,10 @@ def encode(
         bool, typer.Option("--reconstruction-error", help="Also store each image's reconstruction MSE.")
     ] = False,
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda.")] = "auto",
-    decode_threads: Annotated[int, typer.Option(help="Decoding threads per task.")] = 2,
+    decode_threads: Annotated[
+        int | None,
+        typer.Option(help="Threads decoding ahead of the encoder (default: 1 on CPU, up to 8 with a GPU)."),
+    ] = None,
     torch_threads: Annotated[
         int | None, typer.Option(help="Torch threads per worker (default: torch's).")
     ] = None,
@@ -247,6 +250,21 @@ def bench_train(
         run(image_size=image_size, latent_dim=latent_dim, batch_size=batch_size, steps=steps, device=device),
         json_out,
     )
+
+
+@bench_app.command("encode")
+@user_errors
+def bench_encode(
+    n: Annotated[int, typer.Option("--n", help="Synthetic images to encode.")] = 8192,
+    shard_size: Annotated[int, typer.Option(help="Images per shard.")] = 1024,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    image_size: Annotated[int, typer.Option(help="Model input side.")] = 64,
+    json_out: JsonOption = None,
+) -> None:
+    """Encode pipeline images/s with 1 and 2 workers against a plain loop and the CPU ceiling."""
+    from latentdask.bench.encode import bench_encode as run
+
+    _finish_bench(run(n=n, shard_size=shard_size, batch_size=batch_size, image_size=image_size), json_out)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ Steps of :func:`encode_shard` (a task, on a worker):
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from collections import Counter
@@ -41,7 +42,8 @@ import numpy as np
 import zarr
 from pydantic import BaseModel, ConfigDict, Field
 
-from latentdask.cluster import ClusterChoice, connect
+from latentdask.cluster import ClusterChoice, connect, local_torch_threads
+from latentdask.config import LocalSpec
 from latentdask.data.container import Container
 from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing, decode_rgb
@@ -79,7 +81,9 @@ class EncodeOptions(BaseModel):
     overwrite: bool = False
     reconstruction_error: bool = False
     device: str = "auto"
-    decode_threads: int = Field(default=2, ge=1)
+    #: threads decoding ahead of the encoder; 0: decode in the task's own thread; None: 1 on
+    #: CPU (the cores are busy encoding), up to 8 beside a GPU (decoding is then the limit)
+    decode_threads: int | None = Field(default=None, ge=0)
     torch_threads: int | None = Field(default=None, ge=1)
 
 
@@ -97,7 +101,7 @@ class ShardJob:
     preprocessing: Preprocessing
     batch_size: int
     device: str
-    decode_threads: int
+    decode_threads: int | None
     torch_threads: int | None
     reconstruction_error: bool
 
@@ -125,11 +129,13 @@ class EncodeSummary:
     shards_skipped: int
     invalid: dict[str, int]
     wall_seconds: float
+    compute_seconds: float = 0.0  # from the first task submitted to the last result
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
-        return self.images / self.wall_seconds if self.wall_seconds else 0.0
+        """Throughput of the tasks, without cluster start-up and store creation."""
+        return self.images / self.compute_seconds if self.compute_seconds else 0.0
 
     def lines(self) -> list[str]:
         invalid = sum(self.invalid.values())
@@ -139,7 +145,8 @@ class EncodeSummary:
             f"encoded {self.images} images in {self.shards_run} shard(s) "
             f"({self.shards_skipped} already done, {self.shards_total} in all) → {self.store}",
             f"invalid {invalid}" + (f" ({reasons})" if reasons else ""),
-            f"wall time {self.wall_seconds:.1f} s, {self.images_per_second:.0f} images/s",
+            f"wall time {self.wall_seconds:.1f} s; {self.images_per_second:.0f} images/s "
+            f"over {self.compute_seconds:.1f} s of encoding",
             f"time per stage, summed over workers: {stages}",
         ]
 
@@ -212,6 +219,10 @@ def encode(
 
     # 3. and 4. Run the pending shards.
     reports: list[ShardReport] = []
+    compute_seconds = 0.0
+    if isinstance(spec, LocalSpec) and options.torch_threads is None:
+        # the nanny sets OMP/MKL threads to 1 per worker; give torch the worker's share of cores
+        options = options.model_copy(update={"torch_threads": local_torch_threads(spec)})
     if pending:
         with connect(spec) as client:
             resources = {"GPU": 1} if _cluster_has_gpus(client) else None
@@ -228,7 +239,9 @@ def encode(
                               resources=resources, pure=False)
                 for job in jobs
             ]  # fmt: skip
+            submitted = time.perf_counter()
             reports = _follow(futures, sum(s.size for s in pending), progress)
+            compute_seconds = time.perf_counter() - submitted
     invalid: Counter[str] = Counter()
     stage_seconds: Counter[str] = Counter(dict.fromkeys(STAGES, 0.0))
     for report in reports:
@@ -242,6 +255,7 @@ def encode(
         shards_skipped=len(shards) - sum(not r.skipped for r in reports),
         invalid=dict(invalid),
         wall_seconds=time.perf_counter() - started,
+        compute_seconds=compute_seconds,
         stage_seconds=dict(stage_seconds),
     )
     if progress:
@@ -335,6 +349,7 @@ def worker_model(job: ShardJob) -> tuple[Autoencoder, torch.device]:
     import torch
 
     from latentdask.device import resolve_device
+    from latentdask.model.autoencoder import for_inference
     from latentdask.model.checkpoint import load_checkpoint
 
     key = (job.checkpoint_sha256, job.device)
@@ -343,10 +358,10 @@ def worker_model(job: ShardJob) -> tuple[Autoencoder, torch.device]:
             if job.torch_threads is not None:
                 torch.set_num_threads(job.torch_threads)
             device = resolve_device(job.device)
-            checkpoint = load_checkpoint(job.checkpoint, device=device)
+            checkpoint = load_checkpoint(job.checkpoint)
             if checkpoint.sha256 != job.checkpoint_sha256:
                 raise CheckpointError(f"{job.checkpoint} changed while the run was going on")
-            _MODELS[key] = (checkpoint.model, device)
+            _MODELS[key] = (for_inference(checkpoint.model, device), device)
         return _MODELS[key]
 
 
@@ -374,10 +389,14 @@ def _load(job: ShardJob, i: int) -> _Loaded:
     return _Loaded(rgb, "", crop, t1 - t0, time.perf_counter() - t1)
 
 
-def _batches(job: ShardJob, pool: ThreadPoolExecutor) -> Iterator[tuple[int, list[_Loaded]]]:
-    """Yield (offset, loaded images) per batch, with the next batch already decoding."""
+def _batches(job: ShardJob, pool: ThreadPoolExecutor | None) -> Iterator[tuple[int, list[_Loaded]]]:
+    """Yield (offset, loaded images) per batch; with a pool, the next batch is already decoding."""
     size = job.shard.size
     starts = list(range(0, size, job.batch_size))
+    if pool is None:
+        for start in starts:
+            yield start, [_load(job, i) for i in range(start, min(start + job.batch_size, size))]
+        return
 
     def submit(start: int) -> list[Future[_Loaded]]:
         return [pool.submit(_load, job, i) for i in range(start, min(start + job.batch_size, size))]
@@ -408,7 +427,11 @@ def encode_shard(job: ShardJob) -> ShardReport:
     seconds = dict.fromkeys(STAGES, 0.0)
     failures: Counter[str] = Counter()
 
-    with ThreadPoolExecutor(job.decode_threads, thread_name_prefix="latentdask-decode") as pool:
+    threads = job.decode_threads
+    if threads is None:
+        threads = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
+    pool = ThreadPoolExecutor(threads, "latentdask-decode") if threads else None
+    try:
         for start, loaded in _batches(job, pool):
             rows = []
             for offset, item in enumerate(loaded):
@@ -433,6 +456,9 @@ def encode_shard(job: ShardJob) -> ShardReport:
                     recon[rows] = squared.mean(dim=(1, 2, 3)).float().cpu().numpy()
             valid[rows] = True
             seconds["encode"] += time.perf_counter() - t0
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
     t0 = time.perf_counter()
     region = slice(shard.start, shard.stop)

@@ -284,9 +284,7 @@ def test_killed_worker_loses_and_duplicates_nothing(many_faces: Path, checkpoint
         victim = None
         deadline = time.monotonic() + 120
         while victim is None and time.monotonic() < deadline and thread.is_alive():
-            done = (out / "zarr.json").exists() and zarr.open_array(str(out / "shard_done"), mode="r")[
-                :
-            ].sum()
+            done = finished_shards(out)
             busy = [w for w, keys in client.processing().items() if keys]
             if done and busy:
                 victim = pids[busy[0]]
