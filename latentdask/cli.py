@@ -123,16 +123,19 @@ def train(
 
 @app.command()
 @user_errors
-def info(
-    path: Annotated[Path, typer.Argument(help="A dataset folder or a checkpoint folder.")],
-) -> None:
-    """Describe a dataset or a checkpoint."""
-    from latentdask.model.checkpoint import load_checkpoint
+def info(path: Annotated[Path, typer.Argument(help="A dataset, checkpoint or latent store.")]) -> None:
+    """Describe a dataset, a checkpoint or a latent store."""
     from latentdask.model.config import CONFIG_FILE
 
     if not path.exists():
         raise LatentdaskError(f"{path} does not exist")
-    if (path / CONFIG_FILE).is_file() or path.is_file():
+    if (path / "zarr.json").is_file():
+        from latentdask.store import describe_store
+
+        lines = describe_store(path)
+    elif (path / CONFIG_FILE).is_file() or path.is_file():
+        from latentdask.model.checkpoint import load_checkpoint
+
         lines = load_checkpoint(path).describe()
     else:
         from latentdask.data.dataset import open_dataset

@@ -190,6 +190,29 @@ def shards_done(group: zarr.Group) -> np.ndarray:
     return np.asarray(store_array(group, "shard_done")[:], dtype=bool)
 
 
+def describe_store(path: str | Path) -> list[str]:
+    """Lines for ``latentdask info``: size, progress, validity, and what made the store."""
+    group = open_store(path)
+    attrs: dict[str, Any] = group.attrs.asdict()
+    done = shards_done(group)
+    valid = np.asarray(store_array(group, "valid")[:], dtype=bool)
+    errors = np.asarray(store_array(group, "error")[:], dtype=object)
+    shard_size = int(attrs["shard_size"])
+    finished = np.repeat(done, shard_size)[: len(valid)]
+    reasons, counts = np.unique(errors[finished & ~valid], return_counts=True)
+    invalid = ", ".join(f"{r}: {c}" for r, c in zip(reasons.tolist(), counts.tolist(), strict=True))
+    return [
+        f"store       {path} (latentdask latents v{attrs['format_version']})",
+        f"images      {attrs['n_images']} x {attrs['latent_dim']} latents, split {attrs.get('split_selection')}",
+        f"shards      {int(done.sum())}/{len(done)} done, {attrs['shard_size']} images each",
+        f"valid       {int(valid.sum())}"
+        + (f"; invalid {int((finished & ~valid).sum())} ({invalid})" if invalid else ""),
+        f"model       {attrs.get('model_path')} (sha256 {str(attrs.get('model_sha256'))[:12]}…)",
+        f"dataset     {attrs.get('dataset_root')} (manifest sha256 {str(attrs.get('manifest_sha256'))[:12]}…)",
+        f"created     {attrs.get('created')} by latentdask {attrs.get('package_version')}",
+    ]
+
+
 def open_latents(path: str | Path) -> xr.Dataset:
     """Open a latent store as a lazy ``xarray.Dataset`` with dims ``image``, ``latent``, ``attribute``.
 

@@ -68,3 +68,25 @@ def test_bench_decode_reports_ratios(tmp_path: Path) -> None:
     rows = {row["name"]: row for row in json.loads(out.read_text())["rows"]}
     assert rows["latentdask decode (draft)"]["baseline"] == "plain PIL loop"
     assert rows["latentdask decode (draft)"]["ratio"] > 0
+
+
+def test_encode_and_info_store(faces: Path, tmp_path: Path) -> None:
+    ckpt, store = tmp_path / "m", tmp_path / "latents.zarr"
+    assert run("train", str(faces), "--out", str(ckpt), "--epochs", "1", "--image-size", "16",
+               "--latent-dim", "4", "--channels", "4,4", "--device", "cpu").returncode == 0  # fmt: skip
+    spec = tmp_path / "two.yaml"
+    spec.write_text("kind: local\nworkers: 2\n")
+    args = ("encode", str(faces), "--model", str(ckpt), "--out", str(store), "--shard-size", "50",
+            "--cluster", str(spec))  # fmt: skip
+    result = run(*args)
+    assert result.returncode == 0, result.stderr
+    assert "encoded 120 images in 3 shard(s)" in " ".join(result.stderr.split())
+    again = run(*args)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = run(*args, "--resume")
+    assert resumed.returncode == 0 and "encoded 0 images in 0 shard(s) (3 already done" in " ".join(
+        resumed.stderr.split()
+    )
+    info = run("info", str(store))
+    assert info.returncode == 0
+    assert "images      120 x 4 latents" in info.stdout and "shards      3/3 done" in info.stdout

@@ -16,7 +16,7 @@ import pytest
 import torch
 import xarray as xr
 import zarr
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Scheduler, SchedulerPlugin
 from PIL import Image
 
 from latentdask.cluster import ClusterChoice
@@ -349,6 +349,30 @@ def _computed_keys(dask_scheduler: object) -> list[str]:
     """Keys that finished computing (processing → memory), from the scheduler's log."""
     log = dask_scheduler.transition_log  # type: ignore[attr-defined]
     return [str(entry[0]) for entry in log if entry[1] == "processing" and entry[2] == "memory"]
+
+
+class RestrictionRecorder(SchedulerPlugin):
+    """Records the resource restrictions of encode tasks as they start processing."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self.seen: list[dict[str, float]] = []
+
+    def transition(self, key: object, start: str, finish: str, *args: object, **kwargs: object) -> None:
+        if finish == "processing" and str(key).startswith("encode-shard-"):
+            self.seen.append(dict(self.scheduler.tasks[key].resource_restrictions or {}))  # type: ignore[index]
+
+
+def test_tasks_request_a_gpu_where_workers_declare_one(faces: Path, checkpoint: Path, tmp_path: Path) -> None:
+    # CPU workers declaring a GPU resource: the scheduling path of a dask-cuda cluster
+    with LocalCluster(n_workers=1, threads_per_worker=2, resources={"GPU": 1}, host="127.0.0.1",
+                      dashboard_address=":0") as local:  # fmt: skip
+        recorder = RestrictionRecorder(local.scheduler)
+        local.scheduler.add_plugin(recorder, name="restrictions")
+        encode(faces, checkpoint, tmp_path / "g.zarr", options=EncodeOptions(shard_size=30),
+               cluster=ClusterChoice(scheduler=local.scheduler_address), progress=False)  # fmt: skip
+    assert recorder.seen == [{"GPU": 1}] * 4
+    assert open_latents(tmp_path / "g.zarr").shard_done.values.all()
 
 
 def test_missing_checkpoint_and_dataset(faces: Path, checkpoint: Path, tmp_path: Path) -> None:

@@ -1,0 +1,43 @@
+"""What only a CUDA machine can check; skipped elsewhere (see conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from distributed import LocalCluster
+
+from latentdask.cluster import ClusterChoice
+from latentdask.data.decode import Preprocessing
+from latentdask.device import resolve_device
+from latentdask.encode import EncodeOptions, encode
+from latentdask.model.autoencoder import Autoencoder
+from latentdask.model.checkpoint import save_checkpoint
+from latentdask.model.config import ModelConfig
+from latentdask.store import open_latents
+
+pytestmark = pytest.mark.gpu
+
+#: cuDNN may use TF32 for float32 convolutions: about 1e-3 relative agreement with the CPU
+GPU_TOLERANCE = 5e-3
+
+
+def test_auto_device_is_cuda() -> None:
+    assert resolve_device("auto").type == "cuda"
+
+
+def test_encode_on_gpu_worker_matches_cpu(faces: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Autoencoder(ModelConfig(image_size=64, latent_dim=32))
+    checkpoint = save_checkpoint(tmp_path / "ckpt", model, Preprocessing(image_size=64))
+    with LocalCluster(n_workers=1, threads_per_worker=1, resources={"GPU": 1}, host="127.0.0.1",
+                      dashboard_address=":0") as cluster:  # fmt: skip
+        choice = ClusterChoice(scheduler=cluster.scheduler_address)
+        encode(faces, checkpoint, tmp_path / "gpu.zarr", options=EncodeOptions(shard_size=64), cluster=choice,
+               progress=False)  # fmt: skip
+        encode(faces, checkpoint, tmp_path / "cpu.zarr", options=EncodeOptions(shard_size=64, device="cpu"),
+               cluster=choice, progress=False)  # fmt: skip
+    gpu, cpu = (open_latents(tmp_path / f"{k}.zarr").z.values for k in ("gpu", "cpu"))
+    np.testing.assert_allclose(gpu, cpu, atol=GPU_TOLERANCE, rtol=GPU_TOLERANCE)
