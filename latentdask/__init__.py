@@ -26,6 +26,9 @@ _EXPORTS = {
     "encode": "latentdask.encode",
     "EncodeOptions": "latentdask.encode",
     "open_latents": "latentdask.store",
+    "summarize": "latentdask.stats.reduce",
+    "SummaryParams": "latentdask.stats.summary",
+    "open_stats": "latentdask.stats.io",
     "ImageDecodeError": "latentdask.errors",
 }
 
@@ -36,6 +39,7 @@ __all__ = [
     "LatentdaskError",
     "ModelConfig",
     "Preprocessing",
+    "SummaryParams",
     "TrainOptions",
     "decode_image",
     "encode",
@@ -43,6 +47,8 @@ __all__ = [
     "load_checkpoint",
     "open_dataset",
     "open_latents",
+    "open_stats",
+    "summarize",
     "synthesize",
     "train",
 ]
@@ -57,6 +63,9 @@ if TYPE_CHECKING:
     from latentdask.model.checkpoint import import_state_dict, load_checkpoint
     from latentdask.model.config import ModelConfig
     from latentdask.model.train import TrainOptions, train
+    from latentdask.stats.io import open_stats
+    from latentdask.stats.reduce import summarize
+    from latentdask.stats.summary import SummaryParams
     from latentdask.store import open_latents
 
 

@@ -212,6 +212,77 @@ def encode(
     run_encode(dataset, model, out, options=options, cluster=cluster_choice(cluster, scheduler))
 
 
+def summary_params(bin_width: float, value_range: tuple[float, float], thresholds: list[float]) -> Any:
+    from pydantic import ValidationError
+
+    from latentdask.config import ConfigError
+    from latentdask.errors import describe_validation_error
+    from latentdask.stats.summary import SummaryParams
+
+    try:
+        return SummaryParams(bin_width=bin_width, range=value_range, thresholds=tuple(thresholds))
+    except ValidationError as exc:
+        raise ConfigError(f"statistics options: {describe_validation_error(exc)}") from None
+
+
+@app.command()
+@user_errors
+def stats(
+    store: Annotated[
+        Path, typer.Argument(help="Latent store, Zarr group holding 'z', or (n, N) Zarr array.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="stats.zarr to write (stats.json goes beside it).")],
+    bin_width: Annotated[float, typer.Option(help="Histogram bin width.")] = 0.125,
+    value_range: Annotated[tuple[float, float], typer.Option("--range", help="Histogram range LOW HIGH.")] = (
+        -16.0,
+        16.0,
+    ),
+    thresholds: Annotated[
+        list[float] | None, typer.Option("--thresholds", help="Slice thresholds (repeat).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="all, train, valid or test.")] = "all",
+    where: Annotated[
+        list[str] | None, typer.Option("--where", help="ATTRIBUTE=1 or ATTRIBUTE=-1 (repeat).")
+    ] = None,
+    cluster: ClusterOption = None,
+    scheduler: SchedulerOption = None,
+) -> None:
+    """Every statistic of every z-point in one pass: histograms, correlations, slices, radii, PCA."""
+    import time
+
+    from latentdask.cluster import connect
+    from latentdask.stats.io import open_zpoints, stats_of, write_stats
+
+    params = summary_params(bin_width, value_range, thresholds or [1.5, 2.0])
+    points = open_zpoints(store)
+    choice = cluster_choice(cluster, scheduler).resolve()
+    started = time.perf_counter()
+    with connect(choice):
+        result = stats_of(points, params=params, split=split, where=where or [])
+    figures = write_stats(result, out, source=str(store))
+    console.print(
+        f"statistics of {figures['count']} z-points ({figures['selection']}; {figures['invalid']} invalid, "
+        f"{figures['nonfinite']} non-finite left out) in {time.perf_counter() - started:.1f} s → {out}",
+        highlight=False,
+    )
+
+
+@app.command("synth-latents")
+@user_errors
+def synth_latents(
+    out: Annotated[Path, typer.Argument(help="Zarr array to write.")],
+    n: Annotated[int, typer.Option("--n", help="Rows.")] = 100_000,
+    dim: Annotated[int, typer.Option(help="Columns (latent dimension).")] = 256,
+    seed: Annotated[int, typer.Option(help="Same seed, same numbers.")] = 0,
+    chunk_rows: Annotated[int, typer.Option(help="Rows per chunk (and per block generated).")] = 65_536,
+) -> None:
+    """Write (n, dim) float32 z-points from a known Gaussian shaped like the seed's finding."""
+    from latentdask.stats.synthetic import synthesize_latents
+
+    synthesize_latents(out, n=n, dim=dim, seed=seed, chunk_rows=chunk_rows)
+    console.print(f"wrote {n} x {dim} synthetic z-points (true mean and covariance beside them) → {out}")
+
+
 def _finish_bench(report: Any, json_out: Path | None) -> None:
     report.show()
     if json_out is not None:

@@ -51,6 +51,7 @@ from latentdask.data.manifest import Shard
 from latentdask.errors import CheckpointError, ImageDecodeError
 from latentdask.model.config import CheckpointConfig, checkpoint_sha256, read_checkpoint_config
 from latentdask.progress import console, progress_bar
+from latentdask.stats.summary import SummaryParams, SummaryState, summary_chunk
 from latentdask.store import (
     StoreError,
     check_resumable,
@@ -66,7 +67,7 @@ if TYPE_CHECKING:
 
     from latentdask.model.autoencoder import Autoencoder
 
-STAGES = ("read", "decode", "encode", "write")
+STAGES = ("read", "decode", "encode", "write", "stats")
 
 
 class EncodeOptions(BaseModel):
@@ -85,6 +86,9 @@ class EncodeOptions(BaseModel):
     #: CPU (the cores are busy encoding), up to 8 beside a GPU (decoding is then the limit)
     decode_threads: int | None = Field(default=None, ge=0)
     torch_threads: int | None = Field(default=None, ge=1)
+    #: write statistics of all valid rows beside the store, from the tasks' own states
+    stats: bool = True
+    stats_params: SummaryParams = SummaryParams()
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ class ShardJob:
     decode_threads: int | None
     torch_threads: int | None
     reconstruction_error: bool
+    attributes: np.ndarray
+    stats_params: SummaryParams | None
 
 
 @dataclass
@@ -116,6 +122,7 @@ class ShardReport:
     failures: dict[str, int]
     seconds: dict[str, float]
     skipped: bool = False
+    state: SummaryState | None = None  # statistics of the shard's valid rows (the sidecar)
 
 
 @dataclass
@@ -223,7 +230,8 @@ def encode(
     if isinstance(spec, LocalSpec) and options.torch_threads is None:
         # the nanny sets OMP/MKL threads to 1 per worker; give torch the worker's share of cores
         options = options.model_copy(update={"torch_threads": local_torch_threads(spec)})
-    if pending:
+    stats_path = default_stats_path(out) if options.stats else None
+    if pending or stats_path is not None:
         with connect(spec) as client:
             resources = {"GPU": 1} if _cluster_has_gpus(client) else None
             if progress:
@@ -242,6 +250,8 @@ def encode(
             submitted = time.perf_counter()
             reports = _follow(futures, sum(s.size for s in pending), progress)
             compute_seconds = time.perf_counter() - submitted
+            if stats_path is not None:
+                _write_sidecar_stats(out, stats_path, reports, options.stats_params, progress)
     invalid: Counter[str] = Counter()
     stage_seconds: Counter[str] = Counter(dict.fromkeys(STAGES, 0.0))
     for report in reports:
@@ -261,6 +271,26 @@ def encode(
     if progress:
         console.print("\n".join(summary.lines()), highlight=False)
     return summary
+
+
+def default_stats_path(store: Path) -> Path:
+    """Where encode writes its statistics: ``latents.zarr`` → ``latents-stats.zarr`` beside it."""
+    return store.with_name(f"{store.stem}-stats.zarr")
+
+
+def _write_sidecar_stats(
+    store: Path, out: Path, reports: list[ShardReport], params: SummaryParams, progress: bool
+) -> None:
+    """Merge the tasks' shard states (reading only shards finished by an earlier run) and write them."""
+    from latentdask.stats.io import open_zpoints, stats_of, write_stats
+
+    known = {r.number: r.state for r in reports if r.state is not None}
+    started = time.perf_counter()
+    stats = stats_of(open_zpoints(store), params=params, known_states=known)
+    write_stats(stats, out, source=str(store))
+    if progress:
+        console.print(f"statistics of {int(stats['count'])} valid z-points in {time.perf_counter() - started:.1f} s "
+                      f"({len(known)} shard(s) from the tasks, the rest read from the store) → {out}")  # fmt: skip
 
 
 def _checkpoint_config(checkpoint: Path) -> CheckpointConfig:
@@ -307,6 +337,8 @@ def _job(
         decode_threads=options.decode_threads,
         torch_threads=options.torch_threads,
         reconstruction_error=options.reconstruction_error,
+        attributes=manifest.attributes[shard.start : shard.stop],
+        stats_params=options.stats_params if options.stats else None,
     )
 
 
@@ -470,4 +502,9 @@ def encode_shard(job: ShardJob) -> ShardReport:
         store_array(group, "recon_error")[region] = recon
     store_array(group, "shard_done")[shard.number] = True  # last: the shard's data is on disk
     seconds["write"] = time.perf_counter() - t0
-    return ShardReport(shard.number, n, int(valid.sum()), dict(failures), seconds)
+    state = None
+    if job.stats_params is not None:
+        t0 = time.perf_counter()
+        state = summary_chunk(z, valid, job.attributes, params=job.stats_params)
+        seconds["stats"] = time.perf_counter() - t0
+    return ShardReport(shard.number, n, int(valid.sum()), dict(failures), seconds, state=state)

@@ -1,0 +1,254 @@
+"""The whole summary of a set of z-points: one state of every family, chunk → combine → finalize.
+
+:func:`summary_chunk` runs on one block of rows (inside an encode task, or on a block
+of a store), :func:`summary_combine` merges any number of states, and
+:func:`summary_finalize` turns the merged state into the ``stats`` Dataset. The
+in-memory answer is ``summary_finalize(summary_chunk(x))``.
+
+The histogram of radii about the mean is the one figure a single pass cannot give:
+``|x - μ|`` needs μ before the rows are seen. It is a second, light pass
+(:func:`centred_radius_chunk`) once the mean is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import xarray as xr
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from latentdask.stats.analysis import peak_and_fwhm
+from latentdask.stats.kernels import (
+    Counts1D,
+    GroupMoments,
+    Histogram,
+    Moments,
+    Slices,
+    counts_chunk,
+    counts_combine,
+    groups_chunk,
+    groups_combine,
+    histogram_chunk,
+    histogram_combine,
+    moments_chunk,
+    moments_combine,
+    slice_population,
+    slices_chunk,
+    slices_combine,
+    uniform_edges,
+)
+
+
+class SummaryParams(BaseModel):
+    """What to count: bin edges and thresholds are fixed before the pass (nothing is computed to find them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bin_width: float = Field(default=0.125, gt=0)
+    range: tuple[float, float] = (-16.0, 16.0)
+    thresholds: tuple[float, ...] = (1.5, 2.0)
+    radius_width: float = Field(default=0.125, gt=0)
+    radius_max: float = Field(default=64.0, gt=0)
+    correlation_levels: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+    strong_correlation: float = Field(default=0.5, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _edges_fit(self) -> SummaryParams:
+        low, high = self.range
+        if not low < high:
+            raise ValueError(f"range must be (low, high) with low < high, got {self.range}")
+        uniform_edges(low, high, self.bin_width)  # raises if the width does not divide the range
+        uniform_edges(0.0, self.radius_max, self.radius_width)
+        if any(t <= 0 for t in self.thresholds):
+            raise ValueError(f"thresholds must be positive, got {self.thresholds}")
+        return self
+
+    @property
+    def edges(self) -> np.ndarray:
+        return uniform_edges(self.range[0], self.range[1], self.bin_width)
+
+    @property
+    def radius_edges(self) -> np.ndarray:
+        return uniform_edges(0.0, self.radius_max, self.radius_width)
+
+
+class SummaryState(NamedTuple):
+    """The merged state of every family, plus the rows left out and why."""
+
+    moments: Moments
+    hist: Histogram
+    radius: Counts1D
+    slices: Slices
+    groups: GroupMoments | None
+    invalid: int
+    nonfinite: int
+
+
+def select_rows(
+    z: np.ndarray, valid: np.ndarray | None, selected: np.ndarray | None
+) -> tuple[np.ndarray, int, int]:
+    """Rows kept (selected, valid and finite), and how many selected rows were invalid or non-finite."""
+    keep = np.ones(len(z), dtype=bool) if selected is None else np.asarray(selected, dtype=bool)
+    invalid = 0
+    if valid is not None:
+        invalid = int((keep & ~np.asarray(valid, dtype=bool)).sum())
+        keep = keep & np.asarray(valid, dtype=bool)
+    finite = np.isfinite(z).all(axis=1)
+    nonfinite = int((keep & ~finite).sum())
+    return keep & finite, invalid, nonfinite
+
+
+def summary_chunk(
+    z: np.ndarray,
+    valid: np.ndarray | None = None,
+    attributes: np.ndarray | None = None,
+    selected: np.ndarray | None = None,
+    *,
+    params: SummaryParams,
+) -> SummaryState:
+    """The state of one block of rows; invalid, unselected and non-finite rows are left out."""
+    keep, invalid, nonfinite = select_rows(z, valid, selected)
+    x = np.asarray(z[keep], dtype=np.float64)
+    groups = (
+        groups_chunk(x, np.asarray(attributes)[keep])
+        if attributes is not None and attributes.shape[1]
+        else None
+    )
+    return SummaryState(
+        moments=moments_chunk(x),
+        hist=histogram_chunk(x, params.edges),
+        radius=counts_chunk(np.sqrt((x * x).sum(axis=1)), params.radius_edges),
+        slices=slices_chunk(x, np.asarray(params.thresholds, dtype=np.float64)),
+        groups=groups,
+        invalid=invalid,
+        nonfinite=nonfinite,
+    )
+
+
+def summary_combine(states: Sequence[SummaryState]) -> SummaryState:
+    """Merge any number of states (associative; a state of zero rows is neutral)."""
+    groups = [s.groups for s in states if s.groups is not None]
+    return SummaryState(
+        moments=moments_combine([s.moments for s in states]),
+        hist=histogram_combine([s.hist for s in states]),
+        radius=counts_combine([s.radius for s in states]),
+        slices=slices_combine([s.slices for s in states]),
+        groups=groups_combine(groups) if groups else None,
+        invalid=sum(s.invalid for s in states),
+        nonfinite=sum(s.nonfinite for s in states),
+    )
+
+
+def centred_radius_chunk(
+    z: np.ndarray,
+    valid: np.ndarray | None,
+    selected: np.ndarray | None,
+    *,
+    centre: np.ndarray,
+    params: SummaryParams,
+) -> Counts1D:
+    """Histogram of |x - centre| over the same rows as :func:`summary_chunk` keeps."""
+    keep, _, _ = select_rows(z, valid, selected)
+    d = np.asarray(z[keep], dtype=np.float64) - centre
+    return counts_chunk(np.sqrt((d * d).sum(axis=1)), params.radius_edges)
+
+
+def summary_finalize(
+    state: SummaryState,
+    params: SummaryParams,
+    *,
+    centred_radius: Counts1D | None = None,
+    attribute_names: Sequence[str] = (),
+    selection: str = "all valid rows",
+) -> xr.Dataset:
+    """The ``stats`` Dataset (names in DESIGN.md, "Formats")."""
+    m = state.moments
+    dim = len(m.mean)
+    n = m.n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = m.m2 / (n - 1) if n > 1 else np.full((dim, dim), np.nan)
+        variance_n = np.diag(m.m2) / n if n else np.full(dim, np.nan)  # population variance for the shape
+        std = np.sqrt(np.diag(cov))
+        corr = cov / np.outer(std, std)
+        skewness = (m.m3 / n) / variance_n**1.5 if n else np.full(dim, np.nan)
+        kurtosis = (m.m4 / n) / variance_n**2 - 3.0 if n else np.full(dim, np.nan)
+    edges = params.edges
+    centres = (edges[:-1] + edges[1:]) / 2
+    peak, fwhm = peak_and_fwhm(state.hist.counts, edges)
+    eigenvalues, eigenvectors = (
+        np.linalg.eigh(cov) if n > 1 else (np.full(dim, np.nan), np.full((dim, dim), np.nan))
+    )
+    order = np.argsort(eigenvalues)[::-1]
+    eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]
+    # a sign convention, so that equal inputs give equal vectors: largest |entry| positive
+    signs = np.sign(eigenvectors[np.abs(eigenvectors).argmax(axis=0), np.arange(dim)])
+    eigenvectors = eigenvectors * np.where(signs == 0, 1, signs)
+    radius_edges = params.radius_edges
+    thresholds = np.asarray(params.thresholds)
+
+    ds = xr.Dataset(
+        {
+            "count": ((), n),
+            "invalid": ((), state.invalid),
+            "nonfinite": ((), state.nonfinite),
+            "mean": (("latent",), m.mean if n else np.full(dim, np.nan)),
+            "std": (("latent",), std),
+            "min": (("latent",), m.min),
+            "max": (("latent",), m.max),
+            "skewness": (("latent",), skewness),
+            "kurtosis": (("latent",), kurtosis),
+            "cov": (("latent", "latent2"), cov),
+            "corr": (("latent", "latent2"), corr),
+            "hist": (("latent", "bin"), state.hist.counts),
+            "bin_edges": (("bin_edge",), edges),
+            "underflow": (("latent",), state.hist.underflow),
+            "overflow": (("latent",), state.hist.overflow),
+            "peak": (("latent",), peak),
+            "fwhm": (("latent",), fwhm),
+            "radius_hist": (("radius_bin",), state.radius.counts),
+            "radius_edges": (("radius_edge",), radius_edges),
+            "radius_overflow": ((), state.radius.overflow),
+            "radius_mean": ((), state.radius.total / n if n else np.nan),
+            "slice_count": (("threshold", "latent", "latent2"), slice_population(state.slices)),
+            "slice_origin_count": (("threshold",), state.slices.n0),
+            "pca_eigenvalues": (("pc",), eigenvalues),
+            "pca_vectors": (("latent", "pc"), eigenvectors),
+            "pca_explained": (("pc",), eigenvalues / eigenvalues.sum() if n > 1 else eigenvalues),
+        },
+        coords={
+            "latent": np.arange(dim),
+            "latent2": np.arange(dim),
+            "bin": centres,
+            "threshold": thresholds,
+            "pc": np.arange(dim),
+            "radius_bin": (radius_edges[:-1] + radius_edges[1:]) / 2,
+        },
+        attrs={"selection": selection, "params": params.model_dump_json()},
+    )
+    if centred_radius is not None:
+        ds["radius_centred_hist"] = (("radius_bin",), centred_radius.counts)
+        ds["radius_centred_overflow"] = ((), centred_radius.overflow)
+        ds["radius_centred_mean"] = ((), centred_radius.total / n if n else np.nan)
+    if state.groups is not None:
+        g = state.groups
+        with np.errstate(invalid="ignore", divide="ignore"):
+            variance = g.m2 / np.maximum(g.n[..., None] - 1, 1)
+            pooled = np.sqrt((g.m2[:, 0] + g.m2[:, 1]) / np.maximum(g.n.sum(axis=1)[:, None] - 2, 1))
+            effect = (g.mean[:, 0] - g.mean[:, 1]) / pooled
+        empty = g.n == 0
+        ds["attribute_count"] = (("attribute", "group"), g.n)
+        ds["attribute_mean"] = (("attribute", "group", "latent"), np.where(empty[..., None], np.nan, g.mean))
+        ds["attribute_std"] = (
+            ("attribute", "group", "latent"),
+            np.where(empty[..., None], np.nan, np.sqrt(variance)),
+        )
+        ds["attribute_effect"] = (
+            ("attribute", "latent"),
+            np.where(empty.any(axis=1)[:, None], np.nan, effect),
+        )
+        ds = ds.assign_coords(
+            attribute=np.array(attribute_names, dtype=np.dtypes.StringDType()), group=[1, -1]
+        )
+    return ds
