@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -146,12 +150,30 @@ def write_stats(stats: xr.Dataset, out: str | Path, *, source: str) -> dict[str,
     """Write ``out`` (Zarr) and the headline figures beside it; return the headline."""
     out = Path(out)
     stats = stats.assign_attrs(source=source)
+    # Written aside, then renamed into place: a reader never sees half a result, and two
+    # runs finishing together (a resumed encode beside the original) do not mix files.
+    staging = out.with_name(f".{out.name}.{uuid.uuid4().hex}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ZarrUserWarning)
-        stats.to_zarr(out, mode="w", consolidated=True)
+        stats.to_zarr(staging, mode="w", consolidated=True)
+    _replace_folder(staging, out)
     figures = headline(stats) | {"source": source}
-    json_path(out).write_text(json.dumps(figures, indent=2, default=_plain) + "\n")
+    text = json.dumps(figures, indent=2, default=_plain) + "\n"
+    staged_json = staging.with_suffix(".json")
+    staged_json.write_text(text)
+    os.replace(staged_json, json_path(out))
     return figures
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    old = target.with_name(f".{target.name}.old.{uuid.uuid4().hex}")
+    with contextlib.suppress(FileNotFoundError):
+        target.rename(old)
+    try:
+        new.rename(target)
+    except OSError:  # another writer put the same result there first
+        shutil.rmtree(new, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def open_stats(path: str | Path) -> xr.Dataset:
