@@ -341,5 +341,19 @@ def bench_encode(
     _finish_bench(run(n=n, shard_size=shard_size, batch_size=batch_size, image_size=image_size), json_out)
 
 
+@bench_app.command("stats")
+@user_errors
+def bench_stats(
+    n: Annotated[int, typer.Option("--n", help="Rows of the synthetic store.")] = 2_000_000,
+    dim: Annotated[int, typer.Option(help="Latent dimension.")] = 256,
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    json_out: JsonOption = None,
+) -> None:
+    """The fused statistics pass against the seed's method, dask.array, and a float32 XᵀX pass."""
+    from latentdask.bench.stats import bench_stats as run
+
+    _finish_bench(run(n=n, dim=dim, workers=workers), json_out)
+
+
 if __name__ == "__main__":
     app()
