@@ -18,15 +18,9 @@ from hypothesis import strategies as st
 
 from latentdask.stats.analysis import peak_and_fwhm
 from latentdask.stats.io import StatsError, open_stats, open_zpoints, stats_of, write_stats
-from latentdask.stats.kernels import (
-    histogram_chunk,
-    moments_chunk,
-    moments_combine,
-    slice_population,
-    slices_chunk,
-    slices_combine,
-)
+from latentdask.stats.kernels import moments_combine, slice_population, slices_combine
 from latentdask.stats.reduce import summarize
+from latentdask.stats.scan import histogram_chunk, moments_chunk, slices_chunk
 from latentdask.stats.summary import SummaryParams, summary_chunk
 from latentdask.stats.synthetic import synthesize_latents
 

@@ -26,19 +26,16 @@ from latentdask.stats.kernels import (
     Histogram,
     Moments,
     Slices,
-    counts_chunk,
     counts_combine,
     groups_chunk,
     groups_combine,
-    histogram_chunk,
     histogram_combine,
-    moments_chunk,
     moments_combine,
     slice_population,
-    slices_chunk,
     slices_combine,
     uniform_edges,
 )
+from latentdask.stats.scan import centred_radius_counts, finite_rows, scan_block
 
 
 class SummaryParams(BaseModel):
@@ -95,7 +92,7 @@ def select_rows(
     if valid is not None:
         invalid = int((keep & ~np.asarray(valid, dtype=bool)).sum())
         keep = keep & np.asarray(valid, dtype=bool)
-    finite = np.isfinite(z).all(axis=1)
+    finite = finite_rows(z)
     nonfinite = int((keep & ~finite).sum())
     return keep & finite, invalid, nonfinite
 
@@ -110,21 +107,12 @@ def summary_chunk(
 ) -> SummaryState:
     """The state of one block of rows; invalid, unselected and non-finite rows are left out."""
     keep, invalid, nonfinite = select_rows(z, valid, selected)
-    x = np.asarray(z[keep], dtype=np.float64)
-    groups = (
-        groups_chunk(x, np.asarray(attributes)[keep])
-        if attributes is not None and attributes.shape[1]
-        else None
-    )
-    return SummaryState(
-        moments=moments_chunk(x),
-        hist=histogram_chunk(x, params.edges),
-        radius=counts_chunk(np.sqrt((x * x).sum(axis=1)), params.radius_edges),
-        slices=slices_chunk(x, np.asarray(params.thresholds, dtype=np.float64)),
-        groups=groups,
-        invalid=invalid,
-        nonfinite=nonfinite,
-    )
+    scan = scan_block(z, keep, edges=params.edges, thresholds=np.asarray(params.thresholds),
+                      radius_edges=params.radius_edges)  # fmt: skip
+    groups = None
+    if attributes is not None and attributes.shape[1]:
+        groups = groups_chunk(scan.centred, scan.moments.mean, np.asarray(attributes)[keep])
+    return SummaryState(scan.moments, scan.hist, scan.radius, scan.slices, groups, invalid, nonfinite)
 
 
 def summary_combine(states: Sequence[SummaryState]) -> SummaryState:
@@ -151,8 +139,7 @@ def centred_radius_chunk(
 ) -> Counts1D:
     """Histogram of |x - centre| over the same rows as :func:`summary_chunk` keeps."""
     keep, _, _ = select_rows(z, valid, selected)
-    d = np.asarray(z[keep], dtype=np.float64) - centre
-    return counts_chunk(np.sqrt((d * d).sum(axis=1)), params.radius_edges)
+    return centred_radius_counts(z, keep, centre=centre, radius_edges=params.radius_edges)
 
 
 def summary_finalize(
