@@ -257,8 +257,8 @@ def stats(
     points = open_zpoints(store)
     choice = cluster_choice(cluster, scheduler).resolve()
     started = time.perf_counter()
-    with connect(choice):
-        result = stats_of(points, params=params, split=split, where=where or [])
+    with connect(choice) as client:
+        result = stats_of(points, params=params, split=split, where=where or [], scheduler=client)
     figures = write_stats(result, out, source=str(store))
     console.print(
         f"statistics of {figures['count']} z-points ({figures['selection']}; {figures['invalid']} invalid, "

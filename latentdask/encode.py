@@ -251,7 +251,7 @@ def encode(
             reports = _follow(futures, sum(s.size for s in pending), progress)
             compute_seconds = time.perf_counter() - submitted
             if stats_path is not None:
-                _write_sidecar_stats(out, stats_path, reports, options.stats_params, progress)
+                _write_sidecar_stats(out, stats_path, reports, options.stats_params, client, progress)
     invalid: Counter[str] = Counter()
     stage_seconds: Counter[str] = Counter(dict.fromkeys(STAGES, 0.0))
     for report in reports:
@@ -279,14 +279,14 @@ def default_stats_path(store: Path) -> Path:
 
 
 def _write_sidecar_stats(
-    store: Path, out: Path, reports: list[ShardReport], params: SummaryParams, progress: bool
+    store: Path, out: Path, reports: list[ShardReport], params: SummaryParams, client: Any, progress: bool
 ) -> None:
     """Merge the tasks' shard states (reading only shards finished by an earlier run) and write them."""
     from latentdask.stats.io import open_zpoints, stats_of, write_stats
 
     known = {r.number: r.state for r in reports if r.state is not None}
     started = time.perf_counter()
-    stats = stats_of(open_zpoints(store), params=params, known_states=known)
+    stats = stats_of(open_zpoints(store), params=params, known_states=known, scheduler=client)
     write_stats(stats, out, source=str(store))
     if progress:
         console.print(f"statistics of {int(stats['count'])} valid z-points in {time.perf_counter() - started:.1f} s "

@@ -118,11 +118,13 @@ def stats_of(
     split: str = "all",
     where: Sequence[str] = (),
     known_states: Mapping[int, SummaryState] | None = None,
+    scheduler: Any = None,
 ) -> xr.Dataset:
     """Summarize ``points``; shards whose state is in ``known_states`` are not read in pass 1.
 
     ``known_states`` (shard number → state) come from an encode's sidecar; they are only
     used for the default selection (all valid rows), which is what the sidecar saw.
+    ``scheduler`` is the Client to run on (None: dask's default).
     """
     mask, selection = selection_mask(points, split, where)
     inputs = Inputs(points.z, valid=points.valid, attributes=points.attributes, selected=mask)
@@ -132,10 +134,12 @@ def stats_of(
         n, size = points.z.shape[0], points.shard_size
         missing = [inputs.rows(start, min(start + size, n)) for start in range(0, n, size)
                    if start // size not in known_states]  # fmt: skip
-        state = summary_combine([*known_states.values(), *first_pass(*missing, params=params)])
+        state = summary_combine(
+            [*known_states.values(), *first_pass(*missing, params=params, scheduler=scheduler)]
+        )
     else:
-        (state,) = first_pass(inputs, params=params)
-    centred = second_pass(inputs, state, params)
+        (state,) = first_pass(inputs, params=params, scheduler=scheduler)
+    centred = second_pass(inputs, state, params, scheduler=scheduler)
     return summary_finalize(state, params, centred_radius=centred, attribute_names=points.attribute_names,
                             selection=selection)  # fmt: skip
 

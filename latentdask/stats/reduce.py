@@ -152,22 +152,29 @@ class Inputs:
         return sliced
 
 
-def first_pass(*inputs: Inputs, params: SummaryParams) -> list[SummaryState]:
-    """Compute pass 1 over each of ``inputs``, in one graph."""
+def first_pass(*inputs: Inputs, params: SummaryParams, scheduler: Any = None) -> list[SummaryState]:
+    """Compute pass 1 over each of ``inputs``, in one graph.
+
+    ``scheduler``: a distributed Client (or any dask scheduler) to run on; None takes
+    dask's default. Passing the client explicitly keeps concurrent runs in one process
+    (a resumed encode beside the original) each on their own.
+    """
     graphs = [
         summary_graph(i.z, valid=i.valid, attributes=i.attributes, selected=i.selected, params=params)
         for i in inputs
     ]
-    return list(dask.compute(*graphs))
+    return list(dask.compute(*graphs, scheduler=scheduler))
 
 
-def second_pass(inputs: Inputs, state: SummaryState, params: SummaryParams) -> Counts1D | None:
+def second_pass(
+    inputs: Inputs, state: SummaryState, params: SummaryParams, scheduler: Any = None
+) -> Counts1D | None:
     """Compute pass 2 (radii about the mean of ``state``); None when no row was kept."""
     if not state.moments.n:
         return None
     graph = centred_radius_graph(inputs.z, valid=inputs.valid, selected=inputs.selected,
                                  centre=state.moments.mean, params=params)  # fmt: skip
-    (centred,) = dask.compute(graph)
+    (centred,) = dask.compute(graph, scheduler=scheduler)
     return centred
 
 
