@@ -347,12 +347,18 @@ def bench_stats(
     n: Annotated[int, typer.Option("--n", help="Rows of the synthetic store.")] = 2_000_000,
     dim: Annotated[int, typer.Option(help="Latent dimension.")] = 256,
     workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            "--baselines/--no-baselines", help="Also run the baselines (they hold the array in RAM)."
+        ),
+    ] = True,
     json_out: JsonOption = None,
 ) -> None:
     """The fused statistics pass against the seed's method, dask.array, and a float32 XᵀX pass."""
     from latentdask.bench.stats import bench_stats as run
 
-    _finish_bench(run(n=n, dim=dim, workers=workers), json_out)
+    _finish_bench(run(n=n, dim=dim, workers=workers, baselines=baselines), json_out)
 
 
 if __name__ == "__main__":

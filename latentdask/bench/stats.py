@@ -28,7 +28,7 @@ import numpy as np
 import zarr
 from distributed import Client, LocalCluster
 
-from latentdask.bench.report import BenchReport
+from latentdask.bench.report import BenchReport, PeakMemory
 from latentdask.stats.io import open_zpoints
 from latentdask.stats.reduce import Inputs, first_pass, second_pass
 from latentdask.stats.summary import SummaryParams
@@ -83,9 +83,9 @@ def _compile_kernels(params: SummaryParams) -> None:
 
 
 def bench_stats(
-    *, n: int = 2_000_000, dim: int = 256, chunk_rows: int = 65_536, workers: int = 2
+    *, n: int = 2_000_000, dim: int = 256, chunk_rows: int = 65_536, workers: int = 2, baselines: bool = True
 ) -> BenchReport:
-    """Run all four on one synthetic store; see the module docstring."""
+    """Run all four on one synthetic store (the fused pass alone without ``baselines``)."""
     params = SummaryParams()
     t = params.thresholds[0]
     report = BenchReport("statistics pass", setup={"rows": n, "dim": dim, "chunk_rows": chunk_rows, "workers": workers,
@@ -99,16 +99,20 @@ def bench_stats(
             client.run(_compile_kernels, params)  # numba compiles (or loads) once per worker, untimed
             points = open_zpoints(store)
             inputs = Inputs(points.z)
-            started = time.perf_counter()
-            (state,) = first_pass(inputs, params=params, scheduler=client)
-            one = time.perf_counter() - started
-            started = time.perf_counter()
-            second_pass(inputs, state, params, scheduler=client)
-            two = time.perf_counter() - started
+            with PeakMemory() as memory:
+                started = time.perf_counter()
+                (state,) = first_pass(inputs, params=params, scheduler=client)
+                one = time.perf_counter() - started
+                started = time.perf_counter()
+                second_pass(inputs, state, params, scheduler=client)
+                two = time.perf_counter() - started
             report.add("fused pass 1: every family, all pairs (store read included)", one, "s")
             report.add("fused pass 2: radii about the mean", two, "s")
             fused = one + two
             report.add("fused, total", fused, "s")
+            report.add("fused: peak RSS, client + scheduler + workers", memory.peak_bytes / 2**20, "MiB")
+            if not baselines:
+                return report
 
             started = time.perf_counter()
             (z32,) = dask.compute(points.z.T @ points.z)
