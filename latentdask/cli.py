@@ -283,6 +283,22 @@ def synth_latents(
     console.print(f"wrote {n} x {dim} synthetic z-points (true mean and covariance beside them) → {out}")
 
 
+@app.command()
+@user_errors
+def run(
+    workflow: Annotated[Path, typer.Argument(help="Workflow file (workflows/*.yaml).")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="key=value override, e.g. train.epochs=3.")
+    ] = None,
+    cluster: ClusterOption = None,
+    scheduler: SchedulerOption = None,
+) -> None:
+    """Run a workflow's steps in order; finished steps with the same parameters are skipped."""
+    from latentdask.workflow import run_workflow
+
+    run_workflow(workflow, cluster=cluster_choice(cluster, scheduler), overrides=set_ or [])
+
+
 def _finish_bench(report: Any, json_out: Path | None) -> None:
     report.show()
     if json_out is not None:

@@ -1,0 +1,300 @@
+"""Run a workflow file: the study's steps in order, each skipped when already done.
+
+A workflow (``workflows/*.yaml``) names the dataset, the model, and the parameters of
+each step; every output lands under ``run_dir`` (default ``runs/<name>``). Steps, in
+order: ``synth`` (when the dataset is synthetic), ``train`` (unless the model is an
+existing checkpoint), ``encode`` (which also writes the statistics of all valid
+z-points).
+
+Each step's identity is a sha256 of its parameters and of the identities of the
+steps before it. ``run.json`` records identities, timings and outputs; a step whose
+identity is unchanged and whose output is complete is skipped, a step that stopped
+half-way continues (encode resumes its shards), and a step whose parameters changed
+is redone — and, since identities chain, so is everything after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from latentdask.cluster import ClusterChoice
+from latentdask.config import ConfigError
+from latentdask.data.decode import Preprocessing
+from latentdask.errors import describe_validation_error
+from latentdask.model.config import ModelConfig
+from latentdask.progress import console
+from latentdask.stats.summary import SummaryParams
+
+RUN_RECORD = "run.json"
+
+
+class SyntheticData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(default=2000, ge=1)
+    seed: int = 0
+
+
+class DatasetSection(BaseModel):
+    """Either ``root`` (a CelebA-layout or image folder) or ``synthetic`` faces made by the run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: Path | None = None
+    synthetic: SyntheticData | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSection:
+        if (self.root is None) == (self.synthetic is None):
+            raise ValueError(
+                "give exactly one of 'root' (a dataset folder) or 'synthetic' (faces made by the run)"
+            )
+        return self
+
+
+class ModelSection(BaseModel):
+    """The architecture to train, or ``checkpoint``: an existing checkpoint folder to use as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: Path | None = None
+    image_size: int = 64
+    latent_dim: int = 256
+    channels: tuple[int, ...] = (64, 64, 128, 128)
+    batch_norm: bool = False
+    crop: tuple[int, int, int, int] | None = (0, 20, 178, 198)
+    draft: bool = True
+
+
+class TrainSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    split: str = "train"
+    seed: int = 0
+    device: str = "auto"
+    workers: int = Field(default=0, ge=0)
+
+
+class EncodeSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    shard_size: int = Field(default=4096, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    split: str = "all"
+    reconstruction_error: bool = False
+    device: str = "auto"
+
+
+class Workflow(BaseModel):
+    """A workflow file, validated before anything runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    run_dir: Path | None = None
+    cluster: Path | None = None
+    dataset: DatasetSection
+    model: ModelSection = ModelSection()
+    train: TrainSection = TrainSection()
+    encode: EncodeSection = EncodeSection()
+    stats: SummaryParams = SummaryParams()
+
+    @property
+    def folder(self) -> Path:
+        return self.run_dir if self.run_dir is not None else Path("runs") / self.name
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``["dataset.root=/data/celeba", "train.epochs=3"]`` applied to the raw mapping; values are YAML."""
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value (e.g. train.epochs=3), got {override!r}")
+        target = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = target.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {override!r}: {part!r} is not a section")
+            target = node
+        target[parts[-1]] = yaml.safe_load(text)
+    return data
+
+
+def load_workflow(path: str | Path, overrides: Sequence[str] = ()) -> Workflow:
+    """Read, override and validate a workflow file; errors name the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"workflow {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (name, dataset, model, ...)")
+    data = apply_overrides(data, overrides)
+    try:
+        workflow = Workflow.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {describe_validation_error(exc)}") from None
+    # relative paths in the file are relative to where the command runs, like the CLI's
+    return workflow
+
+
+def identity(params: dict[str, Any], upstream: str) -> str:
+    """sha256 of a step's parameters and of the identity of the step before it."""
+    canonical = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(f"{upstream}|{canonical}".encode()).hexdigest()
+
+
+class Runner:
+    """Runs the steps of one workflow, keeping ``run.json`` up to date."""
+
+    def __init__(self, workflow: Workflow, cluster: ClusterChoice) -> None:
+        self.workflow = workflow
+        self.cluster = cluster
+        self.folder = workflow.folder
+        self.record_path = self.folder / RUN_RECORD
+        self.record: dict[str, Any] = self._read_record()
+
+    def _read_record(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.record_path.read_text()))
+        except (OSError, ValueError):
+            return {"steps": {}}
+
+    def _save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        staged = self.record_path.with_suffix(".json.tmp")
+        staged.write_text(json.dumps(self.record, indent=2, default=str) + "\n")
+        staged.replace(self.record_path)
+
+    def step(self, name: str, params: dict[str, Any], upstream: str, output: Path,
+             complete: Callable[[], bool], run: Callable[[bool], None]) -> str:  # fmt: skip
+        """Run one step unless done; ``run(same)`` is told whether the identity is unchanged."""
+        ident = identity(params, upstream)
+        previous = self.record["steps"].get(name, {})
+        same = previous.get("identity") == ident
+        if same and previous.get("status") == "done" and complete():
+            console.print(f"[bold]{name}[/]: done earlier with the same parameters, skipped ({output})")
+            return ident
+        verb = "continuing" if same and output.exists() else "running"
+        console.print(f"[bold]{name}[/]: {verb}")
+        self.record["steps"][name] = {"identity": ident, "params": params, "status": "running", "output": str(output),
+                                      "started": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+        self._save()
+        started = time.perf_counter()
+        run(same)
+        self.record["steps"][name] |= {"status": "done", "seconds": round(time.perf_counter() - started, 2)}
+        self._save()
+        return ident
+
+    def run(self) -> None:
+        w = self.workflow
+        self.record |= {"workflow": w.name, "definition": w.model_dump(mode="json")}
+        self._save()
+        upstream = ""
+
+        # synth
+        if w.dataset.synthetic is not None:
+            data = self.folder / "data"
+            recipe = w.dataset.synthetic
+            upstream = self.step("synth", recipe.model_dump(), upstream, data, lambda: _synthetic_complete(data, recipe),
+                                 lambda same: _synth(data, recipe))  # fmt: skip
+        else:
+            assert w.dataset.root is not None
+            data = w.dataset.root
+            upstream = identity({"root": str(data.resolve())}, upstream)
+
+        # train
+        prep = Preprocessing(crop=w.model.crop, image_size=w.model.image_size, draft=w.model.draft)
+        if w.model.checkpoint is not None:
+            checkpoint = w.model.checkpoint
+            upstream = identity({"checkpoint": str(checkpoint.resolve())}, upstream)
+        else:
+            checkpoint = self.folder / "model"
+            architecture = ModelConfig(image_size=w.model.image_size, latent_dim=w.model.latent_dim,
+                                       channels=w.model.channels, batch_norm=w.model.batch_norm)  # fmt: skip
+            params = {"model": architecture.model_dump(mode="json"), "preprocessing": prep.model_dump(mode="json"),
+                      "train": w.train.model_dump(mode="json")}  # fmt: skip
+            upstream = self.step("train", params, upstream, checkpoint, lambda: (checkpoint / "config.json").is_file(),
+                                 lambda same: _train(data, checkpoint, architecture, prep, w.train))  # fmt: skip
+
+        # encode (+ statistics of all valid z-points)
+        store = self.folder / "latents.zarr"
+        params = {"encode": w.encode.model_dump(mode="json"), "stats": w.stats.model_dump(mode="json")}
+        self.step("encode", params, upstream, store, lambda: _store_complete(store),
+                  lambda same: _encode(data, checkpoint, store, w, self.cluster, resume=same))  # fmt: skip
+        console.print(f"workflow {w.name} finished → {self.folder} (record: {self.record_path})")
+
+
+def _synthetic_complete(folder: Path, recipe: SyntheticData) -> bool:
+    from latentdask.data.synthetic import read_recipe, synthetic_recipe
+
+    return read_recipe(folder) == synthetic_recipe(recipe.n, recipe.seed)
+
+
+def _synth(folder: Path, recipe: SyntheticData) -> None:
+    from latentdask.data.synthetic import synthesize
+
+    if folder.exists() and not _synthetic_complete(folder, recipe):
+        shutil.rmtree(folder)  # the run's own folder, made by an earlier synth step
+    synthesize(folder, n=recipe.n, seed=recipe.seed)
+
+
+def _train(
+    data: Path, checkpoint: Path, architecture: ModelConfig, prep: Preprocessing, section: TrainSection
+) -> None:
+    from latentdask.model.train import TrainOptions, train
+
+    train(
+        data, checkpoint, model=architecture, preprocessing=prep, options=TrainOptions(**section.model_dump())
+    )
+
+
+def _store_complete(store: Path) -> bool:
+    import numpy as np
+    import zarr
+
+    try:
+        return bool(np.asarray(zarr.open_array(str(store / "shard_done"), mode="r")[:]).all())
+    except (FileNotFoundError, ValueError, KeyError):
+        return False
+
+
+def _encode(
+    data: Path, checkpoint: Path, store: Path, w: Workflow, cluster: ClusterChoice, *, resume: bool
+) -> None:
+    from latentdask.encode import EncodeOptions, encode
+
+    options = EncodeOptions(**w.encode.model_dump(), stats_params=w.stats, resume=resume and store.exists(),
+                            overwrite=not resume)  # fmt: skip
+    encode(data, checkpoint, store, options=options, cluster=cluster)
+
+
+def run_workflow(
+    path: str | Path, *, cluster: ClusterChoice | None = None, overrides: Sequence[str] = ()
+) -> Path:
+    """Run the workflow file at ``path``; return its run folder."""
+    workflow = load_workflow(path, overrides)
+    choice = (
+        cluster
+        if cluster is not None and (cluster.spec or cluster.scheduler)
+        else ClusterChoice(spec=workflow.cluster)
+    )
+    choice.resolve()  # a bad spec fails before any step runs
+    Runner(workflow, choice).run()
+    return workflow.folder

@@ -1,0 +1,136 @@
+"""Workflows as a user runs them: the CLI in a subprocess, real files, real workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zarr
+
+from latentdask.config import ConfigError
+from latentdask.workflow import load_workflow
+
+TINY = """
+name: tiny
+run_dir: {run_dir}
+cluster: {spec}
+dataset:
+  synthetic: {{n: {n}, seed: 1}}
+model: {{image_size: 16, latent_dim: 8, channels: [4, 4], batch_norm: true}}
+train: {{epochs: 1, batch_size: 16, device: cpu}}
+encode: {{shard_size: {shard_size}, device: cpu}}
+stats: {{thresholds: [1.5]}}
+"""
+
+
+def write_workflow(tmp_path: Path, *, n: int = 80, shard_size: int = 30) -> Path:
+    spec = tmp_path / "two.yaml"
+    spec.write_text("kind: local\nworkers: 2\n")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.format(run_dir=tmp_path / "run", spec=spec, n=n, shard_size=shard_size))
+    return path
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "latentdask.cli", "run", *args], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+def said(result: subprocess.CompletedProcess[str]) -> str:
+    return " ".join(result.stderr.split())
+
+
+def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
+    workflow = write_workflow(tmp_path)
+    first = run(str(workflow))
+    assert first.returncode == 0, first.stderr
+    folder = tmp_path / "run"
+    for output in ("data/SYNTHETIC.json", "model/model.safetensors", "latents.zarr/zarr.json",
+                   "latents-stats.zarr/zarr.json", "latents-stats.json", "run.json"):  # fmt: skip
+        assert (folder / output).exists(), output
+    record = json.loads((folder / "run.json").read_text())
+    assert [record["steps"][s]["status"] for s in ("synth", "train", "encode")] == ["done"] * 3
+    assert json.loads((folder / "latents-stats.json").read_text())["count"] == 80
+
+    again = run(str(workflow))
+    assert again.returncode == 0, again.stderr
+    assert said(again).count("done earlier with the same parameters, skipped") == 3
+
+    changed = run(str(workflow), "--set", "train.epochs=2")
+    assert changed.returncode == 0, changed.stderr
+    text = said(changed)
+    assert "synth: done earlier" in text and "train: running" in text and "encode: running" in text
+    assert json.loads((folder / "run.json").read_text())["steps"]["train"]["params"]["train"]["epochs"] == 2
+
+
+def test_killed_run_finishes_when_run_again(tmp_path: Path) -> None:
+    workflow = write_workflow(tmp_path, n=400, shard_size=20)
+    command = [sys.executable, "-m", "latentdask.cli", "run", str(workflow)]
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    store = tmp_path / "run" / "latents.zarr"
+    deadline = time.monotonic() + 300
+    done = 0
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            done = int(zarr.open_array(str(store / "shard_done"), mode="r")[:].sum())
+        except FileNotFoundError:
+            done = 0
+        if done >= 2:
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = int(zarr.open_array(str(store / "shard_done"), mode="r")[:].sum())
+    assert 2 <= finished < 20, "the run was not killed during encode"
+    resumed = run(str(workflow))
+    assert resumed.returncode == 0, resumed.stderr
+    text = said(resumed)
+    assert "synth: done earlier" in text and "train: done earlier" in text and "encode: continuing" in text
+    assert f"({finished} already done, 20 in all)" in text
+    assert zarr.open_array(str(store / "shard_done"), mode="r")[:].all()
+
+
+@pytest.mark.parametrize(
+    ("content", "overrides", "message"),
+    [
+        ("name: x\ndataset: {synthetic: {n: 5}}\nmodle: {}\n", [], "field 'modle': Extra inputs"),
+        ("name: x\ndataset: {synthetic: {n: five}}\n", [], "field 'dataset.synthetic.n'"),
+        ("name: x\ndataset: {root: /d, synthetic: {n: 5}}\n", [], "exactly one of 'root'"),
+        ("name: x\ndataset: {synthetic: {n: 5}}\n", ["train.epochs"], "--set expects key=value"),
+        ("name: x\ndataset: {synthetic: {n: 5}}\n", ["train.epochs=0"], "field 'train.epochs'"),
+        ("name: x\ndataset: {synthetic: {n: 5}}\nstats: {bin_width: 0.3}\n", [], "whole number of bins"),
+        ("- just\n- a list\n", [], "expected a mapping"),
+    ],
+)
+def test_invalid_workflows_name_file_and_field(
+    tmp_path: Path, content: str, overrides: list[str], message: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_workflow(path, overrides)
+
+
+def test_invalid_workflow_from_the_cli_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ndataset: {synthetic: {n: 5}}\nencode: {shard_size: -1}\n")
+    result = run(str(path))
+    assert result.returncode == 2
+    assert "bad.yaml: field 'encode.shard_size'" in said(result) and "Traceback" not in result.stderr
+    assert not (Path("runs") / "x").exists()
+
+
+def test_shipped_workflows_are_valid() -> None:
+    root = Path(__file__).resolve().parent.parent / "workflows"
+    demo = load_workflow(root / "demo.yaml")
+    assert demo.model.latent_dim == 256 and demo.dataset.synthetic is not None
+    celeba = load_workflow(root / "celeba.yaml", ["dataset.root=/data/celeba"])
+    assert celeba.dataset.root == Path("/data/celeba") and celeba.stats.thresholds[0] == 1.5
