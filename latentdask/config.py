@@ -73,13 +73,17 @@ def parse_cluster_spec(data: Any, *, source: str = "cluster spec") -> LocalSpec 
         raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
 
 
-def load_cluster_spec(path: str | Path) -> LocalSpec | AddressSpec:
-    """Read and validate a cluster spec YAML file."""
+def read_yaml(path: str | Path, what: str) -> Any:
+    """The parsed content of a YAML file; ``what`` names it in errors ("cluster spec", "workflow")."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"cluster spec {path} does not exist")
+        raise ConfigError(f"{what} {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    return parse_cluster_spec(data, source=str(path))
+
+
+def load_cluster_spec(path: str | Path) -> LocalSpec | AddressSpec:
+    """Read and validate a cluster spec YAML file."""
+    return parse_cluster_spec(read_yaml(path, "cluster spec"), source=str(path))

@@ -28,10 +28,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from latentdask.cluster import ClusterChoice
-from latentdask.config import ConfigError
+from latentdask.config import ConfigError, read_yaml
 from latentdask.data.decode import Preprocessing
 from latentdask.errors import describe_validation_error
 from latentdask.model.config import ModelConfig
+from latentdask.model.train import TrainOptions
 from latentdask.progress import console
 from latentdask.stats.summary import SummaryParams
 
@@ -76,18 +77,6 @@ class ModelSection(BaseModel):
     draft: bool = True
 
 
-class TrainSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    split: str = "train"
-    seed: int = 0
-    device: str = "auto"
-    workers: int = Field(default=0, ge=0)
-
-
 class EncodeSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -108,7 +97,7 @@ class Workflow(BaseModel):
     cluster: Path | None = None
     dataset: DatasetSection
     model: ModelSection = ModelSection()
-    train: TrainSection = TrainSection()
+    train: TrainOptions = TrainOptions()
     encode: EncodeSection = EncodeSection()
     stats: SummaryParams = SummaryParams()
 
@@ -137,21 +126,15 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 def load_workflow(path: str | Path, overrides: Sequence[str] = ()) -> Workflow:
     """Read, override and validate a workflow file; errors name the file and the field."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"workflow {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    data = read_yaml(path, "workflow")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (name, dataset, model, ...)")
     data = apply_overrides(data, overrides)
     try:
-        workflow = Workflow.model_validate(data)
+        # relative paths in the file are relative to where the command runs, like the CLI's
+        return Workflow.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {describe_validation_error(exc)}") from None
-    # relative paths in the file are relative to where the command runs, like the CLI's
-    return workflow
 
 
 def identity(params: dict[str, Any], upstream: str) -> str:
@@ -256,13 +239,11 @@ def _synth(folder: Path, recipe: SyntheticData) -> None:
 
 
 def _train(
-    data: Path, checkpoint: Path, architecture: ModelConfig, prep: Preprocessing, section: TrainSection
+    data: Path, checkpoint: Path, architecture: ModelConfig, prep: Preprocessing, options: TrainOptions
 ) -> None:
-    from latentdask.model.train import TrainOptions, train
+    from latentdask.model.train import train
 
-    train(
-        data, checkpoint, model=architecture, preprocessing=prep, options=TrainOptions(**section.model_dump())
-    )
+    train(data, checkpoint, model=architecture, preprocessing=prep, options=options)
 
 
 def _store_complete(store: Path) -> bool:

@@ -9,10 +9,12 @@ in :mod:`latentdask.stats.summary`. Everything accumulates in float64.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, TypeVar
 
 import numpy as np
+
+S = TypeVar("S")
 
 # ----------------------------------------------------------------------------- moments
 
@@ -63,13 +65,19 @@ def moments_merge(a: Moments, b: Moments) -> Moments:
     )
 
 
+def pairwise(states: Sequence[S], merge: Callable[[S, S], S]) -> S:
+    """Merge states two by two, level by level: a balanced tree keeps rounding balanced."""
+    level = list(states)
+    while len(level) > 1:
+        level = [
+            merge(level[i], level[i + 1]) if i + 1 < len(level) else level[i] for i in range(0, len(level), 2)
+        ]
+    return level[0]
+
+
 def moments_combine(states: Sequence[Moments]) -> Moments:
-    """Merge any number of states; pairwise (tree) order keeps rounding balanced."""
-    states = list(states)
-    while len(states) > 1:
-        states = [moments_merge(*states[i : i + 2]) if i + 1 < len(states) else states[i]
-                  for i in range(0, len(states), 2)]  # fmt: skip
-    return states[0]
+    """Merge any number of moment states (Chan/Pébay, pairwise)."""
+    return pairwise(states, moments_merge)
 
 
 # -------------------------------------------------------------------------- histograms
@@ -180,8 +188,4 @@ def groups_merge(a: GroupMoments, b: GroupMoments) -> GroupMoments:
 
 
 def groups_combine(states: Sequence[GroupMoments]) -> GroupMoments:
-    states = list(states)
-    while len(states) > 1:
-        states = [groups_merge(*states[i : i + 2]) if i + 1 < len(states) else states[i]
-                  for i in range(0, len(states), 2)]  # fmt: skip
-    return states[0]
+    return pairwise(states, groups_merge)
