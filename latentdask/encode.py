@@ -505,6 +505,8 @@ def encode_shard(job: ShardJob) -> ShardReport:
     state = None
     if job.stats_params is not None:
         t0 = time.perf_counter()
-        state = summary_chunk(z, valid, job.attributes, params=job.stats_params)
+        # on a GPU worker the GPU computes the shard's statistics; the CPU is busy decoding
+        block: Any = torch.from_numpy(z).to(device) if device.type == "cuda" else z
+        state = summary_chunk(block, valid, job.attributes, params=job.stats_params)
         seconds["stats"] = time.perf_counter() - t0
     return ShardReport(shard.number, n, int(valid.sum()), dict(failures), seconds, state=state)

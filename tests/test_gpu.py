@@ -41,3 +41,15 @@ def test_encode_on_gpu_worker_matches_cpu(faces: Path, tmp_path: Path) -> None:
                cluster=choice, progress=False)  # fmt: skip
     gpu, cpu = (open_latents(tmp_path / f"{k}.zarr").z.values for k in ("gpu", "cpu"))
     np.testing.assert_allclose(gpu, cpu, atol=GPU_TOLERANCE, rtol=GPU_TOLERANCE)
+
+
+def test_statistics_on_the_gpu_equal_the_cpu() -> None:
+    from latentdask.stats.summary import SummaryParams, summary_chunk
+
+    x = np.random.default_rng(0).normal(0.5, 1.2, size=(5000, 16)).astype(np.float32)
+    params = SummaryParams(thresholds=(1.5,))
+    cpu = summary_chunk(x, params=params)
+    gpu = summary_chunk(torch.from_numpy(x).cuda(), params=params)
+    np.testing.assert_array_equal(cpu.hist.counts, gpu.hist.counts)
+    np.testing.assert_array_equal(cpu.slices.c2, gpu.slices.c2)
+    np.testing.assert_allclose(cpu.moments.m2, gpu.moments.m2, rtol=1e-10)

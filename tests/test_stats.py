@@ -312,3 +312,26 @@ def test_summary_chunk_is_the_in_memory_answer() -> None:
 
     direct = summary_finalize(summary_chunk(x, params=PARAMS), PARAMS)
     np.testing.assert_allclose(direct["cov"].values, np.cov(x.astype(np.float64).T), rtol=1e-10)
+
+
+def test_torch_blocks_give_the_numpy_states() -> None:
+    # the path a GPU worker takes, checked here on CPU tensors: counts equal, moments to rounding
+    import torch
+
+    x = latent_sample(n=2000, dim=10, seed=7)
+    x[500, 3] = np.nan
+    valid = np.ones(2000, dtype=bool)
+    valid[:50] = False
+    attributes = np.random.default_rng(1).choice(np.array([-1, 1], dtype=np.int8), size=(2000, 3))
+    on_numpy = summary_chunk(x, valid, attributes, params=PARAMS)
+    on_torch = summary_chunk(torch.from_numpy(x), valid, attributes, params=PARAMS)
+    for family in ("hist", "radius", "slices"):
+        for a, b in zip(getattr(on_numpy, family), getattr(on_torch, family), strict=True):
+            if isinstance(a, float):
+                assert a == pytest.approx(b, rel=1e-12)
+            else:
+                np.testing.assert_array_equal(a, b)
+    for a, b in zip(on_numpy.moments, on_torch.moments, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+    assert (on_numpy.invalid, on_numpy.nonfinite) == (on_torch.invalid, on_torch.nonfinite) == (50, 1)
+    np.testing.assert_allclose(on_numpy.groups.mean, on_torch.groups.mean, rtol=1e-10)  # type: ignore[union-attr]

@@ -13,7 +13,7 @@ The histogram of radii about the mean is the one figure a single pass cannot giv
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -83,32 +83,44 @@ class SummaryState(NamedTuple):
     nonfinite: int
 
 
-def select_rows(
-    z: np.ndarray, valid: np.ndarray | None, selected: np.ndarray | None
-) -> tuple[np.ndarray, int, int]:
+def select_rows(z: Any, valid: np.ndarray | None, selected: np.ndarray | None) -> tuple[np.ndarray, int, int]:
     """Rows kept (selected, valid and finite), and how many selected rows were invalid or non-finite."""
     keep = np.ones(len(z), dtype=bool) if selected is None else np.asarray(selected, dtype=bool)
     invalid = 0
     if valid is not None:
         invalid = int((keep & ~np.asarray(valid, dtype=bool)).sum())
         keep = keep & np.asarray(valid, dtype=bool)
-    finite = finite_rows(z)
+    finite = z.isfinite().all(dim=1).cpu().numpy() if is_tensor(z) else finite_rows(z)
     nonfinite = int((keep & ~finite).sum())
     return keep & finite, invalid, nonfinite
 
 
+def is_tensor(z: Any) -> bool:
+    """True for a torch tensor, without importing torch where there is none."""
+    return type(z).__module__.startswith("torch")
+
+
 def summary_chunk(
-    z: np.ndarray,
+    z: Any,
     valid: np.ndarray | None = None,
     attributes: np.ndarray | None = None,
     selected: np.ndarray | None = None,
     *,
     params: SummaryParams,
 ) -> SummaryState:
-    """The state of one block of rows; invalid, unselected and non-finite rows are left out."""
+    """The state of one block of rows; invalid, unselected and non-finite rows are left out.
+
+    ``z`` is a numpy array, or a torch tensor whose device (a GPU) then does the work.
+    """
     keep, invalid, nonfinite = select_rows(z, valid, selected)
-    scan = scan_block(z, keep, edges=params.edges, thresholds=np.asarray(params.thresholds),
-                      radius_edges=params.radius_edges)  # fmt: skip
+    if is_tensor(z):
+        from latentdask.stats.scan_torch import scan_block_torch
+
+        scan = scan_block_torch(z, keep, edges=params.edges, thresholds=np.asarray(params.thresholds),
+                                radius_edges=params.radius_edges)  # fmt: skip
+    else:
+        scan = scan_block(z, keep, edges=params.edges, thresholds=np.asarray(params.thresholds),
+                          radius_edges=params.radius_edges)  # fmt: skip
     groups = None
     if attributes is not None and attributes.shape[1]:
         groups = groups_chunk(scan.centred, scan.moments.mean, np.asarray(attributes)[keep])
