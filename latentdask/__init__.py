@@ -27,6 +27,9 @@ _EXPORTS = {
     "EncodeOptions": "latentdask.encode",
     "open_latents": "latentdask.store",
     "summarize": "latentdask.stats.reduce",
+    "generate": "latentdask.generate",
+    "sampler_spec": "latentdask.generate",
+    "run_workflow": "latentdask.workflow",
     "SummaryParams": "latentdask.stats.summary",
     "open_stats": "latentdask.stats.io",
     "ImageDecodeError": "latentdask.errors",
@@ -43,11 +46,14 @@ __all__ = [
     "TrainOptions",
     "decode_image",
     "encode",
+    "generate",
     "import_state_dict",
     "load_checkpoint",
     "open_dataset",
     "open_latents",
     "open_stats",
+    "run_workflow",
+    "sampler_spec",
     "summarize",
     "synthesize",
     "train",
@@ -59,6 +65,7 @@ if TYPE_CHECKING:
     from latentdask.data.synthetic import synthesize
     from latentdask.encode import EncodeOptions, encode
     from latentdask.errors import ImageDecodeError, LatentdaskError
+    from latentdask.generate import generate, sampler_spec
     from latentdask.model.autoencoder import Autoencoder
     from latentdask.model.checkpoint import import_state_dict, load_checkpoint
     from latentdask.model.config import ModelConfig
@@ -67,6 +74,7 @@ if TYPE_CHECKING:
     from latentdask.stats.reduce import summarize
     from latentdask.stats.summary import SummaryParams
     from latentdask.store import open_latents
+    from latentdask.workflow import run_workflow
 
 
 def __getattr__(name: str) -> Any:

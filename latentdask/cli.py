@@ -299,6 +299,37 @@ def run(
     run_workflow(workflow, cluster=cluster_choice(cluster, scheduler), overrides=set_ or [])
 
 
+@app.command()
+@user_errors
+def generate(
+    stats: Annotated[Path, typer.Argument(help="stats.zarr the samplers are fitted on.")],
+    out: Annotated[Path, typer.Option("--out", help="POINTS.zarr to write.")],
+    sampler: Annotated[str, typer.Option(help="uniform, gaussian, empirical, mvn or mvn-core.")] = "uniform",
+    b: Annotated[float, typer.Option("--b", help="uniform: half-width of [-b, b].")] = 1.5,
+    quantile: Annotated[float, typer.Option(help="mvn-core: χ² quantile of the kept core.")] = 0.9973,
+    n: Annotated[int, typer.Option("--n", help="Points.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Same seed, same points.")] = 0,
+) -> None:
+    """Artificial z-points from the seed's uniform sampler or samplers fitted on real statistics."""
+    import json
+
+    import numpy as np
+    import zarr
+
+    from latentdask.generate import generate as run_generate
+    from latentdask.generate import radius_report, sampler_spec
+    from latentdask.stats.io import open_stats
+
+    spec = sampler_spec(sampler, b=b, quantile=quantile)
+    run_generate(stats, out, spec=spec, n=n, seed=seed)
+    console.print(f"wrote {n} {spec.name} z-points → {out}")
+    if spec.name == "uniform":
+        points = np.asarray(zarr.open_array(str(out / "z"), mode="r")[: min(n, 100_000)])
+        report = radius_report(open_stats(stats), points, spec.b)
+        scan = report.pop("b_scan")
+        typer.echo(json.dumps(report | {"best_b_by_radius": scan["best_b"]}, indent=2))  # type: ignore[index]
+
+
 def _finish_bench(report: Any, json_out: Path | None) -> None:
     report.show()
     if json_out is not None:

@@ -4,7 +4,7 @@ A workflow (``workflows/*.yaml``) names the dataset, the model, and the paramete
 each step; every output lands under ``run_dir`` (default ``runs/<name>``). Steps, in
 order: ``synth`` (when the dataset is synthetic), ``train`` (unless the model is an
 existing checkpoint), ``encode`` (which also writes the statistics of all valid
-z-points).
+z-points), ``generate`` (artificial z-points of each listed sampler).
 
 Each step's identity is a sha256 of its parameters and of the identities of the
 steps before it. ``run.json`` records identities, timings and outputs; a step whose
@@ -30,7 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from latentdask.cluster import ClusterChoice
 from latentdask.config import ConfigError, read_yaml
 from latentdask.data.decode import Preprocessing
+from latentdask.encode import default_stats_path
 from latentdask.errors import describe_validation_error
+from latentdask.generate import SamplerSpec
 from latentdask.model.config import ModelConfig
 from latentdask.model.train import TrainOptions
 from latentdask.progress import console
@@ -87,6 +89,24 @@ class EncodeSection(BaseModel):
     device: str = "auto"
 
 
+class SamplerEntry(SamplerSpec):
+    """A sampler of the generate step; ``label`` names its output (default: the sampler's name)."""
+
+    label_: str | None = Field(default=None, alias="label")
+
+    @property
+    def label(self) -> str:
+        return self.label_ or self.name
+
+
+class GenerateSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    samplers: list[SamplerEntry] = []
+    n: int = Field(default=10_000, ge=1)
+    seed: int = 0
+
+
 class Workflow(BaseModel):
     """A workflow file, validated before anything runs."""
 
@@ -100,6 +120,7 @@ class Workflow(BaseModel):
     train: TrainOptions = TrainOptions()
     encode: EncodeSection = EncodeSection()
     stats: SummaryParams = SummaryParams()
+    generate: GenerateSection = GenerateSection()
 
     @property
     def folder(self) -> Path:
@@ -219,8 +240,16 @@ class Runner:
         # encode (+ statistics of all valid z-points)
         store = self.folder / "latents.zarr"
         params = {"encode": w.encode.model_dump(mode="json"), "stats": w.stats.model_dump(mode="json")}
-        self.step("encode", params, upstream, store, lambda: _store_complete(store),
-                  lambda same: _encode(data, checkpoint, store, w, self.cluster, resume=same))  # fmt: skip
+        upstream = self.step("encode", params, upstream, store, lambda: _store_complete(store),
+                             lambda same: _encode(data, checkpoint, store, w, self.cluster, resume=same))  # fmt: skip
+
+        # generate: artificial z-points of each sampler, fitted on the statistics
+        if w.generate.samplers:
+            folder = self.folder / "points"
+            stats = default_stats_path(store)
+            self.step("generate", w.generate.model_dump(mode="json"), upstream, folder,
+                      lambda: all((folder / f"{s.label}.zarr" / "z" / "zarr.json").is_file() for s in w.generate.samplers),
+                      lambda same: _generate(stats, folder, w.generate))  # fmt: skip
         console.print(f"workflow {w.name} finished → {self.folder} (record: {self.record_path})")
 
 
@@ -264,6 +293,18 @@ def _encode(
     options = EncodeOptions(**w.encode.model_dump(), stats_params=w.stats, resume=resume and store.exists(),
                             overwrite=not resume)  # fmt: skip
     encode(data, checkpoint, store, options=options, cluster=cluster)
+
+
+def _generate(stats: Path, folder: Path, section: GenerateSection) -> None:
+    from latentdask.generate import generate
+
+    if folder.exists():
+        shutil.rmtree(folder)  # the run's own points, from an earlier generate step
+    folder.mkdir(parents=True)
+    for entry in section.samplers:
+        spec = SamplerSpec(name=entry.name, b=entry.b, quantile=entry.quantile)
+        generate(stats, folder / f"{entry.label}.zarr", spec=spec, n=section.n, seed=section.seed)
+        console.print(f"generated {section.n} {entry.label} z-points")
 
 
 def run_workflow(

@@ -26,6 +26,7 @@ model: {{image_size: 16, latent_dim: 8, channels: [4, 4], batch_norm: true}}
 train: {{epochs: 1, batch_size: 16, device: cpu}}
 encode: {{shard_size: {shard_size}, device: cpu}}
 stats: {{thresholds: [1.5]}}
+generate: {{n: 50, samplers: [{{name: uniform, b: 1.5}}, {{name: mvn, label: full-gaussian}}]}}
 """
 
 
@@ -52,20 +53,22 @@ def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     folder = tmp_path / "run"
     for output in ("data/SYNTHETIC.json", "model/model.safetensors", "latents.zarr/zarr.json",
-                   "latents-stats.zarr/zarr.json", "latents-stats.json", "run.json"):  # fmt: skip
+                   "latents-stats.zarr/zarr.json", "latents-stats.json", "run.json",
+                   "points/uniform.zarr/z/zarr.json", "points/full-gaussian.zarr/z/zarr.json"):  # fmt: skip
         assert (folder / output).exists(), output
     record = json.loads((folder / "run.json").read_text())
-    assert [record["steps"][s]["status"] for s in ("synth", "train", "encode")] == ["done"] * 3
+    assert [record["steps"][s]["status"] for s in ("synth", "train", "encode", "generate")] == ["done"] * 4
     assert json.loads((folder / "latents-stats.json").read_text())["count"] == 80
 
     again = run(str(workflow))
     assert again.returncode == 0, again.stderr
-    assert said(again).count("done earlier with the same parameters, skipped") == 3
+    assert said(again).count("done earlier with the same parameters, skipped") == 4
 
     changed = run(str(workflow), "--set", "train.epochs=2")
     assert changed.returncode == 0, changed.stderr
     text = said(changed)
     assert "synth: done earlier" in text and "train: running" in text and "encode: running" in text
+    assert "generate: running" in text
     assert json.loads((folder / "run.json").read_text())["steps"]["train"]["params"]["train"]["epochs"] == 2
 
 

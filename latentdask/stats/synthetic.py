@@ -10,12 +10,13 @@ per thread.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import zarr
 
+from latentdask.blocks import write_rows
 from latentdask.errors import LatentdaskError
 
 
@@ -38,13 +39,8 @@ def true_distribution(dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return mean, correlation * np.outer(spread, spread)
 
 
-def _block(block_info: dict | None = None, *, mean: np.ndarray, factor: np.ndarray, seed: int) -> np.ndarray:
-    assert block_info is not None
-    location = block_info[None]["chunk-location"][0]
-    (start, stop), _ = block_info[None]["array-location"]
-    rng = np.random.default_rng([seed, location])
-    noise = rng.standard_normal((stop - start, len(mean)))
-    return (mean + noise @ factor.T).astype(np.float32)
+def _gaussian_rows(mean: np.ndarray, factor: np.ndarray, rng: np.random.Generator, rows: int) -> np.ndarray:
+    return mean + rng.standard_normal((rows, len(mean))) @ factor.T
 
 
 def synthesize_latents(
@@ -61,18 +57,12 @@ def synthesize_latents(
     mean, cov = true_distribution(dim, seed)
     factor = np.linalg.cholesky(cov)
     group = zarr.open_group(str(out), mode="w")
-    target = group.create_array(
-        "z", shape=(n, dim), chunks=(chunk_rows, dim), dtype="float32", compressors=None,
-        dimension_names=["image", "latent"],
-    )  # fmt: skip
     group.create_array("true_mean", shape=(dim,), dtype="float64", dimension_names=["latent"])[:] = mean
-    group.create_array("true_cov", shape=(dim, dim), dtype="float64", dimension_names=["latent", "latent2"])[
-        :
-    ] = cov
+    true_cov = group.create_array(
+        "true_cov", shape=(dim, dim), dtype="float64", dimension_names=["latent", "latent2"]
+    )
+    true_cov[:] = cov
     group.attrs.update({"generator": "latentdask synth-latents", "seed": seed, "n": n, "dim": dim})
-    rows = da.map_blocks(
-        _block, chunks=((chunk_rows,) * (n // chunk_rows) + ((n % chunk_rows,) if n % chunk_rows else ()), (dim,)),
-        dtype=np.float32, mean=mean, factor=factor, seed=seed, meta=np.empty((0, 0), np.float32),
-    )  # fmt: skip
-    da.store(rows, target, lock=False)  # type: ignore[arg-type]  # blocks are Zarr chunks: one writer each
+    write_rows(group, "z", partial(_gaussian_rows, mean, factor), n=n, dim=dim, seed=seed, chunk_rows=chunk_rows,
+               dims=["image", "latent"])  # fmt: skip
     return out
