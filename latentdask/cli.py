@@ -330,6 +330,39 @@ def generate(
         typer.echo(json.dumps(report | {"best_b_by_radius": scan["best_b"]}, indent=2))  # type: ignore[index]
 
 
+@app.command()
+@user_errors
+def score(
+    store: Annotated[Path, typer.Argument(help="The real latent store.")],
+    stats: Annotated[Path, typer.Argument(help="Its stats.zarr.")],
+    points: Annotated[list[Path], typer.Argument(help="POINTS.zarr groups to score.")],
+    out: Annotated[Path, typer.Option("--out", help="scores.json to write.")],
+    reference_size: Annotated[int, typer.Option(help="Held-out real points scored beside them.")] = 2000,
+    pair: Annotated[
+        str | None, typer.Option(help="a,b for the slice score (default: the least filled slice).")
+    ] = None,
+    threshold: Annotated[float | None, typer.Option(help="Slice threshold (one of the statistics').")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the real sample.")] = 0,
+    cluster: ClusterOption = None,
+    scheduler: SchedulerOption = None,
+) -> None:
+    """In-distribution scores of point sets, always beside held-out real points."""
+    from latentdask.cluster import connect
+    from latentdask.score import format_scores, write_scores
+    from latentdask.score import score as run_score
+
+    chosen = parse_ints(pair, "--pair") if pair else None
+    if chosen is not None and len(chosen) != 2:
+        raise LatentdaskError(f"--pair expects two component numbers a,b, got {pair!r}")
+    with connect(cluster_choice(cluster, scheduler).resolve()) as client:
+        results = run_score(store, stats, points, reference_size=reference_size,
+                            pair=(chosen[0], chosen[1]) if chosen else None, threshold=threshold, seed=seed,
+                            scheduler=client)  # fmt: skip
+    write_scores(results, out)
+    typer.echo(format_scores(results))
+    console.print(f"scores → {out}")
+
+
 def _finish_bench(report: Any, json_out: Path | None) -> None:
     report.show()
     if json_out is not None:

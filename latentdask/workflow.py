@@ -4,7 +4,8 @@ A workflow (``workflows/*.yaml``) names the dataset, the model, and the paramete
 each step; every output lands under ``run_dir`` (default ``runs/<name>``). Steps, in
 order: ``synth`` (when the dataset is synthetic), ``train`` (unless the model is an
 existing checkpoint), ``encode`` (which also writes the statistics of all valid
-z-points), ``generate`` (artificial z-points of each listed sampler).
+z-points), ``generate`` (artificial z-points of each listed sampler) and ``score``
+(their in-distribution scores beside held-out real points).
 
 Each step's identity is a sha256 of its parameters and of the identities of the
 steps before it. ``run.json`` records identities, timings and outputs; a step whose
@@ -107,6 +108,15 @@ class GenerateSection(BaseModel):
     seed: int = 0
 
 
+class ScoreSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reference_size: int = Field(default=2000, ge=1)
+    pair: tuple[int, int] | None = None  # default: the least filled slice
+    threshold: float | None = None  # default: the first slice threshold
+    seed: int = 0
+
+
 class Workflow(BaseModel):
     """A workflow file, validated before anything runs."""
 
@@ -121,6 +131,7 @@ class Workflow(BaseModel):
     encode: EncodeSection = EncodeSection()
     stats: SummaryParams = SummaryParams()
     generate: GenerateSection = GenerateSection()
+    score: ScoreSection = ScoreSection()
 
     @property
     def folder(self) -> Path:
@@ -247,9 +258,15 @@ class Runner:
         if w.generate.samplers:
             folder = self.folder / "points"
             stats = default_stats_path(store)
-            self.step("generate", w.generate.model_dump(mode="json"), upstream, folder,
-                      lambda: all((folder / f"{s.label}.zarr" / "z" / "zarr.json").is_file() for s in w.generate.samplers),
-                      lambda same: _generate(stats, folder, w.generate))  # fmt: skip
+            upstream = self.step("generate", w.generate.model_dump(mode="json"), upstream, folder,
+                lambda: all((folder / f"{s.label}.zarr" / "z" / "zarr.json").is_file() for s in w.generate.samplers),
+                lambda same: _generate(stats, folder, w.generate))  # fmt: skip
+
+            # score: each sampler's points beside held-out real points
+            scores = self.folder / "scores.json"
+            points = [folder / f"{entry.label}.zarr" for entry in w.generate.samplers]
+            self.step("score", w.score.model_dump(mode="json"), upstream, scores, scores.is_file,
+                      lambda same: _score(store, stats, points, scores, w.score, self.cluster))  # fmt: skip
         console.print(f"workflow {w.name} finished → {self.folder} (record: {self.record_path})")
 
 
@@ -305,6 +322,19 @@ def _generate(stats: Path, folder: Path, section: GenerateSection) -> None:
         spec = SamplerSpec(name=entry.name, b=entry.b, quantile=entry.quantile)
         generate(stats, folder / f"{entry.label}.zarr", spec=spec, n=section.n, seed=section.seed)
         console.print(f"generated {section.n} {entry.label} z-points")
+
+
+def _score(
+    store: Path, stats: Path, points: list[Path], out: Path, section: ScoreSection, cluster: ClusterChoice
+) -> None:
+    from latentdask.cluster import connect
+    from latentdask.score import format_scores, score, write_scores
+
+    with connect(cluster.resolve()) as client:
+        results = score(store, stats, points, reference_size=section.reference_size, pair=section.pair,
+                        threshold=section.threshold, seed=section.seed, scheduler=client)  # fmt: skip
+    write_scores(results, out)
+    console.print(format_scores(results), highlight=False)
 
 
 def run_workflow(

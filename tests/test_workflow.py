@@ -54,21 +54,26 @@ def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     for output in ("data/SYNTHETIC.json", "model/model.safetensors", "latents.zarr/zarr.json",
                    "latents-stats.zarr/zarr.json", "latents-stats.json", "run.json",
-                   "points/uniform.zarr/z/zarr.json", "points/full-gaussian.zarr/z/zarr.json"):  # fmt: skip
+                   "points/uniform.zarr/z/zarr.json", "points/full-gaussian.zarr/z/zarr.json",
+                   "scores.json"):  # fmt: skip
         assert (folder / output).exists(), output
     record = json.loads((folder / "run.json").read_text())
-    assert [record["steps"][s]["status"] for s in ("synth", "train", "encode", "generate")] == ["done"] * 4
+    assert [record["steps"][s]["status"] for s in ("synth", "train", "encode", "generate", "score")] == [
+        "done"
+    ] * 5
     assert json.loads((folder / "latents-stats.json").read_text())["count"] == 80
 
     again = run(str(workflow))
     assert again.returncode == 0, again.stderr
-    assert said(again).count("done earlier with the same parameters, skipped") == 4
+    assert said(again).count("done earlier with the same parameters, skipped") == 5
 
     changed = run(str(workflow), "--set", "train.epochs=2")
     assert changed.returncode == 0, changed.stderr
     text = said(changed)
     assert "synth: done earlier" in text and "train: running" in text and "encode: running" in text
-    assert "generate: running" in text
+    assert "generate: running" in text and "score: running" in text
+    scores = json.loads((folder / "scores.json").read_text())
+    assert set(scores["sets"]) == {"real (held out)", "uniform (uniform.zarr)", "mvn (full-gaussian.zarr)"}
     assert json.loads((folder / "run.json").read_text())["steps"]["train"]["params"]["train"]["epochs"] == 2
 
 

@@ -1,0 +1,237 @@
+"""In-distribution scores of point sets against the real corpus, beside held-out real points.
+
+For each point set (artificial z-points, and always a sample of real points as the
+reference):
+
+1. **Mahalanobis distance** to the real mean under the real covariance: its
+   distribution (quantiles, mean). For a Gaussian corpus it would follow χ(N).
+2. **Components outside the real range**: per point, how many components lie outside
+   the real per-component [0.5 %, 99.5 %] range (read off the full-corpus histograms),
+   and the distribution of that count.
+3. **Distance to the nearest real z-point**, exact, by brute force against ALL valid real
+   vectors, one task per block of the store (|q|² + |x|² − 2 q·x, a GEMM per block),
+   merged by minimum. Real query points do not count themselves.
+4. **Slice membership**: for a pair (a, b) and threshold t, the fraction of points with
+   |x_j| < t for all j outside the pair, beside the real fraction (slice_count / count).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import xarray as xr
+import zarr
+from dask.delayed import delayed
+
+from latentdask.errors import LatentdaskError
+from latentdask.stats.io import ZPoints, open_stats, open_zpoints
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+class ScoreError(LatentdaskError):
+    """Point sets or statistics that cannot be scored together."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What every score is measured against, from the full-corpus statistics."""
+
+    mean: np.ndarray
+    inverse_factor: np.ndarray  # L⁻¹ with Σ = L Lᵀ: Mahalanobis = |L⁻¹ (x - μ)|
+    low: np.ndarray  # per-component 0.5 % point
+    high: np.ndarray  # per-component 99.5 % point
+    slice_fraction: np.ndarray  # (threshold, latent, latent2) real fraction in each slice
+    thresholds: np.ndarray
+
+    @classmethod
+    def from_stats(cls, stats: xr.Dataset, *, tail: float = 0.005) -> Reference:
+        cov = stats["cov"].values
+        factor = np.linalg.cholesky(cov + 1e-12 * np.trace(cov) / len(cov) * np.eye(len(cov)))
+        low, high = histogram_quantiles(stats, tail), histogram_quantiles(stats, 1 - tail)
+        return cls(
+            mean=stats["mean"].values,
+            inverse_factor=np.linalg.inv(factor),
+            low=low,
+            high=high,
+            slice_fraction=stats["slice_count"].values / max(int(stats["count"]), 1),
+            thresholds=stats["threshold"].values,
+        )
+
+
+def histogram_quantiles(stats: xr.Dataset, q: float) -> np.ndarray:
+    """Per-component q-quantile of the full corpus, interpolated within the histogram's bins."""
+    edges = stats["bin_edges"].values
+    counts = np.concatenate(
+        [stats["underflow"].values[:, None], stats["hist"].values, stats["overflow"].values[:, None]], axis=1
+    ).astype(np.float64)
+    cdf = np.cumsum(counts, axis=1) / counts.sum(axis=1, keepdims=True)
+    out = np.empty(len(cdf))
+    for j, row in enumerate(cdf):
+        k = int(np.searchsorted(row, q))  # bin k of [under, bins..., over] holds the quantile
+        if k == 0:
+            out[j] = edges[0]
+        elif k >= len(edges):
+            out[j] = edges[-1]
+        else:
+            before = row[k - 1]
+            fraction = (q - before) / (row[k] - before) if row[k] > before else 0.5
+            out[j] = edges[k - 1] + fraction * (edges[k] - edges[k - 1])
+    return out
+
+
+def mahalanobis(points: np.ndarray, reference: Reference) -> np.ndarray:
+    """Mahalanobis distance of each point to the real mean."""
+    whitened = (np.asarray(points, dtype=np.float64) - reference.mean) @ reference.inverse_factor.T
+    return np.sqrt((whitened * whitened).sum(axis=1))
+
+
+def outside_counts(points: np.ndarray, reference: Reference) -> np.ndarray:
+    """Per point, the number of components outside the real [0.5 %, 99.5 %] range."""
+    return ((points < reference.low) | (points > reference.high)).sum(axis=1)
+
+
+def _nearest_in_block(
+    block: np.ndarray, start: int, *, queries: np.ndarray, query_rows: np.ndarray, valid: np.ndarray | None
+) -> np.ndarray:
+    """Squared distance from each query to its nearest row of this block (inf if none)."""
+    x = np.asarray(block, dtype=np.float32)
+    keep = (
+        np.isfinite(x).all(axis=1)
+        if valid is None
+        else np.asarray(valid, dtype=bool) & np.isfinite(x).all(axis=1)
+    )
+    squared = (
+        (queries.astype(np.float64) ** 2).sum(axis=1)[:, None]
+        + (x.astype(np.float64) ** 2).sum(axis=1)[None, :]
+        - 2.0 * (queries.astype(np.float32) @ x.T).astype(np.float64)
+    )
+    squared[:, ~keep] = np.inf
+    rows = start + np.arange(len(x))
+    squared[query_rows[:, None] == rows[None, :]] = np.inf  # a real point is not its own neighbour
+    return np.maximum(squared.min(axis=1), 0.0) if len(x) else np.full(len(queries), np.inf)
+
+
+def nearest_real_distance(
+    corpus: ZPoints, queries: np.ndarray, *, query_rows: np.ndarray | None = None, scheduler: Any = None
+) -> np.ndarray:
+    """Exact distance from each query to its nearest valid real z-point: one task per block."""
+    query_rows = np.full(len(queries), -1) if query_rows is None else np.asarray(query_rows)
+    blocks = corpus.z.to_delayed().ravel()
+    valid = (
+        corpus.valid.rechunk({0: corpus.z.chunks[0]}).to_delayed().ravel()
+        if corpus.valid is not None
+        else None
+    )
+    starts = np.concatenate([[0], np.cumsum(corpus.z.chunks[0])[:-1]])
+    kernel = partial(_nearest_in_block, queries=queries, query_rows=query_rows)
+    parts = [
+        delayed(kernel, pure=True)(block, int(start), valid=None if valid is None else valid[k])
+        for k, (block, start) in enumerate(zip(blocks, starts, strict=True))
+    ]
+    (squared,) = dask.compute(delayed(np.minimum.reduce, pure=True)(parts), scheduler=scheduler)
+    return np.sqrt(squared)
+
+
+def summary(values: np.ndarray) -> dict[str, float]:
+    values = np.asarray(values, dtype=np.float64)
+    return {"mean": float(values.mean())} | {
+        f"q{round(q * 100)}": float(v) for q, v in zip(QUANTILES, np.quantile(values, QUANTILES), strict=True)
+    }
+
+
+def in_slice(points: np.ndarray, a: int, b: int, t: float) -> np.ndarray:
+    others = np.ones(points.shape[1], dtype=bool)
+    others[[a, b]] = False
+    return (np.abs(points[:, others]) < t).all(axis=1)
+
+
+def real_sample(corpus: ZPoints, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n`` valid real points (the test split when the store has one) and their rows."""
+    valid = np.ones(corpus.z.shape[0], dtype=bool) if corpus.valid is None else corpus.valid.compute()
+    if corpus.split is not None:
+        test = corpus.split.compute() == 2
+        if (valid & test).any():
+            valid = valid & test
+    rows = np.flatnonzero(valid)
+    rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, len(rows)), replace=False))
+    return np.asarray(corpus.z[rows].compute(), dtype=np.float32), rows
+
+
+def score(
+    store: str | Path,
+    stats: str | Path,
+    point_sets: Sequence[str | Path],
+    *,
+    reference_size: int = 2000,
+    pair: tuple[int, int] | None = None,
+    threshold: float | None = None,
+    seed: int = 0,
+    scheduler: Any = None,
+) -> dict[str, Any]:
+    """Score each point set and a held-out real sample; see the module docstring."""
+    corpus = open_zpoints(store)
+    statistics = open_stats(stats)
+    reference = Reference.from_stats(statistics)
+    dim = len(reference.mean)
+    t = float(threshold if threshold is not None else reference.thresholds[0])
+    if t not in reference.thresholds:
+        raise ScoreError(
+            f"threshold {t} is not among the statistics' slice thresholds {reference.thresholds.tolist()}"
+        )
+    if pair is None:  # the pair whose slice the real points fill least
+        population = statistics["slice_count"].sel(threshold=t).values.astype(float)
+        population[np.tril_indices(dim)] = np.inf
+        pair = tuple(int(v) for v in np.unravel_index(np.argmin(population), population.shape))  # type: ignore[assignment]
+    a, b = pair  # type: ignore[misc]
+    real, rows = real_sample(corpus, reference_size, seed)
+    sets: dict[str, tuple[np.ndarray, np.ndarray | None]] = {"real (held out)": (real, rows)}
+    for path in point_sets:
+        node = zarr.open_group(str(path), mode="r")
+        z = np.asarray(node["z"][:], dtype=np.float32)  # type: ignore[index]
+        if z.shape[1] != dim:
+            raise ScoreError(f"{path} has {z.shape[1]} components; the statistics have {dim}")
+        sets[str(node.attrs.get("sampler", Path(path).stem)) + f" ({Path(path).name})"] = (z, None)
+    k = int(np.flatnonzero(reference.thresholds == t)[0])
+    results: dict[str, Any] = {"pair": [a, b], "threshold": t, "real_slice_fraction": float(reference.slice_fraction[k, a, b]),
+                               "range": "[0.5 %, 99.5 %] per component", "sets": {}}  # fmt: skip
+    for name, (points, query_rows) in sets.items():
+        nearest = nearest_real_distance(corpus, points, query_rows=query_rows, scheduler=scheduler)
+        outside = outside_counts(points, reference)
+        results["sets"][name] = {
+            "points": len(points),
+            "mahalanobis": summary(mahalanobis(points, reference)),
+            "outside_components": summary(outside) | {"share_with_none": float((outside == 0).mean())},
+            "nearest_real_distance": summary(nearest),
+            "slice_fraction": float(in_slice(points, a, b, t).mean()),
+        }
+    return results
+
+
+def format_scores(results: dict[str, Any]) -> str:
+    """The scores side by side, one line per set."""
+    lines = [f"{'set':<34} {'mahalanobis q50':>16} {'outside q50':>12} {'none outside':>13} "
+             f"{'nearest real q50':>17} {'in slice':>9}"]  # fmt: skip
+    for name, s in results["sets"].items():
+        lines.append(
+            f"{name[:34]:<34} {s['mahalanobis']['q50']:>16.2f} {s['outside_components']['q50']:>12.1f} "
+            f"{s['outside_components']['share_with_none']:>13.3f} {s['nearest_real_distance']['q50']:>17.3f} "
+            f"{s['slice_fraction']:>9.4f}"
+        )
+    a, b = results["pair"]
+    lines.append(f"slice: pair ({a}, {b}), |x_j| < {results['threshold']:g} elsewhere; real fraction "
+                 f"{results['real_slice_fraction']:.4f}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_scores(results: dict[str, Any], out: str | Path) -> Path:
+    out = Path(out)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return out

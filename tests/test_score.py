@@ -1,0 +1,100 @@
+"""Scores against independent references: scipy's Mahalanobis, a numpy brute-force neighbour search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.spatial.distance
+import zarr
+
+from latentdask.generate import generate, sampler_spec
+from latentdask.score import (
+    Reference,
+    ScoreError,
+    histogram_quantiles,
+    mahalanobis,
+    nearest_real_distance,
+    outside_counts,
+    score,
+)
+from latentdask.stats.io import open_stats, open_zpoints, write_stats
+from latentdask.stats.reduce import summarize
+from latentdask.stats.summary import SummaryParams
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    """A latent-store-like group (z, valid, split) with its statistics."""
+    rng = np.random.default_rng(0)
+    dim = 5
+    x = (rng.normal(size=(3000, dim)) @ (np.eye(dim) + 0.4 * rng.normal(size=(dim, dim))) + 1.0).astype(
+        np.float32
+    )
+    valid = np.ones(3000, dtype=bool)
+    valid[::17] = False
+    x[~valid] = np.nan
+    split = np.where(np.arange(3000) < 2400, 0, 2).astype(np.int8)
+    root = tmp_path_factory.mktemp("corpus")
+    group = zarr.open_group(str(root / "store.zarr"), mode="w")
+    group.create_array("z", shape=x.shape, chunks=(700, dim), dtype="float32")[:] = x
+    group.create_array("valid", shape=(3000,), chunks=(700,), dtype=bool)[:] = valid
+    group.create_array("split", shape=(3000,), chunks=(700,), dtype="int8")[:] = split
+    write_stats(
+        summarize(x, valid=valid, params=SummaryParams(thresholds=(1.5,))), root / "stats.zarr", source="t"
+    )
+    return root / "store.zarr", root / "stats.zarr", x, valid
+
+
+def test_mahalanobis_against_scipy(corpus: tuple[Path, Path, np.ndarray, np.ndarray]) -> None:
+    _, stats_path, x, valid = corpus
+    reference = Reference.from_stats(open_stats(stats_path))
+    real = x[valid].astype(np.float64)
+    inverse = np.linalg.inv(np.cov(real.T))
+    expected = [scipy.spatial.distance.mahalanobis(p, real.mean(axis=0), inverse) for p in real[:200]]
+    np.testing.assert_allclose(mahalanobis(real[:200], reference), expected, rtol=1e-6)
+
+
+def test_nearest_real_neighbour_against_brute_force(
+    corpus: tuple[Path, Path, np.ndarray, np.ndarray],
+) -> None:
+    store, _, x, valid = corpus
+    rng = np.random.default_rng(1)
+    queries = rng.normal(1.0, 1.5, size=(300, x.shape[1])).astype(np.float32)
+    got = nearest_real_distance(open_zpoints(store), queries)
+    real = x[valid].astype(np.float64)
+    expected = np.sqrt(((queries[:, None, :] - real[None, :, :]) ** 2).sum(axis=2).min(axis=1))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    # real queries do not find themselves
+    rows = np.flatnonzero(valid)[:50]
+    own = nearest_real_distance(open_zpoints(store), x[rows], query_rows=rows)
+    distances = np.sqrt(((x[rows][:, None, :] - real[None, :, :]) ** 2).sum(axis=2))
+    distances[distances == 0] = np.inf
+    np.testing.assert_allclose(own, distances.min(axis=1), rtol=1e-4, atol=1e-4)
+
+
+def test_outside_range_uses_full_corpus_quantiles(corpus: tuple[Path, Path, np.ndarray, np.ndarray]) -> None:
+    _, stats_path, x, valid = corpus
+    stats = open_stats(stats_path)
+    real = x[valid]
+    low = histogram_quantiles(stats, 0.005)
+    np.testing.assert_allclose(low, np.quantile(real, 0.005, axis=0), atol=0.125)  # within a bin
+    reference = Reference.from_stats(stats)
+    counts = outside_counts(real, reference)
+    assert counts.mean() == pytest.approx(x.shape[1] * 0.01, rel=0.35)  # 1 % of each component
+
+
+def test_scores_side_by_side(corpus: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    store, stats_path, _, _ = corpus
+    uniform = generate(stats_path, tmp_path / "uniform.zarr", spec=sampler_spec("uniform", b=1.5), n=500)
+    mvn = generate(stats_path, tmp_path / "mvn.zarr", spec=sampler_spec("mvn"), n=500)
+    results = score(store, stats_path, [uniform, mvn], reference_size=400)
+    sets = results["sets"]
+    real, fitted = sets["real (held out)"], sets["mvn (mvn.zarr)"]
+    assert real["points"] == 400
+    # the fitted normal lands where the real points are; the uniform cube near the origin does not
+    assert abs(fitted["mahalanobis"]["q50"] - real["mahalanobis"]["q50"]) < 0.5
+    assert sets["uniform (uniform.zarr)"]["mahalanobis"]["q50"] > real["mahalanobis"]["q50"] + 0.5
+    with pytest.raises(ScoreError, match="not among the statistics"):
+        score(store, stats_path, [mvn], threshold=0.7)
