@@ -51,6 +51,10 @@ def local_torch_threads(spec: LocalSpec) -> int:
 def connect(choice: ClusterChoice | LocalSpec | AddressSpec | None = None) -> Iterator[Client]:
     """Yield a Client on the chosen cluster; a local cluster is closed on exit.
 
+    The client is not made dask's global default: callers pass it on (``scheduler=``),
+    so that several runs in one process (a resumed encode beside the original) never
+    see each other's clients.
+
     Examples
     --------
     >>> with connect(LocalSpec(workers=2)) as client:  # doctest: +SKIP
@@ -60,7 +64,7 @@ def connect(choice: ClusterChoice | LocalSpec | AddressSpec | None = None) -> It
     spec = choice.resolve() if isinstance(choice, ClusterChoice) else (choice or LocalSpec())
     if isinstance(spec, AddressSpec):
         try:
-            client = Client(spec.address, timeout="30s")
+            client = Client(spec.address, timeout="30s", set_as_default=False)
         except OSError as exc:
             raise ConfigError(f"cannot reach the scheduler at {spec.address} ({exc})") from None
         with client:
@@ -75,5 +79,5 @@ def connect(choice: ClusterChoice | LocalSpec | AddressSpec | None = None) -> It
         dashboard_address=spec.dashboard_address,
         silence_logs=logging.ERROR,
     )
-    with cluster, Client(cluster) as client:
+    with cluster, Client(cluster, set_as_default=False) as client:
         yield client

@@ -248,7 +248,7 @@ def encode(
                 for job in jobs
             ]  # fmt: skip
             submitted = time.perf_counter()
-            reports = _follow(futures, sum(s.size for s in pending), progress)
+            reports = _follow(client, futures, sum(s.size for s in pending), progress)
             compute_seconds = time.perf_counter() - submitted
             if stats_path is not None:
                 _write_sidecar_stats(out, stats_path, reports, options.stats_params, client, progress)
@@ -353,14 +353,14 @@ def _describe(client: Any) -> str:
     return f"{len(workers)} worker(s), {threads} thread(s)"
 
 
-def _follow(futures: list[Any], total_images: int, progress: bool) -> list[ShardReport]:
+def _follow(client: Any, futures: list[Any], total_images: int, progress: bool) -> list[ShardReport]:
     from distributed import as_completed
 
     reports = []
     started = time.perf_counter()
     encoded = 0
     with progress_bar("encoding", total=total_images, unit="images", enabled=progress) as bar:
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):
             report: ShardReport = future.result()
             reports.append(report)
             encoded += report.images

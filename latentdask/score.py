@@ -153,16 +153,20 @@ def in_slice(points: np.ndarray, a: int, b: int, t: float) -> np.ndarray:
     return (np.abs(points[:, others]) < t).all(axis=1)
 
 
-def real_sample(corpus: ZPoints, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def real_sample(corpus: ZPoints, n: int, seed: int, scheduler: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``n`` valid real points (the test split when the store has one) and their rows."""
-    valid = np.ones(corpus.z.shape[0], dtype=bool) if corpus.valid is None else corpus.valid.compute()
+    valid = (
+        np.ones(corpus.z.shape[0], dtype=bool)
+        if corpus.valid is None
+        else corpus.valid.compute(scheduler=scheduler)
+    )
     if corpus.split is not None:
-        test = corpus.split.compute() == 2
+        test = corpus.split.compute(scheduler=scheduler) == 2
         if (valid & test).any():
             valid = valid & test
     rows = np.flatnonzero(valid)
     rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, len(rows)), replace=False))
-    return np.asarray(corpus.z[rows].compute(), dtype=np.float32), rows
+    return np.asarray(corpus.z[rows].compute(scheduler=scheduler), dtype=np.float32), rows
 
 
 def score(
@@ -191,7 +195,7 @@ def score(
         population[np.tril_indices(dim)] = np.inf
         pair = tuple(int(v) for v in np.unravel_index(np.argmin(population), population.shape))  # type: ignore[assignment]
     a, b = pair  # type: ignore[misc]
-    real, rows = real_sample(corpus, reference_size, seed)
+    real, rows = real_sample(corpus, reference_size, seed, scheduler)
     sets: dict[str, tuple[np.ndarray, np.ndarray | None]] = {"real (held out)": (real, rows)}
     for path in point_sets:
         node = zarr.open_group(str(path), mode="r")
