@@ -363,6 +363,53 @@ def score(
     console.print(f"scores → {out}")
 
 
+@app.command()
+@user_errors
+def decode(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder.")],
+    points: Annotated[list[Path] | None, typer.Argument(help="POINTS.zarr groups: one row each.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("grid.png"),
+    per_row: Annotated[int, typer.Option(help="Images per row.")] = 12,
+    reconstruct: Annotated[
+        Path | None, typer.Option(help="Dataset: originals above reconstructions.")
+    ] = None,
+    interpolate: Annotated[
+        str | None, typer.Option(help="i,j: interpolate between two images of --dataset.")
+    ] = None,
+    dataset: Annotated[Path | None, typer.Option(help="Dataset for --interpolate.")] = None,
+    path: Annotated[str | None, typer.Option(help="a,b: a path in the plane of components a and b.")] = None,
+    stats: Annotated[Path | None, typer.Option(help="stats.zarr for --path (centre and spreads).")] = None,
+    through: Annotated[
+        str, typer.Option(help="--path through the real 'centre' or the 'origin'.")
+    ] = "centre",
+    scale: Annotated[int, typer.Option(help="Pixels per image pixel.")] = 2,
+) -> None:
+    """Decode z-points to a labelled image grid: samplers, reconstructions, interpolations, paths."""
+    from latentdask.grids import interpolation_row, path_row, point_rows, reconstruction_rows, render_grid
+    from latentdask.model.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    rows = point_rows(ckpt.model, points or [], per_row)
+    if reconstruct is not None:
+        rows += reconstruction_rows(ckpt, reconstruct, list(range(per_row)))
+    if interpolate is not None:
+        ends = parse_ints(interpolate, "--interpolate")
+        if dataset is None or len(ends) != 2:
+            raise LatentdaskError("--interpolate i,j needs two image numbers and --dataset")
+        rows.append(interpolation_row(ckpt, dataset, ends[0], ends[1], per_row))
+    if path is not None:
+        from latentdask.stats.io import open_stats
+
+        plane = parse_ints(path, "--path")
+        if stats is None or len(plane) != 2 or through not in ("centre", "origin"):
+            raise LatentdaskError("--path a,b needs two components, --stats, and --through centre|origin")
+        real = open_stats(stats)
+        rows.append(path_row(ckpt.model, real["mean"].values, real["std"].values, plane[0], plane[1],
+                             through=through, steps=per_row))  # type: ignore[arg-type]  # fmt: skip
+    render_grid(rows, scale=scale, title=f"decoded by {checkpoint}").save(out)
+    console.print(f"{len(rows)} row(s) → {out}")
+
+
 def _finish_bench(report: Any, json_out: Path | None) -> None:
     report.show()
     if json_out is not None:

@@ -5,7 +5,8 @@ each step; every output lands under ``run_dir`` (default ``runs/<name>``). Steps
 order: ``synth`` (when the dataset is synthetic), ``train`` (unless the model is an
 existing checkpoint), ``encode`` (which also writes the statistics of all valid
 z-points), ``generate`` (artificial z-points of each listed sampler) and ``score``
-(their in-distribution scores beside held-out real points).
+(their in-distribution scores beside held-out real points), ``decode`` (a grid of
+what the decoder makes of each sampler's points, above real reconstructions).
 
 Each step's identity is a sha256 of its parameters and of the identities of the
 steps before it. ``run.json`` records identities, timings and outputs; a step whose
@@ -267,6 +268,11 @@ class Runner:
             points = [folder / f"{entry.label}.zarr" for entry in w.generate.samplers]
             self.step("score", w.score.model_dump(mode="json"), upstream, scores, scores.is_file,
                       lambda same: _score(store, stats, points, scores, w.score, self.cluster))  # fmt: skip
+
+            # decode: a grid of each sampler's points, above real images and their reconstructions
+            grid = self.folder / "grids" / "samplers.png"
+            self.step("decode", {"per_row": 12}, upstream, grid, grid.is_file,
+                      lambda same: _decode_grid(checkpoint, points, data, grid))  # fmt: skip
         console.print(f"workflow {w.name} finished → {self.folder} (record: {self.record_path})")
 
 
@@ -335,6 +341,16 @@ def _score(
                         threshold=section.threshold, seed=section.seed, scheduler=client)  # fmt: skip
     write_scores(results, out)
     console.print(format_scores(results), highlight=False)
+
+
+def _decode_grid(checkpoint: Path, points: list[Path], data: Path, out: Path) -> None:
+    from latentdask.grids import point_rows, reconstruction_rows, render_grid
+    from latentdask.model.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    rows = point_rows(loaded.model, points, 12) + reconstruction_rows(loaded, data, list(range(12)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    render_grid(rows, title="each sampler's points, decoded; real images and their reconstructions").save(out)
 
 
 def run_workflow(

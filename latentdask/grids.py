@@ -1,0 +1,133 @@
+"""Decoded image grids: what the decoder makes of z-points, one labelled row per source.
+
+Rows come from point sets (a row per sampler), from real images (originals above
+their reconstructions), from an interpolation between two real images, and from a
+path in a coordinate plane (a, b) through the real centre or the origin (the seed's
+part VI). :func:`render_grid` lays them out with their labels in one PNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import zarr
+from PIL import Image, ImageDraw
+
+from latentdask.data.dataset import open_dataset
+from latentdask.errors import LatentdaskError
+from latentdask.model.autoencoder import Autoencoder
+from latentdask.model.checkpoint import Checkpoint
+
+LABEL_WIDTH = 170
+
+
+class GridError(LatentdaskError):
+    """Points or images that this model cannot decode as asked."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """A label and its images, uint8 (k, size, size, 3)."""
+
+    label: str
+    images: np.ndarray
+
+
+def decode_points(model: Autoencoder, z: np.ndarray) -> np.ndarray:
+    """Decoder images of ``z`` (k, latent_dim) as uint8 (k, size, size, 3)."""
+    if z.ndim != 2 or z.shape[1] != model.config.latent_dim:
+        raise GridError(
+            f"points have shape {z.shape}; this model decodes (k, {model.config.latent_dim}) latents"
+        )
+    with torch.inference_mode():
+        images = model.eval().decode(torch.from_numpy(np.asarray(z, dtype=np.float32)))
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def encode_images(model: Autoencoder, pixels: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return model.eval().encode(torch.from_numpy(pixels)).numpy()
+
+
+def point_rows(model: Autoencoder, paths: Sequence[str | Path], per_row: int) -> list[Row]:
+    """One row per POINTS.zarr: its first ``per_row`` points, decoded."""
+    rows = []
+    for path in paths:
+        group = zarr.open_group(str(path), mode="r")
+        z = np.asarray(group["z"][:per_row])  # type: ignore[index]
+        label = str(group.attrs.get("sampler", Path(path).stem))
+        params = group.attrs.get("params")
+        if label == "uniform" and isinstance(params, dict):
+            label += f" b={params.get('b')}"
+        rows.append(Row(label, decode_points(model, z)))
+    return rows
+
+
+def _real_pixels(checkpoint: Checkpoint, dataset: str | Path, rows: Sequence[int]) -> np.ndarray:
+    data = open_dataset(dataset)
+    if max(rows) >= len(data.manifest):
+        raise GridError(f"{dataset} has {len(data.manifest)} images; row {max(rows)} asked for")
+    return np.stack([data.load(int(r), checkpoint.preprocessing).pixels for r in rows])
+
+
+def _as_uint8(pixels: np.ndarray) -> np.ndarray:
+    return (np.clip(pixels, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def reconstruction_rows(checkpoint: Checkpoint, dataset: str | Path, rows: Sequence[int]) -> list[Row]:
+    """Real images above what the autoencoder makes of them."""
+    pixels = _real_pixels(checkpoint, dataset, rows)
+    z = encode_images(checkpoint.model, pixels)
+    return [Row("original", _as_uint8(pixels)), Row("reconstruction", decode_points(checkpoint.model, z))]
+
+
+def interpolation_row(checkpoint: Checkpoint, dataset: str | Path, first: int, last: int, steps: int) -> Row:
+    """Linear interpolation between the latents of two real images."""
+    z = encode_images(checkpoint.model, _real_pixels(checkpoint, dataset, [first, last]))
+    t = np.linspace(0, 1, steps)[:, None]
+    return Row(f"images {first} -> {last}", decode_points(checkpoint.model, (1 - t) * z[0] + t * z[1]))
+
+
+def path_row(
+    model: Autoencoder, mean: np.ndarray, std: np.ndarray, a: int, b: int, *,
+    through: Literal["centre", "origin"], steps: int, extent: float = 3.0,
+) -> Row:  # fmt: skip
+    """Points on the diagonal segment of the plane (a, b) through the centre or the origin.
+
+    Every other component stays at the real mean (``centre``) or 0 (``origin``); x_a and
+    x_b run together over ±``extent`` standard deviations of each.
+    """
+    dim = len(mean)
+    if not (0 <= a < dim and 0 <= b < dim) or a == b:
+        raise GridError(f"a path needs two different components in 0…{dim - 1}, got ({a}, {b})")
+    base = mean.copy() if through == "centre" else np.zeros(dim)
+    t = np.linspace(-extent, extent, steps)
+    z = np.repeat(base[None, :], steps, axis=0)
+    z[:, a] = base[a] + t * std[a]
+    z[:, b] = base[b] + t * std[b]
+    return Row(f"path ({a},{b}) via {through}", decode_points(model, z.astype(np.float32)))
+
+
+def render_grid(rows: Sequence[Row], *, scale: int = 2, title: str = "") -> Image.Image:
+    """Rows of images, each with its label on the left; cells scaled by ``scale``."""
+    if not rows:
+        raise GridError("nothing to draw: give point sets, --reconstruct, --interpolate or --path")
+    size = rows[0].images.shape[1] * scale
+    columns = max(len(r.images) for r in rows)
+    top = 24 if title else 0
+    grid = Image.new("RGB", (LABEL_WIDTH + columns * size, top + len(rows) * size), "white")
+    draw = ImageDraw.Draw(grid)
+    if title:
+        draw.text((6, 6), title, fill="black")
+    for i, row in enumerate(rows):
+        y = top + i * size
+        draw.text((6, y + size // 2 - 6), row.label[:28], fill="black")
+        for j, image in enumerate(row.images):
+            cell = Image.fromarray(image).resize((size, size), Image.Resampling.NEAREST)
+            grid.paste(cell, (LABEL_WIDTH + j * size, y))
+    return grid
