@@ -488,5 +488,19 @@ def bench_stats(
     _finish_bench(run(n=n, dim=dim, workers=workers, baselines=baselines), json_out)
 
 
+@bench_app.command("knn")
+@user_errors
+def bench_knn(
+    n: Annotated[int, typer.Option("--n", help="Real vectors.")] = 2_000_000,
+    queries: Annotated[int, typer.Option(help="Query points.")] = 10_000,
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    json_out: JsonOption = None,
+) -> None:
+    """Exact nearest-real-neighbour search in GFLOP/s against a blocked in-memory float32 GEMM."""
+    from latentdask.bench.knn import bench_knn as run
+
+    _finish_bench(run(n=n, n_queries=queries, workers=workers), json_out)
+
+
 if __name__ == "__main__":
     app()

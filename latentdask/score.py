@@ -98,25 +98,48 @@ def outside_counts(points: np.ndarray, reference: Reference) -> np.ndarray:
     return ((points < reference.low) | (points > reference.high)).sum(axis=1)
 
 
+#: queries per GEMM against a block: 256 x 65,536 float32 distances = 64 MiB
+QUERY_BATCH = 256
+
+
 def _nearest_in_block(
     block: np.ndarray, start: int, *, queries: np.ndarray, query_rows: np.ndarray, valid: np.ndarray | None
 ) -> np.ndarray:
-    """Squared distance from each query to its nearest row of this block (inf if none)."""
+    """Squared distance from each query to its nearest valid row of this block (inf if none).
+
+    Steps, per batch of queries:
+    1. rank the block's rows by |x|² − 2 q·x (a float32 GEMM; |q|² is the same for every row);
+    2. take the best row and measure its distance again in float64, so that the distance
+       reported is exact for the neighbour found.
+    """
     x = np.asarray(block, dtype=np.float32)
-    keep = (
-        np.isfinite(x).all(axis=1)
-        if valid is None
-        else np.asarray(valid, dtype=bool) & np.isfinite(x).all(axis=1)
-    )
-    squared = (
-        (queries.astype(np.float64) ** 2).sum(axis=1)[:, None]
-        + (x.astype(np.float64) ** 2).sum(axis=1)[None, :]
-        - 2.0 * (queries.astype(np.float32) @ x.T).astype(np.float64)
-    )
-    squared[:, ~keep] = np.inf
+    keep = np.asarray(np.isfinite(x).all(axis=1), dtype=bool).reshape(-1)
+    if valid is not None:
+        keep = keep & np.asarray(valid, dtype=bool)
+    best = np.full(len(queries), np.inf)
+    if not keep.any():
+        return best
     rows = start + np.arange(len(x))
-    squared[query_rows[:, None] == rows[None, :]] = np.inf  # a real point is not its own neighbour
-    return np.maximum(squared.min(axis=1), 0.0) if len(x) else np.full(len(queries), np.inf)
+    x = np.where(keep.reshape(-1, 1), x, 0.0).astype(np.float32)
+    norms = np.einsum("ij,ij->i", x, x)
+    excluded = ~keep
+    any_excluded = bool(excluded.any())
+    self_search = bool((query_rows >= start).any() and (query_rows < start + len(x)).any())
+    for q0 in range(0, len(queries), QUERY_BATCH):
+        q = np.asarray(queries[q0 : q0 + QUERY_BATCH], dtype=np.float32)
+        rank = q @ x.T  # in place from here on: the batch's only large array
+        rank *= -2.0
+        rank += norms
+        if any_excluded:
+            rank[:, excluded] = np.inf
+        if self_search:
+            own = np.asarray(query_rows[q0 : q0 + QUERY_BATCH])[:, None] == rows[None, :]
+            rank[own] = np.inf  # a real point is not its own neighbour
+        nearest = rank.argmin(axis=1)
+        found = np.isfinite(rank[np.arange(len(q)), nearest])
+        exact = ((q.astype(np.float64) - x[nearest].astype(np.float64)) ** 2).sum(axis=1)
+        best[q0 : q0 + QUERY_BATCH] = np.where(found, exact, np.inf)
+    return best
 
 
 def nearest_real_distance(

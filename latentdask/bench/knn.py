@@ -1,0 +1,57 @@
+"""``latentdask bench knn``: exact nearest-real-neighbour search against a blocked GEMM.
+
+One run: ``n_queries`` artificial points against ``n`` real vectors of a synthetic
+store, searched by :func:`latentdask.score.nearest_real_distance` on a local cluster
+(one task per block), in FLOP/s (2 · queries · rows · dim per search) against the
+FLOP/s of the least a brute-force search must do: a blocked in-memory float32 GEMM
+(queries × dim by dim × ``block_rows``) in this process, on all cores.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from distributed import Client, LocalCluster
+
+from latentdask.bench.report import BenchReport
+from latentdask.score import nearest_real_distance
+from latentdask.stats.io import open_zpoints
+from latentdask.stats.synthetic import synthesize_latents
+
+
+def blocked_gemm_flops(queries: np.ndarray, dim: int, block_rows: int, blocks: int) -> float:
+    """FLOP/s of queries @ block.T over ``blocks`` random float32 blocks, all threads."""
+    rng = np.random.default_rng(1)
+    block = rng.standard_normal((block_rows, dim), dtype=np.float32)
+    queries @ block.T  # warm-up
+    started = time.perf_counter()
+    for _ in range(blocks):
+        queries @ block.T
+    return 2.0 * len(queries) * block_rows * dim * blocks / (time.perf_counter() - started)
+
+
+def bench_knn(*, n: int = 2_000_000, n_queries: int = 10_000, dim: int = 256, block_rows: int = 65_536,
+              workers: int = 2) -> BenchReport:  # fmt: skip
+    report = BenchReport("nearest real neighbour, exact", setup={
+        "real_rows": n, "queries": n_queries, "dim": dim, "block_rows": block_rows, "workers": workers,
+        "cores": os.cpu_count(),
+    })  # fmt: skip
+    queries = np.random.default_rng(0).uniform(-1.5, 1.5, size=(n_queries, dim)).astype(np.float32)
+    report.add("blocked float32 GEMM (in memory, all cores)", blocked_gemm_flops(queries, dim, block_rows, 4) / 1e9,
+               "GFLOP/s")  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        store = synthesize_latents(Path(scratch) / "real.zarr", n=n, dim=dim, seed=0, chunk_rows=block_rows)
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address=":0") as cluster, Client(cluster) as client:  # fmt: skip
+            corpus = open_zpoints(store)
+            started = time.perf_counter()
+            nearest_real_distance(corpus, queries, scheduler=client)
+            seconds = time.perf_counter() - started
+    report.add("latentdask search (store read included)", 2.0 * n_queries * n * dim / seconds / 1e9, "GFLOP/s",
+               baseline="blocked float32 GEMM (in memory, all cores)")  # fmt: skip
+    report.setup["search_seconds"] = round(seconds, 2)
+    return report
