@@ -250,7 +250,7 @@ def stats(
     """Every statistic of every z-point in one pass: histograms, correlations, slices, radii, PCA."""
     import time
 
-    from latentdask.cluster import connect
+    from latentdask.cluster import check_paths_on_workers, connect
     from latentdask.stats.io import open_zpoints, stats_of, write_stats
 
     params = summary_params(bin_width, value_range, thresholds or [1.5, 2.0])
@@ -258,6 +258,7 @@ def stats(
     choice = cluster_choice(cluster, scheduler).resolve()
     started = time.perf_counter()
     with connect(choice) as client:
+        check_paths_on_workers(client, [store])
         result = stats_of(points, params=params, split=split, where=where or [], scheduler=client)
     figures = write_stats(result, out, source=str(store))
     console.print(

@@ -81,3 +81,24 @@ def connect(choice: ClusterChoice | LocalSpec | AddressSpec | None = None) -> It
     )
     with cluster, Client(cluster, set_as_default=False) as client:
         yield client
+
+
+def _missing(paths: list[str]) -> list[str]:
+    return [path for path in paths if not os.path.exists(path)]
+
+
+def check_paths_on_workers(client: Client, paths: list[str | Path]) -> None:
+    """Fail early, naming worker and path, if any worker cannot see a path the run needs.
+
+    A tiny task on every worker: on a cluster whose workers run on other machines, a
+    dataset or run folder on the client's local disk is the commonest first mistake.
+    """
+    wanted = [str(Path(p).resolve()) for p in paths]
+    unseen = {worker: missing for worker, missing in client.run(_missing, wanted).items() if missing}
+    if unseen:
+        lines = "; ".join(
+            f"{worker} cannot see {', '.join(missing)}" for worker, missing in sorted(unseen.items())
+        )
+        raise ConfigError(
+            f"paths must be visible to every worker (a shared file system or an fsspec URL): {lines}"
+        )

@@ -42,7 +42,7 @@ import numpy as np
 import zarr
 from pydantic import BaseModel, ConfigDict, Field
 
-from latentdask.cluster import ClusterChoice, connect, local_torch_threads
+from latentdask.cluster import ClusterChoice, check_paths_on_workers, connect, local_torch_threads
 from latentdask.config import LocalSpec
 from latentdask.data.container import Container
 from latentdask.data.dataset import open_dataset
@@ -233,6 +233,7 @@ def encode(
     stats_path = default_stats_path(out) if options.stats else None
     if pending or stats_path is not None:
         with connect(spec) as client:
+            check_paths_on_workers(client, [data.root, checkpoint, out])
             resources = {"GPU": 1} if _cluster_has_gpus(client) else None
             if progress:
                 console.print(

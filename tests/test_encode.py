@@ -375,6 +375,16 @@ def test_tasks_request_a_gpu_where_workers_declare_one(faces: Path, checkpoint: 
     assert open_latents(tmp_path / "g.zarr").shard_done.values.all()
 
 
+def test_paths_a_worker_cannot_see_fail_early(cluster: LocalCluster, tmp_path: Path) -> None:
+    from latentdask.cluster import check_paths_on_workers
+    from latentdask.config import ConfigError
+
+    with Client(cluster.scheduler_address) as client:
+        check_paths_on_workers(client, [tmp_path])  # visible: nothing happens
+        with pytest.raises(ConfigError, match=r"tcp://127.0.0.1:\d+ cannot see .*nowhere"):
+            check_paths_on_workers(client, [tmp_path / "nowhere"])
+
+
 def test_missing_checkpoint_and_dataset(faces: Path, checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(LatentdaskError, match=r"checkpoint folder .* does not exist"):
         encode(faces, tmp_path / "none", tmp_path / "a.zarr", progress=False)
