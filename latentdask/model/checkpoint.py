@@ -30,6 +30,7 @@ from latentdask.model.config import (
     ModelConfig,
     checkpoint_sha256,
     read_checkpoint_config,
+    read_json,
 )
 
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"}
@@ -185,10 +186,7 @@ def import_state_dict(state_dict_path: str | Path, config_path: str | Path, out:
     for p in (state_dict_path, config_path):
         if not p.is_file():
             raise CheckpointError(f"{p} does not exist")
-    try:
-        raw = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_path} is not valid JSON ({exc})") from None
+    raw = read_json(config_path)
     try:
         if isinstance(raw, dict) and "model" in raw:
             model_config = ModelConfig.model_validate(raw["model"])

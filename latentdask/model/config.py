@@ -100,14 +100,19 @@ class CheckpointConfig(BaseModel):
     training: dict[str, Any] = {}
 
 
+def read_json(path: Path) -> Any:
+    """The parsed content of a JSON file, or CheckpointError naming it."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
+
+
 def read_checkpoint_config(folder: Path) -> CheckpointConfig:
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise CheckpointError(f"{config_path} is missing")
-    try:
-        raw = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_path} is not valid JSON ({exc})") from None
+    raw = read_json(config_path)
     if isinstance(raw, dict) and raw.get("format") != FORMAT:
         raise CheckpointError(f"{config_path}: 'format' must be {FORMAT!r}, got {raw.get('format')!r}")
     try:
