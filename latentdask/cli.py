@@ -366,6 +366,40 @@ def score(
 
 @app.command()
 @user_errors
+def normality(
+    store: Annotated[Path, typer.Argument(help="The real latent store.")],
+    stats: Annotated[Path, typer.Argument(help="Its stats.zarr (mean, covariance, moments).")],
+    out: Annotated[Path, typer.Option("--out", help="normality.json to write.")],
+    plot: Annotated[Path | None, typer.Option(help="PNG of the Mahalanobis²-vs-χ² QQ comparison.")] = None,
+    sample_size: Annotated[int, typer.Option(help="Points in the Shapiro–Wilk sample (≤ 5,000).")] = 5000,
+    hz_size: Annotated[int, typer.Option(help="Points in the Henze–Zirkler sample.")] = 2000,
+    alpha: Annotated[float, typer.Option(help="Significance level of the tests.")] = 0.01,
+    split: Annotated[str, typer.Option(help="all, train, valid or test.")] = "all",
+    where: Annotated[
+        list[str] | None, typer.Option("--where", help="ATTRIBUTE=1 or ATTRIBUTE=-1 (repeat).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the samples.")] = 0,
+    cluster: ClusterOption = None,
+    scheduler: SchedulerOption = None,
+) -> None:
+    """How normal the real z-points are: moments, Shapiro–Wilk, Henze–Zirkler, Mahalanobis² vs χ²."""
+    from latentdask.cluster import check_paths_on_workers, connect
+    from latentdask.normality import format_normality, plot_qq, write_normality
+    from latentdask.normality import normality as run_normality
+
+    with connect(cluster_choice(cluster, scheduler).resolve()) as client:
+        check_paths_on_workers(client, [store])
+        result = run_normality(store, stats, sample_size=sample_size, hz_size=hz_size, alpha=alpha,
+                               split=split, where=where or [], seed=seed, scheduler=client)  # fmt: skip
+    write_normality(result, out)
+    if plot is not None:
+        plot_qq(result, plot)
+    typer.echo(format_normality(result))
+    console.print(f"normality → {out}" + (f", QQ plot → {plot}" if plot else ""))
+
+
+@app.command()
+@user_errors
 def decode(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder.")],
     points: Annotated[list[Path] | None, typer.Argument(help="POINTS.zarr groups: one row each.")] = None,
@@ -384,6 +418,10 @@ def decode(
         str, typer.Option(help="--path through the real 'centre' or the 'origin'.")
     ] = "centre",
     scale: Annotated[int, typer.Option(help="Pixels per image pixel.")] = 2,
+    face_rate: Annotated[
+        int, typer.Option(help="Also measure the face rate on this many points per set (0: no).")
+    ] = 0,
+    faces_out: Annotated[Path | None, typer.Option(help="face_rate.json to write.")] = None,
 ) -> None:
     """Decode z-points to a labelled image grid: samplers, reconstructions, interpolations, paths."""
     from latentdask.grids import interpolation_row, path_row, point_rows, reconstruction_rows, render_grid
@@ -409,6 +447,19 @@ def decode(
                              through=through, steps=per_row))  # type: ignore[arg-type]  # fmt: skip
     render_grid(rows, scale=scale, title=f"decoded by {checkpoint}").save(out)
     console.print(f"{len(rows)} row(s) → {out}")
+    if face_rate > 0:
+        from latentdask.faces import face_rates, format_face_rates, write_face_rates
+
+        reference_images = reconstruct or dataset
+        if reference_images is None:
+            raise LatentdaskError(
+                "--face-rate needs real images for reference: give --reconstruct or --dataset"
+            )
+        rates = face_rates(ckpt, points or [], reference_images, n=face_rate)
+        typer.echo(format_face_rates(rates))
+        if faces_out is not None:
+            write_face_rates(rates, faces_out)
+            console.print(f"face rates → {faces_out}")
 
 
 def _finish_bench(report: Any, json_out: Path | None) -> None:

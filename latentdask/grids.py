@@ -68,27 +68,27 @@ def point_rows(model: Autoencoder, paths: Sequence[str | Path], per_row: int) ->
     return rows
 
 
-def _real_pixels(checkpoint: Checkpoint, dataset: str | Path, rows: Sequence[int]) -> np.ndarray:
+def real_pixels(checkpoint: Checkpoint, dataset: str | Path, rows: Sequence[int]) -> np.ndarray:
     data = open_dataset(dataset)
     if max(rows) >= len(data.manifest):
         raise GridError(f"{dataset} has {len(data.manifest)} images; row {max(rows)} asked for")
     return np.stack([data.load(int(r), checkpoint.preprocessing).pixels for r in rows])
 
 
-def _as_uint8(pixels: np.ndarray) -> np.ndarray:
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return (np.clip(pixels, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def reconstruction_rows(checkpoint: Checkpoint, dataset: str | Path, rows: Sequence[int]) -> list[Row]:
     """Real images above what the autoencoder makes of them."""
-    pixels = _real_pixels(checkpoint, dataset, rows)
+    pixels = real_pixels(checkpoint, dataset, rows)
     z = encode_images(checkpoint.model, pixels)
-    return [Row("original", _as_uint8(pixels)), Row("reconstruction", decode_points(checkpoint.model, z))]
+    return [Row("original", to_uint8(pixels)), Row("reconstruction", decode_points(checkpoint.model, z))]
 
 
 def interpolation_row(checkpoint: Checkpoint, dataset: str | Path, first: int, last: int, steps: int) -> Row:
     """Linear interpolation between the latents of two real images."""
-    z = encode_images(checkpoint.model, _real_pixels(checkpoint, dataset, [first, last]))
+    z = encode_images(checkpoint.model, real_pixels(checkpoint, dataset, [first, last]))
     t = np.linspace(0, 1, steps)[:, None]
     return Row(f"images {first} -> {last}", decode_points(checkpoint.model, (1 - t) * z[0] + t * z[1]))
 

@@ -26,10 +26,12 @@ from typing import Any
 
 import dask
 import numpy as np
+import torch
 import xarray as xr
 import zarr
 from dask.delayed import delayed
 
+from latentdask.device import resolve_device
 from latentdask.errors import LatentdaskError
 from latentdask.stats.io import ZPoints, open_stats, open_zpoints
 
@@ -98,16 +100,24 @@ def outside_counts(points: np.ndarray, reference: Reference) -> np.ndarray:
     return ((points < reference.low) | (points > reference.high)).sum(axis=1)
 
 
-#: queries per GEMM against a block: 256 x 65,536 float32 distances = 64 MiB
+#: queries per GEMM against a block: 256 x 65,536 float32 distances = 64 MiB on the CPU
 QUERY_BATCH = 256
+#: on a GPU: 4,096 x 65,536 float32 distances = 1 GiB of device memory
+GPU_QUERY_BATCH = 4096
 
 
 def _nearest_in_block(
-    block: np.ndarray, start: int, *, queries: np.ndarray, query_rows: np.ndarray, valid: np.ndarray | None
+    block: np.ndarray,
+    start: int,
+    *,
+    queries: np.ndarray,
+    query_rows: np.ndarray,
+    valid: np.ndarray | None,
+    device: str = "auto",
 ) -> np.ndarray:
     """Squared distance from each query to its nearest valid row of this block (inf if none).
 
-    Steps, per batch of queries:
+    Steps, per batch of queries, on the worker's GPU when it has one (``device="auto"``):
     1. rank the block's rows by |x|² − 2 q·x (a float32 GEMM; |q|² is the same for every row);
     2. take the best row and measure its distance again in float64, so that the distance
        reported is exact for the neighbour found.
@@ -116,15 +126,24 @@ def _nearest_in_block(
     keep = np.asarray(np.isfinite(x).all(axis=1), dtype=bool).reshape(-1)
     if valid is not None:
         keep = keep & np.asarray(valid, dtype=bool)
-    best = np.full(len(queries), np.inf)
     if not keep.any():
-        return best
-    rows = start + np.arange(len(x))
+        return np.full(len(queries), np.inf)
     x = np.where(keep.reshape(-1, 1), x, 0.0).astype(np.float32)
+    rows = start + np.arange(len(x))
+    own_rows = query_rows if bool(((query_rows >= start) & (query_rows < start + len(x))).any()) else None
+    target = resolve_device(device)
+    if target.type == "cuda":
+        return _nearest_torch(x, keep, rows, queries, own_rows, target)
+    return _nearest_numpy(x, keep, rows, queries, own_rows)
+
+
+def _nearest_numpy(
+    x: np.ndarray, keep: np.ndarray, rows: np.ndarray, queries: np.ndarray, own_rows: np.ndarray | None
+) -> np.ndarray:
+    best = np.full(len(queries), np.inf)
     norms = np.einsum("ij,ij->i", x, x)
     excluded = ~keep
     any_excluded = bool(excluded.any())
-    self_search = bool((query_rows >= start).any() and (query_rows < start + len(x)).any())
     for q0 in range(0, len(queries), QUERY_BATCH):
         q = np.asarray(queries[q0 : q0 + QUERY_BATCH], dtype=np.float32)
         rank = q @ x.T  # in place from here on: the batch's only large array
@@ -132,9 +151,8 @@ def _nearest_in_block(
         rank += norms
         if any_excluded:
             rank[:, excluded] = np.inf
-        if self_search:
-            own = np.asarray(query_rows[q0 : q0 + QUERY_BATCH])[:, None] == rows[None, :]
-            rank[own] = np.inf  # a real point is not its own neighbour
+        if own_rows is not None:
+            rank[own_rows[q0 : q0 + QUERY_BATCH, None] == rows[None, :]] = np.inf  # not its own neighbour
         nearest = rank.argmin(axis=1)
         found = np.isfinite(rank[np.arange(len(q)), nearest])
         exact = ((q.astype(np.float64) - x[nearest].astype(np.float64)) ** 2).sum(axis=1)
@@ -142,10 +160,46 @@ def _nearest_in_block(
     return best
 
 
-def nearest_real_distance(
-    corpus: ZPoints, queries: np.ndarray, *, query_rows: np.ndarray | None = None, scheduler: Any = None
+def _nearest_torch(
+    x_host: np.ndarray,
+    keep: np.ndarray,
+    rows_host: np.ndarray,
+    queries: np.ndarray,
+    own_rows: np.ndarray | None,
+    device: torch.device,
 ) -> np.ndarray:
-    """Exact distance from each query to its nearest valid real z-point: one task per block."""
+    best = np.full(len(queries), np.inf)
+    x = torch.from_numpy(x_host).to(device)
+    norms = (x * x).sum(dim=1)
+    excluded = torch.from_numpy(~keep).to(device)
+    rows = torch.from_numpy(rows_host).to(device)
+    with torch.inference_mode():
+        for q0 in range(0, len(queries), GPU_QUERY_BATCH):
+            q = torch.from_numpy(np.asarray(queries[q0 : q0 + GPU_QUERY_BATCH], dtype=np.float32)).to(device)
+            rank = torch.addmm(norms[None, :], q, x.T, alpha=-2.0)
+            rank[:, excluded] = torch.inf
+            if own_rows is not None:
+                own = torch.from_numpy(np.asarray(own_rows[q0 : q0 + GPU_QUERY_BATCH])).to(device)
+                rank[own[:, None] == rows[None, :]] = torch.inf
+            nearest = rank.argmin(dim=1)
+            found = torch.isfinite(rank[torch.arange(len(q), device=device), nearest])
+            exact = ((q.double() - x[nearest].double()) ** 2).sum(dim=1)
+            best[q0 : q0 + GPU_QUERY_BATCH] = torch.where(found, exact, torch.inf).cpu().numpy()
+    return best
+
+
+def nearest_real_distance(
+    corpus: ZPoints,
+    queries: np.ndarray,
+    *,
+    query_rows: np.ndarray | None = None,
+    device: str = "auto",
+    scheduler: Any = None,
+) -> np.ndarray:
+    """Exact distance from each query to its nearest valid real z-point: one task per block.
+
+    Each task runs on its worker's GPU when it has one (``device="auto"``).
+    """
     query_rows = np.full(len(queries), -1) if query_rows is None else np.asarray(query_rows)
     blocks = corpus.z.to_delayed().ravel()
     valid = (
@@ -154,7 +208,7 @@ def nearest_real_distance(
         else None
     )
     starts = np.concatenate([[0], np.cumsum(corpus.z.chunks[0])[:-1]])
-    kernel = partial(_nearest_in_block, queries=queries, query_rows=query_rows)
+    kernel = partial(_nearest_in_block, queries=queries, query_rows=query_rows, device=device)
     parts = [
         delayed(kernel, pure=True)(block, int(start), valid=None if valid is None else valid[k])
         for k, (block, start) in enumerate(zip(blocks, starts, strict=True))
@@ -176,14 +230,27 @@ def in_slice(points: np.ndarray, a: int, b: int, t: float) -> np.ndarray:
     return (np.abs(points[:, others]) < t).all(axis=1)
 
 
-def real_sample(corpus: ZPoints, n: int, seed: int, scheduler: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``n`` valid real points (the test split when the store has one) and their rows."""
+def real_sample(
+    corpus: ZPoints,
+    n: int,
+    seed: int,
+    scheduler: Any = None,
+    *,
+    prefer_test: bool = True,
+    keep: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n`` valid (and ``keep``-selected) real points and their rows.
+
+    With ``prefer_test`` they come from the test split when the store has one.
+    """
     valid = (
         np.ones(corpus.z.shape[0], dtype=bool)
         if corpus.valid is None
         else corpus.valid.compute(scheduler=scheduler)
     )
-    if corpus.split is not None:
+    if keep is not None:
+        valid = valid & np.asarray(keep.compute(scheduler=scheduler), dtype=bool)
+    if prefer_test and corpus.split is not None:
         test = corpus.split.compute(scheduler=scheduler) == 2
         if (valid & test).any():
             valid = valid & test

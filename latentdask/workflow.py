@@ -41,6 +41,9 @@ from latentdask.progress import console
 from latentdask.stats.summary import SummaryParams
 
 RUN_RECORD = "run.json"
+#: decoded images per sampler (and real reconstructions) the face rate is measured on
+FACE_RATE_IMAGES = 200
+NORMALITY_PARAMS: dict[str, Any] = {"sample_size": 5000, "hz_size": 2000, "alpha": 0.01}
 
 
 class SyntheticData(BaseModel):
@@ -255,10 +258,15 @@ class Runner:
         upstream = self.step("encode", params, upstream, store, lambda: _store_complete(store),
                              lambda same: _encode(data, checkpoint, store, w, self.cluster, resume=same))  # fmt: skip
 
+        # normality of the real z-points (moments, Shapiro–Wilk, Henze–Zirkler, Mahalanobis² vs χ²)
+        stats = default_stats_path(store)
+        normal = self.folder / "normality.json"
+        self.step("normality", NORMALITY_PARAMS, upstream, normal, normal.is_file,
+                  lambda same: _normality(store, stats, normal, self.cluster))  # fmt: skip
+
         # generate: artificial z-points of each sampler, fitted on the statistics
         if w.generate.samplers:
             folder = self.folder / "points"
-            stats = default_stats_path(store)
             upstream = self.step("generate", w.generate.model_dump(mode="json"), upstream, folder,
                 lambda: all((folder / f"{s.label}.zarr" / "z" / "zarr.json").is_file() for s in w.generate.samplers),
                 lambda same: _generate(stats, folder, w.generate))  # fmt: skip
@@ -271,7 +279,9 @@ class Runner:
 
             # decode: a grid of each sampler's points, above real images and their reconstructions
             grid = self.folder / "grids" / "samplers.png"
-            self.step("decode", {"per_row": 12}, upstream, grid, grid.is_file,
+            rates = grid.with_name("face_rate.json")
+            self.step("decode", {"per_row": 12, "face_rate_images": FACE_RATE_IMAGES}, upstream, grid,
+                      lambda: grid.is_file() and rates.is_file(),
                       lambda same: _decode_grid(checkpoint, points, data, grid))  # fmt: skip
         console.print(f"workflow {w.name} finished → {self.folder} (record: {self.record_path})")
 
@@ -343,7 +353,19 @@ def _score(
     console.print(format_scores(results), highlight=False)
 
 
+def _normality(store: Path, stats: Path, out: Path, cluster: ClusterChoice) -> None:
+    from latentdask.cluster import connect
+    from latentdask.normality import format_normality, normality, plot_qq, write_normality
+
+    with connect(cluster.resolve()) as client:
+        result = normality(store, stats, **NORMALITY_PARAMS, scheduler=client)
+    write_normality(result, out)
+    plot_qq(result, out.with_name("normality-qq.png"))
+    console.print(format_normality(result), highlight=False)
+
+
 def _decode_grid(checkpoint: Path, points: list[Path], data: Path, out: Path) -> None:
+    from latentdask.faces import face_rates, format_face_rates, write_face_rates
     from latentdask.grids import point_rows, reconstruction_rows, render_grid
     from latentdask.model.checkpoint import load_checkpoint
 
@@ -351,6 +373,9 @@ def _decode_grid(checkpoint: Path, points: list[Path], data: Path, out: Path) ->
     rows = point_rows(loaded.model, points, 12) + reconstruction_rows(loaded, data, list(range(12)))
     out.parent.mkdir(parents=True, exist_ok=True)
     render_grid(rows, title="each sampler's points, decoded; real images and their reconstructions").save(out)
+    rates = face_rates(loaded, points, data, n=FACE_RATE_IMAGES)
+    write_face_rates(rates, out.with_name("face_rate.json"))
+    console.print(format_face_rates(rates), highlight=False)
 
 
 def run_workflow(

@@ -53,3 +53,23 @@ def test_statistics_on_the_gpu_equal_the_cpu() -> None:
     np.testing.assert_array_equal(cpu.hist.counts, gpu.hist.counts)
     np.testing.assert_array_equal(cpu.slices.c2, gpu.slices.c2)
     np.testing.assert_allclose(cpu.moments.m2, gpu.moments.m2, rtol=1e-10)
+
+
+def test_nearest_real_neighbour_on_the_gpu_equals_the_cpu(tmp_path: Path) -> None:
+    import zarr
+
+    from latentdask.score import nearest_real_distance
+    from latentdask.stats.io import open_zpoints
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20_000, 32)).astype(np.float32)
+    valid = np.ones(len(x), dtype=bool)
+    valid[::7] = False
+    group = zarr.open_group(str(tmp_path / "store.zarr"), mode="w")
+    group.create_array("z", shape=x.shape, chunks=(6000, 32), dtype="float32")[:] = x
+    group.create_array("valid", shape=valid.shape, chunks=(6000,), dtype=bool)[:] = valid
+    corpus = open_zpoints(tmp_path / "store.zarr")
+    queries, rows = x[:500], np.arange(500)
+    gpu = nearest_real_distance(corpus, queries, query_rows=rows, device="cuda")
+    cpu = nearest_real_distance(corpus, queries, query_rows=rows, device="cpu")
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-6)

@@ -7,12 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.spatial.distance
+import torch
 import zarr
 
 from latentdask.generate import generate, sampler_spec
 from latentdask.score import (
     Reference,
     ScoreError,
+    _nearest_numpy,
+    _nearest_torch,
     histogram_quantiles,
     mahalanobis,
     nearest_real_distance,
@@ -72,6 +75,18 @@ def test_nearest_real_neighbour_against_brute_force(
     distances = np.sqrt(((x[rows][:, None, :] - real[None, :, :]) ** 2).sum(axis=2))
     distances[distances == 0] = np.inf
     np.testing.assert_allclose(own, distances.min(axis=1), rtol=1e-4, atol=1e-4)
+
+
+def test_torch_search_path_equals_numpy_path(corpus: tuple[Path, Path, np.ndarray, np.ndarray]) -> None:
+    """The GPU kernel's code, run on the CPU here, finds the same neighbours as the numpy kernel."""
+    _, _, x, valid = corpus
+    block, keep = np.where(valid[:, None], x, 0.0).astype(np.float32), valid.copy()
+    rows = np.arange(len(x))
+    queries, own = x[valid][:300], rows[valid][:300]
+    got = _nearest_torch(block, keep, rows, queries, own, torch.device("cpu"))
+    expected = _nearest_numpy(block, keep, rows, queries, own)
+    assert np.isfinite(expected).all()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 def test_outside_range_uses_full_corpus_quantiles(corpus: tuple[Path, Path, np.ndarray, np.ndarray]) -> None:

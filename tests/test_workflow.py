@@ -55,17 +55,21 @@ def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
     for output in ("data/SYNTHETIC.json", "model/model.safetensors", "latents.zarr/zarr.json",
                    "latents-stats.zarr/zarr.json", "latents-stats.json", "run.json",
                    "points/uniform.zarr/z/zarr.json", "points/full-gaussian.zarr/z/zarr.json",
-                   "scores.json", "grids/samplers.png"):  # fmt: skip
+                   "scores.json", "grids/samplers.png", "grids/face_rate.json", "normality.json",
+                   "normality-qq.png"):  # fmt: skip
         assert (folder / output).exists(), output
     record = json.loads((folder / "run.json").read_text())
-    assert [record["steps"][s]["status"] for s in ("synth", "train", "encode", "generate", "score")] == [
-        "done"
-    ] * 5
+    steps = ("synth", "train", "encode", "normality", "generate", "score", "decode")
+    assert [record["steps"][s]["status"] for s in steps] == ["done"] * len(steps)
+    assert json.loads((folder / "normality.json").read_text())["mahalanobis_qq"]["vectors"] == 80
+    rates = json.loads((folder / "grids" / "face_rate.json").read_text())
+    assert set(rates["sets"]) == {"uniform (uniform.zarr)", "mvn (full-gaussian.zarr)"}
+    assert rates["reference"]["real reconstructions"]["images"] == 80
     assert json.loads((folder / "latents-stats.json").read_text())["count"] == 80
 
     again = run(str(workflow))
     assert again.returncode == 0, again.stderr
-    assert said(again).count("done earlier with the same parameters, skipped") == 6
+    assert said(again).count("done earlier with the same parameters, skipped") == len(steps)
 
     changed = run(str(workflow), "--set", "train.epochs=2")
     assert changed.returncode == 0, changed.stderr

@@ -4,7 +4,7 @@ One run: ``n_queries`` artificial points against ``n`` real vectors of a synthet
 store, searched by :func:`latentdask.score.nearest_real_distance` on a local cluster
 (one task per block), in FLOP/s (2 · queries · rows · dim per search) against the
 FLOP/s of the least a brute-force search must do: a blocked in-memory float32 GEMM
-(queries × dim by dim × ``block_rows``) in this process, on all cores.
+(queries × dim by dim × ``block_rows``) in this process, on all cores — or, where\nthere is a CUDA device, on the GPU, which the search's workers then use too.
 """
 
 from __future__ import annotations
@@ -15,33 +15,49 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from distributed import Client, LocalCluster
 
 from latentdask.bench.report import BenchReport
+from latentdask.device import resolve_device
 from latentdask.score import nearest_real_distance
 from latentdask.stats.io import open_zpoints
 from latentdask.stats.synthetic import synthesize_latents
 
+GEMM = "blocked float32 GEMM (in memory; all cores, or the GPU)"
 
-def blocked_gemm_flops(queries: np.ndarray, dim: int, block_rows: int, blocks: int) -> float:
-    """FLOP/s of queries @ block.T over ``blocks`` random float32 blocks, all threads."""
-    rng = np.random.default_rng(1)
-    block = rng.standard_normal((block_rows, dim), dtype=np.float32)
-    queries @ block.T  # warm-up
+
+def blocked_gemm_flops(
+    queries: np.ndarray, dim: int, block_rows: int, blocks: int, device: torch.device
+) -> float:
+    """FLOP/s of queries @ block.T over ``blocks`` random float32 blocks (all cores, or the GPU)."""
+    q = torch.from_numpy(queries).to(device)
+    block = torch.from_numpy(
+        np.random.default_rng(1).standard_normal((block_rows, dim), dtype=np.float32)
+    ).to(device)
+    q @ block.T  # warm-up
+    _synchronize(device)
     started = time.perf_counter()
     for _ in range(blocks):
-        queries @ block.T
+        q @ block.T
+    _synchronize(device)
     return 2.0 * len(queries) * block_rows * dim * blocks / (time.perf_counter() - started)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def bench_knn(*, n: int = 2_000_000, n_queries: int = 10_000, dim: int = 256, block_rows: int = 65_536,
               workers: int = 2) -> BenchReport:  # fmt: skip
+    device = resolve_device("auto")
     report = BenchReport("nearest real neighbour, exact", setup={
         "real_rows": n, "queries": n_queries, "dim": dim, "block_rows": block_rows, "workers": workers,
-        "cores": os.cpu_count(),
+        "cores": os.cpu_count(), "device": str(device),
     })  # fmt: skip
     queries = np.random.default_rng(0).uniform(-1.5, 1.5, size=(n_queries, dim)).astype(np.float32)
-    report.add("blocked float32 GEMM (in memory, all cores)", blocked_gemm_flops(queries, dim, block_rows, 4) / 1e9,
+    report.add(GEMM, blocked_gemm_flops(queries, dim, block_rows, 4, device) / 1e9,
                "GFLOP/s")  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         store = synthesize_latents(Path(scratch) / "real.zarr", n=n, dim=dim, seed=0, chunk_rows=block_rows)
@@ -52,6 +68,6 @@ def bench_knn(*, n: int = 2_000_000, n_queries: int = 10_000, dim: int = 256, bl
             nearest_real_distance(corpus, queries, scheduler=client)
             seconds = time.perf_counter() - started
     report.add("latentdask search (store read included)", 2.0 * n_queries * n * dim / seconds / 1e9, "GFLOP/s",
-               baseline="blocked float32 GEMM (in memory, all cores)")  # fmt: skip
+               baseline=GEMM)  # fmt: skip
     report.setup["search_seconds"] = round(seconds, 2)
     return report

@@ -1,0 +1,119 @@
+"""Face rate: the share of decoded images in which OpenCV's Haar cascade finds a face.
+
+The detector is the frontal-face cascade shipped inside opencv-python-headless 4.x
+(``cv2.data.haarcascades``; OpenCV 5 no longer ships the XML files, hence the pin below
+5). Decoded images are small (32–64 px) and the cascade's smallest window is 24 px, so
+every image is upscaled to ``DETECT_SIZE`` before detection.
+
+A face rate only means something if the detector finds faces in the model's own
+reconstructions of real images; when it finds none there (synthetic faces are cartoons,
+not photographs), the rates are reported as not meaningful instead of as 0.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentdask.data.dataset import open_dataset
+from latentdask.errors import LatentdaskError
+from latentdask.grids import decode_points, encode_images, real_pixels, to_uint8
+from latentdask.model.checkpoint import Checkpoint
+
+CASCADE = "haarcascade_frontalface_default.xml"
+DETECT_SIZE = 128
+NOT_MEANINGFUL = "the detector finds no faces in the real reconstructions, so face rates say nothing here"
+
+
+class FaceRateError(LatentdaskError):
+    """The face detector cannot be loaded or used."""
+
+
+def face_detector() -> Any:
+    """OpenCV's shipped frontal-face Haar cascade."""
+    try:
+        import cv2
+    except ImportError:
+        raise FaceRateError(
+            "the face rate needs opencv-python-headless<5 (pip install 'opencv-python-headless<5')"
+        ) from None
+    path = Path(cv2.data.haarcascades) / CASCADE  # type: ignore[attr-defined]
+    if not path.exists():
+        raise FaceRateError(f"OpenCV {cv2.__version__} ships no {CASCADE}; install opencv-python-headless<5")
+    return cv2.CascadeClassifier(str(path))
+
+
+def has_face(images: np.ndarray, detector: Any = None) -> np.ndarray:
+    """Per uint8 image (k, size, size, 3): whether the cascade finds at least one face."""
+    import cv2
+
+    detector = detector or face_detector()
+    found = np.zeros(len(images), dtype=bool)
+    for k, image in enumerate(images):
+        gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+        gray = cv2.resize(gray, (DETECT_SIZE, DETECT_SIZE), interpolation=cv2.INTER_CUBIC)
+        faces = detector.detectMultiScale(
+            gray, scaleFactor=1.1, minNeighbors=3, minSize=(DETECT_SIZE // 3,) * 2
+        )
+        found[k] = len(faces) > 0
+    return found
+
+
+def face_rates(
+    checkpoint: Checkpoint, point_sets: Sequence[str | Path], dataset: str | Path, *, n: int = 200
+) -> dict[str, Any]:
+    """Face rate of the first ``n`` points of each set, beside real images and their reconstructions."""
+    import zarr
+
+    detector = face_detector()
+    images = len(open_dataset(dataset).manifest)
+    pixels = real_pixels(checkpoint, dataset, list(range(min(n, images))))
+    reconstructions = decode_points(checkpoint.model, encode_images(checkpoint.model, pixels))
+    reference = {
+        "real images": _rate(to_uint8(pixels), detector),
+        "real reconstructions": _rate(reconstructions, detector),
+    }
+    sets = {}
+    for path in point_sets:
+        group = zarr.open_group(str(path), mode="r")
+        label = f"{group.attrs.get('sampler', Path(path).stem)} ({Path(path).name})"
+        sets[label] = _rate(decode_points(checkpoint.model, np.asarray(group["z"][:n])), detector)  # type: ignore[index]
+    meaningful = reference["real reconstructions"]["faces"] > 0
+    if not meaningful:
+        sets = {label: rate | {"rate": None} for label, rate in sets.items()}
+    return {
+        "detector": f"OpenCV Haar cascade {CASCADE}, images upscaled to {DETECT_SIZE} px",
+        "meaningful": meaningful,
+        "note": None if meaningful else NOT_MEANINGFUL,
+        "reference": reference,
+        "sets": sets,
+    }
+
+
+def _rate(images: np.ndarray, detector: Any) -> dict[str, Any]:
+    found = has_face(images, detector)
+    return {
+        "images": len(images),
+        "faces": int(found.sum()),
+        "rate": float(found.mean()) if len(found) else None,
+    }
+
+
+def format_face_rates(result: dict[str, Any]) -> str:
+    lines = [f"{'face rate':<40} {'images':>7} {'faces':>6} {'rate':>6}"]
+    for name, s in (result["reference"] | result["sets"]).items():
+        rate = "—" if s["rate"] is None else f"{s['rate']:.3f}"
+        lines.append(f"{name[:40]:<40} {s['images']:>7} {s['faces']:>6} {rate:>6}")
+    if result["note"]:
+        lines.append(f"note: {result['note']}")
+    return "\n".join(lines)
+
+
+def write_face_rates(result: dict[str, Any], out: str | Path) -> Path:
+    out = Path(out)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return out

@@ -1,0 +1,69 @@
+"""Face rate with OpenCV's shipped Haar cascade: faces found in faces, none in noise, honest when blind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+
+from latentdask.data.dataset import open_dataset
+from latentdask.data.decode import Preprocessing
+from latentdask.faces import NOT_MEANINGFUL, face_rates, format_face_rates, has_face
+from latentdask.model.autoencoder import Autoencoder
+from latentdask.model.checkpoint import load_checkpoint, save_checkpoint
+from latentdask.model.config import ModelConfig
+
+
+def face_images(root: Path, size: int, n: int) -> np.ndarray:
+    data = open_dataset(root)
+    pixels = np.stack([data.load(i, Preprocessing(image_size=size)).pixels for i in range(n)])
+    return (pixels.clip(0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def test_detector_finds_synthetic_faces_and_nothing_in_noise(faces: Path) -> None:
+    found = has_face(face_images(faces, 64, 60))
+    assert 0.1 < found.mean() <= 1.0  # cartoons, not photographs: the cascade finds some of them
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, size=(30, 64, 64, 3), dtype=np.uint8)
+    flat = np.full((5, 64, 64, 3), 128, dtype=np.uint8)
+    assert not has_face(np.concatenate([noise, flat])).any()
+
+
+def test_untrained_model_reports_rates_as_not_meaningful(faces: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Autoencoder(ModelConfig(image_size=32, latent_dim=8, channels=(4, 4)))
+    checkpoint = load_checkpoint(save_checkpoint(tmp_path / "ckpt", model, Preprocessing(image_size=32)))
+    points = tmp_path / "uniform.zarr"
+    group = zarr.open_group(str(points), mode="w")
+    group.create_array("z", shape=(20, 8), dtype="float32")[:] = np.random.default_rng(1).uniform(
+        -1.5, 1.5, (20, 8)
+    )
+    group.attrs["sampler"] = "uniform"
+    result = face_rates(checkpoint, [points], faces, n=40)
+    assert result["reference"]["real images"]["images"] == 40
+    assert result["reference"]["real images"]["faces"] > 0
+    assert result["reference"]["real reconstructions"]["faces"] == 0
+    assert not result["meaningful"] and result["note"] == NOT_MEANINGFUL
+    (rate,) = result["sets"].values()
+    assert rate["images"] == 20 and rate["rate"] is None
+    text = format_face_rates(result)
+    assert "uniform (uniform.zarr)" in text and NOT_MEANINGFUL in text
+
+
+def test_face_rate_command_needs_reference_images(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Autoencoder(ModelConfig(image_size=16, latent_dim=4, channels=(4, 4)))
+    ckpt = save_checkpoint(tmp_path / "ckpt", model, Preprocessing(image_size=16))
+    points = tmp_path / "p.zarr"
+    zarr.open_group(str(points), mode="w").create_array("z", shape=(3, 4), dtype="float32")[:] = 0.0
+    result = subprocess.run(
+        [sys.executable, "-m", "latentdask.cli", "decode", str(ckpt), str(points), "--out", str(tmp_path / "g.png"),
+         "--face-rate", "10"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--face-rate needs real images for reference" in result.stderr

@@ -1,0 +1,127 @@
+"""Normality checks against scipy and pingouin used directly, and on data known to be (non-)normal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pingouin
+import pytest
+import scipy.spatial.distance
+import scipy.stats
+import zarr
+
+from latentdask.normality import NormalityError, mahalanobis_histogram, normality
+from latentdask.score import Reference
+from latentdask.stats.io import open_stats, open_zpoints, write_stats
+from latentdask.stats.reduce import summarize
+from latentdask.stats.summary import SummaryParams
+
+DIM = 6
+
+
+def write_corpus(root: Path, x: np.ndarray, valid: np.ndarray) -> tuple[Path, Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    group = zarr.open_group(str(root / "store.zarr"), mode="w")
+    group.create_array("z", shape=x.shape, chunks=(900, x.shape[1]), dtype="float32")[:] = x
+    group.create_array("valid", shape=valid.shape, chunks=(900,), dtype=bool)[:] = valid
+    stats = summarize(x, valid=valid, params=SummaryParams(thresholds=(1.5,)))
+    write_stats(stats, root / "stats.zarr", source="test")
+    return root / "store.zarr", root / "stats.zarr"
+
+
+@pytest.fixture(scope="module")
+def gaussian(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    mixing = np.eye(DIM) + 0.5 * rng.normal(size=(DIM, DIM))
+    x = (rng.normal(size=(6000, DIM)) @ mixing + 2.0).astype(np.float32)
+    valid = np.ones(len(x), dtype=bool)
+    valid[::13] = False
+    x[~valid] = np.nan
+    store, stats = write_corpus(tmp_path_factory.mktemp("gaussian"), x, valid)
+    return store, stats, x, valid
+
+
+def test_mahalanobis_histogram_against_scipy(gaussian: tuple[Path, Path, np.ndarray, np.ndarray]) -> None:
+    store, stats_path, x, valid = gaussian
+    reference = Reference.from_stats(open_stats(stats_path))
+    histogram = mahalanobis_histogram(open_zpoints(store), reference)
+    real = x[valid].astype(np.float64)
+    inverse = np.linalg.inv(np.cov(real.T))
+    d2 = (
+        scipy.spatial.distance.cdist(real, real.mean(axis=0, keepdims=True), "mahalanobis", VI=inverse)[:, 0]
+        ** 2
+    )
+    assert histogram.count == valid.sum()
+    # Σ d² over the corpus the covariance came from is exactly N (n − 1)
+    assert histogram.total == pytest.approx(DIM * (len(real) - 1), rel=1e-6)
+    expected, _ = np.histogram(d2, bins=histogram.edges)
+    assert np.abs(histogram.counts - expected).sum() <= 2  # values within rounding of an edge may move
+    assert histogram.quantile(0.5) == pytest.approx(np.quantile(d2, 0.5), abs=2 * np.diff(histogram.edges)[0])
+
+
+def test_gaussian_corpus_passes_and_tests_match_their_libraries(
+    gaussian: tuple[Path, Path, np.ndarray, np.ndarray],
+) -> None:
+    store, stats_path, x, valid = gaussian
+    result = normality(store, stats_path, sample_size=3000, hz_size=1000, seed=1)
+    assert result["henze_zirkler"]["normal"]
+    assert result["shapiro_wilk"]["rejected"] <= 1
+    qq = result["mahalanobis_qq"]
+    assert qq["mean_d2"] == pytest.approx(qq["expected_mean_d2"], rel=1e-6)
+    assert qq["beyond_tail"]["share"] == pytest.approx(0.0027, abs=0.003)
+    for row in qq["quantiles"][2:-2]:
+        assert row["d2"] == pytest.approx(row["chi2"], rel=0.08)
+    # the same sample given to scipy and pingouin directly gives the same figures
+    rng = np.random.default_rng(1)
+    rows = np.sort(rng.choice(np.flatnonzero(valid), size=3000, replace=False))
+    sample = x[rows].astype(np.float64)
+    w = [scipy.stats.shapiro(sample[:, j]).statistic for j in range(DIM)]
+    assert result["shapiro_wilk"]["w_median"] == pytest.approx(np.median(w), rel=1e-6)
+    hz = pingouin.multivariate_normality(sample[:1000], alpha=0.01)
+    assert result["henze_zirkler"]["hz"] == pytest.approx(float(hz.hz), rel=1e-6)
+
+
+def test_non_normal_corpus_is_rejected(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    x = np.concatenate(
+        [rng.uniform(-2, 2, size=(4000, DIM // 2)), rng.exponential(size=(4000, DIM // 2))], axis=1
+    )
+    store, stats_path = write_corpus(tmp_path, x.astype(np.float32), np.ones(len(x), dtype=bool))
+    result = normality(store, stats_path, sample_size=2000, hz_size=1000)
+    assert not result["henze_zirkler"]["normal"]
+    assert result["shapiro_wilk"]["rejected"] == DIM
+    most = result["moments"]["most_skewed"][0]
+    assert most["latent"] >= DIM // 2  # an exponential component (skewness 2), not a uniform one (0)
+    assert most["skewness"] == pytest.approx(scipy.stats.skew(x[:, most["latent"]]), rel=1e-5)
+    assert most["excess_kurtosis"] == pytest.approx(scipy.stats.kurtosis(x[:, most["latent"]]), rel=1e-5)
+
+
+def test_bad_input(gaussian: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    store, stats_path, _, _ = gaussian
+    with pytest.raises(NormalityError, match="3 to 5,000"):
+        normality(store, stats_path, sample_size=6000)
+    few = normality(store, stats_path, sample_size=100, hz_size=DIM)
+    assert few["henze_zirkler"]["skipped"] == f"needs more points than the {DIM} components"
+    other = np.random.default_rng(0).normal(size=(500, DIM + 1)).astype(np.float32)
+    _, other_stats = write_corpus(tmp_path / "other", other, np.ones(500, dtype=bool))
+    with pytest.raises(NormalityError, match=f"{DIM} components; the statistics .* have {DIM + 1}"):
+        normality(store, other_stats)
+
+
+def test_normality_command(gaussian: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    store, stats_path, _, _ = gaussian
+    out, plot, spec = tmp_path / "normality.json", tmp_path / "qq.png", tmp_path / "one.yaml"
+    spec.write_text("kind: local\nworkers: 1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "latentdask.cli", "normality", str(store), str(stats_path), "--out", str(out),
+         "--plot", str(plot), "--sample-size", "1000", "--hz-size", "500", "--cluster", str(spec)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Henze–Zirkler (500 points)" in result.stdout
+    assert json.loads(out.read_text())["mahalanobis_qq"]["vectors"] > 5000
+    assert plot.stat().st_size > 10_000
