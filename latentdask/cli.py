@@ -462,6 +462,55 @@ def decode(
             console.print(f"face rates → {faces_out}")
 
 
+@app.command()
+@user_errors
+def render(
+    store: Annotated[Path, typer.Argument(help="Latent store (or any Zarr group holding 'z').")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs and render.json.")],
+    stats: Annotated[
+        Path | None, typer.Option(help="stats.zarr (default: the one encode wrote beside the store).")
+    ] = None,
+    pairs: Annotated[
+        list[str] | None,
+        typer.Option("--pairs", help="a,b or corr:K, smallest-slice:K, largest-slice:K (repeat)."),
+    ] = None,
+    top_correlated: Annotated[int, typer.Option(help="Grid of the K most correlated pairs (0: none).")] = 16,
+    pcs: Annotated[int, typer.Option(help="Grid of all pairs among the first K principal axes.")] = 4,
+    slice_threshold: Annotated[
+        float | None, typer.Option("--slice", help="Slice projections at this threshold.")
+    ] = None,
+    slice_ranked: Annotated[
+        int, typer.Option(help="Slices of the K smallest and K largest populations.")
+    ] = 4,
+    overlay: Annotated[list[Path] | None, typer.Option(help="POINTS.zarr drawn in red (repeat).")] = None,
+    special: Annotated[int | None, typer.Option(help="Row of one real point drawn in orange.")] = None,
+    color_by: Annotated[str | None, typer.Option(help="Colour the --pairs images by this attribute.")] = None,
+    width: Annotated[int, typer.Option(help="Image width in pixels.")] = 800,
+    how: Annotated[str, typer.Option(help="Shading: eq_hist or log.")] = "eq_hist",
+    split: Annotated[str, typer.Option(help="all, train, valid or test.")] = "all",
+    where: Annotated[
+        list[str] | None, typer.Option("--where", help="ATTRIBUTE=1 or ATTRIBUTE=-1 (repeat).")
+    ] = None,
+    cluster: ClusterOption = None,
+    scheduler: SchedulerOption = None,
+) -> None:
+    """Datashader images of every z-point: pairs, top-correlated grid, principal axes, slices."""
+    from latentdask.cluster import check_paths_on_workers, connect
+    from latentdask.render import render as run_render
+
+    with connect(cluster_choice(cluster, scheduler).resolve()) as client:
+        check_paths_on_workers(client, [store])
+        result = run_render(store, out, stats=stats, pairs=pairs or [], top_correlated=top_correlated, pcs=pcs,
+                            slice_threshold=slice_threshold, slice_ranked=slice_ranked, overlays=overlay or [],
+                            special=special, color_by=color_by, width=width, how=how,  # type: ignore[arg-type]
+                            split=split, where=where or [], scheduler=client)  # fmt: skip
+    console.print(
+        f"{len(result.aggregates)} projections of {result.points:,} rows aggregated in "
+        f"{result.seconds['aggregate']:.1f} s, drawn in {result.seconds['draw']:.1f} s → {out}",
+        highlight=False,
+    )
+
+
 def _finish_bench(report: Any, json_out: Path | None) -> None:
     report.show()
     if json_out is not None:

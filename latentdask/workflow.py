@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -121,6 +121,22 @@ class ScoreSection(BaseModel):
     seed: int = 0
 
 
+class RenderSection(BaseModel):
+    """Datashader projections of every z-point (``latentdask render``); pairs by number or by rank."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pairs: list[str] = ["corr:1", "corr:2", "smallest-slice:1"]
+    top_correlated: int = Field(default=16, ge=0)
+    pcs: int = Field(default=4, ge=0)
+    slice: float | None = 1.5
+    slice_ranked: int = Field(default=4, ge=0)
+    color_by: str | None = None
+    width: int = Field(default=800, ge=100)
+    how: Literal["eq_hist", "log"] = "eq_hist"
+    overlay: list[str] = []  # labels of generate's samplers whose points are drawn in red
+
+
 class Workflow(BaseModel):
     """A workflow file, validated before anything runs."""
 
@@ -136,6 +152,17 @@ class Workflow(BaseModel):
     stats: SummaryParams = SummaryParams()
     generate: GenerateSection = GenerateSection()
     score: ScoreSection = ScoreSection()
+    render: RenderSection = RenderSection()
+
+    @model_validator(mode="after")
+    def _overlays_are_samplers(self) -> Workflow:
+        labels = [entry.label for entry in self.generate.samplers]
+        unknown = [label for label in self.render.overlay if label not in labels]
+        if unknown:
+            raise ValueError(
+                f"render.overlay names {unknown}, which are not among generate's samplers {labels}"
+            )
+        return self
 
     @property
     def folder(self) -> Path:
@@ -258,8 +285,8 @@ class Runner:
         upstream = self.step("encode", params, upstream, store, lambda: _store_complete(store),
                              lambda same: _encode(data, checkpoint, store, w, self.cluster, resume=same))  # fmt: skip
 
-        # normality of the real z-points (moments, Shapiro–Wilk, Henze–Zirkler, Mahalanobis² vs χ²)
         stats = default_stats_path(store)
+        # normality of the real z-points (moments, Shapiro–Wilk, Henze–Zirkler, Mahalanobis² vs χ²)
         normal = self.folder / "normality.json"
         self.step("normality", NORMALITY_PARAMS, upstream, normal, normal.is_file,
                   lambda same: _normality(store, stats, normal, self.cluster))  # fmt: skip
@@ -283,6 +310,12 @@ class Runner:
             self.step("decode", {"per_row": 12, "face_rate_images": FACE_RATE_IMAGES}, upstream, grid,
                       lambda: grid.is_file() and rates.is_file(),
                       lambda same: _decode_grid(checkpoint, points, data, grid))  # fmt: skip
+        # render: datashader projections of every z-point, the chosen samplers' points drawn over the pairs
+        images = self.folder / "projections"
+        overlays = [self.folder / "points" / f"{label}.zarr" for label in w.render.overlay]
+        self.step("render", w.render.model_dump(mode="json"), upstream, images,
+                  lambda: (images / "render.json").is_file(),
+                  lambda same: _render(store, stats, images, w.render, overlays, self.cluster))  # fmt: skip
         console.print(f"workflow {w.name} finished → {self.folder} (record: {self.record_path})")
 
 
@@ -351,6 +384,20 @@ def _score(
                         threshold=section.threshold, seed=section.seed, scheduler=client)  # fmt: skip
     write_scores(results, out)
     console.print(format_scores(results), highlight=False)
+
+
+def _render(
+    store: Path, stats: Path, out: Path, section: RenderSection, overlays: list[Path], cluster: ClusterChoice
+) -> None:
+    from latentdask.cluster import connect
+    from latentdask.render import render
+
+    with connect(cluster.resolve()) as client:
+        result = render(store, out, stats=stats, pairs=section.pairs, top_correlated=section.top_correlated,
+                        pcs=section.pcs, slice_threshold=section.slice, slice_ranked=section.slice_ranked,
+                        overlays=overlays, color_by=section.color_by, width=section.width, how=section.how,
+                        scheduler=client)  # fmt: skip
+    console.print(f"{len(result.aggregates)} projections of every z-point → {out}", highlight=False)
 
 
 def _normality(store: Path, stats: Path, out: Path, cluster: ClusterChoice) -> None:

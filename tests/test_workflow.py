@@ -27,6 +27,7 @@ train: {{epochs: 1, batch_size: 16, device: cpu}}
 encode: {{shard_size: {shard_size}, device: cpu}}
 stats: {{thresholds: [1.5]}}
 generate: {{n: 50, samplers: [{{name: uniform, b: 1.5}}, {{name: mvn, label: full-gaussian}}]}}
+render: {{pairs: [corr:1], top_correlated: 4, pcs: 3, slice: 1.5, slice_ranked: 1, width: 300, overlay: [uniform]}}
 """
 
 
@@ -56,16 +57,21 @@ def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
                    "latents-stats.zarr/zarr.json", "latents-stats.json", "run.json",
                    "points/uniform.zarr/z/zarr.json", "points/full-gaussian.zarr/z/zarr.json",
                    "scores.json", "grids/samplers.png", "grids/face_rate.json", "normality.json",
-                   "normality-qq.png"):  # fmt: skip
+                   "normality-qq.png", "projections/render.json", "projections/top-correlated.png",
+                   "projections/pcs.png", "projections/slices-1.5.png"):  # fmt: skip
         assert (folder / output).exists(), output
     record = json.loads((folder / "run.json").read_text())
-    steps = ("synth", "train", "encode", "normality", "generate", "score", "decode")
+    steps = ("synth", "train", "encode", "normality", "generate", "score", "decode", "render")
     assert [record["steps"][s]["status"] for s in steps] == ["done"] * len(steps)
     assert json.loads((folder / "normality.json").read_text())["mahalanobis_qq"]["vectors"] == 80
     rates = json.loads((folder / "grids" / "face_rate.json").read_text())
     assert set(rates["sets"]) == {"uniform (uniform.zarr)", "mvn (full-gaussian.zarr)"}
     assert rates["reference"]["real reconstructions"]["images"] == 80
     assert json.loads((folder / "latents-stats.json").read_text())["count"] == 80
+    rendered = json.loads((folder / "projections" / "render.json").read_text())
+    assert (
+        rendered["projections"][0]["shown"] == 80 and rendered["projections"][0]["note"] == "rank 1 by corr"
+    )
 
     again = run(str(workflow))
     assert again.returncode == 0, again.stderr
@@ -120,6 +126,12 @@ def test_killed_run_finishes_when_run_again(tmp_path: Path) -> None:
         ("name: x\ndataset: {synthetic: {n: 5}}\n", ["train.epochs=0"], "field 'train.epochs'"),
         ("name: x\ndataset: {synthetic: {n: 5}}\nstats: {bin_width: 0.3}\n", [], "whole number of bins"),
         ("- just\n- a list\n", [], "expected a mapping"),
+        (
+            "name: x\ndataset: {synthetic: {n: 5}}\nrender: {overlay: [uniform]}\n",
+            [],
+            "not among generate's samplers",
+        ),
+        ("name: x\ndataset: {synthetic: {n: 5}}\nrender: {how: linear}\n", [], "field 'render.how'"),
     ],
 )
 def test_invalid_workflows_name_file_and_field(
@@ -146,3 +158,4 @@ def test_shipped_workflows_are_valid() -> None:
     assert demo.model.latent_dim == 256 and demo.dataset.synthetic is not None
     celeba = load_workflow(root / "celeba.yaml", ["dataset.root=/data/celeba"])
     assert celeba.dataset.root == Path("/data/celeba") and celeba.stats.thresholds[0] == 1.5
+    assert celeba.render.slice == 1.5 and "smallest-slice:1" in celeba.render.pairs

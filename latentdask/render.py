@@ -1,0 +1,576 @@
+"""Datashader images of every z-point: pairs, principal axes, slices, overlays.
+
+Reading two columns of a row-chunked store reads the whole store, so :func:`render`
+reads it **once**: one task per block builds a pandas DataFrame of the columns the
+projections need and aggregates every requested projection from it with datashader;
+the blocks' aggregates are summed in a tree. Only then is anything drawn.
+
+The row filter is the statistics' own: valid rows, all components finite, and the
+optional split/attribute selection. Every canvas is fixed before the pass:
+
+- pairs and slices span the components' full range from ``stats.zarr`` (``min``/``max``),
+  so every selected point lands on the canvas; a slice projection keeps the points with
+  |x_j| < t for all j outside the pair, so its total equals ``slice_count`` exactly;
+- principal-axis projections (x − mean onto the axes of ``pca_vectors``) span
+  ±``PC_SPREAD`` standard deviations; points beyond are counted and said in the title.
+
+Each projection becomes a labelled PNG drawn with matplotlib over the aggregate (no
+browser): component numbers on the axes, the point count in the title, a colour bar in
+points per pixel (histogram-equalized or logarithmic), the origin marked, artificial
+points in red and one special real point in orange above it. Ranked selections (the most
+correlated pairs, the smallest or largest slice populations) are also laid out as grids,
+like the seed's 4 × 4 figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import dask
+import numpy as np
+import xarray as xr
+import zarr
+from dask.delayed import delayed
+
+from latentdask.errors import LatentdaskError
+from latentdask.stats.analysis import upper_pairs
+from latentdask.stats.io import ZPoints, open_stats, open_zpoints, selection_mask
+
+#: principal-axis canvases span this many standard deviations either side of the mean
+PC_SPREAD = 5.0
+#: the fraction of a single image's width taken by the canvas (the rest: axes, colour bar)
+CANVAS_FRACTION = (0.72, 0.80)
+#: artificial points drawn over a projection at most (a sample beyond that)
+OVERLAY_POINTS = 5000
+Shading = Literal["eq_hist", "log"]
+
+
+class RenderError(LatentdaskError):
+    """A projection that cannot be rendered as asked."""
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One 2-D view of the z-points and its canvas."""
+
+    name: str  # file stem
+    kind: Literal["pair", "pc", "slice"]
+    a: int  # component (pair, slice) or principal axis (pc), 0-based
+    b: int
+    x_range: tuple[float, float]
+    y_range: tuple[float, float]
+    width: int
+    height: int
+    threshold: float | None = None
+    color_by: int | None = None  # attribute column, categorical colouring by its ±1 value
+    note: str = ""  # how it was chosen (e.g. "rank 1 by |r|")
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        word = "PC" if self.kind == "pc" else "latent"
+        base = 1 if self.kind == "pc" else 0
+        return f"{word} {self.a + base}", f"{word} {self.b + base}"
+
+
+@dataclass
+class Aggregate:
+    """A projection's counts over its canvas, (height, width) or (height, width, 2) when coloured."""
+
+    projection: Projection
+    counts: np.ndarray
+    candidates: int  # selected points that belong to the projection (on the canvas or not)
+
+    @property
+    def shown(self) -> int:
+        return int(self.counts.sum())
+
+
+@dataclass
+class RenderResult:
+    aggregates: list[Aggregate]
+    files: list[Path] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    points: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "points": self.points,
+            "seconds": self.seconds,
+            "files": [str(f) for f in self.files],
+            "projections": [
+                asdict(a.projection) | {"shown": a.shown, "candidates": a.candidates} for a in self.aggregates
+            ],
+        }
+
+
+# ---------------------------------------------------------------------------- choosing projections
+
+
+def ranked_pairs(
+    stats: xr.Dataset, rank_by: str, count: int, threshold: float | None = None
+) -> list[tuple[int, int]]:
+    """The ``count`` first pairs (a < b) by |correlation| or by slice population."""
+    if rank_by == "corr":
+        a, b, r = upper_pairs(stats["corr"].values)
+        order = np.argsort(-np.abs(np.nan_to_num(r)), kind="stable")
+    elif rank_by in ("smallest-slice", "largest-slice"):
+        population = stats["slice_count"].sel(threshold=_stats_threshold(stats, threshold)).values
+        a, b, pop = upper_pairs(population)
+        order = np.argsort(pop, kind="stable")
+        if rank_by == "largest-slice":
+            order = np.argsort(-pop, kind="stable")
+    else:
+        raise RenderError(f"unknown ranking {rank_by!r}; use corr, smallest-slice or largest-slice")
+    return [(int(a[k]), int(b[k])) for k in order[:count]]
+
+
+def _stats_threshold(stats: xr.Dataset, threshold: float | None) -> float:
+    available = [float(t) for t in stats["threshold"].values]
+    t = available[0] if threshold is None else float(threshold)
+    if t not in available:
+        raise RenderError(f"slice threshold {t:g} is not among the statistics' thresholds {available}")
+    return t
+
+
+PAIR_SPEC = re.compile(r"^(?:(\d+),(\d+)|(corr|smallest-slice|largest-slice):(\d+))$")
+
+
+def parse_pair(spec: str, stats: xr.Dataset, threshold: float | None) -> tuple[tuple[int, int], str]:
+    """``30,118`` (component numbers) or ``corr:1`` / ``smallest-slice:2`` / ``largest-slice:1`` (rank)."""
+    match = PAIR_SPEC.match(spec.strip())
+    if match is None:
+        raise RenderError(
+            f"pair {spec!r}: expected a,b (component numbers) or corr:K, smallest-slice:K, largest-slice:K"
+        )
+    dim = stats.sizes["latent"]
+    if match.group(1) is not None:
+        pair = int(match.group(1)), int(match.group(2))
+        if not (0 <= pair[0] < dim and 0 <= pair[1] < dim) or pair[0] == pair[1]:
+            raise RenderError(f"pair {spec!r}: two different components in 0…{dim - 1} expected")
+        return pair, ""
+    rank = int(match.group(4))
+    if rank < 1:
+        raise RenderError(f"pair {spec!r}: ranks start at 1")
+    pairs = ranked_pairs(stats, match.group(3), rank, threshold)
+    return pairs[rank - 1], f"rank {rank} by {match.group(3)}"
+
+
+def _component_range(stats: xr.Dataset, j: int) -> tuple[float, float]:
+    low, high = float(stats["min"].values[j]), float(stats["max"].values[j])
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise RenderError(f"the statistics hold no finite range for component {j} (no valid points?)")
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    return low, high
+
+
+def canvas_size(width: int, grid: int = 1) -> tuple[int, int]:
+    """Canvas pixels of one panel in an image ``width`` px wide with ``grid`` panels a row."""
+    cell = width / grid
+    return max(int(cell * CANVAS_FRACTION[0]), 8), max(int(cell * CANVAS_FRACTION[1]), 8)
+
+
+def pair_projection(
+    stats: xr.Dataset, a: int, b: int, size: tuple[int, int], *, threshold: float | None = None,
+    color_by: int | None = None, note: str = "",
+) -> Projection:  # fmt: skip
+    kind: Literal["pair", "slice"] = "pair" if threshold is None else "slice"
+    name = f"pair-{a}-{b}" if threshold is None else f"slice-{threshold:g}-{a}-{b}"
+    return Projection(name=name, kind=kind, a=a, b=b, x_range=_component_range(stats, a),
+                      y_range=_component_range(stats, b), width=size[0], height=size[1], threshold=threshold,
+                      color_by=color_by, note=note)  # fmt: skip
+
+
+def pc_projection(stats: xr.Dataset, i: int, k: int, size: tuple[int, int]) -> Projection:
+    spread = [PC_SPREAD * math.sqrt(max(float(stats["pca_eigenvalues"].values[p]), 1e-12)) for p in (i, k)]
+    return Projection(name=f"pc-{i + 1}-{k + 1}", kind="pc", a=i, b=k, x_range=(-spread[0], spread[0]),
+                      y_range=(-spread[1], spread[1]), width=size[0], height=size[1])  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- the one pass
+
+
+def _columns(
+    projection: Projection, z: np.ndarray, centred_pcs: np.ndarray | None, outside: dict[float, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    if projection.kind == "pc":
+        assert centred_pcs is not None
+        return centred_pcs[:, projection.a], centred_pcs[:, projection.b]
+    x, y = z[:, projection.a], z[:, projection.b]
+    if projection.kind == "slice":
+        assert projection.threshold is not None
+        flags, k = outside[projection.threshold]
+        inside = (k - flags[:, projection.a] - flags[:, projection.b]) == 0
+        x, y = np.where(inside, x, np.nan), np.where(inside, y, np.nan)
+    return x, y
+
+
+def aggregate_block(
+    block: np.ndarray,
+    keep: np.ndarray | None,
+    attributes: np.ndarray | None,
+    *,
+    projections: Sequence[Projection],
+    mean: np.ndarray | None,
+    vectors: np.ndarray | None,
+) -> list[tuple[np.ndarray, int]]:
+    """Every projection's datashader counts over one block of rows, and its candidate count."""
+    import datashader as ds
+    import pandas as pd
+
+    z = np.asarray(block, dtype=np.float64)
+    rows = np.isfinite(z).all(axis=1)
+    if keep is not None:
+        rows &= np.asarray(keep, dtype=bool)
+    z = z[rows]
+    attrs = None if attributes is None else np.asarray(attributes)[rows]
+    centred_pcs = (z - mean) @ vectors if vectors is not None and mean is not None else None
+    outside: dict[float, Any] = {}
+    for t in {p.threshold for p in projections if p.threshold is not None}:
+        flags = (np.abs(z) >= t).astype(np.int32)
+        outside[t] = (flags, flags.sum(axis=1))
+    results = []
+    for p in projections:
+        x, y = _columns(p, z, centred_pcs, outside)
+        frame = {"x": x, "y": y}
+        canvas = ds.Canvas(plot_width=p.width, plot_height=p.height, x_range=p.x_range, y_range=p.y_range)
+        if p.color_by is not None:
+            assert attrs is not None
+            frame["c"] = pd.Categorical(np.where(attrs[:, p.color_by] > 0, 1, -1), categories=[-1, 1])
+            counts = canvas.points(pd.DataFrame(frame), "x", "y", agg=ds.by("c", ds.count())).values
+        else:
+            counts = canvas.points(pd.DataFrame(frame), "x", "y", agg=ds.count()).values
+        results.append((counts.astype(np.int64), int((np.isfinite(x) & np.isfinite(y)).sum())))
+    return results
+
+
+def _add(parts: Sequence[list[tuple[np.ndarray, int]]]) -> list[tuple[np.ndarray, int]]:
+    return [(sum(p[k][0] for p in parts), sum(p[k][1] for p in parts)) for k in range(len(parts[0]))]  # type: ignore[misc]
+
+
+def aggregate(
+    points: ZPoints,
+    projections: Sequence[Projection],
+    *,
+    stats: xr.Dataset,
+    split: str = "all",
+    where: Sequence[str] = (),
+    scheduler: Any = None,
+    fan_in: int = 8,
+) -> list[Aggregate]:
+    """All projections over every selected z-point, reading the store once (one task per block)."""
+    selected, _ = selection_mask(points, split, where)
+    keep = points.valid
+    if selected is not None:
+        keep = selected if keep is None else keep & selected
+    if any(p.color_by is not None for p in projections) and points.attributes is None:
+        raise RenderError(f"colouring by an attribute asked for, but {points.path} has no attributes")
+    needs_pcs = any(p.kind == "pc" for p in projections)
+    vectors = stats["pca_vectors"].values if needs_pcs else None
+    kernel = partial(aggregate_block, projections=list(projections), mean=stats["mean"].values if needs_pcs else None,
+                     vectors=vectors)  # fmt: skip
+    rows = points.z.chunks[0]
+    blocks = points.z.to_delayed().ravel()
+    keeps = keep.rechunk({0: rows}).to_delayed().ravel() if keep is not None else [None] * len(blocks)
+    attrs = (
+        points.attributes.rechunk({0: rows, 1: -1}).to_delayed().ravel()
+        if points.attributes is not None and any(p.color_by is not None for p in projections)
+        else [None] * len(blocks)
+    )
+    level = [
+        delayed(kernel, pure=True)(block, k, a) for block, k, a in zip(blocks, keeps, attrs, strict=True)
+    ]
+    while len(level) > 1:  # a tree of sums: no single task holds every block's canvases
+        level = [delayed(_add, pure=True)(level[i : i + fan_in]) for i in range(0, len(level), fan_in)]
+    (merged,) = dask.compute(level[0], scheduler=scheduler)
+    return [
+        Aggregate(p, counts, candidates) for p, (counts, candidates) in zip(projections, merged, strict=True)
+    ]
+
+
+# ---------------------------------------------------------------------------- drawing
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """Points drawn above the projections: artificial (red) or a special real point (orange)."""
+
+    label: str
+    z: np.ndarray
+    special: bool = False
+
+
+def _overlay_xy(projection: Projection, z: np.ndarray, stats: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    if projection.kind == "pc":
+        centred = (np.asarray(z, dtype=np.float64) - stats["mean"].values) @ stats["pca_vectors"].values[
+            :, [projection.a, projection.b]
+        ]
+        return centred[:, 0], centred[:, 1]
+    return z[:, projection.a], z[:, projection.b]
+
+
+def _norm(counts: np.ndarray, how: Shading) -> Any:
+    from matplotlib.colors import BoundaryNorm, LogNorm, Normalize
+
+    top = max(int(counts.max()), 1)
+    if how == "log":
+        return LogNorm(vmin=1, vmax=max(top, 2))
+    nonzero = counts[counts > 0]
+    if nonzero.size == 0:
+        return Normalize(vmin=0.5, vmax=top)
+    bounds = np.unique(np.quantile(nonzero, np.linspace(0, 1, 257), method="lower"))
+    if len(bounds) < 3:
+        return Normalize(vmin=0.5, vmax=top)
+    bounds = np.append(bounds, bounds[-1] + 1)  # the top bin holds the maximum
+    return BoundaryNorm(bounds - 0.5, ncolors=256)
+
+
+CATEGORY_COLOURS = np.array([[0.13, 0.40, 0.85], [0.90, 0.35, 0.10]])  # value −1, value +1
+
+
+def draw(ax: Any, aggregate: Aggregate, *, how: Shading, stats: xr.Dataset, overlays: Sequence[Overlay] = (),
+         attribute: str | None = None, colour_bar: bool = True, small: bool = False) -> None:  # fmt: skip
+    """One projection into matplotlib axes: shaded counts, labels, origin, overlays."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    p = aggregate.projection
+    extent = (*p.x_range, *p.y_range)
+    if aggregate.counts.ndim == 3:  # categorical: colour mixes by share, opacity grows with log(count)
+        total = aggregate.counts.sum(axis=2)
+        share = aggregate.counts / np.maximum(total, 1)[..., None]
+        rgb = share @ CATEGORY_COLOURS
+        alpha = np.where(total > 0, 0.25 + 0.75 * np.log1p(total) / np.log1p(max(total.max(), 1)), 0.0)
+        ax.imshow(
+            np.dstack([rgb, alpha]), origin="lower", extent=extent, aspect="auto", interpolation="nearest"
+        )
+        ax.legend(handles=[Patch(color=CATEGORY_COLOURS[1], label=f"{attribute} = +1"),
+                           Patch(color=CATEGORY_COLOURS[0], label=f"{attribute} = −1")],
+                  loc="upper right", fontsize=7)  # fmt: skip
+    else:
+        counts = np.ma.masked_equal(aggregate.counts, 0)
+        image = ax.imshow(counts, origin="lower", extent=extent, aspect="auto", interpolation="nearest",
+                          cmap="viridis", norm=_norm(aggregate.counts, how))  # fmt: skip
+        if colour_bar:
+            bar = plt.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+            bar.set_label(f"points per pixel ({how})")
+    if p.x_range[0] <= 0 <= p.x_range[1] and p.y_range[0] <= 0 <= p.y_range[1]:
+        ax.plot([0], [0], marker="+", color="black", markersize=10 if not small else 6, mew=1.2,
+                label="mean" if p.kind == "pc" else "origin")  # fmt: skip
+    for overlay in overlays:
+        x, y = _overlay_xy(p, overlay.z, stats)
+        if overlay.special:
+            ax.scatter(x, y, marker="*", s=140 if not small else 50, c="orange", edgecolors="black", zorder=5,
+                       label=overlay.label)  # fmt: skip
+        else:
+            ax.scatter(x, y, s=6 if not small else 2, c="red", alpha=0.8, linewidths=0, zorder=4,
+                       label=overlay.label)  # fmt: skip
+    ax.set_xlim(p.x_range)
+    ax.set_ylim(p.y_range)
+    x_label, y_label = p.labels
+    fontsize = 7 if small else 10
+    ax.set_xlabel(x_label, fontsize=fontsize)
+    ax.set_ylabel(y_label, fontsize=fontsize)
+    ax.tick_params(labelsize=fontsize - 2)
+    shown = f"{aggregate.shown:,} points" + (
+        f" of {aggregate.candidates:,}" if aggregate.shown != aggregate.candidates else ""
+    )
+    where = f"|x_j| < {p.threshold:g} elsewhere; " if p.kind == "slice" else ""
+    note = f" ({p.note})" if p.note else ""
+    if small:  # the grid's title says what the panels share
+        ax.set_title(
+            f"{p.a + (p.kind == 'pc')} × {p.b + (p.kind == 'pc')}{note}"
+            + (f": {aggregate.shown:,}" if p.kind == "slice" else ""),
+            fontsize=fontsize,
+        )
+    else:
+        ax.set_title(f"{x_label} × {y_label}{note}: {where}{shown}", fontsize=fontsize)
+        if overlays:
+            ax.legend(loc="lower right", fontsize=7, markerscale=0.7)
+
+
+def _figure(width: int, height: int) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.figure(figsize=(width / 100, height / 100), dpi=100)
+
+
+def save_single(aggregate: Aggregate, out: Path, *, width: int, how: Shading, stats: xr.Dataset,
+                overlays: Sequence[Overlay] = (), attribute: str | None = None) -> Path:  # fmt: skip
+    """A ``width`` × ``width`` PNG of one projection; the canvas fills the axes pixel for pixel."""
+    import matplotlib.pyplot as plt
+
+    fig = _figure(width, width)
+    ax = fig.add_axes((0.12, 0.1, CANVAS_FRACTION[0], CANVAS_FRACTION[1]))
+    draw(ax, aggregate, how=how, stats=stats, overlays=overlays, attribute=attribute, colour_bar=False)
+    if aggregate.counts.ndim == 2:
+        bar_axes = fig.add_axes((0.12 + CANVAS_FRACTION[0] + 0.02, 0.1, 0.025, CANVAS_FRACTION[1]))
+        bar = fig.colorbar(ax.images[0], cax=bar_axes)
+        bar.set_label(f"points per pixel ({how})")
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def save_grid(aggregates: Sequence[Aggregate], out: Path, *, title: str, width: int, how: Shading,
+              stats: xr.Dataset, overlays: Sequence[Overlay] = ()) -> Path:  # fmt: skip
+    """Projections in a square grid (4 × 4 for 16), one shared title, ``width`` px wide."""
+    import matplotlib.pyplot as plt
+
+    columns = math.ceil(math.sqrt(len(aggregates)))
+    rows = math.ceil(len(aggregates) / columns)
+    fig = _figure(width, int(width * rows / columns) + 40)
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax, aggregate in zip(axes.ravel(), aggregates, strict=False):
+        draw(ax, aggregate, how=how, stats=stats, overlays=overlays, colour_bar=False, small=True)
+    for ax in axes.ravel()[len(aggregates) :]:
+        ax.axis("off")
+    counts = {(a.shown, a.candidates) for a in aggregates}
+    if len(counts) == 1 and aggregates[0].projection.kind != "slice":
+        shown, candidates = counts.pop()
+        title += f": {shown:,} points each" + (
+            f" ({candidates - shown:,} beyond the canvas)" if shown != candidates else ""
+        )
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+def read_overlay(path: str | Path) -> Overlay:
+    group = zarr.open_group(str(path), mode="r")
+    z = np.asarray(group["z"][:OVERLAY_POINTS], dtype=np.float64)  # type: ignore[index]
+    return Overlay(f"{group.attrs.get('sampler', Path(path).stem)} ({len(z):,})", z)
+
+
+def special_overlay(points: ZPoints, index: int) -> Overlay:
+    n = points.z.shape[0]
+    if not 0 <= index < n:
+        raise RenderError(f"--special {index}: the store has rows 0…{n - 1}")
+    z = np.asarray(points.z[index].compute(), dtype=np.float64)[None, :]
+    if not np.isfinite(z).all():
+        raise RenderError(f"--special {index}: that row has no valid z-point")
+    return Overlay(f"image {index}", z, special=True)
+
+
+def render(
+    store: str | Path,
+    out: str | Path,
+    *,
+    stats: str | Path | None = None,
+    pairs: Sequence[str] = (),
+    top_correlated: int = 16,
+    pcs: int = 4,
+    slice_threshold: float | None = None,
+    slice_ranked: int = 4,
+    overlays: Sequence[str | Path] = (),
+    special: int | None = None,
+    color_by: str | None = None,
+    width: int = 800,
+    how: Shading = "eq_hist",
+    split: str = "all",
+    where: Sequence[str] = (),
+    scheduler: Any = None,
+) -> RenderResult:
+    """Every requested projection of every selected z-point, as PNGs in ``out``; see the module docstring."""
+    from latentdask.encode import default_stats_path
+
+    if width < 100:
+        raise RenderError(f"--width {width}: at least 100 pixels")
+    if how not in ("eq_hist", "log"):
+        raise RenderError(f"shading {how!r}: use eq_hist or log")
+    store = Path(store)
+    stats_path = Path(stats) if stats is not None else default_stats_path(store)
+    if not stats_path.exists():
+        raise RenderError(f"{stats_path} does not exist; give --stats (render takes ranges and PCs from it)")
+    points = open_zpoints(store)
+    statistics = open_stats(stats_path)
+    dim = statistics.sizes["latent"]
+    if points.z.shape[1] != dim:
+        raise RenderError(
+            f"{store} has {points.z.shape[1]} components; the statistics {stats_path} have {dim}"
+        )
+    attribute = None
+    if color_by is not None:
+        if color_by not in points.attribute_names:
+            raise RenderError(
+                f"--color-by {color_by}: the store's attributes are {', '.join(points.attribute_names) or 'none'}"
+            )
+        attribute = points.attribute_names.index(color_by)
+
+    single = canvas_size(width)
+    chosen = [(parse_pair(spec, statistics, slice_threshold), spec) for spec in pairs]
+    singles = [
+        pair_projection(statistics, a, b, single, color_by=attribute, note=note)
+        for (a, b), note in (c[0] for c in chosen)
+    ]
+    grids: dict[str, tuple[str, list[Projection]]] = {}
+    if top_correlated > 0:
+        ranked = ranked_pairs(statistics, "corr", top_correlated)
+        corr = statistics["corr"].values
+        grids["top-correlated"] = (
+            f"the {len(ranked)} most correlated pairs",
+            [pair_projection(statistics, a, b, canvas_size(width, math.ceil(math.sqrt(len(ranked)))),
+                             note=f"r = {corr[a, b]:+.2f}") for a, b in ranked],
+        )  # fmt: skip
+    if pcs >= 2:
+        if pcs > dim:
+            raise RenderError(f"--pcs {pcs}: the latent space has {dim} principal axes")
+        plane = [(i, k) for i in range(pcs) for k in range(i + 1, pcs)]
+        size = canvas_size(width, math.ceil(math.sqrt(len(plane))))
+        grids["pcs"] = (f"projections onto the first {pcs} principal axes",
+                        [pc_projection(statistics, i, k, size) for i, k in plane])  # fmt: skip
+    if slice_threshold is not None:
+        t = _stats_threshold(statistics, slice_threshold)
+        listed = [(a, b) for (a, b), _ in (c[0] for c in chosen)]
+        smallest = ranked_pairs(statistics, "smallest-slice", slice_ranked, t)
+        largest = ranked_pairs(statistics, "largest-slice", slice_ranked, t)
+        plane = list(dict.fromkeys(listed + smallest + largest))
+        size = canvas_size(width, math.ceil(math.sqrt(len(plane))))
+        grids[f"slices-{t:g}"] = (f"slices |x_j| < {t:g} outside the pair: given pairs, the {slice_ranked} "
+                                  f"smallest and largest populations",
+                                  [pair_projection(statistics, a, b, size, threshold=t) for a, b in plane])  # fmt: skip
+    projections = singles + [p for _, group in grids.values() for p in group]
+    if not projections:
+        raise RenderError("nothing to render: give --pairs, --top-correlated, --pcs or --slice")
+
+    started = time.perf_counter()
+    aggregates = aggregate(
+        points, projections, stats=statistics, split=split, where=where, scheduler=scheduler
+    )
+    aggregated = time.perf_counter() - started
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = [read_overlay(path) for path in overlays]
+    if special is not None:
+        drawn.append(special_overlay(points, special))
+    started = time.perf_counter()
+    result = RenderResult(aggregates, points=int(points.z.shape[0]))
+    for aggregate_ in aggregates[: len(singles)]:
+        result.files.append(save_single(aggregate_, out / f"{aggregate_.projection.name}.png", width=width, how=how,
+                                        stats=statistics, overlays=drawn, attribute=color_by))  # fmt: skip
+    offset = len(singles)
+    for name, (title, group) in grids.items():
+        part = aggregates[offset : offset + len(group)]
+        offset += len(group)
+        result.files.append(save_grid(part, out / f"{name}.png", title=title, width=width, how=how,
+                                      stats=statistics, overlays=drawn))  # fmt: skip
+    result.seconds = {"aggregate": round(aggregated, 3), "draw": round(time.perf_counter() - started, 3)}
+    (out / "render.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+    return result
