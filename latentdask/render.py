@@ -29,7 +29,7 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -336,6 +336,23 @@ def _norm(counts: np.ndarray, how: Shading) -> Any:
 CATEGORY_COLOURS = np.array([[0.13, 0.40, 0.85], [0.90, 0.35, 0.10]])  # value −1, value +1
 
 
+def spread(counts: np.ndarray) -> np.ndarray:
+    """For display only: grow pixels of sparse aggregates (like datashader's dynspread) so they stay visible.
+
+    Radius 0 when at least 10 % of the canvas is lit, 1 above 2 %, else 2; each pixel shows
+    the largest count within that radius.
+    """
+    from scipy.ndimage import maximum_filter
+
+    total = counts.sum(axis=2) if counts.ndim == 3 else counts
+    lit = float((total > 0).mean())
+    radius = 0 if lit >= 0.1 else 1 if lit >= 0.02 else 2
+    if radius == 0:
+        return counts
+    size = (2 * radius + 1, 2 * radius + 1) + ((1,) if counts.ndim == 3 else ())
+    return maximum_filter(counts, size=size, mode="constant")
+
+
 def draw(ax: Any, aggregate: Aggregate, *, how: Shading, stats: xr.Dataset, overlays: Sequence[Overlay] = (),
          attribute: str | None = None, colour_bar: bool = True, small: bool = False) -> None:  # fmt: skip
     """One projection into matplotlib axes: shaded counts, labels, origin, overlays."""
@@ -344,9 +361,10 @@ def draw(ax: Any, aggregate: Aggregate, *, how: Shading, stats: xr.Dataset, over
 
     p = aggregate.projection
     extent = (*p.x_range, *p.y_range)
-    if aggregate.counts.ndim == 3:  # categorical: colour mixes by share, opacity grows with log(count)
-        total = aggregate.counts.sum(axis=2)
-        share = aggregate.counts / np.maximum(total, 1)[..., None]
+    pixels = spread(aggregate.counts)
+    if pixels.ndim == 3:  # categorical: colour mixes by share, opacity grows with log(count)
+        total = pixels.sum(axis=2)
+        share = pixels / np.maximum(total, 1)[..., None]
         rgb = share @ CATEGORY_COLOURS
         alpha = np.where(total > 0, 0.25 + 0.75 * np.log1p(total) / np.log1p(max(total.max(), 1)), 0.0)
         ax.imshow(
@@ -356,9 +374,8 @@ def draw(ax: Any, aggregate: Aggregate, *, how: Shading, stats: xr.Dataset, over
                            Patch(color=CATEGORY_COLOURS[0], label=f"{attribute} = −1")],
                   loc="upper right", fontsize=7)  # fmt: skip
     else:
-        counts = np.ma.masked_equal(aggregate.counts, 0)
-        image = ax.imshow(counts, origin="lower", extent=extent, aspect="auto", interpolation="nearest",
-                          cmap="viridis", norm=_norm(aggregate.counts, how))  # fmt: skip
+        image = ax.imshow(np.ma.masked_equal(pixels, 0), origin="lower", extent=extent, aspect="auto",
+                          interpolation="nearest", cmap="viridis", norm=_norm(pixels, how))  # fmt: skip
         if colour_bar:
             bar = plt.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
             bar.set_label(f"points per pixel ({how})")
@@ -380,7 +397,7 @@ def draw(ax: Any, aggregate: Aggregate, *, how: Shading, stats: xr.Dataset, over
     ax.set_xlabel(x_label, fontsize=fontsize)
     ax.set_ylabel(y_label, fontsize=fontsize)
     ax.tick_params(labelsize=fontsize - 2)
-    shown = f"{aggregate.shown:,} points" + (
+    count = f"{aggregate.shown:,} points" + (
         f" of {aggregate.candidates:,}" if aggregate.shown != aggregate.candidates else ""
     )
     where = f"|x_j| < {p.threshold:g} elsewhere; " if p.kind == "slice" else ""
@@ -392,7 +409,7 @@ def draw(ax: Any, aggregate: Aggregate, *, how: Shading, stats: xr.Dataset, over
             fontsize=fontsize,
         )
     else:
-        ax.set_title(f"{x_label} × {y_label}{note}: {where}{shown}", fontsize=fontsize)
+        ax.set_title(f"{x_label} × {y_label}{note}: {where}{count}", fontsize=fontsize)
         if overlays:
             ax.legend(loc="lower right", fontsize=7, markerscale=0.7)
 
@@ -450,6 +467,20 @@ def save_grid(aggregates: Sequence[Aggregate], out: Path, *, title: str, width: 
 
 
 # ---------------------------------------------------------------------------- the command
+
+
+def widened(projection: Projection, overlays: Sequence[Overlay], stats: xr.Dataset) -> Projection:
+    """The projection with its ranges grown to hold every overlaid point."""
+    xs, ys = zip(*(_overlay_xy(projection, o.z, stats) for o in overlays), strict=True)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    if not len(x):
+        return projection
+    return replace(
+        projection,
+        x_range=(min(projection.x_range[0], float(x.min())), max(projection.x_range[1], float(x.max()))),
+        y_range=(min(projection.y_range[0], float(y.min())), max(projection.y_range[1], float(y.max()))),
+    )
 
 
 def read_overlay(path: str | Path) -> Overlay:
@@ -548,6 +579,16 @@ def render(
     projections = singles + [p for _, group in grids.values() for p in group]
     if not projections:
         raise RenderError("nothing to render: give --pairs, --top-correlated, --pcs or --slice")
+    drawn = [read_overlay(path) for path in overlays]
+    if special is not None:
+        drawn.append(special_overlay(points, special))
+    if drawn:  # canvases also hold the overlaid points, so none is drawn off the axes
+        projections = [widened(p, drawn, statistics) for p in projections]
+        singles = projections[: len(singles)]
+        offset = len(singles)
+        for name, (title, group) in grids.items():
+            grids[name] = (title, projections[offset : offset + len(group)])
+            offset += len(group)
 
     started = time.perf_counter()
     aggregates = aggregate(
@@ -557,9 +598,6 @@ def render(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    drawn = [read_overlay(path) for path in overlays]
-    if special is not None:
-        drawn.append(special_overlay(points, special))
     started = time.perf_counter()
     result = RenderResult(aggregates, points=int(points.z.shape[0]))
     for aggregate_ in aggregates[: len(singles)]:
