@@ -603,5 +603,20 @@ def bench_knn(
     _finish_bench(run(n=n, n_queries=queries, workers=workers), json_out)
 
 
+@bench_app.command("render")
+@user_errors
+def bench_render(
+    n: Annotated[int, typer.Option("--n", help="Rows of the synthetic store.")] = 10_000_000,
+    dim: Annotated[int, typer.Option(help="Latent dimension.")] = 256,
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    width: Annotated[int, typer.Option(help="Grid image width in pixels.")] = 800,
+    json_out: JsonOption = None,
+) -> None:
+    """Render's one-read aggregation and the dashboard's in-memory zoom against datashader on pandas."""
+    from latentdask.bench.render import bench_render as run
+
+    _finish_bench(run(n=n, dim=dim, workers=workers, width=width), json_out)
+
+
 if __name__ == "__main__":
     app()

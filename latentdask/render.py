@@ -198,22 +198,54 @@ def pc_projection(stats: xr.Dataset, i: int, k: int, size: tuple[int, int]) -> P
 # ---------------------------------------------------------------------------- the one pass
 
 
-def _columns(
-    projection: Projection, z: np.ndarray, centred_pcs: np.ndarray | None, outside: dict[float, Any]
-) -> tuple[np.ndarray, np.ndarray]:
-    if projection.kind == "pc":
-        assert centred_pcs is not None
-        return centred_pcs[:, projection.a], centred_pcs[:, projection.b]
-    x, y = z[:, projection.a], z[:, projection.b]
-    if projection.kind == "slice":
-        assert projection.threshold is not None
-        flags, k = outside[projection.threshold]
-        inside = (k - flags[:, projection.a] - flags[:, projection.b]) == 0
-        x, y = np.where(inside, x, np.nan), np.where(inside, y, np.nan)
-    return x, y
+@dataclass
+class BlockColumns:
+    """What every projection of one block is read from: the kept rows' needed columns."""
+
+    rows: np.ndarray  # which of the block's rows were kept (valid, finite, selected)
+    components: dict[int, np.ndarray]  # component → its kept values, float32 as stored
+    pcs: dict[int, np.ndarray]  # principal axis → (z − mean) · v of the kept rows
+    outside: dict[float, np.ndarray]  # threshold → per kept row, the number of |z_j| ≥ t
+
+    @classmethod
+    def of(cls, block: np.ndarray, keep: np.ndarray | None, projections: Sequence[Projection],
+           mean: np.ndarray | None, vectors: np.ndarray | None) -> BlockColumns:  # fmt: skip
+        z = np.asarray(block)
+        rows = np.isfinite(z).all(axis=1)
+        if keep is not None:
+            rows &= np.asarray(keep, dtype=bool)
+        every = bool(rows.all())
+        needed = sorted({c for p in projections if p.kind != "pc" for c in (p.a, p.b)})
+        components = {c: z[:, c] if every else z[rows, c] for c in needed}
+        axes = sorted({axis for p in projections if p.kind == "pc" for axis in (p.a, p.b)})
+        pcs: dict[int, np.ndarray] = {}
+        if axes:
+            assert mean is not None and vectors is not None
+            centred = ((z if every else z[rows]).astype(np.float64) - mean) @ vectors[:, axes]
+            pcs = {axis: centred[:, k] for k, axis in enumerate(axes)}
+        outside = {}
+        for t in {p.threshold for p in projections if p.threshold is not None}:
+            count = (np.abs(z) >= np.float64(t)).sum(axis=1)  # compared in float64, as the statistics do
+            outside[t] = count if every else count[rows]
+        return cls(rows, components, pcs, outside)
+
+    def xy(self, projection: Projection) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The projection's two columns, and for slices the mask of rows inside the slice."""
+        if projection.kind == "pc":
+            return self.pcs[projection.a], self.pcs[projection.b], None
+        x, y = self.components[projection.a], self.components[projection.b]
+        if projection.kind != "slice":
+            return x, y, None
+        t = np.float64(projection.threshold)
+        inside = self.outside[float(t)] - (np.abs(x) >= t) - (np.abs(y) >= t) == 0
+        return x, y, inside
 
 
-def aggregate_block(
+#: a projection's columns over some rows: x, y (float32) and the colour column (or None)
+Columns = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def project_block(
     block: np.ndarray,
     keep: np.ndarray | None,
     attributes: np.ndarray | None,
@@ -221,39 +253,82 @@ def aggregate_block(
     projections: Sequence[Projection],
     mean: np.ndarray | None,
     vectors: np.ndarray | None,
+) -> list[Columns]:
+    """Each projection's columns over one block's kept rows (a small fraction of the block's bytes)."""
+    columns = BlockColumns.of(block, keep, projections, mean, vectors)
+    attrs = None if attributes is None else np.asarray(attributes)[columns.rows]
+    result = []
+    for p in projections:
+        x, y, inside = columns.xy(p)
+        colour = None if p.color_by is None else np.asarray(attrs)[:, p.color_by]
+        if inside is not None:
+            x, y, colour = x[inside], y[inside], None if colour is None else colour[inside]
+        # contiguous copies: a column view would keep the whole block alive and concatenate slowly
+        result.append(
+            (np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y, dtype=np.float32), colour)
+        )
+    return result
+
+
+def aggregate_columns(
+    parts: Sequence[list[Columns]], *, projections: Sequence[Projection]
 ) -> list[tuple[np.ndarray, int]]:
-    """Every projection's datashader counts over one block of rows, and its candidate count."""
+    """Datashader counts of each projection over several blocks' columns, and its candidate count."""
     import datashader as ds
     import pandas as pd
 
-    z = np.asarray(block, dtype=np.float64)
-    rows = np.isfinite(z).all(axis=1)
-    if keep is not None:
-        rows &= np.asarray(keep, dtype=bool)
-    z = z[rows]
-    attrs = None if attributes is None else np.asarray(attributes)[rows]
-    centred_pcs = (z - mean) @ vectors if vectors is not None and mean is not None else None
-    outside: dict[float, Any] = {}
-    for t in {p.threshold for p in projections if p.threshold is not None}:
-        flags = (np.abs(z) >= t).astype(np.int32)
-        outside[t] = (flags, flags.sum(axis=1))
     results = []
-    for p in projections:
-        x, y = _columns(p, z, centred_pcs, outside)
-        frame = {"x": x, "y": y}
+    for k, p in enumerate(projections):
+        x = np.concatenate([part[k][0] for part in parts])
+        y = np.concatenate([part[k][1] for part in parts])
         canvas = ds.Canvas(plot_width=p.width, plot_height=p.height, x_range=p.x_range, y_range=p.y_range)
         if p.color_by is not None:
-            assert attrs is not None
-            frame["c"] = pd.Categorical(np.where(attrs[:, p.color_by] > 0, 1, -1), categories=[-1, 1])
-            counts = canvas.points(pd.DataFrame(frame), "x", "y", agg=ds.by("c", ds.count())).values
+            colour = np.concatenate([np.asarray(part[k][2]) for part in parts])
+            frame = pd.DataFrame({"x": x, "y": y, "c": category_column(colour)})
+            counts = canvas.points(frame, "x", "y", agg=ds.by("c", ds.count())).values
         else:
-            counts = canvas.points(pd.DataFrame(frame), "x", "y", agg=ds.count()).values
-        results.append((counts.astype(np.int64), int((np.isfinite(x) & np.isfinite(y)).sum())))
+            counts = canvas.points(pd.DataFrame({"x": x, "y": y}), "x", "y", agg=ds.count()).values
+        results.append((counts.astype(np.int64), len(x)))
     return results
+
+
+def category_column(values: np.ndarray) -> Any:
+    """A CelebA attribute (±1) as a pandas categorical with both categories always present."""
+    import pandas as pd
+
+    return pd.Categorical(np.where(np.asarray(values) > 0, 1, -1), categories=[-1, 1])
 
 
 def _add(parts: Sequence[list[tuple[np.ndarray, int]]]) -> list[tuple[np.ndarray, int]]:
     return [(sum(p[k][0] for p in parts), sum(p[k][1] for p in parts)) for k in range(len(parts[0]))]  # type: ignore[misc]
+
+
+#: rows one task reads and aggregates at most (fewer when that leaves workers idle)
+ROWS_PER_TASK = 1_000_000
+
+
+def aggregate_rows(
+    source: zarr.Array,
+    start: int,
+    stop: int,
+    keep: np.ndarray | None,
+    attributes: np.ndarray | None,
+    *,
+    block_rows: int,
+    projections: Sequence[Projection],
+    mean: np.ndarray | None,
+    vectors: np.ndarray | None,
+) -> list[tuple[np.ndarray, int]]:
+    """Rows [start, stop) of the store, read block by block: each block's columns kept, the block
+    dropped, then every projection aggregated once over all of them (one datashader call each)."""
+    parts = []
+    for r0 in range(start, stop, block_rows):
+        r1 = min(r0 + block_rows, stop)
+        within = slice(r0 - start, r1 - start)
+        parts.append(project_block(np.asarray(source[r0:r1]), None if keep is None else keep[within],
+                                   None if attributes is None else attributes[within],
+                                   projections=projections, mean=mean, vectors=vectors))  # fmt: skip
+    return aggregate_columns(parts, projections=projections)
 
 
 def aggregate(
@@ -266,34 +341,49 @@ def aggregate(
     scheduler: Any = None,
     fan_in: int = 8,
 ) -> list[Aggregate]:
-    """All projections over every selected z-point, reading the store once (one task per block)."""
+    """All projections over every selected z-point, reading the store once.
+
+    The graph: one task per range of whole chunks (at most ``ROWS_PER_TASK`` rows, and at
+    least two ranges per worker thread) reads its chunks one at a time, keeps only the
+    projections' columns of the kept rows, and aggregates each projection once with
+    datashader; a tree of sums merges the canvases. Reading inside the task keeps the
+    columns where they were read (nothing but canvases crosses the network) and spends
+    datashader's per-call cost once per range rather than once per chunk.
+    """
+    if points.source is None:
+        raise RenderError(f"{points.path}: rendering reads a Zarr array")
     selected, _ = selection_mask(points, split, where)
     keep = points.valid
     if selected is not None:
         keep = selected if keep is None else keep & selected
-    if any(p.color_by is not None for p in projections) and points.attributes is None:
+    coloured = sorted({p.color_by for p in projections if p.color_by is not None})
+    if coloured and points.attributes is None:
         raise RenderError(f"colouring by an attribute asked for, but {points.path} has no attributes")
     needs_pcs = any(p.kind == "pc" for p in projections)
-    vectors = stats["pca_vectors"].values if needs_pcs else None
-    kernel = partial(aggregate_block, projections=list(projections), mean=stats["mean"].values if needs_pcs else None,
-                     vectors=vectors)  # fmt: skip
-    rows = points.z.chunks[0]
-    blocks = points.z.to_delayed().ravel()
-    keeps = keep.rechunk({0: rows}).to_delayed().ravel() if keep is not None else [None] * len(blocks)
-    attrs = (
-        points.attributes.rechunk({0: rows, 1: -1}).to_delayed().ravel()
-        if points.attributes is not None and any(p.color_by is not None for p in projections)
-        else [None] * len(blocks)
-    )
+    kernel = partial(aggregate_rows, block_rows=int(points.source.chunks[0]), projections=list(projections),
+                     mean=stats["mean"].values if needs_pcs else None,
+                     vectors=stats["pca_vectors"].values if needs_pcs else None)  # fmt: skip
     level = [
-        delayed(kernel, pure=True)(block, k, a) for block, k, a in zip(blocks, keeps, attrs, strict=True)
-    ]
-    while len(level) > 1:  # a tree of sums: no single task holds every block's canvases
+        delayed(kernel, pure=True)(
+            points.source, start, stop, None if keep is None else keep[start:stop],
+            None if not coloured else points.attributes[start:stop],  # type: ignore[index]
+        )
+        for start, stop in row_ranges(points.z.shape[0], int(points.source.chunks[0]), scheduler)
+    ]  # fmt: skip
+    while len(level) > 1:  # a tree of sums: no single task holds every range's canvases
         level = [delayed(_add, pure=True)(level[i : i + fan_in]) for i in range(0, len(level), fan_in)]
     (merged,) = dask.compute(level[0], scheduler=scheduler)
     return [
         Aggregate(p, counts, candidates) for p, (counts, candidates) in zip(projections, merged, strict=True)
     ]
+
+
+def row_ranges(n: int, chunk: int, scheduler: Any = None) -> list[tuple[int, int]]:
+    """Ranges of whole chunks: at most ``ROWS_PER_TASK`` rows, at least two per worker thread."""
+    threads = sum(scheduler.nthreads().values()) if hasattr(scheduler, "nthreads") else 2
+    chunks = max(math.ceil(n / chunk), 1)
+    per_task = max(1, min(ROWS_PER_TASK // chunk, math.ceil(chunks / (2 * max(threads, 1)))))
+    return [(c * chunk, min((c + per_task) * chunk, n)) for c in range(0, chunks, per_task)]
 
 
 # ---------------------------------------------------------------------------- drawing

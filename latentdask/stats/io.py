@@ -41,6 +41,7 @@ class ZPoints:
     attributes: da.Array | None = None
     attribute_names: tuple[str, ...] = ()
     shard_size: int | None = None
+    source: zarr.Array | None = None  # the Zarr array behind ``z``, for tasks that read row ranges themselves
 
 
 def open_zpoints(path: str | Path) -> ZPoints:
@@ -55,13 +56,13 @@ def open_zpoints(path: str | Path) -> ZPoints:
     if isinstance(node, zarr.Array):
         if node.ndim != 2:
             raise StatsError(f"{path} is a Zarr array of shape {node.shape}; expected (n, N) z-points")
-        return ZPoints(path, da.from_zarr(node))
+        return ZPoints(path, da.from_zarr(node), source=node)
     if "z" not in node:
         raise StatsError(f"{path} is a Zarr group without an array 'z'")
     z = node["z"]
     if not isinstance(z, zarr.Array) or z.ndim != 2:
         raise StatsError(f"{path}/z is not an (n, N) array")
-    points = ZPoints(path, da.from_zarr(z))
+    points = ZPoints(path, da.from_zarr(z), source=z)
     members = set(node.array_keys())
     if "valid" in members:
         points.valid = da.from_zarr(node["valid"])
