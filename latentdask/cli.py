@@ -302,6 +302,17 @@ def run(
 
 @app.command()
 @user_errors
+def report(
+    folder: Annotated[Path, typer.Argument(help="A workflow's run folder (holding run.json).")],
+) -> None:
+    """Write report.html in a run folder: every figure and table of the study, images embedded."""
+    from latentdask.report import write_report
+
+    console.print(f"report → {write_report(folder)}", highlight=False)
+
+
+@app.command()
+@user_errors
 def generate(
     stats: Annotated[Path, typer.Argument(help="stats.zarr the samplers are fitted on.")],
     out: Annotated[Path, typer.Option("--out", help="POINTS.zarr to write.")],
@@ -509,6 +520,38 @@ def render(
         f"{result.seconds['aggregate']:.1f} s, drawn in {result.seconds['draw']:.1f} s → {out}",
         highlight=False,
     )
+
+
+@app.command()
+@user_errors
+def serve(
+    store: Annotated[Path, typer.Argument(help="Latent store.")],
+    stats: Annotated[
+        Path | None, typer.Option(help="stats.zarr (default: the one beside the store).")
+    ] = None,
+    points: Annotated[list[Path] | None, typer.Option(help="POINTS.zarr to overlay (repeat).")] = None,
+    dataset: Annotated[
+        Path | None, typer.Option(help="Dataset for thumbnails (default: the store's).")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Checkpoint for decoding (default: the store's).")
+    ] = None,
+    address: Annotated[
+        str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 5006,
+    cluster: ClusterOption = None,
+    scheduler: SchedulerOption = None,
+) -> None:
+    """A dashboard in the browser: every z-point, re-aggregated on zoom, with histograms, correlations, images."""
+    from latentdask.cluster import check_paths_on_workers, connect
+    from latentdask.dashboard import serve as run_serve
+
+    with connect(cluster_choice(cluster, scheduler).resolve()) as client:
+        check_paths_on_workers(client, [store])
+        console.print(f"serving {store} on http://{address}:{port}/ (Ctrl-C stops)", highlight=False)
+        run_serve(store, stats=stats, points=list(points or []), dataset=dataset, model=model, client=client,
+                  address=address, port=port)  # fmt: skip
 
 
 def _finish_bench(report: Any, json_out: Path | None) -> None:

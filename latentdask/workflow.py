@@ -38,6 +38,7 @@ from latentdask.generate import SamplerSpec
 from latentdask.model.config import ModelConfig
 from latentdask.model.train import TrainOptions
 from latentdask.progress import console
+from latentdask.report import write_report
 from latentdask.stats.summary import SummaryParams
 
 RUN_RECORD = "run.json"
@@ -229,7 +230,7 @@ class Runner:
         staged.replace(self.record_path)
 
     def step(self, name: str, params: dict[str, Any], upstream: str, output: Path,
-             complete: Callable[[], bool], run: Callable[[bool], None]) -> str:  # fmt: skip
+             complete: Callable[[], bool], run: Callable[[bool], object]) -> str:  # fmt: skip
         """Run one step unless done; ``run(same)`` is told whether the identity is unchanged."""
         ident = identity(params, upstream)
         previous = self.record["steps"].get(name, {})
@@ -316,7 +317,13 @@ class Runner:
         self.step("render", w.render.model_dump(mode="json"), upstream, images,
                   lambda: (images / "render.json").is_file(),
                   lambda same: _render(store, stats, images, w.render, overlays, self.cluster))  # fmt: skip
-        console.print(f"workflow {w.name} finished → {self.folder} (record: {self.record_path})")
+
+        # report: one self-contained page of everything above
+        page = self.folder / "report.html"
+        self.step(
+            "report", {"format": 1}, upstream, page, page.is_file, lambda same: write_report(self.folder)
+        )
+        console.print(f"workflow {w.name} finished → {page} (record: {self.record_path})")
 
 
 def _synthetic_complete(folder: Path, recipe: SyntheticData) -> bool:

@@ -61,13 +61,19 @@ def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
                    "projections/pcs.png", "projections/slices-1.5.png"):  # fmt: skip
         assert (folder / output).exists(), output
     record = json.loads((folder / "run.json").read_text())
-    steps = ("synth", "train", "encode", "normality", "generate", "score", "decode", "render")
+    steps = ("synth", "train", "encode", "normality", "generate", "score", "decode", "render", "report")
     assert [record["steps"][s]["status"] for s in steps] == ["done"] * len(steps)
     assert json.loads((folder / "normality.json").read_text())["mahalanobis_qq"]["vectors"] == 80
     rates = json.loads((folder / "grids" / "face_rate.json").read_text())
     assert set(rates["sets"]) == {"uniform (uniform.zarr)", "mvn (full-gaussian.zarr)"}
     assert rates["reference"]["real reconstructions"]["images"] == 80
     assert json.loads((folder / "latents-stats.json").read_text())["count"] == 80
+    page = (folder / "report.html").read_text()
+    for section in ("Training curve", "Dominant components", "Slice populations", "Radii", "Normality",
+                    "top-correlated", "Face rate", "uniform (uniform.zarr)"):  # fmt: skip
+        assert section in page, section
+    assert page.count("data:image/png;base64,") >= 8  # every figure embedded: the file stands alone
+    assert "http://" not in page and "https://" not in page and "<script" not in page
     rendered = json.loads((folder / "projections" / "render.json").read_text())
     assert (
         rendered["projections"][0]["shown"] == 80 and rendered["projections"][0]["note"] == "rank 1 by corr"

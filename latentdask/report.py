@@ -1,0 +1,221 @@
+"""``report.html``: one self-contained page per run folder, readable offline.
+
+It gathers what the workflow's steps wrote — dataset, model and training curve, the
+headline statistics (the dominant components' peak and FWHM, the seed's mu/hw table;
+correlation counts and strong pairs; slice populations of the chosen pairs), the radius
+plot with the uniform sampler's curves, normality, the projection grids, the decoded
+grids with their scores and face rates — and the steps' parameters and timings from
+``run.json``. Every image is embedded (base64 PNG), so the file opens anywhere with no
+network and nothing beside it; there is no script at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentdask.errors import LatentdaskError
+
+TOP = 12
+
+
+class ReportError(LatentdaskError):
+    """A run folder that holds no run to report."""
+
+
+def _image(path: Path, alt: str, width: int | None = None) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    size = f' width="{width}"' if width else ""
+    return f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{data}">'
+
+
+def _figure_png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "—" if value is None else str(value)
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curve(training: dict[str, Any]) -> str:
+    plt = _plt()
+    epochs = [e["epoch"] for e in training["epochs"]]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(epochs, [e["train_loss"] for e in training["epochs"]], "o-", label="train")
+    ax.plot(epochs, [e["valid_loss"] for e in training["epochs"]], "s-", label="valid")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (MSE)")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    return _figure_png(fig)
+
+
+def radius_plot(stats_path: Path, uniform: Path | None, b: float | None) -> str:
+    """Real radii against the uniform sampler's: sampled, theory (mean ± sd) and the best-matching b."""
+    import zarr
+
+    from latentdask.generate import RadiusTheory, b_scan
+    from latentdask.stats.io import open_stats
+
+    plt = _plt()
+    stats = open_stats(stats_path)
+    centres, counts = stats["radius_bin"].values, stats["radius_hist"].values.astype(float)
+    width = float(np.diff(centres[:2])[0]) if len(centres) > 1 else 1.0
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    used = np.flatnonzero(counts)
+    ax.bar(centres[used], counts[used] / counts.sum() / width, width=width, color="#3b6ea5", alpha=0.7,
+           label=f"real z-points (mean {float(stats['radius_mean']):.2f})")  # fmt: skip
+    dim = int(stats.sizes["latent"])
+    if uniform is not None and b is not None and uniform.exists():
+        z = np.asarray(zarr.open_array(str(uniform / "z"), mode="r")[:100_000], dtype=np.float64)
+        radii = np.sqrt((z * z).sum(axis=1))
+        ax.hist(
+            radii, bins=60, density=True, histtype="step", color="red", label=f"uniform sampler b = {b:g}"
+        )
+        theory = RadiusTheory(dim, b)
+        grid = np.linspace(theory.mean - 5 * theory.std, theory.mean + 5 * theory.std, 200)
+        ax.plot(grid, np.exp(-0.5 * ((grid - theory.mean) / theory.std) ** 2) / (theory.std * np.sqrt(2 * np.pi)),
+                "k--", label=f"theory: mean {theory.mean:.3f}, sd {theory.std:.3f} (rms b√(N/3) = {theory.rms:.3f})")  # fmt: skip
+    best = float(b_scan(stats)["best_b"])  # type: ignore[arg-type]
+    best_theory = RadiusTheory(dim, best)
+    ax.axvline(best_theory.mean, color="green", ls=":", label=f"uniform with the closest b = {best:g}")
+    ax.set_xlabel("radius |z|")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _figure_png(fig)
+
+
+def write_report(folder: str | Path) -> Path:
+    """Write ``report.html`` in a run folder from what its steps wrote; return its path."""
+    folder = Path(folder)
+    record_path = folder / "run.json"
+    if not record_path.is_file():
+        raise ReportError(f"{folder} holds no run.json: run a workflow first")
+    record = json.loads(record_path.read_text())
+    definition = record.get("definition", {})
+    steps = record.get("steps", {})
+    parts = [f"<h1>latentdask run: {html.escape(record.get('workflow', folder.name))}</h1>"]
+
+    # dataset and model
+    data = definition.get("dataset", {})
+    source = (
+        f"synthetic faces {data['synthetic']}" if data.get("synthetic") else f"CelebA at {data.get('root')}"
+    )
+    parts.append(f"<h2>Dataset and model</h2><p>{html.escape(source)}</p>")
+    config_path = Path(definition.get("model", {}).get("checkpoint") or folder / "model") / "config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+        parts.append(f"<pre>{html.escape(json.dumps(config.get('model', config), indent=1))}</pre>")
+    training_path = config_path.with_name("training.json")
+    if training_path.is_file():
+        parts.append("<h3>Training curve</h3>" + training_curve(json.loads(training_path.read_text())))
+
+    # statistics
+    stats_json = folder / "latents-stats.json"
+    if stats_json.is_file():
+        figures = json.loads(stats_json.read_text())
+        parts.append(f"<h2>Statistics of every z-point</h2><p>{figures['count']:,} z-points "
+                     f"({figures['invalid']} invalid, {figures['nonfinite']} non-finite); mean radius "
+                     f"{figures['mean_radius']:.3f}</p>")  # fmt: skip
+        parts.append("<h3>Dominant components (the seed's mu/hw)</h3>" + _table(
+            ["latent", "peak (mu)", "FWHM (hw)", "mean"],
+            [[c["latent"], c["peak"], c["fwhm"], c["mean"]] for c in figures["dominant_components"][:TOP]],
+        ))  # fmt: skip
+        parts.append("<h3>Correlations</h3>" + _table(
+            ["|r| above", "pairs"], [[level, count] for level, count in figures["correlation_pairs_above"].items()]
+        ) + f"<p>{figures['strong_pairs_count']} strong pairs; the strongest:</p>" + _table(
+            ["a", "b", "r"], figures["strong_pairs"][:TOP]))  # fmt: skip
+        for t, populations in figures["slice_populations"].items():
+            parts.append(f"<h3>Slice populations, |x_j| &lt; {html.escape(t)} outside the pair</h3>"
+                         f"<p>{populations['origin_cube']:,} points inside the cube itself.</p>"
+                         + _table(["smallest: a", "b", "points"], populations["smallest"][:6])
+                         + _table(["largest: a", "b", "points"], populations["largest"][:6]))  # fmt: skip
+        samplers = definition.get("generate", {}).get("samplers", [])
+        uniform = next((s for s in samplers if s.get("name") == "uniform"), None)
+        label = (uniform.get("label") or "uniform") if uniform else None
+        parts.append("<h3>Radii</h3>" + radius_plot(
+            folder / "latents-stats.zarr", folder / "points" / f"{label}.zarr" if label else None,
+            uniform.get("b") if uniform else None))  # fmt: skip
+
+    normality = folder / "normality.json"
+    if normality.is_file():
+        from latentdask.normality import format_normality
+
+        parts.append(
+            f"<h2>Normality</h2><pre>{html.escape(format_normality(json.loads(normality.read_text())))}</pre>"
+        )
+        if (folder / "normality-qq.png").is_file():
+            parts.append(_image(folder / "normality-qq.png", "Mahalanobis² against χ² quantiles", 420))
+
+    projections = folder / "projections"
+    if (projections / "render.json").is_file():
+        parts.append("<h2>Projections of every z-point</h2>")
+        for png in sorted(projections.glob("*.png")):
+            parts.append(f"<h3>{html.escape(png.stem)}</h3>" + _image(png, png.stem, 800))
+
+    scores = folder / "scores.json"
+    if scores.is_file():
+        from latentdask.score import format_scores
+
+        parts.append(f"<h2>Artificial z-points: scores beside real ones</h2><pre>"
+                     f"{html.escape(format_scores(json.loads(scores.read_text())))}</pre>")  # fmt: skip
+    rates = folder / "grids" / "face_rate.json"
+    if rates.is_file():
+        from latentdask.faces import format_face_rates
+
+        parts.append(
+            f"<h3>Face rate</h3><pre>{html.escape(format_face_rates(json.loads(rates.read_text())))}</pre>"
+        )
+    grid = folder / "grids" / "samplers.png"
+    if grid.is_file():
+        parts.append("<h3>Decoded</h3>" + _image(grid, "decoded samplers and reconstructions"))
+
+    parts.append("<h2>Steps</h2>" + _table(
+        ["step", "status", "seconds", "output", "parameters"],
+        [[name, s.get("status"), s.get("seconds"), s.get("output"), json.dumps(s.get("params"))]
+         for name, s in steps.items() if name != "report"],
+    ))  # fmt: skip
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
+             "font-size:13px;text-align:right;max-width:600px;overflow-wrap:anywhere}pre{background:#f6f6f6;"
+             "padding:.5em;overflow-x:auto}img{max-width:100%}")  # fmt: skip
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>latentdask: '
+            f"{html.escape(record.get('workflow', ''))}</title><style>{style}</style></head><body>"
+            + "\n".join(parts) + "</body></html>")  # fmt: skip
+    out = folder / "report.html"
+    out.write_text(page)
+    return out
