@@ -1,0 +1,168 @@
+"""The dashboard served by ``latentdask serve`` and driven in headless Chromium (Debian's package).
+
+The page must load with no request leaving 127.0.0.1 (no CDN, no remote fonts), show the
+projection, re-render when a widget changes, show images on a click, and log no errors.
+Without Chromium the tests are skipped, unless LATENTDASK_REQUIRE_BROWSER=1 (set by CI),
+where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from distributed import Client, LocalCluster
+
+from latentdask.cluster import ClusterChoice
+from latentdask.data.decode import Preprocessing
+from latentdask.encode import EncodeOptions, default_stats_path, encode
+from latentdask.explore import Explorer, View
+from latentdask.model.autoencoder import Autoencoder
+from latentdask.model.checkpoint import save_checkpoint
+from latentdask.model.config import ModelConfig
+from latentdask.stats.io import open_stats
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def store(faces: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real latent store of the synthetic faces with its statistics, dataset and model recorded."""
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("dashboard")
+    model = Autoencoder(ModelConfig(image_size=16, latent_dim=8, channels=(4, 4)))
+    checkpoint = save_checkpoint(root / "model", model, Preprocessing(image_size=16))
+    spec = root / "one.yaml"
+    spec.write_text("kind: local\nworkers: 1\n")
+    out = root / "latents.zarr"
+    encode(faces, checkpoint, out, options=EncodeOptions(shard_size=40, device="cpu"), cluster=ClusterChoice(spec=spec),
+           progress=False)  # fmt: skip
+    return out
+
+
+def test_explorer_counts_equal_statistics(store: Path) -> None:
+    stats = open_stats(default_stats_path(store))
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster, \
+            Client(cluster) as client:  # fmt: skip
+        explorer = Explorer(store, default_stats_path(store), client)
+        view = View("pair", 1, 4, threshold=1.5)
+        full = explorer.projection(view)
+        counts = explorer.aggregate(view, full.x_range, full.y_range, 40, 30)
+        assert (
+            counts.sum() == explorer.count(view) == int(stats["slice_count"].sel(threshold=1.5).values[1, 4])
+        )
+        pair = View("pair", 2, 5)
+        assert explorer.count(pair) == int(stats["count"])
+        z = np.asarray(explorer.points.z)
+        x_range = (float(np.median(z[:, 2])), float(z[:, 2].max()))
+        zoomed = explorer.aggregate(
+            pair, x_range, full.y_range if False else explorer.projection(pair).y_range, 20, 10
+        )
+        expected, _, _ = np.histogram2d(
+            z[:, 5], z[:, 2], bins=[10, 20], range=[explorer.projection(pair).y_range, x_range]
+        )
+        np.testing.assert_array_equal(zoomed, expected)
+        near = explorer.nearest_rows(pair, float(z[7, 2]), float(z[7, 5]), k=1)
+        assert near == [7]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if CHROMIUM is None:
+        if os.environ.get("LATENTDASK_REQUIRE_BROWSER") == "1":
+            pytest.fail("Chromium is required here (apt-get install chromium)")
+        pytest.skip("needs Debian's chromium package (apt-get install chromium)")
+    port = free_port()
+    spec = tmp_path_factory.mktemp("spec") / "one.yaml"
+    spec.write_text("kind: local\nworkers: 1\n")
+    log = tmp_path_factory.mktemp("log") / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "latentdask.cli", "serve", str(store), "--port", str(port), "--cluster", str(spec)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"latentdask serve exited: {log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"latentdask serve did not listen: {log.read_text()}")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    remote: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )  # fmt: skip
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        def route(route: Any) -> None:  # everything must come from the app's own server
+            if route.request.url.startswith(server.rstrip("/")):
+                route.continue_()
+            else:
+                remote.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", route)
+        page.goto(server, wait_until="networkidle")
+        page.wait_for_selector("canvas", timeout=60_000)
+        page.wait_for_timeout(2000)
+        projection = page.locator("canvas").first.bounding_box()
+        assert projection is not None and projection["width"] > 400
+        loaded = page.screenshot(path=str(tmp_path / "loaded.png"))
+
+        # a widget change re-renders the projection: principal axes instead of components
+        page.get_by_text("pc", exact=True).click()
+        page.wait_for_timeout(3000)
+        assert page.screenshot(path=str(tmp_path / "pcs.png")) != loaded
+        page.get_by_text("pair", exact=True).click()
+        page.wait_for_timeout(3000)
+
+        # a click in the projection: the nearest real images and what the decoder makes there
+        page.mouse.click(
+            projection["x"] + 0.4 * projection["width"], projection["y"] + 0.45 * projection["height"]
+        )
+        page.wait_for_selector("img[alt='decoded']", timeout=30_000)
+        thumbnails = page.locator("img[alt$='.jpg']")
+        assert thumbnails.count() == 6
+        assert all(
+            name.endswith(".jpg") for name in thumbnails.evaluate_all("images => images.map(i => i.alt)")
+        )
+        page.screenshot(path=str(tmp_path / "clicked.png"))
+        browser.close()
+    assert not remote, f"the page asked for remote resources: {remote}"
+    assert not errors, f"browser console errors: {errors}"
