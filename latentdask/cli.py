@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Measure against baselines run in the same process.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+cluster_app = typer.Typer(help="Certificates, and clusters that outlive one command.", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -552,6 +554,33 @@ def serve(
         console.print(f"serving {store} on http://{address}:{port}/ (Ctrl-C stops)", highlight=False)
         run_serve(store, stats=stats, points=list(points or []), dataset=dataset, model=model, client=client,
                   address=address, port=port)  # fmt: skip
+
+
+@cluster_app.command("certs")
+@user_errors
+def cluster_certs(
+    folder: Annotated[Path, typer.Argument(help="Folder for ca.pem and the scheduler/worker/client pairs.")],
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="Host names or IPs the certificates are valid for (repeat)."),
+    ] = None,
+    days: Annotated[int, typer.Option(help="Days of validity.")] = 365,
+    overwrite: Annotated[bool, typer.Option(help="Replace certificates already in FOLDER.")] = False,
+) -> None:
+    """A private CA and scheduler, worker and client certificates for mutual TLS."""
+    from latentdask.certs import make_certificates
+
+    paths = make_certificates(
+        folder, hosts=host or ["127.0.0.1", "localhost"], days=days, overwrite=overwrite
+    )
+    console.print(f"wrote {', '.join(p.name for p in paths.values())} → {folder}", highlight=False)
+    console.print(
+        f"scheduler: dask scheduler --protocol tls --tls-ca-file {paths['ca']} --tls-cert {paths['scheduler']} "
+        f"--tls-key {paths['scheduler-key']}\nworkers:   dask worker tls://HOST:8786 --tls-ca-file {paths['ca']} "
+        f"--tls-cert {paths['worker']} --tls-key {paths['worker-key']}\nclients:   a spec of kind address with "
+        f"tls: {{ca_file: {paths['ca']}, cert: {paths['client']}, key: {paths['client-key']}}}",
+        highlight=False,
+    )
 
 
 def _finish_bench(report: Any, json_out: Path | None) -> None:

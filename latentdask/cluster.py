@@ -64,7 +64,7 @@ def connect(choice: ClusterChoice | LocalSpec | AddressSpec | None = None) -> It
     spec = choice.resolve() if isinstance(choice, ClusterChoice) else (choice or LocalSpec())
     if isinstance(spec, AddressSpec):
         try:
-            client = Client(spec.address, timeout="30s", set_as_default=False)
+            client = Client(spec.address, timeout="30s", set_as_default=False, security=spec.security())
         except OSError as exc:
             raise ConfigError(f"cannot reach the scheduler at {spec.address} ({exc})") from None
         with client:

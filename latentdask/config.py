@@ -38,6 +38,23 @@ class LocalSpec(BaseModel):
     dashboard_address: str = "127.0.0.1:0"
 
 
+class TLSFiles(BaseModel):
+    """The client's side of mutual TLS (``latentdask cluster certs`` writes all three)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ca_file: Path
+    cert: Path
+    key: Path
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> TLSFiles:
+        for field, path in (("ca_file", self.ca_file), ("cert", self.cert), ("key", self.key)):
+            if not path.is_file():
+                raise ValueError(f"tls.{field}: {path} does not exist")
+        return self
+
+
 class AddressSpec(BaseModel):
     """A scheduler that is already running; its workers are managed elsewhere."""
 
@@ -45,6 +62,28 @@ class AddressSpec(BaseModel):
 
     kind: Literal["address"]
     address: str
+    tls: TLSFiles | None = None
+
+    @model_validator(mode="after")
+    def _tls_matches_address(self) -> AddressSpec:
+        if self.tls is not None and not self.address.startswith("tls://"):
+            raise ValueError(
+                f"tls files are given, so the address must start with tls://, not {self.address!r}"
+            )
+        if self.tls is None and self.address.startswith("tls://"):
+            raise ValueError(
+                "a tls:// address needs 'tls: {ca_file, cert, key}' (latentdask cluster certs DIR)"
+            )
+        return self
+
+    def security(self) -> Any:
+        """distributed's Security for this spec: mutual TLS with the given files, or None."""
+        if self.tls is None:
+            return None
+        from distributed.security import Security
+
+        return Security(tls_ca_file=str(self.tls.ca_file), tls_client_cert=str(self.tls.cert),
+                        tls_client_key=str(self.tls.key), require_encryption=True)  # fmt: skip
 
     @model_validator(mode="before")
     @classmethod
@@ -85,5 +124,10 @@ def read_yaml(path: str | Path, what: str) -> Any:
 
 
 def load_cluster_spec(path: str | Path) -> LocalSpec | AddressSpec:
-    """Read and validate a cluster spec YAML file."""
-    return parse_cluster_spec(read_yaml(path, "cluster spec"), source=str(path))
+    """Read and validate a cluster spec YAML file; relative file paths in it are relative to it."""
+    data = read_yaml(path, "cluster spec")
+    if isinstance(data, dict) and isinstance(data.get("tls"), dict):
+        folder = Path(path).parent
+        data["tls"] = {k: str(folder / v) if isinstance(v, str) and not Path(v).is_absolute() else v
+                       for k, v in data["tls"].items()}  # fmt: skip
+    return parse_cluster_spec(data, source=str(path))

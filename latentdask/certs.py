@@ -1,0 +1,124 @@
+"""``latentdask cluster certs DIR``: a private CA and the certificates for mutual TLS.
+
+Dask's TLS is mutual: the scheduler accepts a worker or client only if it presents a
+certificate signed by the CA the scheduler trusts, and they accept the scheduler likewise.
+One CA per cluster, kept by whoever runs it; the client's key goes to the people allowed
+to submit work (whoever holds it can run code on every worker).
+
+Files written (keys readable by their owner only):
+
+=====================  ===============================================
+``ca.pem``             the CA certificate (give to every party)
+``ca-key.pem``         the CA key (keep it; needed only to sign more)
+``scheduler.pem/-key``  the scheduler's certificate and key
+``worker.pem/-key``     the workers'
+``client.pem/-key``     the clients'
+=====================  ===============================================
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from latentdask.errors import LatentdaskError
+
+ROLES = ("scheduler", "worker", "client")
+
+
+class CertificateError(LatentdaskError):
+    """Certificates that cannot be written as asked."""
+
+
+def _name(common: str) -> object:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "latentdask"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common)])  # fmt: skip
+
+
+def _alternative_names(hosts: Sequence[str]) -> object:
+    from cryptography import x509
+
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
+def _write(path: Path, data: bytes, *, private: bool) -> Path:
+    path.write_bytes(data)
+    if private:
+        os.chmod(path, 0o600)
+    return path
+
+
+def make_certificates(
+    folder: str | Path,
+    *,
+    hosts: Sequence[str] = ("127.0.0.1", "localhost"),
+    days: int = 365,
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Write a CA and scheduler/worker/client certificates into ``folder``; return the paths."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    existing = [p.name for p in folder.glob("*.pem")]
+    if existing and not overwrite:
+        raise CertificateError(
+            f"{folder} already holds {', '.join(sorted(existing))}; pass --overwrite to replace them"
+        )
+    if days < 1:
+        raise CertificateError(f"--days {days}: certificates must be valid for at least a day")
+    now = datetime.datetime.now(datetime.UTC)
+    until = now + datetime.timedelta(days=days)
+
+    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())  # fmt: skip
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name("latentdask cluster CA")
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)  # type: ignore[arg-type]
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(until)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    paths = {
+        "ca": _write(folder / "ca.pem", ca_cert.public_bytes(serialization.Encoding.PEM), private=False),
+        "ca-key": _write(folder / "ca-key.pem", pem_key(ca_key), private=True),
+    }
+    for role in ROLES:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder().subject_name(_name(f"latentdask {role}")).issuer_name(ca_name)  # type: ignore[arg-type]
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(until)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_alternative_names(hosts), critical=False)  # type: ignore[arg-type]
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )  # fmt: skip
+        paths[role] = _write(
+            folder / f"{role}.pem", cert.public_bytes(serialization.Encoding.PEM), private=False
+        )
+        paths[f"{role}-key"] = _write(folder / f"{role}-key.pem", pem_key(key), private=True)
+    return paths
