@@ -168,13 +168,18 @@ ClusterOption = Annotated[
     Path | None,
     typer.Option("--cluster", help="Cluster spec YAML (see cluster/README.md).", rich_help_panel="Cluster"),
 ]
+ClusterNameOption = Annotated[
+    str | None,
+    typer.Option("--cluster-name", help="A gateway or Kubernetes cluster from 'latentdask cluster up'.",
+                 rich_help_panel="Cluster"),
+]  # fmt: skip
 
 
-def cluster_choice(cluster: Path | None, scheduler: str | None) -> ClusterChoice:
+def cluster_choice(cluster: Path | None, scheduler: str | None, name: str | None = None) -> ClusterChoice:
     """The one place every computing command turns its cluster options into a choice."""
     from latentdask.cluster import ClusterChoice
 
-    return ClusterChoice(spec=cluster, scheduler=scheduler)
+    return ClusterChoice(spec=cluster, scheduler=scheduler, name=name)
 
 
 @app.command()
@@ -201,6 +206,7 @@ def encode(
     ] = None,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
+    cluster_name: ClusterNameOption = None,
 ) -> None:
     """Encode every image into a chunked Zarr latent store, on Dask workers; resumable."""
     from latentdask.encode import EncodeOptions
@@ -211,7 +217,7 @@ def encode(
         reconstruction_error=reconstruction_error, device=device, decode_threads=decode_threads,
         torch_threads=torch_threads,
     )  # fmt: skip
-    run_encode(dataset, model, out, options=options, cluster=cluster_choice(cluster, scheduler))
+    run_encode(dataset, model, out, options=options, cluster=cluster_choice(cluster, scheduler, cluster_name))
 
 
 def summary_params(bin_width: float, value_range: tuple[float, float], thresholds: list[float]) -> Any:
@@ -248,6 +254,7 @@ def stats(
     ] = None,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
+    cluster_name: ClusterNameOption = None,
 ) -> None:
     """Every statistic of every z-point in one pass: histograms, correlations, slices, radii, PCA."""
     import time
@@ -257,7 +264,7 @@ def stats(
 
     params = summary_params(bin_width, value_range, thresholds or [1.5, 2.0])
     points = open_zpoints(store)
-    choice = cluster_choice(cluster, scheduler).resolve()
+    choice = cluster_choice(cluster, scheduler, cluster_name)
     started = time.perf_counter()
     with connect(choice) as client:
         check_paths_on_workers(client, [store])
@@ -295,11 +302,12 @@ def run(
     ] = None,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
+    cluster_name: ClusterNameOption = None,
 ) -> None:
     """Run a workflow's steps in order; finished steps with the same parameters are skipped."""
     from latentdask.workflow import run_workflow
 
-    run_workflow(workflow, cluster=cluster_choice(cluster, scheduler), overrides=set_ or [])
+    run_workflow(workflow, cluster=cluster_choice(cluster, scheduler, cluster_name), overrides=set_ or [])
 
 
 @app.command()
@@ -359,6 +367,7 @@ def score(
     seed: Annotated[int, typer.Option(help="Seed of the real sample.")] = 0,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
+    cluster_name: ClusterNameOption = None,
 ) -> None:
     """In-distribution scores of point sets, always beside held-out real points."""
     from latentdask.cluster import connect
@@ -368,7 +377,7 @@ def score(
     chosen = parse_ints(pair, "--pair") if pair else None
     if chosen is not None and len(chosen) != 2:
         raise LatentdaskError(f"--pair expects two component numbers a,b, got {pair!r}")
-    with connect(cluster_choice(cluster, scheduler).resolve()) as client:
+    with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
         results = run_score(store, stats, points, reference_size=reference_size,
                             pair=(chosen[0], chosen[1]) if chosen else None, threshold=threshold, seed=seed,
                             scheduler=client)  # fmt: skip
@@ -394,13 +403,14 @@ def normality(
     seed: Annotated[int, typer.Option(help="Seed of the samples.")] = 0,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
+    cluster_name: ClusterNameOption = None,
 ) -> None:
     """How normal the real z-points are: moments, Shapiro–Wilk, Henze–Zirkler, Mahalanobis² vs χ²."""
     from latentdask.cluster import check_paths_on_workers, connect
     from latentdask.normality import format_normality, plot_qq, write_normality
     from latentdask.normality import normality as run_normality
 
-    with connect(cluster_choice(cluster, scheduler).resolve()) as client:
+    with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
         check_paths_on_workers(client, [store])
         result = run_normality(store, stats, sample_size=sample_size, hz_size=hz_size, alpha=alpha,
                                split=split, where=where or [], seed=seed, scheduler=client)  # fmt: skip
@@ -506,12 +516,13 @@ def render(
     ] = None,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
+    cluster_name: ClusterNameOption = None,
 ) -> None:
     """Datashader images of every z-point: pairs, top-correlated grid, principal axes, slices."""
     from latentdask.cluster import check_paths_on_workers, connect
     from latentdask.render import render as run_render
 
-    with connect(cluster_choice(cluster, scheduler).resolve()) as client:
+    with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
         check_paths_on_workers(client, [store])
         result = run_render(store, out, stats=stats, pairs=pairs or [], top_correlated=top_correlated, pcs=pcs,
                             slice_threshold=slice_threshold, slice_ranked=slice_ranked, overlays=overlay or [],
@@ -544,12 +555,13 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 5006,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
+    cluster_name: ClusterNameOption = None,
 ) -> None:
     """A dashboard in the browser: every z-point, re-aggregated on zoom, with histograms, correlations, images."""
     from latentdask.cluster import check_paths_on_workers, connect
     from latentdask.dashboard import serve as run_serve
 
-    with connect(cluster_choice(cluster, scheduler).resolve()) as client:
+    with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
         check_paths_on_workers(client, [store])
         console.print(f"serving {store} on http://{address}:{port}/ (Ctrl-C stops)", highlight=False)
         run_serve(store, stats=stats, points=list(points or []), dataset=dataset, model=model, client=client,
@@ -581,6 +593,57 @@ def cluster_certs(
         f"tls: {{ca_file: {paths['ca']}, cert: {paths['client']}, key: {paths['client-key']}}}",
         highlight=False,
     )
+
+
+SpecArgument = Annotated[Path, typer.Option("--cluster", help="The gateway or Kubernetes cluster spec YAML.")]
+
+
+@cluster_app.command("up")
+@user_errors
+def cluster_up(
+    spec: Annotated[Path, typer.Argument(help="A gateway or Kubernetes cluster spec YAML.")],
+) -> None:
+    """Start a cluster that outlives this command and print its name (use it with --cluster-name)."""
+    from latentdask.cluster import ClusterChoice, cluster_up
+
+    name = cluster_up(ClusterChoice(spec=spec).resolve())
+    typer.echo(name)
+    console.print(f"started {name}; computing commands join it with --cluster {spec} --cluster-name {name}",
+                  highlight=False)  # fmt: skip
+
+
+@cluster_app.command("scale")
+@user_errors
+def cluster_scale(
+    name: Annotated[str, typer.Argument(help="Cluster name (from 'cluster up' or 'cluster list').")],
+    workers: Annotated[int, typer.Argument(help="Workers wanted.")],
+    spec: SpecArgument,
+) -> None:
+    """Scale a running cluster to N workers: an encode in progress spreads its remaining shards over them."""
+    from latentdask.cluster import ClusterChoice, cluster_scale
+
+    cluster_scale(ClusterChoice(spec=spec).resolve(), name, workers)
+    console.print(f"{name}: scaling to {workers} worker(s)", highlight=False)
+
+
+@cluster_app.command("list")
+@user_errors
+def cluster_list(spec: SpecArgument) -> None:
+    """The clusters the gateway runs for you."""
+    from latentdask.cluster import ClusterChoice, cluster_list
+
+    for name, status in cluster_list(ClusterChoice(spec=spec).resolve()):
+        typer.echo(f"{name}\t{status}")
+
+
+@cluster_app.command("down")
+@user_errors
+def cluster_down(name: Annotated[str, typer.Argument(help="Cluster name.")], spec: SpecArgument) -> None:
+    """Stop a cluster and its workers."""
+    from latentdask.cluster import ClusterChoice, cluster_down
+
+    cluster_down(ClusterChoice(spec=spec).resolve(), name)
+    console.print(f"{name}: stopped", highlight=False)
 
 
 def _finish_bench(report: Any, json_out: Path | None) -> None:

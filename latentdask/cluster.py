@@ -2,38 +2,69 @@
 
 Without a spec or address, the embedded :class:`~distributed.LocalCluster` starts
 worker processes on this machine, bound to 127.0.0.1. A spec file names another kind
-(see :mod:`latentdask.config`); ``--scheduler ADDRESS`` joins a running scheduler.
+(see :mod:`latentdask.config` and ``cluster/README.md``): ``cuda`` (dask-cuda),
+``gateway`` (dask-gateway), ``slurm`` (dask-jobqueue), ``kubernetes`` (the dask-kubernetes
+operator) or ``address`` (a running scheduler, with mutual TLS). ``--scheduler ADDRESS``
+joins a running scheduler; ``--cluster-name NAME`` joins a gateway or Kubernetes cluster
+started earlier by ``latentdask cluster up``.
+
+Dask's deployment projects do all the work; what is here only turns a spec into their
+arguments (pure functions, tested where the cluster itself cannot run) and opens a client.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from distributed import Client, LocalCluster
 
-from latentdask.config import AddressSpec, ConfigError, LocalSpec, load_cluster_spec
+from latentdask.config import (
+    AddressSpec,
+    AnySpec,
+    ConfigError,
+    CudaSpec,
+    GatewaySpec,
+    KubernetesSpec,
+    LocalSpec,
+    Scaled,
+    SlurmSpec,
+    load_cluster_spec,
+)
+
+#: kinds whose clusters outlive the command that started them, and are found again by name
+NAMED_KINDS = ("gateway", "kubernetes")
 
 
 @dataclass(frozen=True)
 class ClusterChoice:
-    """What the user asked for: a spec file, a scheduler address, or neither (local)."""
+    """What the user asked for: a spec file, a scheduler address, or neither (local); and a cluster name."""
 
     spec: Path | None = None
     scheduler: str | None = None
+    name: str | None = None
 
-    def resolve(self) -> LocalSpec | AddressSpec:
+    def resolve(self) -> AnySpec:
         if self.spec is not None and self.scheduler is not None:
             raise ConfigError("give either --cluster or --scheduler, not both")
         if self.scheduler is not None:
+            if self.name is not None:
+                raise ConfigError(
+                    "--cluster-name names a gateway or Kubernetes cluster; --scheduler needs none"
+                )
             return AddressSpec(kind="address", address=self.scheduler)
-        if self.spec is not None:
-            return load_cluster_spec(self.spec)
-        return LocalSpec()
+        spec = load_cluster_spec(self.spec) if self.spec is not None else LocalSpec()
+        if self.name is not None and spec.kind not in NAMED_KINDS:
+            raise ConfigError(
+                f"--cluster-name works with {' and '.join(NAMED_KINDS)} specs, not kind {spec.kind!r}"
+            )
+        return spec
 
 
 def default_local_workers() -> int:
@@ -47,9 +78,197 @@ def local_torch_threads(spec: LocalSpec) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+# ---------------------------------------------------------------------------- spec → arguments
+
+
+def cuda_cluster_kwargs(spec: CudaSpec) -> dict[str, Any]:
+    """Arguments of ``dask_cuda.LocalCUDACluster``: one worker per GPU, each declaring ``GPU: 1``."""
+    kwargs: dict[str, Any] = {
+        "host": spec.host,
+        "dashboard_address": spec.dashboard_address,
+        "threads_per_worker": 1,
+        "resources": {"GPU": 1},  # encode tasks ask for one: never two on a GPU, never on a CPU worker
+        "silence_logs": logging.ERROR,
+    }
+    if spec.devices is not None:
+        kwargs["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in spec.devices)
+    if spec.workers is not None:
+        kwargs["n_workers"] = spec.workers
+    if spec.device_memory_limit is not None:
+        kwargs["device_memory_limit"] = spec.device_memory_limit
+    if spec.rmm_pool_size is not None:
+        kwargs["rmm_pool_size"] = spec.rmm_pool_size
+    return kwargs
+
+
+def slurm_cluster_kwargs(spec: SlurmSpec) -> dict[str, Any]:
+    """Arguments of ``dask_jobqueue.SLURMCluster``; GPU jobs run ``dask cuda worker``, one worker per GPU."""
+    processes = spec.processes or max(spec.gpus, 1)
+    kwargs: dict[str, Any] = {
+        "queue": spec.queue, "account": spec.account, "walltime": spec.walltime, "cores": spec.cores,
+        "memory": spec.memory, "processes": processes, "interface": spec.interface, "python": spec.python,
+        "job_script_prologue": list(spec.job_script_prologue), "local_directory": spec.local_directory,
+        "job_extra_directives": [], "worker_extra_args": [],
+    }  # fmt: skip
+    if spec.gpus:
+        kwargs["job_extra_directives"].append(f"--gres=gpu:{spec.gpus}")
+        # ``python -m dask_cuda.cli`` is dask-cuda's worker: one process per visible GPU, each pinned to it
+        kwargs["worker_command"] = "dask_cuda.cli"
+        kwargs["processes"] = 1  # dask-cuda spawns the per-GPU processes itself
+        kwargs["worker_extra_args"] += ["--resources", "GPU=1"]
+    if spec.tls:
+        from distributed.security import Security
+
+        kwargs["protocol"] = "tls://"
+        kwargs["security"] = Security.temporary()  # handed to the jobs through the job script, nobody else
+        shared = Path(spec.shared_temp_directory).expanduser()
+        shared.mkdir(parents=True, exist_ok=True, mode=0o700)
+        kwargs["shared_temp_directory"] = str(shared)
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def kubernetes_cluster_spec(spec: KubernetesSpec) -> dict[str, Any]:
+    """The operator's DaskCluster resource: worker resources, GPUs and ``GPU`` Dask resources."""
+    from dask_kubernetes.operator import make_cluster_spec
+
+    limits = {"cpu": spec.cpu, "memory": spec.memory}
+    if spec.gpus:
+        limits["nvidia.com/gpu"] = str(spec.gpus)
+    manifest: dict[str, Any] = make_cluster_spec(
+        name=spec.name, image=spec.image, n_workers=spec.workers or 0, env=dict(spec.env) or None,
+        resources={"limits": limits, "requests": {"cpu": spec.cpu, "memory": spec.memory}},
+        worker_command="dask-cuda-worker" if spec.gpus else "dask-worker",
+    )  # fmt: skip
+    if spec.gpus:
+        container = manifest["spec"]["worker"]["spec"]["containers"][0]
+        container["args"] += ["--resources", "GPU=1"]
+    return manifest
+
+
+def gateway_of(spec: GatewaySpec) -> Any:
+    """A ``dask_gateway.Gateway`` for the spec; the password comes from ``auth.password_env``."""
+    try:
+        from dask_gateway import Gateway
+        from dask_gateway.auth import BasicAuth, JupyterHubAuth, KerberosAuth
+    except ImportError:
+        raise ConfigError("gateway specs need dask-gateway: pip install 'latentdask[gateway]'") from None
+    auth: Any
+    if spec.auth.kind == "basic":
+        auth = BasicAuth(username=spec.auth.username, password=os.environ.get(spec.auth.password_env))
+    elif spec.auth.kind == "kerberos":
+        auth = KerberosAuth()
+    else:
+        auth = JupyterHubAuth(api_token=os.environ.get(spec.auth.password_env))
+    return Gateway(address=spec.address, proxy_address=spec.proxy_address, auth=auth)
+
+
+def apply_scaling(cluster: Any, spec: Scaled) -> None:
+    if spec.adapt is not None:
+        cluster.adapt(minimum=spec.adapt.minimum, maximum=spec.adapt.maximum)
+    elif spec.workers is not None:
+        cluster.scale(spec.workers)
+
+
+# ---------------------------------------------------------------------------- named clusters
+
+
+def _named_spec(spec: AnySpec) -> GatewaySpec | KubernetesSpec:
+    if not isinstance(spec, GatewaySpec | KubernetesSpec):
+        raise ConfigError(
+            f"clusters of kind {spec.kind!r} live as long as the command that starts them; "
+            f"'cluster up/scale/list/down' manage {' and '.join(NAMED_KINDS)} clusters"
+        )
+    return spec
+
+
+def _gateway_call(spec: GatewaySpec, what: str, work: Any) -> Any:
+    gateway = gateway_of(spec)
+    try:
+        return work(gateway)
+    except Exception as exc:  # unknown name, refused login, unreachable server: one clear line
+        reason = _gateway_reason(exc, spec)
+        with contextlib.suppress(Exception):
+            gateway.sync(gateway._cleanup)  # the HTTP session; the client's own finalizer stops its loop
+    raise ConfigError(f"dask-gateway at {spec.address}: {what}: {reason}")
+
+
+def _gateway_reason(exc: Exception, spec: GatewaySpec) -> str:
+    if "401" in str(exc) or "Unauthorized" in str(exc):
+        return (f"the gateway refused the login of user {spec.auth.username!r} (wrong password in "
+                f"${spec.auth.password_env}?)")  # fmt: skip
+    return str(exc)
+
+
+def cluster_up(spec: AnySpec) -> str:
+    """Start a cluster that outlives this command; return the name its deployment chose."""
+    named = _named_spec(spec)
+    if isinstance(named, KubernetesSpec):
+        from dask_kubernetes.operator import KubeCluster
+
+        kube = KubeCluster(custom_cluster_spec=kubernetes_cluster_spec(named), namespace=named.namespace,
+                           shutdown_on_close=False)  # fmt: skip
+        apply_scaling(kube, named)
+        kube.close()
+        return str(kube.name)
+
+    def start(gateway: Any) -> str:
+        cluster = gateway.new_cluster(shutdown_on_close=False, **named.cluster_options)
+        apply_scaling(cluster, named)
+        name = str(cluster.name)
+        cluster.close()
+        return name
+
+    return str(_gateway_call(named, "starting a cluster", start))
+
+
+def cluster_scale(spec: AnySpec, name: str, workers: int) -> None:
+    named = _named_spec(spec)
+    if workers < 0:
+        raise ConfigError(f"cannot scale to {workers} workers")
+    if isinstance(named, KubernetesSpec):
+        from dask_kubernetes.operator import KubeCluster
+
+        KubeCluster.from_name(name, namespace=named.namespace).scale(workers)
+        return
+    _gateway_call(named, f"scaling {name}", lambda gateway: gateway.scale_cluster(name, workers))
+
+
+def cluster_list(spec: AnySpec) -> list[tuple[str, str]]:
+    """(name, status) of the clusters this spec's gateway knows for the user."""
+    named = _named_spec(spec)
+    if isinstance(named, KubernetesSpec):
+        raise ConfigError("list Kubernetes clusters with 'kubectl get daskclusters'")
+    reports = _gateway_call(named, "listing clusters", lambda gateway: gateway.list_clusters())
+    return [(str(r.name), str(r.status.name if hasattr(r.status, "name") else r.status)) for r in reports]
+
+
+def cluster_down(spec: AnySpec, name: str) -> None:
+    named = _named_spec(spec)
+    if isinstance(named, KubernetesSpec):
+        from dask_kubernetes.operator import KubeCluster
+
+        KubeCluster.from_name(name, namespace=named.namespace, shutdown_on_close=True).close()
+        return
+    _gateway_call(named, f"stopping {name}", lambda gateway: gateway.stop_cluster(name))
+
+
+# ---------------------------------------------------------------------------- clients
+
+
+def _gateway_cluster(spec: GatewaySpec, name: str | None) -> tuple[Any, bool]:
+    """The named cluster, or a new one (then ours to shut down)."""
+    if name is not None:
+        return _gateway_call(spec, f"joining {name}", lambda gateway: gateway.connect(name)), False
+    cluster = _gateway_call(
+        spec, "starting a cluster", lambda gateway: gateway.new_cluster(**spec.cluster_options)
+    )
+    apply_scaling(cluster, spec)
+    return cluster, True
+
+
 @contextmanager
-def connect(choice: ClusterChoice | LocalSpec | AddressSpec | None = None) -> Iterator[Client]:
-    """Yield a Client on the chosen cluster; a local cluster is closed on exit.
+def connect(choice: ClusterChoice | AnySpec | None = None) -> Iterator[Client]:
+    """Yield a Client on the chosen cluster; a cluster started here is closed on exit.
 
     The client is not made dask's global default: callers pass it on (``scheduler=``),
     so that several runs in one process (a resumed encode beside the original) never
@@ -61,6 +280,7 @@ def connect(choice: ClusterChoice | LocalSpec | AddressSpec | None = None) -> It
     ...     client.submit(sum, [1, 2]).result()
     3
     """
+    name = choice.name if isinstance(choice, ClusterChoice) else None
     spec = choice.resolve() if isinstance(choice, ClusterChoice) else (choice or LocalSpec())
     if isinstance(spec, AddressSpec):
         try:
@@ -70,16 +290,56 @@ def connect(choice: ClusterChoice | LocalSpec | AddressSpec | None = None) -> It
         with client:
             yield client
         return
-    cluster = LocalCluster(
-        n_workers=spec.workers or default_local_workers(),
-        threads_per_worker=spec.threads_per_worker,
-        processes=True,
-        memory_limit=spec.memory_limit,
-        host=spec.host,
-        dashboard_address=spec.dashboard_address,
-        silence_logs=logging.ERROR,
-    )
-    with cluster, Client(cluster, set_as_default=False) as client:
+    if isinstance(spec, GatewaySpec):
+        cluster, owned = _gateway_cluster(spec, name)
+        try:
+            with cluster.get_client(set_as_default=False) as client:
+                yield client
+        finally:
+            if owned:
+                cluster.shutdown()
+            else:
+                cluster.close(shutdown=False)  # a named cluster lives on
+        return
+    if isinstance(spec, KubernetesSpec):
+        from dask_kubernetes.operator import KubeCluster
+
+        if name is not None:
+            kube = KubeCluster.from_name(name, namespace=spec.namespace)
+        else:
+            kube = KubeCluster(custom_cluster_spec=kubernetes_cluster_spec(spec), namespace=spec.namespace)
+            apply_scaling(kube, spec)
+        with Client(kube, set_as_default=False) as client:
+            yield client
+        if name is None:
+            kube.close()
+        return
+    started: Any
+    if isinstance(spec, CudaSpec):
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError as exc:
+            raise ConfigError(
+                f"cuda specs need dask-cuda on a CUDA machine: pip install 'latentdask[cuda]' ({exc})"
+            ) from None
+        started = LocalCUDACluster(**cuda_cluster_kwargs(spec))
+        if spec.adapt is not None:
+            apply_scaling(started, spec)
+    elif isinstance(spec, SlurmSpec):
+        try:
+            from dask_jobqueue import SLURMCluster
+        except ImportError:
+            raise ConfigError("slurm specs need dask-jobqueue: pip install 'latentdask[slurm]'") from None
+        started = SLURMCluster(**slurm_cluster_kwargs(spec))
+        apply_scaling(started, spec)
+    else:
+        workers = spec.adapt.minimum if spec.adapt is not None else spec.workers or default_local_workers()
+        started = LocalCluster(n_workers=workers, threads_per_worker=spec.threads_per_worker, processes=True,
+                               memory_limit=spec.memory_limit, host=spec.host,
+                               dashboard_address=spec.dashboard_address, silence_logs=logging.ERROR)  # fmt: skip
+        if spec.adapt is not None:
+            apply_scaling(started, spec)
+    with started, Client(started, set_as_default=False) as client:
         yield client
 
 

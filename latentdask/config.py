@@ -25,17 +25,107 @@ class ConfigError(LatentdaskError):
     """A spec or workflow file that cannot be used as written."""
 
 
-class LocalSpec(BaseModel):
-    """The embedded LocalCluster: worker processes on this machine, bound to 127.0.0.1."""
+class Adapt(BaseModel):
+    """Adaptive scaling between ``minimum`` and ``maximum`` workers (jobs, for slurm)."""
 
     model_config = ConfigDict(extra="forbid")
 
+    minimum: int = Field(default=0, ge=0)
+    maximum: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Adapt:
+        if self.minimum > self.maximum:
+            raise ValueError(f"adapt.minimum {self.minimum} is above adapt.maximum {self.maximum}")
+        return self
+
+
+class Scaled(BaseModel):
+    """``workers: N`` or ``adapt: {minimum, maximum}``, not both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workers: int | None = Field(default=None, ge=0)
+    adapt: Adapt | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Scaled:
+        if self.workers is not None and self.adapt is not None:
+            raise ValueError("give either 'workers' or 'adapt', not both")
+        return self
+
+
+class LocalSpec(Scaled):
+    """The embedded LocalCluster: worker processes on this machine, bound to 127.0.0.1."""
+
     kind: Literal["local"] = "local"
-    workers: int | None = Field(default=None, ge=1)
     threads_per_worker: int = Field(default=1, ge=1)
     memory_limit: str = "auto"
     host: str = "127.0.0.1"
     dashboard_address: str = "127.0.0.1:0"
+
+
+class CudaSpec(Scaled):
+    """dask-cuda's LocalCUDACluster: one worker per GPU of this machine, each declaring ``GPU: 1``."""
+
+    kind: Literal["cuda"]
+    devices: list[int] | None = None  # CUDA_VISIBLE_DEVICES; default: every GPU
+    device_memory_limit: str | None = None  # spill device memory to host above this
+    rmm_pool_size: str | None = None
+    host: str = "127.0.0.1"
+    dashboard_address: str = "127.0.0.1:0"
+
+
+class GatewayAuth(BaseModel):
+    """How to authenticate to a dask-gateway server; passwords come from the environment, not the file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["basic", "kerberos", "jupyterhub"] = "basic"
+    username: str | None = None
+    password_env: str = "DASK_GATEWAY_PASSWORD"
+
+
+class GatewaySpec(Scaled):
+    """A dask-gateway server: clusters it starts outlive a command and are scaled by name."""
+
+    kind: Literal["gateway"]
+    address: str
+    proxy_address: str | None = None
+    auth: GatewayAuth = GatewayAuth()
+    cluster_options: dict[str, Any] = {}
+
+
+class SlurmSpec(Scaled):
+    """dask-jobqueue's SLURMCluster; with ``gpus`` each job runs dask-cuda workers, one per GPU."""
+
+    kind: Literal["slurm"]
+    queue: str | None = None
+    account: str | None = None
+    walltime: str = "02:00:00"
+    cores: int = Field(default=8, ge=1)
+    memory: str = "32GB"
+    gpus: int = Field(default=0, ge=0)  # per job
+    processes: int | None = Field(default=None, ge=1)  # per job; default: one per GPU, else 1
+    interface: str | None = None
+    python: str | None = None
+    job_script_prologue: list[str] = []
+    local_directory: str | None = None
+    tls: bool = True  # temporary certificates shared with the jobs: no one else can join or submit
+    shared_temp_directory: str = "~/.latentdask/jobqueue"  # where the jobs read those (a shared file system)
+
+
+class KubernetesSpec(Scaled):
+    """A DaskCluster of the dask-kubernetes operator; with ``gpus`` a GPU worker group."""
+
+    kind: Literal["kubernetes"]
+    name: str = Field(default="latentdask", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    namespace: str | None = None
+    image: str = "ghcr.io/dask/dask:latest"
+    cpu: str = "4"
+    memory: str = "16Gi"
+    gpus: int = Field(default=0, ge=0)  # per worker
+    env: dict[str, str] = {}
 
 
 class TLSFiles(BaseModel):
@@ -98,11 +188,12 @@ class AddressSpec(BaseModel):
         return data
 
 
-ClusterSpec = Annotated[LocalSpec | AddressSpec, Field(discriminator="kind")]
-_CLUSTER_SPEC: TypeAdapter[LocalSpec | AddressSpec] = TypeAdapter(ClusterSpec)
+AnySpec = LocalSpec | CudaSpec | GatewaySpec | SlurmSpec | KubernetesSpec | AddressSpec
+ClusterSpec = Annotated[AnySpec, Field(discriminator="kind")]
+_CLUSTER_SPEC: TypeAdapter[AnySpec] = TypeAdapter(ClusterSpec)
 
 
-def parse_cluster_spec(data: Any, *, source: str = "cluster spec") -> LocalSpec | AddressSpec:
+def parse_cluster_spec(data: Any, *, source: str = "cluster spec") -> AnySpec:
     """Validate a mapping as a cluster spec; ``source`` names it in errors."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with a 'kind' field, got {type(data).__name__}")
@@ -123,7 +214,7 @@ def read_yaml(path: str | Path, what: str) -> Any:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
 
 
-def load_cluster_spec(path: str | Path) -> LocalSpec | AddressSpec:
+def load_cluster_spec(path: str | Path) -> AnySpec:
     """Read and validate a cluster spec YAML file; relative file paths in it are relative to it."""
     data = read_yaml(path, "cluster spec")
     if isinstance(data, dict) and isinstance(data.get("tls"), dict):

@@ -193,7 +193,8 @@ def encode(
     options = options or EncodeOptions()
     started = time.perf_counter()
     out = Path(out)
-    spec = (cluster or ClusterChoice()).resolve()  # a bad spec fails before anything is written
+    choice = cluster or ClusterChoice()
+    spec = choice.resolve()  # a bad spec fails before anything is written
 
     # 1. Dataset and model identity.
     data = open_dataset(dataset, split=options.split)
@@ -232,7 +233,7 @@ def encode(
         options = options.model_copy(update={"torch_threads": local_torch_threads(spec)})
     stats_path = default_stats_path(out) if options.stats else None
     if pending or stats_path is not None:
-        with connect(spec) as client:
+        with connect(choice) as client:
             check_paths_on_workers(client, [data.root, checkpoint, out])
             resources = {"GPU": 1} if _cluster_has_gpus(client) else None
             if progress:

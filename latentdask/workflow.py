@@ -386,7 +386,7 @@ def _score(
     from latentdask.cluster import connect
     from latentdask.score import format_scores, score, write_scores
 
-    with connect(cluster.resolve()) as client:
+    with connect(cluster) as client:
         results = score(store, stats, points, reference_size=section.reference_size, pair=section.pair,
                         threshold=section.threshold, seed=section.seed, scheduler=client)  # fmt: skip
     write_scores(results, out)
@@ -399,7 +399,7 @@ def _render(
     from latentdask.cluster import connect
     from latentdask.render import render
 
-    with connect(cluster.resolve()) as client:
+    with connect(cluster) as client:
         result = render(store, out, stats=stats, pairs=section.pairs, top_correlated=section.top_correlated,
                         pcs=section.pcs, slice_threshold=section.slice, slice_ranked=section.slice_ranked,
                         overlays=overlays, color_by=section.color_by, width=section.width, how=section.how,
@@ -411,7 +411,7 @@ def _normality(store: Path, stats: Path, out: Path, cluster: ClusterChoice) -> N
     from latentdask.cluster import connect
     from latentdask.normality import format_normality, normality, plot_qq, write_normality
 
-    with connect(cluster.resolve()) as client:
+    with connect(cluster) as client:
         result = normality(store, stats, **NORMALITY_PARAMS, scheduler=client)
     write_normality(result, out)
     plot_qq(result, out.with_name("normality-qq.png"))
@@ -437,11 +437,10 @@ def run_workflow(
 ) -> Path:
     """Run the workflow file at ``path``; return its run folder."""
     workflow = load_workflow(path, overrides)
-    choice = (
-        cluster
-        if cluster is not None and (cluster.spec or cluster.scheduler)
-        else ClusterChoice(spec=workflow.cluster)
-    )
+    if cluster is not None and (cluster.spec or cluster.scheduler):
+        choice = cluster
+    else:  # the workflow's own spec (or the local cluster), joined by name if one was given
+        choice = ClusterChoice(spec=workflow.cluster, name=cluster.name if cluster else None)
     choice.resolve()  # a bad spec fails before any step runs
     Runner(workflow, choice).run()
     return workflow.folder

@@ -1,0 +1,99 @@
+"""Cluster kinds that need GPUs or a batch system, checked through what they generate; spec validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from latentdask.cluster import (
+    ClusterChoice,
+    cluster_up,
+    cuda_cluster_kwargs,
+    kubernetes_cluster_spec,
+    slurm_cluster_kwargs,
+)
+from latentdask.config import ConfigError, CudaSpec, KubernetesSpec, SlurmSpec, load_cluster_spec
+
+SHIPPED = Path(__file__).resolve().parent.parent / "cluster"
+
+
+def test_cuda_workers_one_per_gpu_each_declaring_a_gpu() -> None:
+    kwargs = cuda_cluster_kwargs(CudaSpec(kind="cuda", devices=[0, 2], device_memory_limit="20GB"))
+    assert kwargs["CUDA_VISIBLE_DEVICES"] == "0,2"
+    assert kwargs["resources"] == {"GPU": 1} and kwargs["threads_per_worker"] == 1
+    assert kwargs["host"] == "127.0.0.1" and kwargs["device_memory_limit"] == "20GB"
+    assert "n_workers" not in kwargs  # dask-cuda starts one worker per visible GPU
+
+
+def test_slurm_gpu_job_script_runs_dask_cuda_workers(tmp_path: Path) -> None:
+    dask_jobqueue = pytest.importorskip("dask_jobqueue")
+    spec = SlurmSpec(kind="slurm", queue="gpu", account="faces", gpus=4, cores=32, memory="256GB", walltime="04:00:00",
+                     job_script_prologue=["module load cuda"], shared_temp_directory=str(tmp_path))  # fmt: skip
+    cluster = dask_jobqueue.SLURMCluster(**slurm_cluster_kwargs(spec))
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH --gres=gpu:4" in script and "#SBATCH -p gpu" in script and "#SBATCH -A faces" in script
+    assert "#SBATCH -t 04:00:00" in script and "module load cuda" in script
+    assert "-m dask_cuda.cli tls://" in script  # dask-cuda's worker, over TLS
+    assert "--resources GPU=1" in script
+    assert "--tls-key" in script  # the jobs get the cluster's temporary certificate, nobody else has it
+
+
+def test_slurm_cpu_job_script_uses_plain_workers() -> None:
+    dask_jobqueue = pytest.importorskip("dask_jobqueue")
+    cluster = dask_jobqueue.SLURMCluster(**slurm_cluster_kwargs(SlurmSpec(kind="slurm", cores=8, processes=4,
+                                                                          tls=False)))  # fmt: skip
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert (
+        "distributed.cli.dask_worker tcp://" in script and "--nworkers 4" in script and "gres" not in script
+    )
+
+
+def test_kubernetes_gpu_worker_group() -> None:
+    pytest.importorskip("dask_kubernetes")
+    manifest = kubernetes_cluster_spec(KubernetesSpec(kind="kubernetes", name="faces", gpus=1, workers=3,
+                                                      image="ghcr.io/example/latentdask:1"))  # fmt: skip
+    assert manifest["kind"] == "DaskCluster" and manifest["metadata"]["name"] == "faces"
+    worker = manifest["spec"]["worker"]
+    container = worker["spec"]["containers"][0]
+    assert worker["replicas"] == 3 and container["image"] == "ghcr.io/example/latentdask:1"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["args"][0] == "dask-cuda-worker" and container["args"][-2:] == ["--resources", "GPU=1"]
+
+
+def test_shipped_specs_are_valid() -> None:
+    kinds = {load_cluster_spec(path).kind for path in SHIPPED.glob("*.yaml")}
+    assert kinds == {"local", "cuda", "gateway", "slurm", "kubernetes", "address"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("kind: local\nworkers: 2\nadapt: {maximum: 4}\n", "either 'workers' or 'adapt'"),
+        ("kind: local\nadapt: {minimum: 5, maximum: 4}\n", "above adapt.maximum"),
+        ("kind: slurm\ngpus: -1\n", "field 'slurm.gpus'"),
+        ("kind: kubernetes\nname: Faces_1\n", "field 'kubernetes.name'"),
+        ("kind: gateway\n", "field 'gateway.address'"),
+        ("kind: moon\n", "kind"),
+    ],
+)
+def test_bad_specs_name_the_field(tmp_path: Path, content: str, message: str) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_cluster_spec(spec)
+
+
+def test_named_clusters_only_for_gateway_and_kubernetes(tmp_path: Path) -> None:
+    spec = tmp_path / "local.yaml"
+    spec.write_text("kind: local\nworkers: 1\n")
+    with pytest.raises(ConfigError, match="--cluster-name works with gateway and kubernetes"):
+        ClusterChoice(spec=spec, name="abc").resolve()
+    with pytest.raises(ConfigError, match="live as long as the command"):
+        cluster_up(load_cluster_spec(spec))

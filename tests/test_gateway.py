@@ -1,0 +1,160 @@
+"""A real dask-gateway server (UnsafeLocalBackend, started here): clusters up, scaled during an encode, down.
+
+The server's scheduler and worker commands are ``dask scheduler`` / ``dask worker`` of this
+environment; the password is read from the environment as a user would set it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from latentdask.data.dataset import open_dataset
+from latentdask.data.decode import Preprocessing
+from latentdask.data.synthetic import synthesize
+from latentdask.model.autoencoder import Autoencoder
+from latentdask.model.checkpoint import load_checkpoint, save_checkpoint
+from latentdask.model.config import ModelConfig
+from latentdask.store import open_latents
+
+pytest.importorskip("dask_gateway_server")
+DASK = str(Path(sys.executable).parent / "dask")
+PASSWORD = "correct horse battery staple"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The server, and a spec file pointing at it."""
+    root = tmp_path_factory.mktemp("gateway")
+    api, proxy, tcp = free_port(), free_port(), free_port()
+    (root / "config.py").write_text(f"""
+c.Gateway.address = "127.0.0.1:{api}"
+c.Proxy.address = "127.0.0.1:{proxy}"
+c.Proxy.tcp_address = "127.0.0.1:{tcp}"
+c.Gateway.db_url = "sqlite:///{root / "gateway.sqlite"}"
+c.Gateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
+c.Gateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
+c.SimpleAuthenticator.password = {PASSWORD!r}
+c.LocalBackend.clusters_directory = "{root / "clusters"}"
+c.ClusterConfig.scheduler_cmd = [{DASK!r}, "scheduler"]
+c.ClusterConfig.worker_cmd = [{DASK!r}, "worker"]
+c.ClusterConfig.worker_cores = 1
+c.ClusterConfig.worker_memory = "1 G"
+""")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "dask-gateway-server"), "-f", str(root / "config.py")],
+                              cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the proxy answers once the gateway has routed its API
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{proxy}/api/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        server.kill()
+        pytest.fail("dask-gateway-server did not start")
+    spec = root / "gateway.yaml"
+    spec.write_text(f"kind: gateway\naddress: http://127.0.0.1:{proxy}\nproxy_address: tls://127.0.0.1:{tcp}\n"
+                    "auth: {kind: basic, username: alice}\nworkers: 1\n")  # fmt: skip
+    yield spec
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def latentdask(*args: str, password: str = PASSWORD, wait: bool = True) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"DASK_GATEWAY_PASSWORD": password}
+    return subprocess.run([sys.executable, "-m", "latentdask.cli", *args], capture_output=True, text=True,
+                          timeout=600, env=env)  # fmt: skip
+
+
+def test_wrong_password_is_refused(gateway: Path) -> None:
+    result = latentdask("cluster", "list", "--cluster", str(gateway), password="wrong")
+    assert result.returncode == 2
+    assert "the gateway refused the login of user 'alice'" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+
+
+def workers_of(spec: Path, name: str) -> int:
+    from latentdask.cluster import ClusterChoice, connect
+
+    os.environ["DASK_GATEWAY_PASSWORD"] = PASSWORD
+    with connect(ClusterChoice(spec=spec, name=name)) as client:
+        return len(client.scheduler_info()["workers"])
+
+
+# dask-gateway's Gateway.__del__ closes a client closed before and raises in the finalizer (2026.3.0)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_scale_up_and_down_during_an_encode_loses_nothing(gateway: Path, tmp_path: Path) -> None:
+    data = synthesize(tmp_path / "faces", n=1500, seed=3, progress=False)
+    torch.manual_seed(0)  # the seed's full-width model, small batches: slow enough to scale during the encode
+    model = Autoencoder(ModelConfig(image_size=256, latent_dim=16))  # ~130 images/s per worker
+    checkpoint = save_checkpoint(tmp_path / "model", model, Preprocessing(image_size=256))
+
+    up = latentdask("cluster", "up", str(gateway))
+    assert up.returncode == 0, up.stderr
+    name = up.stdout.strip()
+    listed = latentdask("cluster", "list", "--cluster", str(gateway))
+    assert f"{name}\tRUNNING" in listed.stdout
+
+    store = tmp_path / "latents.zarr"
+    env = os.environ | {"DASK_GATEWAY_PASSWORD": PASSWORD}
+    encode = subprocess.Popen(
+        [sys.executable, "-m", "latentdask.cli", "encode", str(data), "--model", str(checkpoint), "--out", str(store),
+         "--shard-size", "25", "--batch-size", "5", "--device", "cpu", "--cluster", str(gateway),
+         "--cluster-name", name],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def done() -> int:
+        try:
+            return int(zarr.open_array(str(store / "shard_done"), mode="r")[:].sum())
+        except (FileNotFoundError, KeyError, ValueError):
+            return 0
+
+    deadline = time.monotonic() + 300
+    while done() < 2 and encode.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert latentdask("cluster", "scale", name, "2", "--cluster", str(gateway)).returncode == 0
+    seen = 1
+    while encode.poll() is None and seen < 2 and time.monotonic() < deadline:
+        seen = max(seen, workers_of(gateway, name))
+        time.sleep(0.5)
+    at_scale_down = done()
+    assert latentdask("cluster", "scale", name, "1", "--cluster", str(gateway)).returncode == 0
+    _, stderr = encode.communicate(timeout=600)
+    assert encode.returncode == 0, stderr
+    assert seen == 2, "the second worker never joined"
+    assert at_scale_down < 60, "the encode ended before the scale-down: nothing was tested"
+
+    # nothing lost, nothing duplicated: every shard once, every row equal to a direct encode
+    latents = open_latents(store)
+    assert bool(latents.shard_done.all()) and int(latents.valid.sum()) == 1500
+    loaded = load_checkpoint(checkpoint)
+    dataset = open_dataset(data)
+    rows = [0, 749, 1499]
+    pixels = np.stack([dataset.load(r, loaded.preprocessing).pixels for r in rows])
+    with torch.inference_mode():
+        expected = loaded.model.eval().encode(torch.from_numpy(pixels)).numpy()
+    np.testing.assert_allclose(latents.z.values[rows], expected, rtol=1e-4, atol=1e-4)
+
+    down = latentdask("cluster", "down", name, "--cluster", str(gateway))
+    assert down.returncode == 0, down.stderr
+    assert f"{name}\tRUNNING" not in latentdask("cluster", "list", "--cluster", str(gateway)).stdout
