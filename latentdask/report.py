@@ -219,3 +219,95 @@ def write_report(folder: str | Path) -> Path:
     out = folder / "report.html"
     out.write_text(page)
     return out
+
+
+def _run_figures(folder: Path) -> dict[str, Any]:
+    """The headline figures of one run, for the sweep's table (absent outputs give None)."""
+
+    def read(path: Path) -> Any:
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    figures = read(folder / "latents-stats.json") or {}
+    training = read(folder / "model" / "training.json") or {}
+    normality = read(folder / "normality.json") or {}
+    scores = (read(folder / "scores.json") or {}).get("sets", {})
+    rates = read(folder / "grids" / "face_rate.json") or {}
+    epochs = training.get("epochs") or [{}]
+    slices: dict[str, Any] = next(iter((figures.get("slice_populations") or {}).values()), {})
+    nearest = {name.split(" ")[0]: s["nearest_real_distance"]["q50"] for name, s in scores.items()}
+    faces = {name.split(" ")[0]: s["rate"] for name, s in (rates.get("sets") or {}).items()}
+    top = (figures.get("dominant_components") or [{}])[0]
+    return {
+        "valid loss": epochs[-1].get("valid_loss"),
+        "z-points": figures.get("count"),
+        "mean radius": figures.get("mean_radius"),
+        "pairs |r| ≥ 0.5": figures.get("strong_pairs_count"),
+        "smallest slice": (slices.get("smallest") or [[None, None, None]])[0][2],
+        "widest component (peak, FWHM)": f"{top.get('latent')}: {top.get('peak', 0):.3f}, {top.get('fwhm', 0):.3f}"
+        if top
+        else None,
+        "Henze–Zirkler p": (normality.get("henze_zirkler") or {}).get("p"),
+        "beyond χ² 99.73 %": ((normality.get("mahalanobis_qq") or {}).get("beyond_tail") or {}).get("share"),
+        "nearest real q50: real / uniform / mvn": " / ".join(
+            f"{nearest[k]:.2f}" if k in nearest else "—" for k in ("real", "uniform", "mvn")
+        ),
+        "face rate: recon / uniform / mvn": " / ".join(
+            f"{v:.2f}" if isinstance(v, float) else "—"
+            for v in (
+                (rates.get("reference") or {}).get("real reconstructions", {}).get("rate"),
+                faces.get("uniform"),
+                faces.get("mvn"),
+            )
+        ),
+    }
+
+
+def write_sweep_report(folder: str | Path, runs: list[Path], matrix: dict[str, list[Any]]) -> Path:
+    """``report.html`` of a sweep: every run's headline figures side by side, their radii and PCA
+    spectra on shared axes, and a link to each run's own report."""
+    from latentdask.stats.io import open_stats
+
+    folder = Path(folder)
+    rows, names = [], []
+    plt = _plt()
+    fig, (radius_ax, pca_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for run in runs:
+        label = run.name
+        names.append(label)
+        figures = _run_figures(run)
+        link = f'<a href="{html.escape(run.relative_to(folder).as_posix())}/report.html">{html.escape(label)}</a>'
+        rows.append((link, figures))
+        stats_path = run / "latents-stats.zarr"
+        if stats_path.exists():
+            stats = open_stats(stats_path)
+            counts = stats["radius_hist"].values.astype(float)
+            centres = stats["radius_bin"].values
+            radius_ax.plot(centres, counts / max(counts.sum(), 1.0), label=label)
+            explained = np.cumsum(stats["pca_explained"].values)
+            pca_ax.plot(np.arange(1, len(explained) + 1), explained, label=label)
+    radius_ax.set_xlabel("radius |z|")
+    radius_ax.set_ylabel("share of z-points")
+    radius_ax.set_xlim(left=0)
+    pca_ax.set_xscale("log")
+    pca_ax.set_xlabel("principal axes")
+    pca_ax.set_ylabel("variance explained (cumulative)")
+    pca_ax.legend(fontsize=7)
+    fig.tight_layout()
+    columns = list(rows[0][1]) if rows else []
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["run", *columns])
+    body = "".join(
+        f"<tr><td>{link}</td>"
+        + "".join(f"<td>{html.escape(_fmt(figures[c]))}</td>" for c in columns)
+        + "</tr>"
+        for link, figures in rows
+    )
+    swept = ", ".join(f"{html.escape(k)} ∈ {html.escape(str(v))}" for k, v in matrix.items())
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>latentdask sweep</title>'
+            f"<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid "
+            f"#ccc;padding:2px 8px;font-size:13px;text-align:right}}img{{max-width:100%}}</style></head><body>"
+            f"<h1>Sweep: {len(runs)} runs</h1><p>{swept}</p><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table><h2>Radii and principal axes</h2>{_figure_png(fig)}</body></html>")  # fmt: skip
+    out = folder / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page)
+    return out

@@ -17,7 +17,9 @@ is redone — and, since identities chain, so is everything after it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import itertools
 import json
 import shutil
 import time
@@ -154,6 +156,10 @@ class Workflow(BaseModel):
     generate: GenerateSection = GenerateSection()
     score: ScoreSection = ScoreSection()
     render: RenderSection = RenderSection()
+    #: where synthetic faces go (default: ``<run folder>/data``); the runs of a sweep share one
+    data_dir: Path | None = None
+    #: ``section.key: [values]``: one run per combination (see :func:`expand_matrix`)
+    matrix: dict[str, list[Any]] = {}
 
     @model_validator(mode="after")
     def _overlays_are_samplers(self) -> Workflow:
@@ -185,6 +191,48 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             target = node
         target[parts[-1]] = yaml.safe_load(text)
     return data
+
+
+def _set(data: dict[str, Any], key: str, value: Any) -> None:
+    target = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = target.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"matrix key {key!r}: {part!r} is not a section")
+        target = node
+    target[parts[-1]] = value
+
+
+def expand_matrix(workflow: Workflow, source: str | Path = "workflow") -> list[Workflow]:
+    """One workflow per combination of the matrix's values, each in ``<run folder>/<combination>``.
+
+    ``matrix: {model.latent_dim: [64, 128], model.batch_norm: [true, false]}`` gives four
+    runs named like ``sweep.latent_dim-64.batch_norm-true``; synthetic faces are made once,
+    in ``<run folder>/data``, for all of them. Without a matrix: the workflow itself.
+    """
+    if not workflow.matrix:
+        return [workflow]
+    for key, values in workflow.matrix.items():
+        if not values:
+            raise ConfigError(f"{source}: matrix.{key} lists no values")
+    base = workflow.model_dump(mode="json", by_alias=True, exclude={"matrix"})
+    runs = []
+    for combination in itertools.product(*workflow.matrix.values()):
+        data = copy.deepcopy(base)
+        label = ".".join(
+            f"{key.split('.')[-1]}-{str(value).lower()}"
+            for key, value in zip(workflow.matrix, combination, strict=True)
+        )
+        for key, value in zip(workflow.matrix, combination, strict=True):
+            _set(data, key, value)
+        data |= {"name": f"{workflow.name}.{label}", "run_dir": str(workflow.folder / label),
+                 "data_dir": str(workflow.data_dir or workflow.folder / "data")}  # fmt: skip
+        try:
+            runs.append(Workflow.model_validate(data))
+        except ValidationError as exc:
+            raise ConfigError(f"{source} (matrix {label}): {describe_validation_error(exc)}") from None
+    return runs
 
 
 def load_workflow(path: str | Path, overrides: Sequence[str] = ()) -> Workflow:
@@ -257,7 +305,7 @@ class Runner:
 
         # synth
         if w.dataset.synthetic is not None:
-            data = self.folder / "data"
+            data = w.data_dir or self.folder / "data"
             recipe = w.dataset.synthetic
             upstream = self.step("synth", recipe.model_dump(), upstream, data, lambda: _synthetic_complete(data, recipe),
                                  lambda same: _synth(data, recipe))  # fmt: skip
@@ -442,5 +490,12 @@ def run_workflow(
     else:  # the workflow's own spec (or the local cluster), joined by name if one was given
         choice = ClusterChoice(spec=workflow.cluster, name=cluster.name if cluster else None)
     choice.resolve()  # a bad spec fails before any step runs
-    Runner(workflow, choice).run()
+    runs = expand_matrix(workflow, path)
+    for run in runs:
+        Runner(run, choice).run()
+    if workflow.matrix:
+        from latentdask.report import write_sweep_report
+
+        page = write_sweep_report(workflow.folder, [run.folder for run in runs], workflow.matrix)
+        console.print(f"sweep {workflow.name}: {len(runs)} runs side by side → {page}")
     return workflow.folder

@@ -14,7 +14,7 @@ import pytest
 import zarr
 
 from latentdask.config import ConfigError
-from latentdask.workflow import load_workflow
+from latentdask.workflow import expand_matrix, load_workflow
 
 TINY = """
 name: tiny
@@ -158,6 +158,26 @@ def test_invalid_workflow_from_the_cli_is_one_line(tmp_path: Path) -> None:
     assert not (Path("runs") / "x").exists()
 
 
+def test_sweep_runs_every_combination_and_reports_them_side_by_side(tmp_path: Path) -> None:
+    workflow = write_workflow(tmp_path, n=60)
+    workflow.write_text(
+        workflow.read_text().replace("name: tiny", "name: tiny\nmatrix: {model.latent_dim: [4, 8]}")
+    )
+    result = run(str(workflow))
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "run"
+    for label, dim in (("latent_dim-4", 4), ("latent_dim-8", 8)):
+        assert (
+            json.loads((folder / label / "model" / "config.json").read_text())["model"]["latent_dim"] == dim
+        )
+        assert (folder / label / "report.html").is_file()
+        assert not (folder / label / "data").exists()  # the faces are made once for every run
+    assert json.loads((folder / "data" / "SYNTHETIC.json").read_text())["n"] == 60
+    page = (folder / "report.html").read_text()
+    assert 'href="latent_dim-4/report.html"' in page and 'href="latent_dim-8/report.html"' in page
+    assert "data:image/png;base64," in page and "sweep tiny: 2 runs side by side" in said(result)
+
+
 def test_shipped_workflows_are_valid() -> None:
     root = Path(__file__).resolve().parent.parent / "workflows"
     demo = load_workflow(root / "demo.yaml")
@@ -165,3 +185,18 @@ def test_shipped_workflows_are_valid() -> None:
     celeba = load_workflow(root / "celeba.yaml", ["dataset.root=/data/celeba"])
     assert celeba.dataset.root == Path("/data/celeba") and celeba.stats.thresholds[0] == 1.5
     assert celeba.render.slice == 1.5 and "smallest-slice:1" in celeba.render.pairs
+    sweep = expand_matrix(load_workflow(root / "sweep.yaml"))
+    assert len(sweep) == 6 and {(w.model.latent_dim, w.model.batch_norm) for w in sweep} == {
+        (dim, bn) for dim in (64, 128, 256) for bn in (True, False)
+    }
+    assert all(w.data_dir == Path("runs/sweep/data") for w in sweep)
+
+
+def test_bad_matrix_names_file_and_combination(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ndataset: {synthetic: {n: 5}}\nmatrix: {model.latnt_dim: [4]}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml \(matrix latnt_dim-4\): field 'model.latnt_dim'"):
+        expand_matrix(load_workflow(path), path)
+    path.write_text("name: x\ndataset: {synthetic: {n: 5}}\nmatrix: {model.latent_dim: []}\n")
+    with pytest.raises(ConfigError, match="matrix.model.latent_dim lists no values"):
+        expand_matrix(load_workflow(path), path)
