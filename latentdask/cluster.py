@@ -344,7 +344,22 @@ def connect(choice: ClusterChoice | AnySpec | None = None) -> Iterator[Client]:
 
 
 def _missing(paths: list[str]) -> list[str]:
-    return [path for path in paths if not os.path.exists(path)]
+    """The paths this process cannot see: local paths, or fsspec URLs (``s3://…``, ``gs://…``)."""
+    missing = []
+    for path in paths:
+        if "://" in path:
+            try:
+                import fsspec
+
+                filesystem, inner = fsspec.core.url_to_fs(path)
+                visible = bool(filesystem.exists(inner))
+            except Exception:  # no driver for the protocol, no credentials, no network: not visible
+                visible = False
+        else:
+            visible = os.path.exists(path)
+        if not visible:
+            missing.append(path)
+    return missing
 
 
 def check_paths_on_workers(client: Client, paths: list[str | Path]) -> None:
@@ -353,7 +368,7 @@ def check_paths_on_workers(client: Client, paths: list[str | Path]) -> None:
     A tiny task on every worker: on a cluster whose workers run on other machines, a
     dataset or run folder on the client's local disk is the commonest first mistake.
     """
-    wanted = [str(Path(p).resolve()) for p in paths]
+    wanted = [str(p) if "://" in str(p) else str(Path(p).resolve()) for p in paths]
     unseen = {worker: missing for worker, missing in client.run(_missing, wanted).items() if missing}
     if unseen:
         lines = "; ".join(

@@ -383,6 +383,10 @@ def test_paths_a_worker_cannot_see_fail_early(cluster: LocalCluster, tmp_path: P
         check_paths_on_workers(client, [tmp_path])  # visible: nothing happens
         with pytest.raises(ConfigError, match=r"tcp://127.0.0.1:\d+ cannot see .*nowhere"):
             check_paths_on_workers(client, [tmp_path / "nowhere"])
+        # fsspec URLs: checked through their file system on every worker
+        check_paths_on_workers(client, [f"file://{tmp_path}"])
+        with pytest.raises(ConfigError, match=r"cannot see file://.*nowhere, nosuchprotocol://bucket/data"):
+            check_paths_on_workers(client, [f"file://{tmp_path}/nowhere", "nosuchprotocol://bucket/data"])
 
 
 def test_missing_checkpoint_and_dataset(faces: Path, checkpoint: Path, tmp_path: Path) -> None:

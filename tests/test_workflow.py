@@ -198,5 +198,5 @@ def test_bad_matrix_names_file_and_combination(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"bad.yaml \(matrix latnt_dim-4\): field 'model.latnt_dim'"):
         expand_matrix(load_workflow(path), path)
     path.write_text("name: x\ndataset: {synthetic: {n: 5}}\nmatrix: {model.latent_dim: []}\n")
-    with pytest.raises(ConfigError, match="matrix.model.latent_dim lists no values"):
+    with pytest.raises(ConfigError, match=r"matrix\.model\.latent_dim lists no values"):
         expand_matrix(load_workflow(path), path)
