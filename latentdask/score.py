@@ -208,9 +208,13 @@ def nearest_real_distance(
         else None
     )
     starts = np.concatenate([[0], np.cumsum(corpus.z.chunks[0])[:-1]])
-    kernel = partial(_nearest_in_block, queries=queries, query_rows=query_rows, device=device)
+    # on a cluster the queries travel once to every worker, not inside each task
+    shipped = scheduler.scatter(queries, broadcast=True) if hasattr(scheduler, "scatter") else queries
+    kernel = partial(_nearest_in_block, query_rows=query_rows, device=device)
     parts = [
-        delayed(kernel, pure=True)(block, int(start), valid=None if valid is None else valid[k])
+        delayed(kernel, pure=True)(
+            block, int(start), queries=shipped, valid=None if valid is None else valid[k]
+        )
         for k, (block, start) in enumerate(zip(blocks, starts, strict=True))
     ]
     (squared,) = dask.compute(delayed(np.minimum.reduce, pure=True)(parts), scheduler=scheduler)
