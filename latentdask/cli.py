@@ -168,6 +168,12 @@ ClusterOption = Annotated[
     Path | None,
     typer.Option("--cluster", help="Cluster spec YAML (see cluster/README.md).", rich_help_panel="Cluster"),
 ]
+SplitOption = Annotated[str, typer.Option(help="all, train, valid or test.")]
+WhereOption = Annotated[
+    list[str] | None, typer.Option("--where", help="ATTRIBUTE=1 or ATTRIBUTE=-1 (repeat).")
+]
+DimOption = Annotated[int, typer.Option(help="Latent dimension.")]
+WorkersOption = Annotated[int, typer.Option(help="Local worker processes.")]
 ClusterNameOption = Annotated[
     str | None,
     typer.Option("--cluster-name", help="A gateway or Kubernetes cluster from 'latentdask cluster up'.",
@@ -190,7 +196,7 @@ def encode(
     out: Annotated[Path, typer.Option("--out", help="Latent store to write (a .zarr folder).")],
     shard_size: Annotated[int, typer.Option(help="Images per shard = per task = per Zarr chunk.")] = 4096,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
-    split: Annotated[str, typer.Option(help="all, train, valid or test.")] = "all",
+    split: SplitOption = "all",
     resume: Annotated[bool, typer.Option("--resume", help="Finish an interrupted store.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
     reconstruction_error: Annotated[
@@ -248,10 +254,8 @@ def stats(
     thresholds: Annotated[
         list[float] | None, typer.Option("--thresholds", help="Slice thresholds (repeat).")
     ] = None,
-    split: Annotated[str, typer.Option(help="all, train, valid or test.")] = "all",
-    where: Annotated[
-        list[str] | None, typer.Option("--where", help="ATTRIBUTE=1 or ATTRIBUTE=-1 (repeat).")
-    ] = None,
+    split: SplitOption = "all",
+    where: WhereOption = None,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
     cluster_name: ClusterNameOption = None,
@@ -396,10 +400,8 @@ def normality(
     sample_size: Annotated[int, typer.Option(help="Points in the Shapiro–Wilk sample (≤ 5,000).")] = 5000,
     hz_size: Annotated[int, typer.Option(help="Points in the Henze–Zirkler sample.")] = 2000,
     alpha: Annotated[float, typer.Option(help="Significance level of the tests.")] = 0.01,
-    split: Annotated[str, typer.Option(help="all, train, valid or test.")] = "all",
-    where: Annotated[
-        list[str] | None, typer.Option("--where", help="ATTRIBUTE=1 or ATTRIBUTE=-1 (repeat).")
-    ] = None,
+    split: SplitOption = "all",
+    where: WhereOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the samples.")] = 0,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
@@ -510,10 +512,8 @@ def render(
     color_by: Annotated[str | None, typer.Option(help="Colour the --pairs images by this attribute.")] = None,
     width: Annotated[int, typer.Option(help="Image width in pixels.")] = 800,
     how: Annotated[str, typer.Option(help="Shading: eq_hist or log.")] = "eq_hist",
-    split: Annotated[str, typer.Option(help="all, train, valid or test.")] = "all",
-    where: Annotated[
-        list[str] | None, typer.Option("--where", help="ATTRIBUTE=1 or ATTRIBUTE=-1 (repeat).")
-    ] = None,
+    split: SplitOption = "all",
+    where: WhereOption = None,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
     cluster_name: ClusterNameOption = None,
@@ -708,8 +708,8 @@ def bench_encode(
 @user_errors
 def bench_stats(
     n: Annotated[int, typer.Option("--n", help="Rows of the synthetic store.")] = 2_000_000,
-    dim: Annotated[int, typer.Option(help="Latent dimension.")] = 256,
-    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    dim: DimOption = 256,
+    workers: WorkersOption = 2,
     baselines: Annotated[
         bool,
         typer.Option(
@@ -729,7 +729,7 @@ def bench_stats(
 def bench_knn(
     n: Annotated[int, typer.Option("--n", help="Real vectors.")] = 2_000_000,
     queries: Annotated[int, typer.Option(help="Query points.")] = 10_000,
-    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    workers: WorkersOption = 2,
     json_out: JsonOption = None,
 ) -> None:
     """Exact nearest-real-neighbour search in GFLOP/s against a blocked in-memory float32 GEMM."""
@@ -742,8 +742,8 @@ def bench_knn(
 @user_errors
 def bench_render(
     n: Annotated[int, typer.Option("--n", help="Rows of the synthetic store.")] = 10_000_000,
-    dim: Annotated[int, typer.Option(help="Latent dimension.")] = 256,
-    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    dim: DimOption = 256,
+    workers: WorkersOption = 2,
     width: Annotated[int, typer.Option(help="Grid image width in pixels.")] = 800,
     json_out: JsonOption = None,
 ) -> None:

@@ -182,24 +182,18 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         key, sep, text = override.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects key=value (e.g. train.epochs=3), got {override!r}")
-        target = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = target.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {override!r}: {part!r} is not a section")
-            target = node
-        target[parts[-1]] = yaml.safe_load(text)
+        set_key(data, key, yaml.safe_load(text), what=f"--set {override!r}")
     return data
 
 
-def _set(data: dict[str, Any], key: str, value: Any) -> None:
+def set_key(data: dict[str, Any], key: str, value: Any, *, what: str) -> None:
+    """``data["section"]["key"] = value`` for ``key="section.key"``; ``what`` names the source in errors."""
     target = data
     parts = key.split(".")
     for part in parts[:-1]:
         node = target.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"matrix key {key!r}: {part!r} is not a section")
+            raise ConfigError(f"{what}: {part!r} is not a section")
         target = node
     target[parts[-1]] = value
 
@@ -225,7 +219,7 @@ def expand_matrix(workflow: Workflow, source: str | Path = "workflow") -> list[W
             for key, value in zip(workflow.matrix, combination, strict=True)
         )
         for key, value in zip(workflow.matrix, combination, strict=True):
-            _set(data, key, value)
+            set_key(data, key, value, what=f"matrix key {key!r}")
         data |= {"name": f"{workflow.name}.{label}", "run_dir": str(workflow.folder / label),
                  "data_dir": str(workflow.data_dir or workflow.folder / "data")}  # fmt: skip
         try:
