@@ -125,3 +125,23 @@ def test_bad_tls_specs(tmp_path: Path, content: str, message: str) -> None:
     spec.write_text(content)
     with pytest.raises(ConfigError, match=message):
         load_cluster_spec(spec)
+
+
+def test_a_workflow_runs_unchanged_on_the_tls_cluster(tls_cluster: tuple[str, Path], tmp_path: Path) -> None:
+    address, folder = tls_cluster
+    spec = tmp_path / "tls.yaml"
+    spec.write_text(f"kind: address\naddress: {address}\ntls: {{ca_file: {folder / 'ca.pem'}, cert: {folder / 'client.pem'}, "
+                    f"key: {folder / 'client-key.pem'}}}\n")  # fmt: skip
+    workflow = tmp_path / "tiny.yaml"
+    workflow.write_text(f"name: tiny\nrun_dir: {tmp_path / 'run'}\ndataset: {{synthetic: {{n: 40, seed: 2}}}}\n"
+                        "model: {image_size: 16, latent_dim: 4, channels: [4, 4]}\ntrain: {epochs: 1, device: cpu}\n"
+                        "encode: {shard_size: 20, device: cpu}\nstats: {thresholds: [1.5]}\n"
+                        "render: {pairs: [corr:1], top_correlated: 0, pcs: 2, slice: null}\n")  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "latentdask.cli", "run", str(workflow), "--cluster", str(spec)],
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with connect(load_cluster_spec(spec)) as client:  # the shards ran on the TLS cluster's worker
+        prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+    assert "encode-shard" in prefixes
+    assert (tmp_path / "run" / "report.html").is_file()
+    assert json.loads((tmp_path / "run" / "latents-stats.json").read_text())["count"] == 40
