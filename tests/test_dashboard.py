@@ -27,6 +27,7 @@ from latentdask.cluster import ClusterChoice
 from latentdask.data.decode import Preprocessing
 from latentdask.encode import EncodeOptions, default_stats_path, encode
 from latentdask.explore import Explorer, View
+from latentdask.generate import generate, sampler_spec
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig
@@ -92,9 +93,12 @@ def server(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     spec = tmp_path_factory.mktemp("spec") / "one.yaml"
     spec.write_text("kind: local\nworkers: 1\n")
     log = tmp_path_factory.mktemp("log") / "serve.log"
+    points = generate(default_stats_path(store), spec.parent / "uniform.zarr", spec=sampler_spec("uniform", b=1.5),
+                      n=300, seed=0)  # fmt: skip
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "latentdask.cli", "serve", str(store), "--port", str(port), "--cluster", str(spec)],
+            [sys.executable, "-m", "latentdask.cli", "serve", str(store), "--port", str(port), "--cluster", str(spec),
+             "--points", str(points)],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
@@ -151,6 +155,22 @@ def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
         assert page.screenshot(path=str(tmp_path / "pcs.png")) != loaded
         page.get_by_text("pair", exact=True).click()
         page.wait_for_timeout(3000)
+        after_pair = page.screenshot()
+
+        # the uniform sampler's points drawn over the projection
+        page.get_by_label("uniform (300)").check()
+        page.wait_for_timeout(3000)
+        overlaid = page.screenshot(path=str(tmp_path / "overlay.png"))
+        assert overlaid != after_pair
+
+        # a click on the correlation heatmap selects that pair
+        heat = page.locator("canvas").nth(page.locator("canvas").count() - 1).bounding_box()
+        assert heat is not None
+        x_axis = page.get_by_label("x axis", exact=False)
+        before_pick = x_axis.input_value()
+        page.mouse.click(heat["x"] + 0.75 * heat["width"] * 0.8, heat["y"] + 0.3 * heat["height"])
+        page.wait_for_timeout(3000)
+        assert x_axis.input_value() != before_pick
 
         # a click in the projection: the nearest real images and what the decoder makes there
         page.mouse.click(
