@@ -46,7 +46,7 @@ NAMED_KINDS = ("gateway", "kubernetes")
 class ClusterChoice:
     """What the user asked for: a spec file, a scheduler address, or neither (local); and a cluster name."""
 
-    spec: Path | None = None
+    spec: Path | AnySpec | None = None  # a spec file, or a spec already read (a workflow's inline one)
     scheduler: str | None = None
     name: str | None = None
 
@@ -59,7 +59,13 @@ class ClusterChoice:
                     "--cluster-name names a gateway or Kubernetes cluster; --scheduler needs none"
                 )
             return AddressSpec(kind="address", address=self.scheduler)
-        spec = load_cluster_spec(self.spec) if self.spec is not None else LocalSpec()
+        spec = (
+            self.spec
+            if not isinstance(self.spec, Path | str | type(None))
+            else load_cluster_spec(self.spec)
+            if self.spec is not None
+            else LocalSpec()
+        )
         if self.name is not None and spec.kind not in NAMED_KINDS:
             raise ConfigError(
                 f"--cluster-name works with {' and '.join(NAMED_KINDS)} specs, not kind {spec.kind!r}"

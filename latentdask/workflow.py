@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from latentdask.cluster import ClusterChoice
-from latentdask.config import ConfigError, read_yaml
+from latentdask.config import ClusterSpec, ConfigError, read_yaml
 from latentdask.data.decode import Preprocessing
 from latentdask.encode import default_stats_path
 from latentdask.errors import describe_validation_error
@@ -147,7 +147,8 @@ class Workflow(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     run_dir: Path | None = None
-    cluster: Path | None = None
+    #: a cluster spec file, or the spec inline (then ``--set cluster.workers=8`` scales it)
+    cluster: Path | ClusterSpec | None = None
     dataset: DatasetSection
     model: ModelSection = ModelSection()
     train: TrainOptions = TrainOptions()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import zarr
 
+from latentdask.cluster import ClusterChoice
 from latentdask.config import ConfigError
 from latentdask.workflow import expand_matrix, load_workflow
 
@@ -132,6 +133,7 @@ def test_killed_run_finishes_when_run_again(tmp_path: Path) -> None:
         ("name: x\ndataset: {synthetic: {n: 5}}\n", ["train.epochs=0"], "field 'train.epochs'"),
         ("name: x\ndataset: {synthetic: {n: 5}}\nstats: {bin_width: 0.3}\n", [], "whole number of bins"),
         ("- just\n- a list\n", [], "expected a mapping"),
+        ("name: x\ndataset: {synthetic: {n: 5}}\ncluster: {kind: local, wrkers: 2}\n", [], "field 'cluster"),
         (
             "name: x\ndataset: {synthetic: {n: 5}}\nrender: {overlay: [uniform]}\n",
             [],
@@ -200,3 +202,11 @@ def test_bad_matrix_names_file_and_combination(tmp_path: Path) -> None:
     path.write_text("name: x\ndataset: {synthetic: {n: 5}}\nmatrix: {model.latent_dim: []}\n")
     with pytest.raises(ConfigError, match=r"matrix\.model\.latent_dim lists no values"):
         expand_matrix(load_workflow(path), path)
+
+
+def test_inline_cluster_spec_scaled_with_set(tmp_path: Path) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text("name: x\ndataset: {synthetic: {n: 5}}\ncluster: {kind: local, workers: 1}\n")
+    workflow = load_workflow(path, ["cluster.workers=3"])
+    spec = ClusterChoice(spec=workflow.cluster).resolve()
+    assert spec.kind == "local" and spec.workers == 3
