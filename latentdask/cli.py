@@ -564,6 +564,9 @@ def serve(
     with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
         check_paths_on_workers(client, [store])
         console.print(f"serving {store} on http://{address}:{port}/ (Ctrl-C stops)", highlight=False)
+        if address not in ("127.0.0.1", "localhost", "::1"):
+            console.print(f"[bold yellow]warning:[/] bound to {address}: anyone who can reach it sees every image "
+                          "and z-point; put it behind an authenticating proxy", highlight=False)  # fmt: skip
         run_serve(store, stats=stats, points=list(points or []), dataset=dataset, model=model, client=client,
                   address=address, port=port)  # fmt: skip
 
