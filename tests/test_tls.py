@@ -30,6 +30,14 @@ def tls_args(folder: Path, role: str) -> list[str]:
             "--tls-key", str(folder / f"{role}-key.pem")]  # fmt: skip
 
 
+def tls_spec(tmp_path: Path, address: str, folder: Path) -> Path:
+    """An address spec with the client's certificate, as a user writes it."""
+    spec = tmp_path / "tls.yaml"
+    spec.write_text(f"kind: address\naddress: {address}\ntls:\n  ca_file: {folder / 'ca.pem'}\n"
+                    f"  cert: {folder / 'client.pem'}\n  key: {folder / 'client-key.pem'}\n")  # fmt: skip
+    return spec
+
+
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A TLS scheduler and one TLS worker, started with the certificates the command writes."""
@@ -72,9 +80,7 @@ def test_certificates_are_written_with_private_keys(tls_cluster: tuple[str, Path
 
 def test_tls_scheduler_accepts_the_client_certificate(tls_cluster: tuple[str, Path], tmp_path: Path) -> None:
     address, folder = tls_cluster
-    spec = tmp_path / "tls.yaml"
-    spec.write_text(f"kind: address\naddress: {address}\ntls:\n  ca_file: {folder / 'ca.pem'}\n"
-                    f"  cert: {folder / 'client.pem'}\n  key: {folder / 'client-key.pem'}\n")  # fmt: skip
+    spec = tls_spec(tmp_path, address, folder)
     with connect(load_cluster_spec(spec)) as client:
         client.wait_for_workers(1, timeout=60)
         assert client.submit(sum, [1, 2]).result() == 3
@@ -129,9 +135,7 @@ def test_bad_tls_specs(tmp_path: Path, content: str, message: str) -> None:
 
 def test_a_workflow_runs_unchanged_on_the_tls_cluster(tls_cluster: tuple[str, Path], tmp_path: Path) -> None:
     address, folder = tls_cluster
-    spec = tmp_path / "tls.yaml"
-    spec.write_text(f"kind: address\naddress: {address}\ntls: {{ca_file: {folder / 'ca.pem'}, cert: {folder / 'client.pem'}, "
-                    f"key: {folder / 'client-key.pem'}}}\n")  # fmt: skip
+    spec = tls_spec(tmp_path, address, folder)
     workflow = tmp_path / "tiny.yaml"
     workflow.write_text(f"name: tiny\nrun_dir: {tmp_path / 'run'}\ndataset: {{synthetic: {{n: 40, seed: 2}}}}\n"
                         "model: {image_size: 16, latent_dim: 4, channels: [4, 4]}\ntrain: {epochs: 1, device: cpu}\n"
