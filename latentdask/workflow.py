@@ -23,7 +23,8 @@ import itertools
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +32,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from latentdask.cluster import ClusterChoice
+from latentdask.cluster import NAMED_KINDS, ClusterChoice, cluster_down, cluster_up
 from latentdask.config import ClusterSpec, ConfigError, read_yaml
 from latentdask.data.decode import Preprocessing
 from latentdask.encode import default_stats_path
@@ -475,6 +476,21 @@ def _decode_grid(checkpoint: Path, points: list[Path], data: Path, out: Path) ->
     console.print(format_face_rates(rates), highlight=False)
 
 
+@contextmanager
+def _one_cluster_for_the_run(choice: ClusterChoice, spec: Any) -> Iterator[ClusterChoice]:
+    """Gateway and Kubernetes clusters are started once for all steps (and stopped after), not per step."""
+    if spec.kind not in NAMED_KINDS or choice.name is not None:
+        yield choice
+        return
+    name = cluster_up(spec)
+    console.print(f"started cluster {name} for this run")
+    try:
+        yield ClusterChoice(spec=choice.spec, scheduler=choice.scheduler, name=name)
+    finally:
+        cluster_down(spec, name)
+        console.print(f"stopped cluster {name}")
+
+
 def run_workflow(
     path: str | Path, *, cluster: ClusterChoice | None = None, overrides: Sequence[str] = ()
 ) -> Path:
@@ -484,10 +500,11 @@ def run_workflow(
         choice = cluster
     else:  # the workflow's own spec (or the local cluster), joined by name if one was given
         choice = ClusterChoice(spec=workflow.cluster, name=cluster.name if cluster else None)
-    choice.resolve()  # a bad spec fails before any step runs
+    spec = choice.resolve()  # a bad spec fails before any step runs
     runs = expand_matrix(workflow, path)
-    for run in runs:
-        Runner(run, choice).run()
+    with _one_cluster_for_the_run(choice, spec) as shared:
+        for run in runs:
+            Runner(run, shared).run()
     if workflow.matrix:
         from latentdask.report import write_sweep_report
 

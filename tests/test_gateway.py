@@ -158,3 +158,19 @@ def test_scale_up_and_down_during_an_encode_loses_nothing(gateway: Path, tmp_pat
     down = latentdask("cluster", "down", name, "--cluster", str(gateway))
     assert down.returncode == 0, down.stderr
     assert f"{name}\tRUNNING" not in latentdask("cluster", "list", "--cluster", str(gateway)).stdout
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_workflow_runs_unchanged_on_the_gateway(gateway: Path, tmp_path: Path) -> None:
+    workflow = tmp_path / "tiny.yaml"
+    workflow.write_text(f"name: tiny\nrun_dir: {tmp_path / 'run'}\ndataset: {{synthetic: {{n: 40, seed: 2}}}}\n"
+                        "model: {image_size: 16, latent_dim: 4, channels: [4, 4]}\ntrain: {epochs: 1, device: cpu}\n"
+                        "encode: {shard_size: 20, device: cpu}\nstats: {thresholds: [1.5]}\n"
+                        "render: {pairs: [corr:1], top_correlated: 0, pcs: 2, slice: null}\n")  # fmt: skip
+    result = latentdask("run", str(workflow), "--cluster", str(gateway))
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stderr.split())
+    started = text.split("started cluster ")[1].split(" ")[0]  # one cluster for every step, stopped after
+    assert text.count("started cluster") == 1 and f"stopped cluster {started}" in text
+    assert (tmp_path / "run" / "report.html").is_file()
+    assert f"{started}\tRUNNING" not in latentdask("cluster", "list", "--cluster", str(gateway)).stdout
