@@ -220,9 +220,8 @@ def cluster_up(spec: AnySpec) -> str:
     def start(gateway: Any) -> str:
         cluster = gateway.new_cluster(shutdown_on_close=False, **named.cluster_options)
         apply_scaling(cluster, named)
-        name = str(cluster.name)
-        cluster.close()
-        return name
+        _close_gateway_cluster(cluster, shutdown=False)
+        return str(cluster.name)
 
     return str(_gateway_call(named, "starting a cluster", start))
 
@@ -259,6 +258,16 @@ def cluster_down(spec: AnySpec, name: str) -> None:
 
 
 # ---------------------------------------------------------------------------- clients
+
+
+def _close_gateway_cluster(cluster: Any, *, shutdown: bool) -> None:
+    """Stop our use of a gateway cluster (and the cluster itself with ``shutdown``).
+
+    ``GatewayCluster.close()`` stops its gateway client's event loop, after which the
+    client's own finalizer raises (dask-gateway 2026.3); stopping through the running loop
+    leaves the finalizer a clean close.
+    """
+    cluster.gateway.sync(cluster._stop_internal, shutdown=shutdown)
 
 
 def _gateway_cluster(spec: GatewaySpec, name: str | None) -> tuple[Any, bool]:
@@ -302,10 +311,7 @@ def connect(choice: ClusterChoice | AnySpec | None = None) -> Iterator[Client]:
             with cluster.get_client(set_as_default=False) as client:
                 yield client
         finally:
-            if owned:
-                cluster.shutdown()
-            else:
-                cluster.close(shutdown=False)  # a named cluster lives on
+            _close_gateway_cluster(cluster, shutdown=owned)  # a named cluster lives on
         return
     if isinstance(spec, KubernetesSpec):
         from dask_kubernetes.operator import KubeCluster
