@@ -119,14 +119,9 @@ class Dashboard:
         common = {"width": CANVAS[0] + 120, "height": CANVAS[1] + 60, "tools": ["tap"], "title": title,
                   "framewise": True, "xlabel": x_label, "ylabel": y_label}  # fmt: skip
         if counts.ndim == 3:
-            from latentdask.render import CATEGORY_COLOURS
+            from latentdask.render import category_rgba
 
-            total = counts.sum(axis=2)
-            rgb = (counts / np.maximum(total, 1)[..., None]) @ CATEGORY_COLOURS
-            alpha = np.where(total > 0, 0.3 + 0.7 * np.log1p(total) / np.log1p(max(int(total.max()), 1)), 0.0)
-            return hv.RGB(np.dstack([rgb, alpha])[::-1], bounds=bounds, kdims=[x_label, y_label]).opts(
-                **common
-            )
+            return hv.RGB(category_rgba(counts)[::-1], bounds=bounds, kdims=[x_label, y_label]).opts(**common)
         image = np.where(counts > 0, counts, np.nan)[::-1]
         return hv.Image(image, bounds=bounds, kdims=[x_label, y_label], vdims=["points"]).opts(
             cmap="viridis", cnorm=shading, colorbar=True, clabel="points per pixel", **common
@@ -135,15 +130,16 @@ class Dashboard:
     def overlay_points(self, mode: str, a: int, b: int, shown: list[str]) -> Any:
         import holoviews as hv
 
+        from latentdask.render import overlay_xy
+
+        try:
+            projection = self.explorer.projection(self.view(mode, a, b, "none", "none"))
+        except LatentdaskError:  # the projection says why; nothing to draw over it
+            return hv.Points([]).opts(size=0)
         layers = []
         for name in shown:
-            z = self.overlays[name]
-            if mode == "pc":
-                stats = self.explorer.stats
-                xy = (z - stats["mean"].values) @ stats["pca_vectors"].values[:, [a, b]]
-            else:
-                xy = z[:, [a, b]]
-            layers.append(hv.Points(xy, label=name).opts(color="red", size=3, alpha=0.7))
+            x, y = overlay_xy(projection, self.overlays[name], self.explorer.stats)
+            layers.append(hv.Points((x, y), label=name).opts(color="red", size=3, alpha=0.7))
         return hv.Overlay(layers) if layers else hv.Points([]).opts(size=0)
 
     def histograms(self, mode: str, a: int, b: int) -> Any:

@@ -33,6 +33,7 @@ from dask.delayed import delayed
 from latentdask.errors import LatentdaskError
 from latentdask.score import Reference, real_sample
 from latentdask.stats.io import ZPoints, open_stats, open_zpoints, selection_mask
+from latentdask.stats.summary import select_rows
 
 #: probabilities at which the Mahalanobis² quantiles are compared with χ²(N)'s
 QQ_PROBABILITIES = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999)
@@ -86,11 +87,9 @@ def _d2_block(
     inverse_factor: np.ndarray,
     edges: np.ndarray,
 ) -> tuple[np.ndarray, int, float]:
-    x = np.asarray(block, dtype=np.float64)
-    rows = np.isfinite(x).all(axis=1)
-    if keep is not None:
-        rows &= np.asarray(keep, dtype=bool)
-    whitened = (x[rows] - mean) @ inverse_factor.T
+    x = np.asarray(block)
+    rows, _, _ = select_rows(x, None, keep)  # the statistics' own row filter
+    whitened = (x[rows].astype(np.float64) - mean) @ inverse_factor.T
     d2 = np.einsum("ij,ij->i", whitened, whitened)
     counts, _ = np.histogram(d2, bins=edges)
     return counts, int((d2 > edges[-1]).sum()), float(d2.sum())

@@ -43,6 +43,7 @@ from dask.delayed import delayed
 from latentdask.errors import LatentdaskError
 from latentdask.stats.analysis import upper_pairs
 from latentdask.stats.io import ZPoints, open_stats, open_zpoints, selection_mask
+from latentdask.stats.summary import select_rows
 
 #: principal-axis canvases span this many standard deviations either side of the mean
 PC_SPREAD = 5.0
@@ -211,9 +212,7 @@ class BlockColumns:
     def of(cls, block: np.ndarray, keep: np.ndarray | None, projections: Sequence[Projection],
            mean: np.ndarray | None, vectors: np.ndarray | None) -> BlockColumns:  # fmt: skip
         z = np.asarray(block)
-        rows = np.isfinite(z).all(axis=1)
-        if keep is not None:
-            rows &= np.asarray(keep, dtype=bool)
+        rows, _, _ = select_rows(z, None, keep)  # the statistics' own row filter
         every = bool(rows.all())
         needed = sorted({c for p in projections if p.kind != "pc" for c in (p.a, p.b)})
         components = {c: z[:, c] if every else z[rows, c] for c in needed}
@@ -398,7 +397,7 @@ class Overlay:
     special: bool = False
 
 
-def _overlay_xy(projection: Projection, z: np.ndarray, stats: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
+def overlay_xy(projection: Projection, z: np.ndarray, stats: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
     if projection.kind == "pc":
         centred = (np.asarray(z, dtype=np.float64) - stats["mean"].values) @ stats["pca_vectors"].values[
             :, [projection.a, projection.b]
@@ -424,6 +423,14 @@ def _norm(counts: np.ndarray, how: Shading) -> Any:
 
 
 CATEGORY_COLOURS = np.array([[0.13, 0.40, 0.85], [0.90, 0.35, 0.10]])  # value −1, value +1
+
+
+def category_rgba(counts: np.ndarray) -> np.ndarray:
+    """Categorical counts (height, width, 2) as RGBA: colour mixes by share, opacity grows with log(count)."""
+    total = counts.sum(axis=2)
+    rgb = (counts / np.maximum(total, 1)[..., None]) @ CATEGORY_COLOURS
+    alpha = np.where(total > 0, 0.25 + 0.75 * np.log1p(total) / np.log1p(max(int(total.max()), 1)), 0.0)
+    return np.dstack([rgb, alpha])
 
 
 def spread(counts: np.ndarray) -> np.ndarray:
@@ -452,13 +459,9 @@ def draw(ax: Any, aggregate: Aggregate, *, how: Shading, stats: xr.Dataset, over
     p = aggregate.projection
     extent = (*p.x_range, *p.y_range)
     pixels = spread(aggregate.counts)
-    if pixels.ndim == 3:  # categorical: colour mixes by share, opacity grows with log(count)
-        total = pixels.sum(axis=2)
-        share = pixels / np.maximum(total, 1)[..., None]
-        rgb = share @ CATEGORY_COLOURS
-        alpha = np.where(total > 0, 0.25 + 0.75 * np.log1p(total) / np.log1p(max(total.max(), 1)), 0.0)
+    if pixels.ndim == 3:
         ax.imshow(
-            np.dstack([rgb, alpha]), origin="lower", extent=extent, aspect="auto", interpolation="nearest"
+            category_rgba(pixels), origin="lower", extent=extent, aspect="auto", interpolation="nearest"
         )
         ax.legend(handles=[Patch(color=CATEGORY_COLOURS[1], label=f"{attribute} = +1"),
                            Patch(color=CATEGORY_COLOURS[0], label=f"{attribute} = −1")],
@@ -473,7 +476,7 @@ def draw(ax: Any, aggregate: Aggregate, *, how: Shading, stats: xr.Dataset, over
         ax.plot([0], [0], marker="+", color="black", markersize=10 if not small else 6, mew=1.2,
                 label="mean" if p.kind == "pc" else "origin")  # fmt: skip
     for overlay in overlays:
-        x, y = _overlay_xy(p, overlay.z, stats)
+        x, y = overlay_xy(p, overlay.z, stats)
         if overlay.special:
             ax.scatter(x, y, marker="*", s=140 if not small else 50, c="orange", edgecolors="black", zorder=5,
                        label=overlay.label)  # fmt: skip
@@ -561,7 +564,7 @@ def save_grid(aggregates: Sequence[Aggregate], out: Path, *, title: str, width: 
 
 def widened(projection: Projection, overlays: Sequence[Overlay], stats: xr.Dataset) -> Projection:
     """The projection with its ranges grown to hold every overlaid point."""
-    xs, ys = zip(*(_overlay_xy(projection, o.z, stats) for o in overlays), strict=True)
+    xs, ys = zip(*(overlay_xy(projection, o.z, stats) for o in overlays), strict=True)
     x, y = np.concatenate(xs), np.concatenate(ys)
     x, y = x[np.isfinite(x)], y[np.isfinite(y)]
     if not len(x):

@@ -34,6 +34,7 @@ from dask.delayed import delayed
 from latentdask.device import resolve_device
 from latentdask.errors import LatentdaskError
 from latentdask.stats.io import ZPoints, open_stats, open_zpoints
+from latentdask.stats.summary import select_rows
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -123,9 +124,7 @@ def _nearest_in_block(
        reported is exact for the neighbour found.
     """
     x = np.asarray(block, dtype=np.float32)
-    keep = np.asarray(np.isfinite(x).all(axis=1), dtype=bool).reshape(-1)
-    if valid is not None:
-        keep = keep & np.asarray(valid, dtype=bool)
+    keep, _, _ = select_rows(x, valid, None)  # the statistics' own row filter
     if not keep.any():
         return np.full(len(queries), np.inf)
     x = np.where(keep.reshape(-1, 1), x, 0.0).astype(np.float32)
