@@ -20,21 +20,38 @@ def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
     return buffer.getvalue()
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_from_idat(width: int, height: int, bit_depth: int, colour_type: int, idat: bytes) -> bytes:
+    """A PNG of one IDAT chunk: any declared size, whatever the (compressed) data holds."""
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
 def png_rgb16(pixels: np.ndarray) -> bytes:
     """A 16-bit-per-channel RGB PNG, written by hand (PIL cannot write one)."""
     height, width, _ = pixels.shape
     raw = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(height))
+    return png_from_idat(width, height, 16, 2, zlib.compress(raw))
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
+def png_zeros16(width: int, height: int) -> bytes:
+    """A black 16-bit grayscale PNG of any size, compressed one row at a time.
+
+    12000 × 12000 pixels (288 MB once decoded) take about 280 KB, and building them
+    never holds more than one row: the shape of a decompression bomb.
+    """
+    row = bytes(1 + 2 * width)  # filter byte 0, then the samples
+    packer = zlib.compressobj()
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return png_from_idat(width, height, 16, 0, idat)
 
 
 def banded_image(mode: str = "RGB") -> Image.Image:

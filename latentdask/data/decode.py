@@ -5,16 +5,28 @@ two runs agree on their pixels exactly when their records are equal.
 
 Steps of :func:`decode_image`:
 
-1. Open the bytes with PIL; for JPEG with ``draft=True`` let libjpeg decode at
-   1/2, 1/4 or 1/8 scale, the largest reduction that keeps the kept region at least
-   ``image_size`` pixels wide (a DCT-domain downscale: much less work, and within
-   ``DRAFT_TOLERANCE`` of a full decode after resizing; see ``tests/test_decode.py``).
-2. Convert any mode to RGB: grayscale and CMYK directly, alpha composited over
-   white, 16-bit integer samples scaled to 8 bits.
-3. Crop the configured box; an image that does not contain the box is cropped to
+1. Read the header with PIL and refuse an image of more than :func:`pixel_limit`
+   pixels (width × height) before a single pixel is decoded: a PNG of a few hundred
+   kilobytes can declare 12000 × 12000 pixels and take gigabytes to decode.
+2. For JPEG with ``draft=True`` let libjpeg decode at 1/2, 1/4 or 1/8 scale, the
+   largest reduction that keeps the kept region at least ``image_size`` pixels wide
+   (a DCT-domain downscale: much less work, and within ``DRAFT_TOLERANCE`` of a full
+   decode after resizing; see ``tests/test_decode.py``).
+3. Convert any mode to RGB: grayscale and CMYK directly, alpha composited over
+   white, 16-bit integer samples scaled to 8 bits. Grayscale and 16-bit images are
+   cropped and resized before they become RGB (the same pixels, a third of the
+   memory), and 16-bit samples are scaled a block of rows at a time.
+4. Crop the configured box; an image that does not contain the box is cropped to
    its centred largest square instead, and the returned ``crop`` says so.
-4. Resize to ``image_size`` × ``image_size`` and scale to float32 in [0, 1], channels
+5. Resize to ``image_size`` × ``image_size`` and scale to float32 in [0, 1], channels
    first (the layout torch convolutions take).
+
+The pixel limit is not part of :class:`Preprocessing`: it decides which files are
+decoded at all, never what a decoded image's pixels are, so it belongs to the machine
+that decodes (like its memory), and changing it must not make a store or checkpoint
+look different on resume. It is PIL's own bound (``Image.MAX_IMAGE_PIXELS``) unless
+the environment variable ``LATENTDASK_MAX_PIXELS`` (read by each worker process) or a
+``max_pixels`` argument says otherwise.
 
 Every failure to read an image raises :class:`~latentdask.errors.ImageDecodeError`
 with a short reason; nothing else escapes for bad input.
@@ -23,14 +35,16 @@ with a short reason; nothing else escapes for bad input.
 from __future__ import annotations
 
 import io
+import os
+import struct
 import warnings
 from typing import Literal, NamedTuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from latentdask.errors import ImageDecodeError
+from latentdask.errors import ImageDecodeError, LatentdaskError
 
 CropMode = Literal["box", "centre-square", "none"]
 
@@ -49,6 +63,12 @@ _RESAMPLE = {
 
 #: CelebA's aligned images are 178 × 218; this box keeps the 178 × 178 face square.
 CELEBA_CROP = (0, 20, 178, 198)
+
+#: Environment variable holding the largest width × height decoded (a positive integer).
+MAX_PIXELS_ENV = "LATENTDASK_MAX_PIXELS"
+
+#: 16-bit samples are scaled to 8 bits this many pixels at a time (8 MB of float64).
+_BLOCK_PIXELS = 1 << 20
 
 
 class Preprocessing(BaseModel):
@@ -100,7 +120,37 @@ class Decoded(NamedTuple):
     crop: CropMode
 
 
-def decode_image(data: bytes, prep: Preprocessing, name: str = "<bytes>") -> Decoded:
+def pixel_limit(max_pixels: int | None = None) -> int | None:
+    """The largest width × height decoded: ``max_pixels``, else ``$LATENTDASK_MAX_PIXELS``,
+    else PIL's ``Image.MAX_IMAGE_PIXELS`` (``None``: no limit).
+
+    Raises
+    ------
+    LatentdaskError
+        If the environment variable is set but not a positive integer.
+
+    Examples
+    --------
+    >>> pixel_limit(1000)
+    1000
+    """
+    if max_pixels is not None:
+        return max_pixels
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return Image.MAX_IMAGE_PIXELS
+    try:
+        limit = int(value.replace("_", ""))
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise LatentdaskError(f"{MAX_PIXELS_ENV} must be a positive number of pixels, got {value!r}")
+    return limit
+
+
+def decode_image(
+    data: bytes, prep: Preprocessing, name: str = "<bytes>", *, max_pixels: int | None = None
+) -> Decoded:
     """Decode one image file's bytes as ``prep`` says.
 
     Parameters
@@ -111,11 +161,14 @@ def decode_image(data: bytes, prep: Preprocessing, name: str = "<bytes>") -> Dec
         The preprocessing record.
     name
         Used in the error message only.
+    max_pixels
+        Refuse images of more pixels than this (default: :func:`pixel_limit`).
 
     Raises
     ------
     ImageDecodeError
-        For empty, truncated, corrupt, unsupported or non-image input.
+        For empty, truncated, corrupt, unsupported or non-image input, and for images
+        above the pixel limit (reason ``image too large (W×H)``, decided from the header).
 
     Examples
     --------
@@ -123,37 +176,82 @@ def decode_image(data: bytes, prep: Preprocessing, name: str = "<bytes>") -> Dec
     >>> decode_image(render_face_jpeg(seed=0, index=0)[0], Preprocessing()).pixels.shape
     (3, 64, 64)
     """
-    rgb, crop = decode_rgb(data, prep, name)
+    rgb, crop = decode_rgb(data, prep, name, max_pixels=max_pixels)
     pixels = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
     return Decoded(np.ascontiguousarray(pixels), crop)
 
 
-def decode_rgb(data: bytes, prep: Preprocessing, name: str = "<bytes>") -> tuple[np.ndarray, CropMode]:
+def decode_rgb(
+    data: bytes, prep: Preprocessing, name: str = "<bytes>", *, max_pixels: int | None = None
+) -> tuple[np.ndarray, CropMode]:
     """Like :func:`decode_image`, but return uint8 (size, size, 3): a quarter of the memory."""
     if not data:
         raise ImageDecodeError(name, "empty file")
+    limit = pixel_limit(max_pixels)
+    size: tuple[int, int] | None = None
     try:
         with warnings.catch_warnings():
-            # A decompression-bomb *warning* is only noise here; the error above the
-            # limit is caught below.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            full_size = image.size
-            box, crop = _crop_box(full_size, prep.crop)
+            # PIL checks some sizes itself while reading (GIF frames, ...); its warning is a
+            # refusal here. The filters are process-wide, but every decoding thread installs
+            # this same one, so an interleaving can only leave it in place.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = _open_header(data)
+            size = image.size
+            if limit is not None and size[0] * size[1] > limit:  # refused like PIL's own bound
+                raise Image.DecompressionBombError(f"{size[0] * size[1]} pixels")
+            box, crop = _crop_box(size, prep.crop)
             scale = _draft(image, box, prep) if prep.draft else 1.0
             image.load()
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(name, f"image too large ({exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # named by the header's size; a GIF frame PIL refuses while the header is read has none
+        dimensions = f" ({size[0]}×{size[1]})" if size is not None else ""
+        raise ImageDecodeError(name, f"image too large{dimensions}") from None
     except Image.UnidentifiedImageError:
         raise ImageDecodeError(name, "not an image file") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
         reason = "truncated image" if "truncated" in str(exc).lower() else f"corrupt image ({exc})"
         raise ImageDecodeError(name, reason) from None
-    rgb = _to_rgb(image, name)
     if scale != 1.0:
         box = tuple(round(v / scale) for v in box)  # type: ignore[assignment]
-    resized = rgb.crop(box).resize((prep.image_size, prep.image_size), _RESAMPLE[prep.resample])
+    side, resample = (prep.image_size, prep.image_size), _RESAMPLE[prep.resample]
+    if image.mode == "L" or image.mode.startswith("I"):
+        # Gray: crop and resize one channel, then repeat it (the same pixels as resizing
+        # the RGB image, a third of the memory).
+        gray = _to_gray8(image, box) if image.mode != "L" else _crop(image, box)
+        return np.asarray(gray.resize(side, resample).convert("RGB"), dtype=np.uint8), crop
+    resized = _crop(_to_rgb(image, name), box).resize(side, resample)
     return np.asarray(resized, dtype=np.uint8), crop
+
+
+def _open_header(data: bytes) -> ImageFile.ImageFile:
+    """``Image.open`` without its decompression-bomb check: the header is read, no pixel decoded.
+
+    ``Image.open`` compares width × height with PIL's own bound before it returns, so an
+    image above that bound could neither be named by its size nor allowed by a larger
+    configured limit. The formats, their order and the errors skipped are ``Image.open``'s.
+    """
+    fp = io.BytesIO(data)
+    prefix = data[:16]
+    checked: set[str] = set()
+    for load_plugins in (Image.preinit, Image.init):
+        load_plugins()
+        for fmt in [f for f in Image.ID if f not in checked]:
+            checked.add(fmt)
+            factory, accept = Image.OPEN[fmt]
+            accepted = accept(prefix) if accept else True
+            if not accepted or isinstance(accepted, str):
+                continue
+            try:
+                fp.seek(0)
+                return factory(fp, "")
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+    raise Image.UnidentifiedImageError("cannot identify image file")
+
+
+def _crop(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
+    """``image.crop(box)``, without copying the whole image when the box is all of it."""
+    return image if box == (0, 0, *image.size) else image.crop(box)
 
 
 def _crop_box(
@@ -184,16 +282,28 @@ def _draft(image: Image.Image, box: tuple[int, int, int, int], prep: Preprocessi
     return width / image.size[0]
 
 
+def _to_gray8(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
+    """16- or 32-bit integer samples of ``box`` scaled to 8 bits (PIL's own conversion clips at 255).
+
+    Samples scale by 255/65535, or by 255/max when the image holds larger values; a block
+    of rows at a time, so that no float copy of the whole image is ever made.
+    """
+    _, highest = image.getextrema()
+    top = 65535.0 if float(highest) <= 65535 else float(highest)  # type: ignore[arg-type]
+    region = _crop(image, box)
+    width, height = region.size
+    gray = np.empty((height, width), dtype=np.uint8)
+    step = max(1, _BLOCK_PIXELS // max(width, 1))
+    for y in range(0, height, step):
+        rows = region.crop((0, y, width, min(y + step, height)))
+        gray[y : y + step] = np.clip(np.rint(np.asarray(rows, dtype=np.float64) * (255.0 / top)), 0, 255)
+    return Image.fromarray(gray)
+
+
 def _to_rgb(image: Image.Image, name: str) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode.startswith("I"):
-        # 16-bit (or 32-bit) integer samples: PIL's own conversion clips at 255.
-        samples = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if samples.max(initial=0) <= 65535 else float(samples.max())
-        gray = np.clip(np.rint(samples * (255.0 / top)), 0, 255).astype(np.uint8)
-        return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2))
     try:
         if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")
