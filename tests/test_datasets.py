@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import Image
 from latentdask.data.celeba_names import ATTRIBUTE_NAMES
 from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing
-from latentdask.errors import DatasetError, ImageDecodeError
+from latentdask.errors import DatasetError, ImageDecodeError, LatentdaskError
 from tests.helpers import encode, solid_jpeg, write_celeba
 
 A = len(ATTRIBUTE_NAMES)
@@ -180,3 +181,126 @@ def test_dataset_pickles_with_zip(tmp_path: Path) -> None:
     clone = pickle.loads(pickle.dumps(dataset))
     assert clone.read(0) == dataset.read(0)
     assert np.array_equal(clone.manifest.names, dataset.manifest.names)
+
+
+def test_byte_order_mark_makes_no_phantom_row(tmp_path: Path) -> None:
+    names = ["000001.jpg", "000002.jpg"]
+    root = write_celeba(tmp_path / "c", dict.fromkeys(names, solid_jpeg()), partition=None, attributes=None)
+    bom = "\ufeff"
+    (root / "list_eval_partition.txt").write_text(f"{bom}000001.jpg 2\n000002.jpg 0\n", encoding="utf-8")
+    values = " ".join(["1"] * A)
+    (root / "list_attr_celeba.txt").write_text(
+        f"{bom}2\n{' '.join(ATTRIBUTE_NAMES)}\n000001.jpg {values}\n000002.jpg {values}\n", encoding="utf-8"
+    )
+    m = open_dataset(root).manifest
+    assert m.names.tolist() == names
+    assert m.split.tolist() == [2, 0]
+    assert (m.attributes == 1).all()
+    assert m.report.lines() == []
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "message"),
+    [
+        (
+            "list_eval_partition.txt",
+            "000001.jpg 0\n00000\xe9.jpg 1\n".encode("latin-1"),
+            r"list_eval_partition.txt:2: not UTF-8 text \(byte 0xe9 at offset 18\)",
+        ),
+        (
+            "list_attr_celeba.txt",
+            "1\nMale Young\n\xff".encode("latin-1"),
+            r"list_attr_celeba.txt:3: not UTF-8",
+        ),
+        (
+            "list_attr_celeba.txt",
+            b"1\nMale Young Male Bald Young\n000001.jpg 1 1 1 1 1\n",
+            r"list_attr_celeba.txt:2: attribute name\(s\) listed twice: Male, Young$",
+        ),
+        (
+            "list_attr_celeba.txt",
+            b"2\nMale Young\n000001.jpg 1 -1\n000002.jpg -1 yes\n",
+            r"list_attr_celeba.txt:4: 000002.jpg: Young is 'yes', expected 1 or -1$",
+        ),
+    ],
+    ids=["latin1-partition", "binary-attributes", "duplicate-names", "word-for-value"],
+)
+def test_unreadable_listing_is_one_line_naming_file_and_line(
+    tmp_path: Path, file: str, content: bytes, message: str
+) -> None:
+    root = write_celeba(tmp_path / "c", {"000001.jpg": solid_jpeg()}, partition=None, attributes=None)
+    (root / file).write_bytes(content)
+    with pytest.raises(DatasetError, match=message) as info:
+        open_dataset(root)
+    assert "\n" not in str(info.value)
+
+
+def write_zip(path: Path, members: dict[str, bytes]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_zip_members_outside_the_archive_are_never_used(tmp_path: Path) -> None:
+    good, evil = solid_jpeg((10, 20, 30)), solid_jpeg((250, 0, 0))
+    write_zip(
+        tmp_path / "c" / "img_align_celeba.zip",
+        {
+            "img_align_celeba/000001.jpg": good,
+            "img_align_celeba/000002.jpg": good,
+            "../x.jpg": evil,
+            "img_align_celeba/../../y.jpg": evil,
+            "/etc/z.jpg": evil,
+            "..\\w.jpg": evil,
+            "README.txt": b"CelebA",
+            "__MACOSX/img_align_celeba/._000001.jpg": b"resource fork",
+        },
+    )
+    dataset = open_dataset(tmp_path / "c")
+    # the common top folder is still stripped, so the names match CelebA's listing files
+    assert dataset.manifest.names.tolist() == ["000001.jpg", "000002.jpg"]
+    assert dataset.read(0) == good
+    for name in ("../x.jpg", "x.jpg", "/etc/z.jpg", "etc/z.jpg", "../../y.jpg"):
+        with pytest.raises(ImageDecodeError, match="listed but missing"):
+            dataset.container.read(name)
+    (note,) = [line for line in dataset.manifest.report.lines() if "zip member" in line]
+    assert note.startswith("4 zip member(s) never used: absolute or '..' path")
+    assert "../x.jpg" in note
+
+
+def test_file_over_the_byte_limit_is_an_invalid_row(
+    tmp_path: Path, as_zip: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small, large = solid_jpeg(size=(8, 8)), encode(Image.new("L", (400, 400), 7), "PNG", compress_level=0)
+    assert len(small) < 2000 < len(large)
+    root = write_celeba(
+        tmp_path / "c",
+        {"000001.jpg": small, "000002.png": large},
+        partition=None,
+        attributes=None,
+        as_zip=as_zip,
+    )
+    monkeypatch.setenv("LATENTDASK_MAX_FILE_BYTES", "2000")
+    dataset = open_dataset(root)
+    assert dataset.read(0) == small
+    with pytest.raises(ImageDecodeError) as info:
+        dataset.read(1)
+    assert info.value.reason == f"file too large ({len(large)} bytes, limit 2000)"
+    monkeypatch.setenv("LATENTDASK_MAX_FILE_BYTES", "lots")
+    with pytest.raises(LatentdaskError, match="LATENTDASK_MAX_FILE_BYTES must be a positive number"):
+        dataset.read(0)
+
+
+def test_corrupt_zip_member_is_an_invalid_row(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / "c" / "img_align_celeba.zip", {"img_align_celeba/000001.jpg": solid_jpeg()})
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("img_align_celeba/000001.jpg")
+    raw = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename)  # the deflate stream
+    raw[start + 2 : start + 40] = bytes(b ^ 0x5A for b in raw[start + 2 : start + 40])
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ImageDecodeError) as caught:
+        open_dataset(tmp_path / "c").read(0)
+    assert caught.value.reason.startswith("unreadable zip member")

@@ -10,7 +10,10 @@ Either text file may be absent: splits are then -1, attributes absent. Rows are 
 union of listed and on-disk names in sorted order (CelebA's listing order). A listed
 name missing on disk stays a row (its image fails with "listed but missing"); a name
 on disk but not listed stays a row with split -1 and attributes 0; both are counted
-in the manifest's report.
+in the manifest's report, as are zip members never used (absolute or ``..`` paths).
+
+The text files are UTF-8, with or without a byte-order mark; anything they cannot be
+read as is a :class:`~latentdask.errors.DatasetError` naming the file (and the line).
 """
 
 from __future__ import annotations
@@ -46,10 +49,23 @@ def celeba_container(root: str | Path) -> Container:
     raise DatasetError(f"{root} holds neither {IMAGE_FOLDER}/ nor {IMAGE_ZIP}")
 
 
+def read_listing(path: Path) -> list[str]:
+    """The lines of a listing file: UTF-8, a leading byte-order mark dropped."""
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DatasetError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
 def read_partition(path: Path) -> dict[str, int]:
     """``list_eval_partition.txt`` → {name: split}."""
     splits: dict[str, int] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_listing(path), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -63,7 +79,7 @@ def read_partition(path: Path) -> dict[str, int]:
 
 def read_attributes(path: Path) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
     """``list_attr_celeba.txt`` → (attribute names, {name: int8 row of ±1})."""
-    lines = path.read_text().splitlines()
+    lines = read_listing(path)
     if len(lines) < 2:
         raise DatasetError(f"{path}: expected a count line and a names line, file has {len(lines)} line(s)")
     try:
@@ -73,16 +89,24 @@ def read_attributes(path: Path) -> tuple[tuple[str, ...], dict[str, np.ndarray]]
     names = tuple(lines[1].split())
     if not names:
         raise DatasetError(f"{path}:2: expected the attribute names")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise DatasetError(f"{path}:2: attribute name(s) listed twice: {', '.join(twice)}")
     rows: dict[str, np.ndarray] = {}
     for number, line in enumerate(lines[2:], start=3):
         fields = line.split()
         if not fields:
             continue
         values = fields[1:]
-        if len(values) != len(names) or any(v not in ("1", "-1") for v in values):
+        if len(values) != len(names):
             raise DatasetError(
                 f"{path}:{number}: expected {fields[0]} and {len(names)} values of 1 or -1, "
                 f"got {len(values)} value(s)"
+            )
+        bad = next((k for k, value in enumerate(values) if value not in ("1", "-1")), None)
+        if bad is not None:
+            raise DatasetError(
+                f"{path}:{number}: {fields[0]}: {names[bad]} is {values[bad]!r}, expected 1 or -1"
             )
         if fields[0] in rows:
             raise DatasetError(f"{path}:{number}: {fields[0]} is listed twice")
@@ -105,6 +129,12 @@ def celeba_manifest(root: str | Path, container: Container) -> Manifest:
     names = sorted(on_disk | listed)
 
     notes = []
+    ignored = container.ignored() if isinstance(container, ZipContainer) else ()
+    if ignored:
+        notes.append(
+            f"{len(ignored)} zip member(s) never used: absolute or '..' path "
+            f"(e.g. {', '.join(ignored[:REPORT_EXAMPLES])})"
+        )
     if splits is None:
         notes.append(f"no {PARTITION_FILE}: every split is unknown (-1)")
     if not attribute_names:

@@ -2,18 +2,57 @@
 
 A container is picklable (the zip handle is reopened lazily in each process) and
 safe to read from several threads.
+
+No file is read past :func:`file_byte_limit` bytes (64 MiB unless
+``LATENTDASK_MAX_FILE_BYTES`` says otherwise): a larger one is an invalid row
+("file too large"), decided from its size on disk or its declared size in the zip,
+and the read itself stops at the limit, whatever a zip declares. Zip members whose
+path climbs out of the archive (a ``..`` part) or is absolute are never used: they
+are left out of the names and counted in :meth:`ZipContainer.ignored`.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from latentdask.errors import DatasetError, ImageDecodeError
+from latentdask.errors import DatasetError, ImageDecodeError, LatentdaskError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+
+#: Largest image file read by default; CelebA's are about 10 KB.
+MAX_FILE_BYTES = 64 * 2**20
+
+#: Environment variable holding another limit in bytes (a positive integer).
+MAX_FILE_BYTES_ENV = "LATENTDASK_MAX_FILE_BYTES"
+
+
+def file_byte_limit() -> int:
+    """The largest file read: ``$LATENTDASK_MAX_FILE_BYTES``, else :data:`MAX_FILE_BYTES`.
+
+    Examples
+    --------
+    >>> file_byte_limit() == MAX_FILE_BYTES  # doctest: +SKIP
+    True
+    """
+    value = os.environ.get(MAX_FILE_BYTES_ENV, "").strip()
+    if not value:
+        return MAX_FILE_BYTES
+    try:
+        limit = int(value.replace("_", ""))
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise LatentdaskError(f"{MAX_FILE_BYTES_ENV} must be a positive number of bytes, got {value!r}")
+    return limit
+
+
+def _too_large(name: str, size: int, limit: int) -> ImageDecodeError:
+    return ImageDecodeError(name, f"file too large ({size} bytes, limit {limit})")
 
 
 def is_image_name(name: str) -> bool:
@@ -43,26 +82,38 @@ class FolderContainer:
         return sorted(name for name in names if is_image_name(name))
 
     def read(self, name: str) -> bytes:
+        """The file's bytes, at most :func:`file_byte_limit` of them (else ImageDecodeError)."""
+        limit = file_byte_limit()
         try:
-            return (self.folder / name).read_bytes()
+            with (self.folder / name).open("rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                if size > limit:
+                    raise _too_large(name, size, limit)
+                data = file.read(limit + 1)  # the file may have grown since
         except FileNotFoundError:
             raise ImageDecodeError(name, "listed but missing") from None
         except OSError as exc:
             raise ImageDecodeError(name, f"unreadable file ({exc.strerror})") from None
+        if len(data) > limit:
+            raise _too_large(name, len(data), limit)
+        return data
 
 
 class ZipContainer:
     """Images inside a zip file, read without extracting; names drop the zip's top folder.
 
     CelebA's ``img_align_celeba.zip`` holds ``img_align_celeba/000001.jpg`` …; the
-    names are ``000001.jpg`` …, the same as for the extracted folder.
+    names are ``000001.jpg`` …, the same as for the extracted folder. The top folder is
+    the one that holds every image; other files (a README beside it, macOS's
+    ``__MACOSX/`` copies) do not change it.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._zip: zipfile.ZipFile | None = None
-        self._members: dict[str, str] | None = None
+        self._members: dict[str, zipfile.ZipInfo] | None = None
+        self._ignored: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"ZipContainer({str(self.path)!r})"
@@ -73,16 +124,17 @@ class ZipContainer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"])  # type: ignore[misc]
 
-    def _open(self) -> tuple[zipfile.ZipFile, dict[str, str]]:
+    def _open(self) -> tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]:
         with self._lock:
             if self._zip is None or self._members is None:
                 try:
                     archive = zipfile.ZipFile(self.path)
                 except (OSError, zipfile.BadZipFile) as exc:
                     raise DatasetError(f"{self.path}: cannot open as a zip file ({exc})") from None
-                self._members = _strip_top_folder(
-                    [info.filename for info in archive.infolist() if not info.is_dir()]
-                )
+                files = {info.filename: info for info in archive.infolist() if not info.is_dir()}
+                names, ignored = member_names(list(files))
+                self._members = {name: files[member] for name, member in names.items()}
+                self._ignored = tuple(ignored)
                 self._zip = archive
             return self._zip, self._members
 
@@ -90,23 +142,55 @@ class ZipContainer:
         _, members = self._open()
         return sorted(name for name in members if is_image_name(name))
 
+    def ignored(self) -> tuple[str, ...]:
+        """Member names never used: ``..`` parts or absolute paths."""
+        self._open()
+        return self._ignored
+
     def read(self, name: str) -> bytes:
+        """The member's bytes, at most :func:`file_byte_limit` of them (else ImageDecodeError)."""
         archive, members = self._open()
-        member = members.get(name)
-        if member is None:
+        info = members.get(name)
+        if info is None:
             raise ImageDecodeError(name, "listed but missing")
+        limit = file_byte_limit()
+        if info.file_size > limit:
+            raise _too_large(name, info.file_size, limit)
         try:
-            return archive.read(member)
-        except (OSError, zipfile.BadZipFile, EOFError) as exc:
+            # the declared size is only a claim: the read stops past the limit whatever it says
+            with archive.open(info) as member:
+                data = member.read(limit + 1)
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise ImageDecodeError(name, f"unreadable zip member ({exc})") from None
+        except (RuntimeError, NotImplementedError) as exc:  # encrypted; unknown compression
+            raise ImageDecodeError(name, f"unsupported zip member ({exc})") from None
+        if len(data) > limit:
+            raise _too_large(name, len(data), limit)
+        return data
 
 
-def _strip_top_folder(members: list[str]) -> dict[str, str]:
-    """Map names without a common top folder to the zip's member names."""
-    tops = {member.split("/", 1)[0] for member in members}
-    if len(tops) == 1 and all("/" in member for member in members):
-        return {member.split("/", 1)[1]: member for member in members}
-    return {member: member for member in members}
+def is_unsafe_member(member: str) -> bool:
+    """True for a zip member path that is absolute or climbs with ``..`` (either slash)."""
+    path = member.replace("\\", "/")
+    parts = path.split("/")
+    return path.startswith("/") or ".." in parts or (len(parts[0]) == 2 and parts[0][1] == ":")
+
+
+def member_names(members: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Names (without the images' common top folder) → member names, and the unsafe members.
+
+    Unsafe members (:func:`is_unsafe_member`) and macOS's ``__MACOSX/`` copies take no
+    part: neither in the names nor in finding the top folder, which is the single first
+    path part of every image member, if they have one.
+    """
+    ignored = [member for member in members if is_unsafe_member(member)]
+    usable = [m for m in members if not is_unsafe_member(m) and not m.startswith("__MACOSX/")]
+    images = [member for member in usable if is_image_name(member)]
+    tops = {member.split("/", 1)[0] for member in images}
+    if len(tops) != 1 or not all("/" in member for member in images):
+        return {member: member for member in usable}, ignored
+    top = f"{tops.pop()}/"
+    return {member.removeprefix(top): member for member in usable}, ignored
 
 
 Container = FolderContainer | ZipContainer
