@@ -6,10 +6,13 @@ Steps of :func:`encode` (the client):
    (config and sha256) without importing torch.
 2. Create the store's template — or, with ``resume``, check that the existing store
    was made with the same model, manifest, preprocessing and shard size.
-3. Submit one task per unfinished shard, under a deterministic key (store, model,
-   manifest, shard): a resumed run that meets tasks of an earlier run on the same
-   scheduler attaches to them instead of starting a second writer.
-4. Follow the tasks as they finish (progress, images/s, ETA) and end with a summary.
+3. Hold the store's writer lock (``latents.zarr.lock``: one writer per store) and
+   stamp the store with this run's id; on resume, check every finished shard's
+   checksums first and encode damaged shards again.
+4. Submit one task per unfinished shard, under a key naming this run: tasks left
+   running by a killed earlier run are never adopted, and they stop before writing
+   because the store's ``writer_run`` is no longer theirs.
+5. Follow the tasks as they finish (progress, images/s, ETA) and end with a summary.
 
 Steps of :func:`encode_shard` (a task, on a worker):
 
@@ -21,13 +24,13 @@ Steps of :func:`encode_shard` (a task, on a worker):
    their reason.
 4. Encode each batch under ``torch.inference_mode()`` (optionally decode it again
    for the reconstruction error).
-5. Write the shard's own chunks of ``z``, ``valid``, ``error``, ``crop`` (and
-   ``recon_error``), then set its ``shard_done`` flag.
+5. If the store is still this run's, write the shard's own chunks of ``z``,
+   ``valid``, ``error``, ``crop`` (and ``recon_error``) and their checksums; check
+   the run once more, then set its ``shard_done`` flag.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -51,16 +54,20 @@ from latentdask.data.manifest import Shard
 from latentdask.errors import CheckpointError, ImageDecodeError
 from latentdask.model.config import CheckpointConfig, checkpoint_sha256, read_checkpoint_config
 from latentdask.progress import console, progress_bar
+from latentdask.stats.io import check_stats_output
 from latentdask.stats.summary import SummaryParams, SummaryState, summary_chunk
-from latentdask.store import (
+from latentdask.store.integrity import CHECKSUM_ARRAY, columns, shard_checksums
+from latentdask.store.layout import (
+    STORE_KIND,
     StoreError,
     check_resumable,
     create_store,
     open_store,
-    remove_store,
     shards_done,
     store_array,
 )
+from latentdask.store.lock import writer_lock
+from latentdask.store.output import RECORD_KEY, check_output, owned_output
 
 if TYPE_CHECKING:
     import torch
@@ -96,6 +103,7 @@ class ShardJob:
     """Everything one shard's task needs; small enough to send to a worker."""
 
     store: str
+    run_id: str  # the writer's: the task writes only while the store's ``writer_run`` still equals it
     shard: Shard
     names: np.ndarray
     present: np.ndarray
@@ -218,42 +226,53 @@ def encode(
         "recon_error": options.reconstruction_error,
     }
 
-    # 2. The store.
-    group = _prepare_store(out, expected, options, manifest, config)
-    done = shards_done(group)
-    shards = manifest.shards(options.shard_size)
-    pending = [s for s in shards if not done[s.number]]
-    token = hashlib.sha256(f"{out.resolve()}|{model_sha256}|{manifest.sha256}".encode()).hexdigest()[:16]
-
-    # 3. and 4. Run the pending shards.
-    reports: list[ShardReport] = []
-    compute_seconds = 0.0
+    # 2. The outputs: refused before anything runs if they are someone else's or an input.
+    if options.resume and options.overwrite:
+        raise StoreError("give either --resume or --overwrite, not both")
+    if out.exists() and not (options.resume or options.overwrite):
+        raise StoreError(f"{out} already exists; use --resume to finish it or --overwrite to replace it")
+    inputs = [data.root, checkpoint]
+    if not (options.resume and out.exists()):
+        check_output(out, STORE_KIND, inputs=inputs)
+    stats_path = default_stats_path(out) if options.stats else None
+    if stats_path is not None:
+        check_stats_output(stats_path, inputs=[out, *inputs])
     if isinstance(spec, LocalSpec) and options.torch_threads is None:
         # the nanny sets OMP/MKL threads to 1 per worker; give torch the worker's share of cores
         options = options.model_copy(update={"torch_threads": local_torch_threads(spec)})
-    stats_path = default_stats_path(out) if options.stats else None
-    if pending or stats_path is not None:
-        with connect(choice) as client:
-            check_paths_on_workers(client, [data.root, checkpoint, out])
-            resources = {"GPU": 1} if _cluster_has_gpus(client) else None
-            if progress:
-                console.print(
-                    f"encoding {len(pending)} shard(s) on {_describe(client)}; dashboard {client.dashboard_link}"
-                )
-            jobs = (
-                _job(out, s, data.container, manifest, checkpoint, model_sha256, config, options)
-                for s in pending
+
+    reports: list[ShardReport] = []
+    compute_seconds = 0.0
+    shards = manifest.shards(options.shard_size)
+    with writer_lock(out) as lock, connect(choice) as client:
+        # 3. The store: a new template, or the existing store checked (settings, then checksums).
+        group = _prepare_store(out, expected | {"writer_run": lock.run_id}, options, manifest, config, inputs)
+        check_paths_on_workers(client, [data.root, checkpoint, out])
+        if options.resume:
+            _reset_damaged(out, group, client, progress)
+        done = shards_done(group)
+        pending = [s for s in shards if not done[s.number]]
+
+        # 4. Run the pending shards: keys name this run, so tasks of a killed run are never adopted.
+        resources = {"GPU": 1} if _cluster_has_gpus(client) else None
+        if progress:
+            console.print(
+                f"encoding {len(pending)} shard(s) on {_describe(client)}; dashboard {client.dashboard_link}"
             )
-            futures = [
-                client.submit(encode_shard, job, key=f"encode-shard-{token}-{job.shard.number:06d}",
-                              resources=resources, pure=False)
-                for job in jobs
-            ]  # fmt: skip
-            submitted = time.perf_counter()
-            reports = _follow(client, futures, sum(s.size for s in pending), progress)
-            compute_seconds = time.perf_counter() - submitted
-            if stats_path is not None:
-                _write_sidecar_stats(out, stats_path, reports, options.stats_params, client, progress)
+        jobs = (
+            _job(out, s, data.container, manifest, checkpoint, model_sha256, config, options, lock.run_id)
+            for s in pending
+        )
+        futures = [
+            client.submit(encode_shard, job, key=f"encode-shard-{lock.run_id}-{job.shard.number:06d}",
+                          resources=resources, pure=False)
+            for job in jobs
+        ]  # fmt: skip
+        submitted = time.perf_counter()
+        reports = _follow(client, futures, sum(s.size for s in pending), progress)
+        compute_seconds = time.perf_counter() - submitted
+        if stats_path is not None:
+            _write_sidecar_stats(out, stats_path, reports, options.stats_params, client, progress, inputs)
     invalid: Counter[str] = Counter()
     stage_seconds: Counter[str] = Counter(dict.fromkeys(STAGES, 0.0))
     for report in reports:
@@ -281,15 +300,16 @@ def default_stats_path(store: Path) -> Path:
 
 
 def _write_sidecar_stats(
-    store: Path, out: Path, reports: list[ShardReport], params: SummaryParams, client: Any, progress: bool
-) -> None:
+    store: Path, out: Path, reports: list[ShardReport], params: SummaryParams, client: Any, progress: bool,
+    inputs: list[Path],
+) -> None:  # fmt: skip
     """Merge the tasks' shard states (reading only shards finished by an earlier run) and write them."""
     from latentdask.stats.io import open_zpoints, stats_of, write_stats
 
     known = {r.number: r.state for r in reports if r.state is not None}
     started = time.perf_counter()
     stats = stats_of(open_zpoints(store), params=params, known_states=known, scheduler=client)
-    write_stats(stats, out, source=str(store))
+    write_stats(stats, out, source=str(store), inputs=[store, *inputs])
     if progress:
         console.print(f"statistics of {int(stats['count'])} valid z-points in {time.perf_counter() - started:.1f} s "
                       f"({len(known)} shard(s) from the tasks, the rest read from the store) → {out}")  # fmt: skip
@@ -302,31 +322,44 @@ def _checkpoint_config(checkpoint: Path) -> CheckpointConfig:
 
 
 def _prepare_store(
-    out: Path, expected: dict[str, Any], options: EncodeOptions, manifest: Any, config: CheckpointConfig
-) -> zarr.Group:
-    if options.resume and options.overwrite:
-        raise StoreError("give either --resume or --overwrite, not both")
-    if out.exists():
-        if options.resume:
-            group = open_store(out, mode="r+")
-            check_resumable(group, expected, out)
-            return group
-        if not options.overwrite:
-            raise StoreError(f"{out} already exists; use --resume to finish it or --overwrite to replace it")
-        remove_store(out)
+    out: Path, expected: dict[str, Any], options: EncodeOptions, manifest: Any, config: CheckpointConfig,
+    inputs: list[Path],
+) -> zarr.Group:  # fmt: skip
+    """Open the store to resume (stamped with this run's id), or create its template under a temporary name."""
+    if options.resume and out.exists():
+        group = open_store(out, mode="r+")
+        check_resumable(group, expected, out)
+        group.attrs["writer_run"] = expected["writer_run"]
+        return group
     metadata = {k: v for k, v in expected.items() if k not in ("shard_size", "latent_dim", "recon_error")}
-    return create_store(
-        out, manifest, latent_dim=config.model.latent_dim, shard_size=options.shard_size,
-        metadata=metadata, recon_error=options.reconstruction_error,
-    )  # fmt: skip
+    with owned_output(out, STORE_KIND, inputs=inputs, zarr=True) as staged:
+        create_store(
+            staged.path, manifest, latent_dim=config.model.latent_dim, shard_size=options.shard_size,
+            metadata=metadata | {RECORD_KEY: staged.record}, recon_error=options.reconstruction_error,
+        )  # fmt: skip
+    return open_store(out, mode="r+")
+
+
+def _reset_damaged(out: Path, group: zarr.Group, client: Any, progress: bool) -> None:
+    """Before resuming, check the finished shards' checksums; damaged ones are encoded again."""
+    from latentdask.store.integrity import CHECKSUM_ARRAY, verify_store
+
+    if CHECKSUM_ARRAY not in set(group.array_keys()):
+        return  # a store made before checksums: nothing to check against
+    verification = verify_store(out, client=client)
+    for number in verification.damaged:
+        store_array(group, "shard_done")[number] = False
+    if verification.damaged and progress:
+        console.print("\n".join([*verification.lines(), "these shards are encoded again"]), highlight=False)
 
 
 def _job(
     out: Path, shard: Shard, container: Container, manifest: Any, checkpoint: Path, sha256: str,
-    config: CheckpointConfig, options: EncodeOptions,
+    config: CheckpointConfig, options: EncodeOptions, run_id: str,
 ) -> ShardJob:  # fmt: skip
     return ShardJob(
         store=str(out.resolve()),
+        run_id=run_id,
         shard=shard,
         names=manifest.names[shard.start : shard.stop],
         present=manifest.present[shard.start : shard.stop],
@@ -442,6 +475,14 @@ def _batches(job: ShardJob, pool: ThreadPoolExecutor | None) -> Iterator[tuple[i
         yield start, [f.result() for f in current]
 
 
+def _check_still_writer(job: ShardJob) -> None:
+    """Stop if another run has taken the store over (a resume or overwrite after this run's client died)."""
+    attrs = zarr.open_group(job.store, mode="r").attrs.asdict()
+    if attrs.get("writer_run") != job.run_id or attrs.get("model_sha256") != job.checkpoint_sha256:
+        raise StoreError(f"{job.store} was taken over by another run; shard {job.shard.number} of this run "
+                         "is not written")  # fmt: skip
+
+
 def encode_shard(job: ShardJob) -> ShardReport:
     """Encode one shard and write its chunks; see the module docstring for the steps."""
     import torch
@@ -496,12 +537,16 @@ def encode_shard(job: ShardJob) -> ShardReport:
 
     t0 = time.perf_counter()
     region = slice(shard.start, shard.stop)
-    store_array(group, "z")[region] = z
-    store_array(group, "valid")[region] = valid
-    store_array(group, "error")[region] = error.astype(str)
-    store_array(group, "crop")[region] = crop.astype(str)
+    values = {"z": z, "valid": valid, "error": error.astype(str), "crop": crop.astype(str)}
     if job.reconstruction_error:
-        store_array(group, "recon_error")[region] = recon
+        values["recon_error"] = recon
+    _check_still_writer(job)
+    for name, column in values.items():
+        store_array(group, name)[region] = column
+    store_array(group, CHECKSUM_ARRAY)[shard.number] = shard_checksums(
+        values, columns(job.reconstruction_error)
+    )
+    _check_still_writer(job)
     store_array(group, "shard_done")[shard.number] = True  # last: the shard's data is on disk
     seconds["write"] = time.perf_counter() - t0
     state = None

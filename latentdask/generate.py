@@ -33,7 +33,10 @@ from scipy import stats as scipy_stats
 
 from latentdask.blocks import BlockSampler, write_rows
 from latentdask.errors import LatentdaskError, describe_validation_error
+from latentdask.store.output import RECORD_KEY, check_output, owned_output
 
+#: the kind of output a POINTS.zarr group is, in its ``latentdask`` attribute
+POINTS_KIND = "points"
 SamplerName = Literal["uniform", "gaussian", "empirical", "mvn", "mvn-core"]
 
 
@@ -171,17 +174,17 @@ def generate(
     if n < 1:
         raise GenerateError(f"--n must be at least 1, got {n}")
     out = Path(out)
-    if out.exists():
-        raise GenerateError(f"{out} already exists; choose a new path")
+    check_output(out, POINTS_KIND, inputs=[stats])
     fitted = Fitted.from_stats(open_stats(stats))
     sampler = block_sampler(spec, fitted)
-    group = zarr.open_group(str(out), mode="w")
-    group.attrs.update({
-        "sampler": spec.name, "params": spec.model_dump(mode="json"), "seed": seed, "n": n,
-        "stats": str(Path(stats).resolve()), "generator": "latentdask generate",
-    })  # fmt: skip
-    write_rows(group, "z", sampler, n=n, dim=fitted.dim, seed=seed, chunk_rows=min(chunk_rows, n),
-               dims=["point", "latent"])  # fmt: skip
+    with owned_output(out, POINTS_KIND, inputs=[stats], zarr=True) as staged:
+        group = zarr.open_group(str(staged.path), mode="w")
+        group.attrs.update({
+            "sampler": spec.name, "params": spec.model_dump(mode="json"), "seed": seed, "n": n,
+            "stats": str(Path(stats).resolve()), "generator": "latentdask generate", RECORD_KEY: staged.record,
+        })  # fmt: skip
+        write_rows(group, "z", sampler, n=n, dim=fitted.dim, seed=seed, chunk_rows=min(chunk_rows, n),
+                   dims=["point", "latent"])  # fmt: skip
     return out
 
 

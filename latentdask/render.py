@@ -44,6 +44,7 @@ from latentdask.errors import LatentdaskError
 from latentdask.stats.analysis import upper_pairs
 from latentdask.stats.io import ZPoints, open_stats, open_zpoints, selection_mask
 from latentdask.stats.summary import select_rows
+from latentdask.store.output import check_output, owned_output
 
 #: principal-axis canvases span this many standard deviations either side of the mean
 PC_SPREAD = 5.0
@@ -92,6 +93,10 @@ class Aggregate:
     @property
     def shown(self) -> int:
         return int(self.counts.sum())
+
+
+#: the kind of output a render folder is, in its latentdask.json record
+PROJECTIONS_KIND = "projections"
 
 
 @dataclass
@@ -622,6 +627,8 @@ def render(
     stats_path = Path(stats) if stats is not None else default_stats_path(store)
     if not stats_path.exists():
         raise RenderError(f"{stats_path} does not exist; give --stats (render takes ranges and PCs from it)")
+    inputs = [store, stats_path, *overlays]
+    check_output(out, PROJECTIONS_KIND, inputs=inputs)
     points = open_zpoints(store)
     statistics = open_stats(stats_path)
     dim = statistics.sizes["latent"]
@@ -689,19 +696,22 @@ def render(
     )
     aggregated = time.perf_counter() - started
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     result = RenderResult(aggregates, points=int(points.z.shape[0]))
-    for aggregate_ in aggregates[: len(singles)]:
-        result.files.append(save_single(aggregate_, out / f"{aggregate_.projection.name}.png", width=width, how=how,
-                                        stats=statistics, overlays=drawn, attribute=color_by))  # fmt: skip
-    offset = len(singles)
-    for name, (title, group) in grids.items():
-        part = aggregates[offset : offset + len(group)]
-        offset += len(group)
-        result.files.append(save_grid(part, out / f"{name}.png", title=title, width=width, how=how,
-                                      stats=statistics, overlays=drawn))  # fmt: skip
-    result.seconds = {"aggregate": round(aggregated, 3), "draw": round(time.perf_counter() - started, 3)}
-    (out / "render.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+    with owned_output(out, PROJECTIONS_KIND, inputs=inputs) as staged:
+        for aggregate_ in aggregates[: len(singles)]:
+            result.files.append(save_single(aggregate_, staged.path / f"{aggregate_.projection.name}.png",
+                                            width=width, how=how, stats=statistics, overlays=drawn,
+                                            attribute=color_by))  # fmt: skip
+        offset = len(singles)
+        for name, (title, group) in grids.items():
+            part = aggregates[offset : offset + len(group)]
+            offset += len(group)
+            result.files.append(save_grid(part, staged.path / f"{name}.png", title=title, width=width, how=how,
+                                          stats=statistics, overlays=drawn))  # fmt: skip
+        result.seconds = {"aggregate": round(aggregated, 3), "draw": round(time.perf_counter() - started, 3)}
+        result.files = [
+            Path(out) / path.name for path in result.files
+        ]  # where they are once moved into place
+        (staged.path / "render.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
     return result

@@ -29,6 +29,8 @@ from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import load_checkpoint, save_checkpoint
 from latentdask.model.config import ModelConfig
 from latentdask.store import StoreError, open_latents
+from latentdask.store.lock import StoreLockedError, lock_path
+from latentdask.store.output import OutputError
 from tests.helpers import encode as encode_image
 from tests.helpers import solid_jpeg, write_celeba
 
@@ -84,7 +86,7 @@ def test_encode_matches_in_process_reference(
                      cluster=on_cluster, progress=False)  # fmt: skip
     assert summary.images == 120 and summary.shards_run == 4 and summary.invalid == {}
     ds = open_latents(out)
-    assert dict(ds.sizes) == {"image": 120, "latent": 16, "attribute": 40, "shard": 4}
+    assert dict(ds.sizes) == {"image": 120, "latent": 16, "attribute": 40, "shard": 4, "checksum_column": 4}
     assert ds.z.dims == ("image", "latent") and ds.z.dtype == np.float32
     assert ds.z.data.chunks[0] == (32, 32, 32, 24)
     np.testing.assert_allclose(
@@ -148,9 +150,14 @@ def test_overwrite_refuses_a_folder_that_is_not_a_store(
     precious = tmp_path / "thesis"
     precious.mkdir()
     (precious / "chapter1.tex").write_text("...")
-    with pytest.raises(StoreError, match="not a Zarr store; refusing to delete"):
+    with pytest.raises(OutputError, match="is not a latentdask output; refusing to replace it"):
         encode(faces, checkpoint, precious, options=EncodeOptions(overwrite=True), progress=False)
     assert (precious / "chapter1.tex").exists()
+    foreign = zarr.open_group(str(tmp_path / "foreign.zarr"), mode="w")  # a Zarr store, not latentdask's
+    foreign.create_array("x", shape=(2,), dtype="int8")[:] = 7
+    with pytest.raises(OutputError, match="is not a latentdask output"):
+        encode(faces, checkpoint, tmp_path / "foreign.zarr", options=EncodeOptions(overwrite=True), progress=False)
+    assert zarr.open_array(str(tmp_path / "foreign.zarr" / "x"), mode="r")[:].tolist() == [7, 7]
 
 
 def test_split_and_reconstruction_error(
@@ -325,8 +332,10 @@ def test_killed_client_resumes_only_unfinished_shards(many_faces: Path, checkpoi
     assert z_bytes(out) == z_bytes(clean_run)
 
 
-def test_concurrent_resume_on_one_scheduler_shares_tasks(many_faces: Path, checkpoint: Path, clean_run: Path,
-                                                         tmp_path: Path, cluster: LocalCluster) -> None:  # fmt: skip
+@pytest.mark.parametrize("second", ["resume", "overwrite"])
+def test_a_second_writer_is_refused_while_the_first_runs(many_faces: Path, checkpoint: Path, clean_run: Path,
+                                                         tmp_path: Path, cluster: LocalCluster,
+                                                         second: str) -> None:  # fmt: skip
     out = tmp_path / "twice.zarr"
     choice = ClusterChoice(scheduler=cluster.scheduler_address)
     first = threading.Thread(target=encode, args=(many_faces, checkpoint, out),
@@ -335,14 +344,15 @@ def test_concurrent_resume_on_one_scheduler_shares_tasks(many_faces: Path, check
     first.start()
     while finished_shards(out) == 0:
         time.sleep(0.01)
-    encode(many_faces, checkpoint, out, options=EncodeOptions(shard_size=50, batch_size=25, resume=True),
-           cluster=choice, progress=False)  # fmt: skip
+    options = EncodeOptions(shard_size=50, batch_size=25, **{second: True})  # type: ignore[arg-type]
+    with pytest.raises(StoreLockedError, match=f"is being written by another run: process {os.getpid()} on this"):
+        encode(many_faces, checkpoint, out, options=options, cluster=choice, progress=False)
     first.join()
     with Client(cluster.scheduler_address) as client:
         computed = [key for key in client.run_on_scheduler(_computed_keys) if key.startswith("encode-shard-")]
     assert z_bytes(out) == z_bytes(clean_run)
-    # keys name store, model, manifest and shard: no shard of any run on this scheduler ran twice
-    assert len(computed) == len(set(computed))
+    assert len(computed) == len(set(computed))  # no shard ran twice
+    assert not lock_path(out).exists()  # released when the first run ended
 
 
 def _computed_keys(dask_scheduler: object) -> list[str]:

@@ -21,6 +21,7 @@ from latentdask.generate import (
 from latentdask.stats.io import open_stats, write_stats
 from latentdask.stats.reduce import summarize
 from latentdask.stats.summary import SummaryParams
+from latentdask.store.output import OutputError
 
 
 @pytest.fixture(scope="module")
@@ -122,5 +123,12 @@ def test_bad_input_is_a_clear_error(real: tuple[Path, np.ndarray], tmp_path: Pat
     with pytest.raises(GenerateError, match="at least 1"):
         generate(real[0], tmp_path / "x.zarr", spec=sampler_spec("uniform"), n=0)
     generate(real[0], tmp_path / "y.zarr", spec=sampler_spec("uniform"), n=5)
-    with pytest.raises(GenerateError, match="already exists"):
-        generate(real[0], tmp_path / "y.zarr", spec=sampler_spec("uniform"), n=5)
+    generate(real[0], tmp_path / "y.zarr", spec=sampler_spec("uniform"), n=7)  # its own output: replaced
+    assert zarr.open_array(str(tmp_path / "y.zarr" / "z"), mode="r").shape[0] == 7
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    with pytest.raises(OutputError, match="is not a latentdask output; refusing to replace it"):
+        generate(real[0], tmp_path / "mine", spec=sampler_spec("uniform"), n=5)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "x"
+    with pytest.raises(OutputError, match="is the input"):
+        generate(real[0], real[0], spec=sampler_spec("uniform"), n=5)

@@ -8,8 +8,7 @@ Loading checks that the weights and the config agree, tensor by tensor.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,10 @@ from latentdask.model.config import (
     read_checkpoint_config,
     read_json,
 )
+from latentdask.store.output import check_output, owned_output
 
+#: the kind of output a checkpoint folder is, in its latentdask.json record
+CHECKPOINT_KIND = "checkpoint"
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"}
 
 
@@ -85,8 +87,13 @@ def save_checkpoint(
     *,
     training: dict[str, Any] | None = None,
     history: dict[str, Any] | None = None,
+    inputs: Sequence[str | Path] = (),
 ) -> Path:
-    """Write ``model``'s weights and config to ``folder`` (replaced atomically if it exists)."""
+    """Write ``model``'s weights and config to ``folder``, moved into place when complete.
+
+    An existing ``folder`` is replaced only when it is a checkpoint written by latentdask
+    (see :mod:`latentdask.store.output`); ``inputs`` (the training data) may not lie in it.
+    """
     folder = Path(folder)
     if model.config.image_size != preprocessing.image_size:
         raise CheckpointError(
@@ -94,19 +101,12 @@ def save_checkpoint(
             f"image_size {preprocessing.image_size}"
         )
     config = CheckpointConfig(model=model.config, preprocessing=preprocessing, training=training or {})
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with owned_output(folder, CHECKPOINT_KIND, inputs=inputs) as staged:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(staging / WEIGHTS_FILE))
-        (staging / CONFIG_FILE).write_text(config.model_dump_json(indent=2) + "\n")
+        save_file(state, str(staged.path / WEIGHTS_FILE))
+        (staged.path / CONFIG_FILE).write_text(config.model_dump_json(indent=2) + "\n")
         if history is not None:
-            (staging / TRAINING_FILE).write_text(json.dumps(history, indent=2) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            (staged.path / TRAINING_FILE).write_text(json.dumps(history, indent=2) + "\n")
     return folder
 
 
@@ -186,6 +186,7 @@ def import_state_dict(state_dict_path: str | Path, config_path: str | Path, out:
     for p in (state_dict_path, config_path):
         if not p.is_file():
             raise CheckpointError(f"{p} does not exist")
+    check_output(out, CHECKPOINT_KIND, inputs=[state_dict_path, config_path])
     raw = read_json(config_path)
     try:
         if isinstance(raw, dict) and "model" in raw:
@@ -208,7 +209,13 @@ def import_state_dict(state_dict_path: str | Path, config_path: str | Path, out:
     model = Autoencoder(model_config)
     check_state_dict(model, state, source=str(state_dict_path))
     model.load_state_dict(state)
-    save_checkpoint(out, model, prep, training={"imported_from": str(state_dict_path)})
+    save_checkpoint(
+        out,
+        model,
+        prep,
+        training={"imported_from": str(state_dict_path)},
+        inputs=[state_dict_path, config_path],
+    )
     return load_checkpoint(out)
 
 

@@ -32,9 +32,10 @@ from latentdask.data.decode import Preprocessing, decode_rgb
 from latentdask.device import resolve_device
 from latentdask.errors import DatasetError, ImageDecodeError
 from latentdask.model.autoencoder import Autoencoder
-from latentdask.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from latentdask.model.checkpoint import CHECKPOINT_KIND, Checkpoint, load_checkpoint, save_checkpoint
 from latentdask.model.config import ModelConfig
 from latentdask.progress import console, progress_bar
+from latentdask.store.output import check_output
 
 
 class TrainOptions(BaseModel):
@@ -131,7 +132,8 @@ def train(
     dataset_root
         A CelebA-layout folder or any image folder.
     out
-        The checkpoint folder to write (replaced if it exists).
+        The checkpoint folder to write; an existing one is replaced only if it is a
+        latentdask checkpoint, and it may not hold the dataset.
     model, preprocessing, options
         Architecture, input pipeline and training parameters; their image sizes must agree.
 
@@ -149,6 +151,7 @@ def train(
             f"image_size {preprocessing.image_size}"
         )
     device = resolve_device(options.device)
+    check_output(out, CHECKPOINT_KIND, inputs=[dataset_root])  # before the training, not after
 
     # 1. Rows to train and validate on.
     dataset = open_dataset(dataset_root)
@@ -227,7 +230,7 @@ def train(
         "decode_seconds": decode_seconds,
         "skipped_images": dict(train_cache.failures + valid_cache.failures),
     }
-    save_checkpoint(out, net.cpu(), preprocessing, training=training, history=history)
+    save_checkpoint(out, net.cpu(), preprocessing, training=training, history=history, inputs=[dataset_root])
     if progress:
         skipped = sum(train_cache.failures.values()) + sum(valid_cache.failures.values())
         console.print(

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import shutil
-import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -24,6 +20,8 @@ from latentdask.errors import LatentdaskError
 from latentdask.stats.analysis import headline
 from latentdask.stats.reduce import Inputs, first_pass, second_pass
 from latentdask.stats.summary import SummaryParams, SummaryState, summary_combine, summary_finalize
+from latentdask.store.integrity import CheckedArray, expected_checksums
+from latentdask.store.output import check_output, owned_output, write_json
 
 
 class StatsError(LatentdaskError):
@@ -41,11 +39,29 @@ class ZPoints:
     attributes: da.Array | None = None
     attribute_names: tuple[str, ...] = ()
     shard_size: int | None = None
-    source: zarr.Array | None = None  # the Zarr array behind ``z``, for tasks that read row ranges themselves
+    #: what ``z`` is read from, for tasks that read row ranges themselves (reads are checked)
+    source: CheckedArray | None = None
+    #: shards of a latent store not finished (their rows are left out unless asked for) and in all
+    unfinished: int = 0
+    shards: int = 0
+
+    def unfinished_note(self) -> str | None:
+        """``"2 of 15 shards unfinished: their rows are left out"``, or None when every shard is done."""
+        if not self.unfinished:
+            return None
+        return f"{self.unfinished} of {self.shards} shards of {self.path} unfinished: their rows are left out"
 
 
-def open_zpoints(path: str | Path) -> ZPoints:
-    """A latentdask store, a Zarr group holding ``z``, or a bare (n, N) Zarr array."""
+def open_zpoints(
+    path: str | Path, *, include_unfinished: bool = False, skip_shards: Sequence[int] = ()
+) -> ZPoints:
+    """A latentdask store, a Zarr group holding ``z``, or a bare (n, N) Zarr array.
+
+    Reads of ``z`` and ``valid`` are checked against a latent store's per-shard checksums
+    (:class:`~latentdask.store.integrity.CheckedArray`). Rows of unfinished shards, and of
+    ``skip_shards`` (damaged shards to leave out), are not valid; ``include_unfinished``
+    keeps the rows an unfinished shard has already marked valid.
+    """
     path = Path(path)
     if not path.exists():
         raise StatsError(f"{path} does not exist")
@@ -54,18 +70,34 @@ def open_zpoints(path: str | Path) -> ZPoints:
     except Exception as exc:  # zarr raises several types for what is not a store
         raise StatsError(f"{path} is not a Zarr array or group ({exc})") from None
     if isinstance(node, zarr.Array):
-        if node.ndim != 2:
-            raise StatsError(f"{path} is a Zarr array of shape {node.shape}; expected (n, N) z-points")
-        return ZPoints(path, da.from_zarr(node), source=node)
+        z, source = _checked_z(node, path, None, None)
+        return ZPoints(path, z, source=source)
     if "z" not in node:
         raise StatsError(f"{path} is a Zarr group without an array 'z'")
-    z = node["z"]
-    if not isinstance(z, zarr.Array) or z.ndim != 2:
-        raise StatsError(f"{path}/z is not an (n, N) array")
-    points = ZPoints(path, da.from_zarr(z), source=z)
     members = set(node.array_keys())
+    shard_size = node.attrs.get("shard_size")
+    is_store = isinstance(shard_size, int) and "shard_done" in members
+    z = node["z"]
+    if not isinstance(z, zarr.Array):
+        raise StatsError(f"{path}/z is not an (n, N) array")
+    if not is_store:
+        array, source = _checked_z(z, path, None, None)
+        points = ZPoints(path, array, source=source)
+    else:
+        assert isinstance(shard_size, int)
+        skipped = set(skip_shards)
+        expected = [None if i in skipped else c for i, c in enumerate(expected_checksums(node, "z") or [])]
+        array, source = _checked_z(z, path, expected if expected else None, shard_size)
+        points = ZPoints(path, array, source=source)
+        points.shard_size = shard_size
+        done = np.asarray(node["shard_done"][:], dtype=bool)
+        points.shards, points.unfinished = len(done), int((~done).sum())
     if "valid" in members:
-        points.valid = da.from_zarr(node["valid"])
+        points.valid = (
+            _valid_rows(node, points, include_unfinished, skip_shards)
+            if is_store
+            else da.from_zarr(node["valid"])
+        )
     if "split" in members:
         points.split = da.from_zarr(node["split"])
     if "attributes" in members and "attribute" in members:
@@ -73,9 +105,43 @@ def open_zpoints(path: str | Path) -> ZPoints:
         if names:
             points.attributes = da.from_zarr(node["attributes"])
             points.attribute_names = names
-    shard_size = node.attrs.get("shard_size")
-    points.shard_size = int(shard_size) if isinstance(shard_size, int) else None
     return points
+
+
+def _checked_z(
+    array: zarr.Array, path: Path, expected: list[int | None] | None, shard_size: int | None
+) -> tuple[da.Array, CheckedArray]:
+    if array.ndim != 2:
+        raise StatsError(f"{path} holds z-points of shape {array.shape}; expected (n, N)")
+    if array.dtype.kind != "f" or array.dtype.itemsize < 2:
+        raise StatsError(f"{path} holds {array.dtype} values; z-points are floating point (float16/32/64)")
+    source = CheckedArray(array, expected, shard_size=shard_size or int(array.chunks[0]), column="z",
+                          store=str(path))  # fmt: skip
+    z = da.from_array(
+        source, chunks=(array.chunks[0], -1), name=f"z-{dask.base.tokenize(str(path), expected)}"
+    )
+    if array.dtype == np.float16:  # the kernels compute in float32/float64; float16 converts exactly
+        z = z.astype(np.float32)
+    return z, source
+
+
+def _valid_rows(node: zarr.Group, points: ZPoints, include_unfinished: bool, skip: Sequence[int]) -> da.Array:
+    """``valid``, checked against its checksums, and false for unfinished (unless included) and skipped shards."""
+    assert points.shard_size is not None
+    size, n = points.shard_size, points.z.shape[0]
+    done = np.asarray(node["shard_done"][:], dtype=bool)
+    keep = done | include_unfinished
+    keep[list(skip)] = False
+    expected = [None if i in set(skip) else c for i, c in enumerate(expected_checksums(node, "valid") or [])]
+    source = CheckedArray(
+        node["valid"], expected or None, shard_size=size, column="valid", store=str(points.path)
+    )
+    valid = da.from_array(
+        source, chunks=(size,), name=f"valid-{dask.base.tokenize(str(points.path), expected)}"
+    )
+    if keep.all():
+        return valid
+    return valid & da.from_array(np.repeat(keep, size)[:n], chunks=(size,))
 
 
 def parse_where(conditions: Sequence[str], names: Sequence[str]) -> list[tuple[str, int]]:
@@ -151,34 +217,33 @@ def json_path(stats_path: str | Path) -> Path:
     return path.with_suffix(".json") if path.suffix == ".zarr" else path.with_name(path.name + ".json")
 
 
-def write_stats(stats: xr.Dataset, out: str | Path, *, source: str) -> dict[str, Any]:
-    """Write ``out`` (Zarr) and the headline figures beside it; return the headline."""
-    out = Path(out)
-    stats = stats.assign_attrs(source=source)
-    # Written aside, then renamed into place: a reader never sees half a result, and two
-    # runs finishing together (a resumed encode beside the original) do not mix files.
-    staging = out.with_name(f".{out.name}.{uuid.uuid4().hex}")
-    with warnings.catch_warnings():
+STATS_KIND = "stats"
+HEADLINE_KIND = "stats-headline"
+
+
+def check_stats_output(out: str | Path, *, inputs: Sequence[str | Path]) -> None:
+    """Refuse ``out`` (and the stats.json beside it) before any computing: see :func:`check_output`."""
+    check_output(out, STATS_KIND, inputs=inputs)
+    check_output(json_path(out), HEADLINE_KIND, inputs=inputs)
+
+
+def write_stats(
+    stats: xr.Dataset, out: str | Path, *, source: str, inputs: Sequence[str | Path] = ()
+) -> dict[str, Any]:
+    """Write ``out`` (Zarr) and the headline figures beside it as JSON; return the headline.
+
+    Each is written aside and renamed into place (a reader never sees half a result);
+    an existing ``out`` is replaced only if it is latentdask statistics.
+    """
+    check_stats_output(out, inputs=inputs)
+    with owned_output(out, STATS_KIND, inputs=inputs, zarr=True) as staged, warnings.catch_warnings():
         warnings.simplefilter("ignore", ZarrUserWarning)
-        stats.to_zarr(staging, mode="w", consolidated=True)
-    _replace_folder(staging, out)
+        stats.assign_attrs(source=source, latentdask=staged.record).to_zarr(
+            staged.path, mode="w", consolidated=True
+        )
     figures = headline(stats) | {"source": source}
-    text = json.dumps(figures, indent=2, default=_plain) + "\n"
-    staged_json = staging.with_suffix(".json")
-    staged_json.write_text(text)
-    os.replace(staged_json, json_path(out))
+    write_json(json_path(out), figures, HEADLINE_KIND, inputs=inputs)
     return figures
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    old = target.with_name(f".{target.name}.old.{uuid.uuid4().hex}")
-    with contextlib.suppress(FileNotFoundError):
-        target.rename(old)
-    try:
-        new.rename(target)
-    except OSError:  # another writer put the same result there first
-        shutil.rmtree(new, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def open_stats(path: str | Path) -> xr.Dataset:
@@ -187,9 +252,3 @@ def open_stats(path: str | Path) -> xr.Dataset:
     if not path.exists():
         raise StatsError(f"statistics {path} do not exist")
     return xr.open_zarr(path).load()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)

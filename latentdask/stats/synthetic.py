@@ -18,6 +18,10 @@ import zarr
 
 from latentdask.blocks import write_rows
 from latentdask.errors import LatentdaskError
+from latentdask.store.output import RECORD_KEY, owned_output
+
+#: the kind of output synth-latents writes, in the group's ``latentdask`` attribute
+SYNTHETIC_LATENTS_KIND = "synthetic-latents"
 
 
 def true_distribution(dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,17 +56,17 @@ def synthesize_latents(
             f"need n >= 1, dim >= 2, chunk_rows >= 1; got n={n}, dim={dim}, chunk_rows={chunk_rows}"
         )
     out = Path(out)
-    if out.exists():
-        raise LatentdaskError(f"{out} already exists; choose a new path")
     mean, cov = true_distribution(dim, seed)
     factor = np.linalg.cholesky(cov)
-    group = zarr.open_group(str(out), mode="w")
-    group.create_array("true_mean", shape=(dim,), dtype="float64", dimension_names=["latent"])[:] = mean
-    true_cov = group.create_array(
-        "true_cov", shape=(dim, dim), dtype="float64", dimension_names=["latent", "latent2"]
-    )
-    true_cov[:] = cov
-    group.attrs.update({"generator": "latentdask synth-latents", "seed": seed, "n": n, "dim": dim})
-    write_rows(group, "z", partial(_gaussian_rows, mean, factor), n=n, dim=dim, seed=seed, chunk_rows=chunk_rows,
-               dims=["image", "latent"])  # fmt: skip
+    with owned_output(out, SYNTHETIC_LATENTS_KIND, zarr=True) as staged:
+        group = zarr.open_group(str(staged.path), mode="w")
+        group.create_array("true_mean", shape=(dim,), dtype="float64", dimension_names=["latent"])[:] = mean
+        true_cov = group.create_array(
+            "true_cov", shape=(dim, dim), dtype="float64", dimension_names=["latent", "latent2"]
+        )
+        true_cov[:] = cov
+        group.attrs.update({"generator": "latentdask synth-latents", "seed": seed, "n": n, "dim": dim,
+                            RECORD_KEY: staged.record})  # fmt: skip
+        write_rows(group, "z", partial(_gaussian_rows, mean, factor), n=n, dim=dim, seed=seed,
+                   chunk_rows=chunk_rows, dims=["image", "latent"])  # fmt: skip
     return out

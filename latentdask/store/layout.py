@@ -10,6 +10,7 @@ array           dims                    written by
 ``error``       (image) str             the shard's task; "" when valid
 ``crop``        (image) str             the shard's task: box, centre-square, none
 ``recon_error`` (image) float32         the shard's task, only when asked for
+``checksum``    (shard, column) uint32  the shard's task, before ``shard_done``: CRC-32 per column
 ``shard_done``  (shard) bool            the shard's task, last; chunk size 1
 ``image``       (image) int64           the client: row in the dataset's listing
 ``filename``    (image) str             the client
@@ -20,13 +21,13 @@ array           dims                    written by
 
 Every per-image array is chunked by ``shard_size``, so a task writes only its own
 chunks and no two tasks ever share one. The client writes the template and the
-manifest-derived arrays first and sets the ``template_complete`` attribute last; a
-store without it is half-made and is never resumed.
+manifest-derived arrays under a temporary name and renames the finished template into
+place (``latentdask.store.output``), so a half-made store never sits under the final
+name; ``template_complete`` (set last) still marks stores made before that.
 """
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,12 +39,15 @@ from zarr.errors import ZarrUserWarning
 
 from latentdask.data.manifest import Manifest
 from latentdask.errors import LatentdaskError
+from latentdask.store.integrity import CHECKSUM_ARRAY, columns
 
 if TYPE_CHECKING:
     import xarray as xr
 
 FORMAT = "latentdask-latents"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-shard checksums
+#: the kind of output a latent store is, in its ``latentdask`` attribute
+STORE_KIND = "latent-store"
 #: metadata that must agree between a store and the run that resumes it
 RESUME_KEYS = ("model_sha256", "manifest_sha256", "preprocessing", "shard_size", "latent_dim", "recon_error")
 
@@ -91,6 +95,12 @@ def create_store(
     per_image("crop", str, "")
     if recon_error:
         per_image("recon_error", "float32", np.nan)
+    names = columns(recon_error)
+    checksums = group.create_array(
+        CHECKSUM_ARRAY, shape=(n_shards, len(names)), chunks=(1, len(names)), dtype="uint32", fill_value=0,
+        dimension_names=["shard", "checksum_column"],
+    )  # fmt: skip
+    checksums.attrs["columns"] = list(names)
     group.create_array(
         "shard_done", shape=(n_shards,), chunks=(1,), dtype=bool, fill_value=False, dimension_names=["shard"]
     )
@@ -147,6 +157,9 @@ def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
     attrs = group.attrs.asdict()
     if attrs.get("format") != FORMAT:
         raise StoreError(f"{path} is not a latentdask latent store (format {attrs.get('format')!r})")
+    if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
+        raise StoreError(f"{path} has store format {attrs['format_version']}, newer than this latentdask "
+                         f"reads ({FORMAT_VERSION}); upgrade latentdask")  # fmt: skip
     if not attrs.get("template_complete"):
         raise StoreError(f"{path} was not fully created (its creation was interrupted); use --overwrite")
     return group
@@ -165,16 +178,6 @@ def check_resumable(group: zarr.Group, expected: dict[str, Any], path: str | Pat
             f"cannot resume {path}: it was made with other settings ({'; '.join(differences)}); "
             "use --overwrite to start again"
         )
-
-
-def remove_store(path: str | Path) -> None:
-    """Delete a store folder (for --overwrite); refuses anything that is not a latent store."""
-    path = Path(path)
-    if not path.exists():
-        return
-    if not (path / "zarr.json").is_file():
-        raise StoreError(f"{path} exists and is not a Zarr store; refusing to delete it")
-    shutil.rmtree(path)
 
 
 def store_array(group: zarr.Group, name: str) -> zarr.Array:

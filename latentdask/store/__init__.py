@@ -1,0 +1,51 @@
+"""What latentdask keeps on disk: the latent store's layout, owned outputs, the writer lock, checksums.
+
+- :mod:`~latentdask.store.layout`: the latent store (create, open, describe, ``open_latents``).
+- :mod:`~latentdask.store.output`: every output a command writes, under a temporary name,
+  with its record, moved into place; existing paths replaced only when they are that
+  command's own output.
+- :mod:`~latentdask.store.lock`: one writer per store.
+- :mod:`~latentdask.store.integrity`: per-shard checksums and ``verify``.
+
+The layout's names are imported lazily, so that writing a small output never imports Zarr.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "RESUME_KEYS",
+    "StoreError",
+    "check_resumable",
+    "create_store",
+    "describe_store",
+    "open_latents",
+    "open_store",
+    "shards_done",
+    "store_array",
+]
+
+if TYPE_CHECKING:
+    from latentdask.store.layout import (
+        FORMAT,
+        FORMAT_VERSION,
+        RESUME_KEYS,
+        StoreError,
+        check_resumable,
+        create_store,
+        describe_store,
+        open_latents,
+        open_store,
+        shards_done,
+        store_array,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module("latentdask.store.layout"), name)
+    raise AttributeError(f"module 'latentdask.store' has no attribute {name!r}")

@@ -1,0 +1,184 @@
+"""Per-shard checksums of a latent store, checked by ``verify``, by ``encode --resume`` and on every read.
+
+When a shard's task has written its rows it records, before setting ``shard_done``, one
+CRC-32 per column (``z``, ``valid``, ``error``, ``crop`` and, when kept,
+``recon_error``) in the array ``checksum`` (shard, column). A checksum covers the
+column's values as the task wrote them (float32 bytes, booleans as bytes, strings
+joined by NUL in UTF-8), not the encoded chunk: it holds on any Zarr store and codec,
+and it catches a deleted chunk (read back as fill values), garbage bytes and a chunk
+that no longer decodes.
+
+Readers check as they read: :class:`CheckedArray` verifies every whole shard it
+returns, so the statistics and the projections of a damaged store stop with
+:class:`DamagedShardError` at no extra read; ``verify`` reads every finished shard and
+lists all damaged ones.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentdask.errors import LatentdaskError
+
+CHECKSUM_ARRAY = "checksum"
+#: the columns a shard's checksums cover, in the order of the ``checksum`` array's second axis
+COLUMNS = ("z", "valid", "error", "crop")
+RECON_COLUMN = "recon_error"
+
+
+class DamagedShardError(LatentdaskError):
+    """A finished shard whose data no longer matches its checksum, or no longer reads."""
+
+    def __init__(self, message: str, shards: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.shards = tuple(shards)
+
+
+def columns(recon_error: bool) -> tuple[str, ...]:
+    return (*COLUMNS, RECON_COLUMN) if recon_error else COLUMNS
+
+
+def checksum(values: np.ndarray) -> int:
+    """CRC-32 of a column's values: numbers by their bytes, strings joined by NUL in UTF-8."""
+    values = np.asarray(values)
+    if values.dtype.kind in "OUT":
+        data = "\0".join(str(v) for v in values.ravel().tolist()).encode("utf-8")
+    else:
+        data = np.ascontiguousarray(values).tobytes()
+    return zlib.crc32(data)
+
+
+def shard_checksums(values: Mapping[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
+    """One uint32 per column, in the order of ``names``."""
+    return np.array([checksum(values[name]) for name in names], dtype=np.uint32)
+
+
+class CheckedArray:
+    """A Zarr array whose reads verify each whole shard against its recorded checksum.
+
+    ``expected`` holds one checksum per shard (None: not finished or not recorded,
+    nothing to check). Reads that cover only part of a shard are not checked.
+    Reading errors (a truncated or garbled chunk) become :class:`DamagedShardError` too.
+    It is what dask's ``from_array`` and render's row-range tasks read from.
+    """
+
+    def __init__(self, array: Any, expected: Sequence[int | None] | None, *, shard_size: int,
+                 column: str, store: str) -> None:  # fmt: skip
+        self.array = array
+        self.expected = list(expected) if expected is not None else None
+        self.shard_size = shard_size
+        self.column = column
+        self.store = store
+        self.shape = array.shape
+        self.dtype = array.dtype
+        self.ndim = array.ndim
+        self.chunks = array.chunks
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return (self.store, self.column, self.shape, tuple(self.expected or ()))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            values = np.asarray(self.array[key])
+        except Exception as exc:  # zarr and the codecs raise many types for a chunk that does not decode
+            hint = f"; run 'latentdask verify {self.store}' to list the damaged shards" if self.expected else ""
+            raise DamagedShardError(
+                f"{self.store}: cannot read {self.column} ({type(exc).__name__}: {exc}){hint}"
+            ) from None
+        if self.expected is not None:
+            self._check(key, values)
+        return values
+
+    def _check(self, key: Any, values: np.ndarray) -> None:
+        rows = key[0] if isinstance(key, tuple) else key
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            return
+        start, stop, _ = rows.indices(self.shape[0])
+        size, expected = self.shard_size, self.expected or []
+        for number in range(start // size, min(-(-stop // size), len(expected))):
+            first, last = number * size, min((number + 1) * size, self.shape[0])
+            if first < start or last > stop:  # only part of this shard was read
+                continue
+            wanted = expected[number]
+            if wanted is not None and checksum(values[first - start : last - start]) != wanted:
+                raise DamagedShardError(
+                    f"{self.store}: shard {number} ({self.column}) does not match its checksum; run "
+                    f"'latentdask verify {self.store}' to list the damaged shards, 'latentdask encode "
+                    "--resume' to re-encode them, or --skip-damaged to leave them out",
+                    shards=[number],
+                )
+
+
+def expected_checksums(group: Any, column: str) -> list[int | None] | None:
+    """The recorded checksum of ``column`` per shard (None where not finished), or None without checksums."""
+    if CHECKSUM_ARRAY not in set(group.array_keys()):
+        return None
+    names = list(group[CHECKSUM_ARRAY].attrs.get("columns", []))
+    if column not in names:
+        return None
+    done = np.asarray(group["shard_done"][:], dtype=bool)
+    values = np.asarray(group[CHECKSUM_ARRAY][:, names.index(column)])
+    return [int(v) if finished else None for v, finished in zip(values.tolist(), done.tolist(), strict=True)]
+
+
+def verify_shard(store: str, number: int) -> str | None:
+    """Why a finished shard is damaged (a column whose checksum differs, or that does not read), or None."""
+    import zarr
+
+    group = zarr.open_group(store, mode="r")
+    names = list(group[CHECKSUM_ARRAY].attrs["columns"])
+    recorded = np.asarray(group[CHECKSUM_ARRAY][number])
+    size = int(group.attrs["shard_size"])
+    region = slice(number * size, min((number + 1) * size, int(group.attrs["n_images"])))
+    for i, name in enumerate(names):
+        try:
+            values = np.asarray(group[name][region])
+        except Exception as exc:  # a chunk that does not decode
+            return f"{name} unreadable ({type(exc).__name__})"
+        if checksum(values) != int(recorded[i]):
+            return f"{name} does not match its checksum"
+    return None
+
+
+@dataclass
+class Verification:
+    """What ``verify`` found: damaged shards with their reason, how many were checked."""
+
+    store: str
+    checked: int
+    unfinished: int
+    damaged: dict[int, str] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        if not self.damaged:
+            return [f"{self.store}: all {self.checked} finished shard(s) match their checksums"
+                    + (f"; {self.unfinished} unfinished" if self.unfinished else "")]  # fmt: skip
+        return [f"{self.store}: {len(self.damaged)} of {self.checked} finished shard(s) damaged"] + [
+            f"  shard {number}: {reason}" for number, reason in sorted(self.damaged.items())
+        ]
+
+
+def verify_store(store: str | Path, *, client: Any = None) -> Verification:
+    """Check every finished shard of a latent store against its checksums (on ``client``'s workers if given)."""
+    from latentdask.store.layout import StoreError, open_store, shards_done
+
+    group = open_store(store)
+    if CHECKSUM_ARRAY not in set(group.array_keys()):
+        raise StoreError(f"{store} records no checksums (made before latentdask stores kept them)")
+    done = shards_done(group)
+    finished = [int(n) for n in np.flatnonzero(done)]
+    path = str(Path(store).resolve())
+    if client is not None:
+        futures = client.map(verify_shard, [path] * len(finished), finished, key=[
+            f"verify-shard-{number:06d}-{path}" for number in finished], pure=False)  # fmt: skip
+        reasons = client.gather(futures)
+    else:
+        reasons = [verify_shard(path, number) for number in finished]
+    damaged = {n: r for n, r in zip(finished, reasons, strict=True) if r is not None}
+    return Verification(str(store), checked=len(finished), unfinished=int((~done).sum()), damaged=damaged)
