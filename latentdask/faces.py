@@ -8,6 +8,10 @@ every image is upscaled to ``DETECT_SIZE`` before detection.
 A face rate only means something if the detector finds faces in the model's own
 reconstructions of real images; when it finds none there (synthetic faces are cartoons,
 not photographs), the rates are reported as not meaningful instead of as 0.
+
+The real images are the first ``n`` readable ones (:func:`~latentdask.grids.readable_images`):
+unreadable rows are skipped, and the result's ``real_images`` says how many were asked
+for, used and skipped, and why.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from latentdask.data.dataset import open_dataset
+from latentdask.data.manifest import REPORT_EXAMPLES
 from latentdask.errors import LatentdaskError
-from latentdask.grids import decode_points, encode_images, real_pixels, to_uint8
+from latentdask.grids import decode_points, encode_images, readable_images, to_uint8
 from latentdask.model.checkpoint import Checkpoint
 
 CASCADE = "haarcascade_frontalface_default.xml"
@@ -66,15 +70,18 @@ def has_face(images: np.ndarray, detector: Any = None) -> np.ndarray:
 def face_rates(
     checkpoint: Checkpoint, point_sets: Sequence[str | Path], dataset: str | Path, *, n: int = 200
 ) -> dict[str, Any]:
-    """Face rate of the first ``n`` points of each set, beside real images and their reconstructions."""
+    """Face rate of the first ``n`` points of each set, beside real images and their reconstructions.
+
+    The real images are the dataset's first ``n`` readable ones; ``real_images`` in the
+    result counts those asked for, used and skipped (with examples of why).
+    """
     import zarr
 
     detector = face_detector()
-    images = len(open_dataset(dataset).manifest)
-    pixels = real_pixels(checkpoint, dataset, list(range(min(n, images))))
-    reconstructions = decode_points(checkpoint.model, encode_images(checkpoint.model, pixels))
+    real = readable_images(checkpoint, dataset, range(n))
+    reconstructions = decode_points(checkpoint.model, encode_images(checkpoint.model, real.pixels))
     reference = {
-        "real images": _rate(to_uint8(pixels), detector),
+        "real images": _rate(to_uint8(real.pixels), detector),
         "real reconstructions": _rate(reconstructions, detector),
     }
     sets = {}
@@ -91,6 +98,12 @@ def face_rates(
         "note": None if meaningful else NOT_MEANINGFUL,
         "reference": reference,
         "sets": sets,
+        "real_images": {
+            "asked": n,
+            "used": len(real.rows),
+            "skipped": len(real.skipped),
+            "skipped_examples": list(real.skipped[:REPORT_EXAMPLES]),
+        },
     }
 
 
@@ -108,6 +121,14 @@ def format_face_rates(result: dict[str, Any]) -> str:
     for name, s in (result["reference"] | result["sets"]).items():
         rate = "—" if s["rate"] is None else f"{s['rate']:.3f}"
         lines.append(f"{name[:40]:<40} {s['images']:>7} {s['faces']:>6} {rate:>6}")
+    real = result.get("real_images")  # absent from files written before it was recorded
+    if real and real["skipped"]:
+        lines.append(
+            f"note: {real['skipped']} unreadable real image(s) skipped "
+            f"(e.g. {'; '.join(real['skipped_examples'])})"
+        )
+    if real and real["used"] < real["asked"]:
+        lines.append(f"note: {real['used']} real image(s) used of {real['asked']} asked for")
     if result["note"]:
         lines.append(f"note: {result['note']}")
     return "\n".join(lines)

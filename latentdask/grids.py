@@ -4,6 +4,11 @@ Rows come from point sets (a row per sampler), from real images (originals above
 their reconstructions), from an interpolation between two real images, and from a
 path in a coordinate plane (a, b) through the real centre or the origin (the seed's
 part VI). :func:`render_grid` lays them out with their labels in one PNG.
+
+Real images for reconstructions (and for the face rate's reference) are the readable
+ones: :func:`readable_images` skips a row that is listed but missing or fails to
+decode, takes the next row in its place, and says what it skipped and why; a dataset
+with fewer images than asked gives fewer.
 """
 
 from __future__ import annotations
@@ -19,11 +24,14 @@ import zarr
 from PIL import Image, ImageDraw
 
 from latentdask.data.dataset import open_dataset
-from latentdask.errors import LatentdaskError
+from latentdask.errors import ImageDecodeError, LatentdaskError
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import Checkpoint
 
 LABEL_WIDTH = 170
+
+#: Unreadable images :func:`readable_images` skips before it stops looking for more.
+MAX_SKIPPED = 1000
 
 
 class GridError(LatentdaskError):
@@ -32,10 +40,22 @@ class GridError(LatentdaskError):
 
 @dataclass(frozen=True)
 class Row:
-    """A label and its images, uint8 (k, size, size, 3)."""
+    """A label and its images, uint8 (k, size, size, 3); ``skipped``: ``name: reason`` of
+    the source images left out because they could not be read."""
 
     label: str
     images: np.ndarray
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RealImages:
+    """Decoded real images: ``pixels`` float32 (k, 3, size, size), the manifest ``rows``
+    they come from, and ``skipped``, a ``name: reason`` per unreadable row left out."""
+
+    pixels: np.ndarray
+    rows: tuple[int, ...]
+    skipped: tuple[str, ...]
 
 
 def decode_points(model: Autoencoder, z: np.ndarray) -> np.ndarray:
@@ -75,15 +95,74 @@ def real_pixels(checkpoint: Checkpoint, dataset: str | Path, rows: Sequence[int]
     return np.stack([data.load(int(r), checkpoint.preprocessing).pixels for r in rows])
 
 
+def readable_images(
+    checkpoint: Checkpoint, dataset: str | Path, rows: Sequence[int], *, max_skipped: int = MAX_SKIPPED
+) -> RealImages:
+    """Up to ``len(rows)`` readable images: ``rows`` first, then the rows after the last of them.
+
+    A row that is listed but missing or fails to decode is skipped and the next row
+    taken in its place; rows past the dataset's end do not exist and are not counted as
+    skipped, so a small dataset gives fewer images than asked.
+
+    The search stops after ``max_skipped`` unreadable rows, with what it has found.
+
+    Raises
+    ------
+    GridError
+        If rows were asked for and none of those tried is readable.
+
+    Examples
+    --------
+    >>> real = readable_images(checkpoint, "data/faces", range(12))  # doctest: +SKIP
+    >>> len(real.rows), len(real.skipped)  # doctest: +SKIP
+    (12, 1)
+    """
+    data = open_dataset(dataset)
+    manifest, prep = data.manifest, checkpoint.preprocessing
+    asked = [int(r) for r in rows]
+    after = max(asked, default=-1) + 1
+    candidates = [r for r in asked if 0 <= r < len(manifest)] + list(range(after, len(manifest)))
+    found: dict[int, np.ndarray] = {}
+    skipped: list[str] = []
+    for row in candidates:
+        if len(found) == len(asked) or len(skipped) >= max_skipped:
+            break
+        if row in found:
+            continue
+        try:
+            if not manifest.present[row]:
+                raise ImageDecodeError(str(manifest.names[row]), "listed but missing")
+            found[row] = data.load(row, prep).pixels
+        except ImageDecodeError as exc:
+            skipped.append(f"{exc.name}: {exc.reason}")
+    if asked and not found:
+        if not skipped:
+            raise GridError(f"{dataset} has {len(manifest)} images; none from row {min(asked)} on")
+        raise GridError(f"no readable image in {dataset}: {len(skipped)} skipped (e.g. {skipped[0]})")
+    size = prep.image_size
+    pixels = np.stack(list(found.values())) if found else np.zeros((0, 3, size, size), np.float32)
+    return RealImages(pixels, tuple(found), tuple(skipped))
+
+
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return (np.clip(pixels, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
 
 
-def reconstruction_rows(checkpoint: Checkpoint, dataset: str | Path, rows: Sequence[int]) -> list[Row]:
-    """Real images above what the autoencoder makes of them."""
-    pixels = real_pixels(checkpoint, dataset, rows)
-    z = encode_images(checkpoint.model, pixels)
-    return [Row("original", to_uint8(pixels)), Row("reconstruction", decode_points(checkpoint.model, z))]
+def reconstruction_rows(
+    checkpoint: Checkpoint, dataset: str | Path, rows: Sequence[int], *, max_skipped: int = MAX_SKIPPED
+) -> list[Row]:
+    """Readable real images (see :func:`readable_images`) above what the autoencoder makes of them.
+
+    The originals' row is labelled with the number of unreadable images skipped, and
+    carries their names and reasons in ``skipped``.
+    """
+    real = readable_images(checkpoint, dataset, rows, max_skipped=max_skipped)
+    z = encode_images(checkpoint.model, real.pixels)
+    label = f"original ({len(real.skipped)} skipped)" if real.skipped else "original"
+    return [
+        Row(label, to_uint8(real.pixels), real.skipped),
+        Row("reconstruction", decode_points(checkpoint.model, z)),
+    ]
 
 
 def interpolation_row(checkpoint: Checkpoint, dataset: str | Path, first: int, last: int, steps: int) -> Row:

@@ -95,3 +95,20 @@ def write_celeba(
 
 def solid_jpeg(colour: tuple[int, int, int] = (120, 80, 40), size: tuple[int, int] = (178, 218)) -> bytes:
     return encode(Image.new("RGB", size, colour), "JPEG", quality=95)
+
+
+def write_partly_unreadable_celeba(root: Path) -> tuple[Path, dict[int, bytes]]:
+    """Seven CelebA rows, three of them unreadable; returns the root and {row: bytes} of the readable.
+
+    Row 1 is not an image, row 3 is listed but missing, row 5 declares 20000 × 20000
+    pixels; rows 0, 2, 4 and 6 are synthetic faces.
+    """
+    from latentdask.data.synthetic import render_face_jpeg
+
+    names = [f"{i:06d}.jpg" for i in range(1, 8)]
+    readable = {row: render_face_jpeg(seed=5, index=row)[0] for row in (0, 2, 4, 6)}
+    images = {names[row]: data for row, data in readable.items()}
+    images[names[1]] = b"not an image at all\n"
+    images[names[5]] = png_from_idat(20000, 20000, 8, 0, zlib.compress(b""))
+    write_celeba(root, images, partition=dict.fromkeys(names, 0), attributes=None)
+    return root, readable

@@ -11,11 +11,12 @@ import torch
 import zarr
 
 from latentdask.data.dataset import open_dataset
-from latentdask.data.decode import Preprocessing
+from latentdask.data.decode import Preprocessing, decode_image
 from latentdask.faces import NOT_MEANINGFUL, face_rates, format_face_rates, has_face
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import load_checkpoint, save_checkpoint
 from latentdask.model.config import ModelConfig
+from tests.helpers import write_partly_unreadable_celeba
 
 
 def face_images(root: Path, size: int, n: int) -> np.ndarray:
@@ -67,3 +68,32 @@ def test_face_rate_command_needs_reference_images(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "--face-rate needs real images for reference" in result.stderr
+
+
+def test_face_rate_uses_readable_images_and_counts_the_skipped(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Autoencoder(ModelConfig(image_size=32, latent_dim=8, channels=(4, 4)))
+    checkpoint = load_checkpoint(save_checkpoint(tmp_path / "ckpt", model, Preprocessing(image_size=32)))
+    root, readable = write_partly_unreadable_celeba(tmp_path / "c")
+    result = face_rates(checkpoint, [], root, n=200)
+    assert result["real_images"] == {
+        "asked": 200,
+        "used": 4,
+        "skipped": 3,
+        "skipped_examples": [
+            "000002.jpg: not an image file",
+            "000004.jpg: listed but missing",
+            "000006.jpg: image too large (20000×20000)",
+        ],
+    }
+    # the detector's verdict on the readable images, decoded one by one from their bytes
+    pixels = np.stack([decode_image(data, checkpoint.preprocessing).pixels for data in readable.values()])
+    faces_found = has_face((pixels.clip(0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1))
+    assert result["reference"]["real images"] == {
+        "images": 4,
+        "faces": int(faces_found.sum()),
+        "rate": float(faces_found.mean()),
+    }
+    text = format_face_rates(result)
+    assert "note: 3 unreadable real image(s) skipped (e.g. 000002.jpg: not an image file;" in text
+    assert "note: 4 real image(s) used of 200 asked for" in text

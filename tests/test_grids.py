@@ -9,11 +9,12 @@ import pytest
 import torch
 import zarr
 
-from latentdask.data.decode import Preprocessing
+from latentdask.data.decode import Preprocessing, decode_image
 from latentdask.grids import (
     LABEL_WIDTH,
     GridError,
     decode_points,
+    encode_images,
     interpolation_row,
     path_row,
     point_rows,
@@ -23,6 +24,7 @@ from latentdask.grids import (
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import load_checkpoint, save_checkpoint
 from latentdask.model.config import ModelConfig
+from tests.helpers import write_celeba, write_partly_unreadable_celeba
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +76,36 @@ def test_clear_errors(checkpoint: Path, tmp_path: Path) -> None:
         path_row(model, np.zeros(6), np.ones(6), 2, 2, through="centre", steps=3)
     with pytest.raises(GridError, match="nothing to draw"):
         render_grid([])
+
+
+def test_reconstructions_skip_unreadable_images_and_take_the_next(checkpoint: Path, tmp_path: Path) -> None:
+    ckpt = load_checkpoint(checkpoint)
+    root, readable = write_partly_unreadable_celeba(tmp_path / "c")
+    # the images decoded one by one, straight from their bytes
+    expected = {row: decode_image(data, ckpt.preprocessing).pixels for row, data in readable.items()}
+    original, rebuilt = reconstruction_rows(ckpt, root, [0, 1, 2])
+    wanted = np.stack([expected[0], expected[2], expected[4]])  # rows 1 and 3 skipped, row 4 taken
+    np.testing.assert_array_equal(
+        original.images, (wanted.clip(0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+    )
+    np.testing.assert_array_equal(
+        rebuilt.images, decode_points(ckpt.model, encode_images(ckpt.model, wanted))
+    )
+    assert original.label == "original (2 skipped)"
+    assert original.skipped == ("000002.jpg: not an image file", "000004.jpg: listed but missing")
+    # more asked for than the dataset holds: every readable image, nothing else
+    original, rebuilt = reconstruction_rows(ckpt, root, list(range(12)))
+    everything = np.stack([expected[row] for row in (0, 2, 4, 6)])
+    assert len(original.images) == len(rebuilt.images) == 4
+    np.testing.assert_array_equal(original.images[:, :, :, 0], (everything[:, 0].clip(0, 1) * 255).round())
+    assert original.skipped[-1] == "000006.jpg: image too large (20000×20000)"
+    assert original.label == "original (3 skipped)"
+    # all readable: the label says nothing
+    assert reconstruction_rows(ckpt, root, [0])[0].label == "original"
+
+
+def test_no_readable_image_is_a_clear_error(checkpoint: Path, tmp_path: Path) -> None:
+    ckpt = load_checkpoint(checkpoint)
+    root = write_celeba(tmp_path / "c", {"a.jpg": b"", "b.jpg": b"x"}, partition=None, attributes=None)
+    with pytest.raises(GridError, match=r"no readable image in .*: 2 skipped \(e.g. a.jpg: empty file\)"):
+        reconstruction_rows(ckpt, root, list(range(12)))
