@@ -89,7 +89,9 @@ class FolderContainer:
                 size = os.fstat(file.fileno()).st_size
                 if size > limit:
                     raise _too_large(name, size, limit)
-                data = file.read(limit + 1)  # the file may have grown since
+                data = file.read(size + 1)  # a buffer of the file's size, not of the limit
+                if len(data) > size:  # it grew since: read on, up to the limit
+                    data += file.read(limit + 1 - len(data))
         except FileNotFoundError:
             raise ImageDecodeError(name, "listed but missing") from None
         except OSError as exc:
