@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from latentdask.errors import LatentdaskError
+from latentdask.errors import LatentdaskError, describe_validation_error
 
 if TYPE_CHECKING:
     from latentdask.cluster import ClusterChoice
@@ -35,15 +35,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(func: F) -> F:
-    """Print LatentdaskError as one line and exit 2."""
+    """Print what the user can act on as one plain line on stderr and exit 2.
+
+    That is a LatentdaskError, an option that fails its options model's validation, and
+    an output the system refuses to write (disk full, read-only, no permission). The text
+    is printed as it is: never as markup, never wrapped.
+    """
+    from pydantic import ValidationError
+
+    from latentdask.store.output import WRITE_ERRNOS
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except LatentdaskError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(2) from None
+            message = str(exc)
+        except ValidationError as exc:
+            message = f"invalid options: {describe_validation_error(exc)}"
+        except OSError as exc:
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            message = f"cannot write {exc.filename or ''}: {exc.strerror}".replace("write :", "write:")
+        typer.echo(f"error: {' '.join(message.splitlines())}", err=True)
+        raise typer.Exit(2)
 
     return wrapper  # type: ignore[return-value]
 
@@ -146,6 +161,29 @@ def info(path: Annotated[Path, typer.Argument(help="A dataset, checkpoint or lat
     typer.echo("\n".join(lines))
 
 
+@app.command()
+@user_errors
+def verify(
+    store: Annotated[Path, typer.Argument(help="A latent store.")],
+    cluster: ClusterOption = None,
+    scheduler: SchedulerOption = None,
+    cluster_name: ClusterNameOption = None,
+) -> None:
+    """Check every finished shard of a latent store against its checksums; exit 1 naming the damaged ones."""
+    from latentdask.cluster import check_paths_on_workers, connect
+    from latentdask.store.integrity import verify_store
+
+    with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
+        check_paths_on_workers(client, [store])
+        found = verify_store(store, client=client)
+    typer.echo("\n".join(found.lines()))
+    if found.damaged:
+        typer.echo(
+            f"'latentdask encode ... --out {store} --resume' encodes the damaged shards again", err=True
+        )
+        raise typer.Exit(1)
+
+
 @app.command("import-model")
 @user_errors
 def import_model(
@@ -179,6 +217,38 @@ ClusterNameOption = Annotated[
     typer.Option("--cluster-name", help="A gateway or Kubernetes cluster from 'latentdask cluster up'.",
                  rich_help_panel="Cluster"),
 ]  # fmt: skip
+
+
+SkipDamagedOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-damaged", help="Leave out shards whose checksums fail (found by reading them first)."
+    ),
+]
+UnfinishedOption = Annotated[
+    bool,
+    typer.Option(
+        "--include-unfinished", help="Also count the valid rows of shards an encode has not finished."
+    ),
+]
+
+
+def open_points(store: Path, client: Any, *, skip_damaged: bool, include_unfinished: bool) -> Any:
+    """The z-points a reading command works on, saying what is left out of an unfinished or damaged store."""
+    from latentdask.stats.io import open_zpoints
+    from latentdask.store.integrity import verify_store
+
+    skipped: list[int] = []
+    if skip_damaged:
+        verification = verify_store(store, client=client)
+        skipped = sorted(verification.damaged)
+        if skipped:
+            console.print(f"leaving out {len(skipped)} damaged shard(s): {', '.join(map(str, skipped))}")
+    points = open_zpoints(store, include_unfinished=include_unfinished, skip_shards=skipped)
+    note = points.unfinished_note()
+    if note:
+        console.print(note.replace("left out", "kept where valid") if include_unfinished else note)
+    return points
 
 
 def cluster_choice(cluster: Path | None, scheduler: str | None, name: str | None = None) -> ClusterChoice:
@@ -256,6 +326,8 @@ def stats(
     ] = None,
     split: SplitOption = "all",
     where: WhereOption = None,
+    skip_damaged: SkipDamagedOption = False,
+    include_unfinished: UnfinishedOption = False,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
     cluster_name: ClusterNameOption = None,
@@ -264,16 +336,18 @@ def stats(
     import time
 
     from latentdask.cluster import check_paths_on_workers, connect
-    from latentdask.stats.io import open_zpoints, stats_of, write_stats
+    from latentdask.stats.io import check_stats_output, stats_of, write_stats
+    from latentdask.store.integrity import listing_damaged
 
     params = summary_params(bin_width, value_range, thresholds or [1.5, 2.0])
-    points = open_zpoints(store)
+    check_stats_output(out, inputs=[store])
     choice = cluster_choice(cluster, scheduler, cluster_name)
     started = time.perf_counter()
-    with connect(choice) as client:
+    with connect(choice) as client, listing_damaged(store, client=client):
         check_paths_on_workers(client, [store])
+        points = open_points(store, client, skip_damaged=skip_damaged, include_unfinished=include_unfinished)
         result = stats_of(points, params=params, split=split, where=where or [], scheduler=client)
-    figures = write_stats(result, out, source=str(store))
+    figures = write_stats(result, out, source=str(store), inputs=[store])
     console.print(
         f"statistics of {figures['count']} z-points ({figures['selection']}; {figures['invalid']} invalid, "
         f"{figures['nonfinite']} non-finite left out) in {time.perf_counter() - started:.1f} s → {out}",
@@ -375,9 +449,11 @@ def score(
 ) -> None:
     """In-distribution scores of point sets, always beside held-out real points."""
     from latentdask.cluster import connect
-    from latentdask.score import format_scores, write_scores
+    from latentdask.score import SCORES_KIND, format_scores, write_scores
     from latentdask.score import score as run_score
+    from latentdask.store.output import check_output
 
+    check_output(out, SCORES_KIND, inputs=[store, stats, *points])
     chosen = parse_ints(pair, "--pair") if pair else None
     if chosen is not None and len(chosen) != 2:
         raise LatentdaskError(f"--pair expects two component numbers a,b, got {pair!r}")
@@ -385,7 +461,7 @@ def score(
         results = run_score(store, stats, points, reference_size=reference_size,
                             pair=(chosen[0], chosen[1]) if chosen else None, threshold=threshold, seed=seed,
                             scheduler=client)  # fmt: skip
-    write_scores(results, out)
+    write_scores(results, out, inputs=[store, stats, *points])
     typer.echo(format_scores(results))
     console.print(f"scores → {out}")
 
@@ -449,9 +525,23 @@ def decode(
     faces_out: Annotated[Path | None, typer.Option(help="face_rate.json to write.")] = None,
 ) -> None:
     """Decode z-points to a labelled image grid: samplers, reconstructions, interpolations, paths."""
-    from latentdask.grids import interpolation_row, path_row, point_rows, reconstruction_rows, render_grid
+    from latentdask.faces import FACE_RATES_KIND
+    from latentdask.grids import (
+        DECODED_GRID_KIND,
+        interpolation_row,
+        path_row,
+        point_rows,
+        reconstruction_rows,
+        render_grid,
+        skipped_note,
+    )
     from latentdask.model.checkpoint import load_checkpoint
+    from latentdask.store.output import check_output, save_png
 
+    inputs = [checkpoint, *(points or []), *(p for p in (reconstruct, dataset, stats) if p is not None)]
+    check_output(out, DECODED_GRID_KIND, inputs=inputs)
+    if faces_out is not None:
+        check_output(faces_out, FACE_RATES_KIND, inputs=inputs)
     ckpt = load_checkpoint(checkpoint)
     rows = point_rows(ckpt.model, points or [], per_row)
     if reconstruct is not None:
@@ -470,8 +560,14 @@ def decode(
         real = open_stats(stats)
         rows.append(path_row(ckpt.model, real["mean"].values, real["std"].values, plane[0], plane[1],
                              through=through, steps=per_row))  # type: ignore[arg-type]  # fmt: skip
-    render_grid(rows, scale=scale, title=f"decoded by {checkpoint}").save(out)
-    console.print(f"{len(rows)} row(s) → {out}")
+    save_png(
+        render_grid(rows, scale=scale, title=f"decoded by {checkpoint}"),
+        out,
+        DECODED_GRID_KIND,
+        inputs=inputs,
+    )
+    note = skipped_note(rows)
+    console.print(f"{len(rows)} row(s) → {out}" + (f"; {note}" if note else ""))
     if face_rate > 0:
         from latentdask.faces import face_rates, format_face_rates, write_face_rates
 
@@ -483,7 +579,7 @@ def decode(
         rates = face_rates(ckpt, points or [], reference_images, n=face_rate)
         typer.echo(format_face_rates(rates))
         if faces_out is not None:
-            write_face_rates(rates, faces_out)
+            write_face_rates(rates, faces_out, inputs=inputs)
             console.print(f"face rates → {faces_out}")
 
 
@@ -514,6 +610,8 @@ def render(
     how: Annotated[str, typer.Option(help="Shading: eq_hist or log.")] = "eq_hist",
     split: SplitOption = "all",
     where: WhereOption = None,
+    skip_damaged: SkipDamagedOption = False,
+    include_unfinished: UnfinishedOption = False,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
     cluster_name: ClusterNameOption = None,
@@ -521,13 +619,18 @@ def render(
     """Datashader images of every z-point: pairs, top-correlated grid, principal axes, slices."""
     from latentdask.cluster import check_paths_on_workers, connect
     from latentdask.render import render as run_render
+    from latentdask.store.integrity import listing_damaged
 
-    with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
+    with (
+        connect(cluster_choice(cluster, scheduler, cluster_name)) as client,
+        listing_damaged(store, client=client),
+    ):
         check_paths_on_workers(client, [store])
+        points = open_points(store, client, skip_damaged=skip_damaged, include_unfinished=include_unfinished)
         result = run_render(store, out, stats=stats, pairs=pairs or [], top_correlated=top_correlated, pcs=pcs,
                             slice_threshold=slice_threshold, slice_ranked=slice_ranked, overlays=overlay or [],
                             special=special, color_by=color_by, width=width, how=how,  # type: ignore[arg-type]
-                            split=split, where=where or [], scheduler=client)  # fmt: skip
+                            split=split, where=where or [], scheduler=client, points=points)  # fmt: skip
     console.print(
         f"{len(result.aggregates)} projections of {result.points:,} rows aggregated in "
         f"{result.seconds['aggregate']:.1f} s, drawn in {result.seconds['draw']:.1f} s → {out}",
@@ -565,7 +668,7 @@ def serve(
         check_paths_on_workers(client, [store])
         console.print(f"serving {store} on http://{address}:{port}/ (Ctrl-C stops)", highlight=False)
         if address not in ("127.0.0.1", "localhost", "::1"):
-            console.print(f"[bold yellow]warning:[/] bound to {address}: anyone who can reach it sees every image "
+            console.print(f"warning: bound to {address}: anyone who can reach it sees every image "
                           "and z-point; put it behind an authenticating proxy", highlight=False)  # fmt: skip
         run_serve(store, stats=stats, points=list(points or []), dataset=dataset, model=model, client=client,
                   address=address, port=port)  # fmt: skip
@@ -649,7 +752,14 @@ def cluster_down(name: Annotated[str, typer.Argument(help="Cluster name.")], spe
     console.print(f"{name}: stopped", highlight=False)
 
 
-def _finish_bench(report: Any, json_out: Path | None) -> None:
+def _run_bench(json_out: Path | None, measure: Callable[[], Any]) -> None:
+    """Check where the JSON goes first (a benchmark takes minutes), measure, show, save."""
+    from latentdask.bench.report import BENCH_KIND
+    from latentdask.store.output import check_output
+
+    if json_out is not None:
+        check_output(json_out, BENCH_KIND)
+    report = measure()
     report.show()
     if json_out is not None:
         report.save(json_out)
@@ -670,7 +780,7 @@ def bench_decode(
     """Decode + preprocess images/s on one core against a plain PIL loop."""
     from latentdask.bench.decode import bench_decode as run
 
-    _finish_bench(run(dataset=dataset, n=n, image_size=image_size), json_out)
+    _run_bench(json_out, functools.partial(run, dataset=dataset, n=n, image_size=image_size))
 
 
 @bench_app.command("train")
@@ -686,10 +796,8 @@ def bench_train(
     """Training images/s of the default autoencoder on this machine."""
     from latentdask.bench.train import bench_train as run
 
-    _finish_bench(
-        run(image_size=image_size, latent_dim=latent_dim, batch_size=batch_size, steps=steps, device=device),
-        json_out,
-    )
+    _run_bench(json_out, functools.partial(run, image_size=image_size, latent_dim=latent_dim,
+                                            batch_size=batch_size, steps=steps, device=device))  # fmt: skip
 
 
 @bench_app.command("encode")
@@ -704,7 +812,8 @@ def bench_encode(
     """Encode pipeline images/s with 1 and 2 workers against a plain loop and the CPU ceiling."""
     from latentdask.bench.encode import bench_encode as run
 
-    _finish_bench(run(n=n, shard_size=shard_size, batch_size=batch_size, image_size=image_size), json_out)
+    _run_bench(json_out, functools.partial(run, n=n, shard_size=shard_size, batch_size=batch_size,
+                                            image_size=image_size))  # fmt: skip
 
 
 @bench_app.command("stats")
@@ -724,7 +833,7 @@ def bench_stats(
     """The fused statistics pass against the seed's method, dask.array, and a float32 XᵀX pass."""
     from latentdask.bench.stats import bench_stats as run
 
-    _finish_bench(run(n=n, dim=dim, workers=workers, baselines=baselines), json_out)
+    _run_bench(json_out, functools.partial(run, n=n, dim=dim, workers=workers, baselines=baselines))
 
 
 @bench_app.command("knn")
@@ -738,7 +847,7 @@ def bench_knn(
     """Exact nearest-real-neighbour search in GFLOP/s against a blocked in-memory float32 GEMM."""
     from latentdask.bench.knn import bench_knn as run
 
-    _finish_bench(run(n=n, n_queries=queries, workers=workers), json_out)
+    _run_bench(json_out, functools.partial(run, n=n, n_queries=queries, workers=workers))
 
 
 @bench_app.command("render")
@@ -753,7 +862,7 @@ def bench_render(
     """Render's one-read aggregation and the dashboard's in-memory zoom against datashader on pandas."""
     from latentdask.bench.render import bench_render as run
 
-    _finish_bench(run(n=n, dim=dim, workers=workers, width=width), json_out)
+    _run_bench(json_out, functools.partial(run, n=n, dim=dim, workers=workers, width=width))
 
 
 if __name__ == "__main__":

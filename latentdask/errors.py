@@ -37,12 +37,13 @@ class ImageDecodeError(LatentdaskError):
 
 
 def describe_validation_error(exc: Exception) -> str:
-    """One line per pydantic error: ``field 'a.b': message``."""
+    """One line for all pydantic errors: ``field 'a.b': message; ...`` (a check of the whole: the message alone)."""
     errors = getattr(exc, "errors", None)
     if errors is None:
         return str(exc)
     parts = []
     for error in errors():
-        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        parts.append(f"field {where!r}: {error['msg'].removeprefix('Value error, ')}")
+        where = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"field {where!r}: {message}" if where else message)
     return "; ".join(parts)

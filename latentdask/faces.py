@@ -16,7 +16,6 @@ for, used and skipped, and why.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,10 @@ from latentdask.data.manifest import REPORT_EXAMPLES
 from latentdask.errors import LatentdaskError
 from latentdask.grids import decode_points, encode_images, readable_images, to_uint8
 from latentdask.model.checkpoint import Checkpoint
+from latentdask.store.output import write_json
 
+#: the kind of output face_rate.json is, in its ``latentdask`` record
+FACE_RATES_KIND = "face-rates"
 CASCADE = "haarcascade_frontalface_default.xml"
 DETECT_SIZE = 128
 NOT_MEANINGFUL = "the detector finds no faces in the real reconstructions, so face rates say nothing here"
@@ -134,7 +136,6 @@ def format_face_rates(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_face_rates(result: dict[str, Any], out: str | Path) -> Path:
-    out = Path(out)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    return out
+def write_face_rates(result: dict[str, Any], out: str | Path, *, inputs: Sequence[str | Path] = ()) -> Path:
+    """Write ``face_rate.json`` (replacing only an earlier one of latentdask's)."""
+    return write_json(out, result, FACE_RATES_KIND, inputs=inputs)

@@ -28,6 +28,8 @@ from latentdask.errors import ImageDecodeError, LatentdaskError
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import Checkpoint
 
+#: the kind of output a decoded grid (PNG) is, in its ``latentdask`` text chunk
+DECODED_GRID_KIND = "decoded-grid"
 LABEL_WIDTH = 170
 
 #: Unreadable images :func:`readable_images` skips before it stops looking for more.
@@ -210,3 +212,11 @@ def render_grid(rows: Sequence[Row], *, scale: int = 2, title: str = "") -> Imag
             cell = Image.fromarray(image).resize((size, size), Image.Resampling.NEAREST)
             grid.paste(cell, (LABEL_WIDTH + j * size, y))
     return grid
+
+
+def skipped_note(rows: Sequence[Row]) -> str | None:
+    """``"2 unreadable image(s) skipped (000002.jpg: not an image file, ...)"``, or None."""
+    skipped = [entry for row in rows for entry in row.skipped]
+    if not skipped:
+        return None
+    return f"{len(skipped)} unreadable image(s) skipped ({', '.join(skipped[:2])}{', ...' if len(skipped) > 2 else ''})"

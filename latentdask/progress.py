@@ -20,7 +20,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True)
+#: plain text: paths and names from data may hold brackets, which rich would read as markup
+console = Console(stderr=True, markup=False, highlight=False)
 
 
 class Bar:

@@ -615,8 +615,12 @@ def render(
     split: str = "all",
     where: Sequence[str] = (),
     scheduler: Any = None,
+    points: ZPoints | None = None,
 ) -> RenderResult:
-    """Every requested projection of every selected z-point, as PNGs in ``out``; see the module docstring."""
+    """Every requested projection of every selected z-point, as PNGs in ``out``; see the module docstring.
+
+    ``points``: the store already opened (e.g. leaving out damaged shards); default: opened from ``store``.
+    """
     from latentdask.encode import default_stats_path
 
     if width < 100:
@@ -629,7 +633,7 @@ def render(
         raise RenderError(f"{stats_path} does not exist; give --stats (render takes ranges and PCs from it)")
     inputs = [store, stats_path, *overlays]
     check_output(out, PROJECTIONS_KIND, inputs=inputs)
-    points = open_zpoints(store)
+    points = points or open_zpoints(store)
     statistics = open_stats(stats_path)
     dim = statistics.sizes["latent"]
     if points.z.shape[1] != dim:

@@ -17,7 +17,6 @@ reference):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -35,7 +34,10 @@ from latentdask.device import resolve_device
 from latentdask.errors import LatentdaskError
 from latentdask.stats.io import ZPoints, open_stats, open_zpoints
 from latentdask.stats.summary import select_rows
+from latentdask.store.output import write_json
 
+#: the kind of output scores.json is, in its ``latentdask`` record
+SCORES_KIND = "scores"
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
@@ -328,7 +330,6 @@ def format_scores(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_scores(results: dict[str, Any], out: str | Path) -> Path:
-    out = Path(out)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    return out
+def write_scores(results: dict[str, Any], out: str | Path, *, inputs: Sequence[str | Path] = ()) -> Path:
+    """Write ``scores.json`` (replacing only an earlier scores.json of latentdask's)."""
+    return write_json(out, results, SCORES_KIND, inputs=inputs)

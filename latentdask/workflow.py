@@ -21,7 +21,6 @@ import copy
 import hashlib
 import itertools
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from latentdask.cluster import NAMED_KINDS, ClusterChoice, cluster_down, cluster_up
 from latentdask.config import ClusterSpec, ConfigError, read_yaml
@@ -163,6 +162,24 @@ class Workflow(BaseModel):
     #: ``section.key: [values]``: one run per combination (see :func:`expand_matrix`)
     matrix: dict[str, list[Any]] = {}
 
+    @field_validator("name")
+    @classmethod
+    def _not_a_relative_folder(cls, name: str) -> str:
+        if name in (".", ".."):  # runs/.. would make the run folder the current directory
+            raise ValueError(f"{name!r} is not a run name; use letters, digits, '_', '.' or '-'")
+        return name
+
+    @model_validator(mode="after")
+    def _model_builds(self) -> Workflow:
+        """The architecture is checked with the file, not after the synth step has run."""
+        if self.model.checkpoint is None:
+            try:
+                ModelConfig(image_size=self.model.image_size, latent_dim=self.model.latent_dim,
+                            channels=self.model.channels, batch_norm=self.model.batch_norm)  # fmt: skip
+            except ValidationError as exc:
+                raise ValueError(f"model: {describe_validation_error(exc)}") from None
+        return self
+
     @model_validator(mode="after")
     def _overlays_are_samplers(self) -> Workflow:
         labels = [entry.label for entry in self.generate.samplers]
@@ -280,10 +297,10 @@ class Runner:
         previous = self.record["steps"].get(name, {})
         same = previous.get("identity") == ident
         if same and previous.get("status") == "done" and complete():
-            console.print(f"[bold]{name}[/]: done earlier with the same parameters, skipped ({output})")
+            console.print(f"{name}: done earlier with the same parameters, skipped ({output})")
             return ident
         verb = "continuing" if same and output.exists() else "running"
-        console.print(f"[bold]{name}[/]: {verb}")
+        console.print(f"{name}: {verb}")
         self.record["steps"][name] = {"identity": ident, "params": params, "status": "running", "output": str(output),
                                       "started": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
         self._save()
@@ -379,9 +396,7 @@ def _synthetic_complete(folder: Path, recipe: SyntheticData) -> bool:
 def _synth(folder: Path, recipe: SyntheticData) -> None:
     from latentdask.data.synthetic import synthesize
 
-    if folder.exists() and not _synthetic_complete(folder, recipe):
-        shutil.rmtree(folder)  # the run's own folder, made by an earlier synth step
-    synthesize(folder, n=recipe.n, seed=recipe.seed)
+    synthesize(folder, n=recipe.n, seed=recipe.seed)  # replaces only synthetic faces made earlier
 
 
 def _train(
@@ -415,10 +430,8 @@ def _encode(
 def _generate(stats: Path, folder: Path, section: GenerateSection) -> None:
     from latentdask.generate import generate
 
-    if folder.exists():
-        shutil.rmtree(folder)  # the run's own points, from an earlier generate step
-    folder.mkdir(parents=True)
-    for entry in section.samplers:
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in section.samplers:  # each POINTS.zarr replaces only points generated earlier
         spec = SamplerSpec(name=entry.name, b=entry.b, quantile=entry.quantile)
         generate(stats, folder / f"{entry.label}.zarr", spec=spec, n=section.n, seed=section.seed)
         console.print(f"generated {section.n} {entry.label} z-points")
@@ -433,7 +446,7 @@ def _score(
     with connect(cluster) as client:
         results = score(store, stats, points, reference_size=section.reference_size, pair=section.pair,
                         threshold=section.threshold, seed=section.seed, scheduler=client)  # fmt: skip
-    write_scores(results, out)
+    write_scores(results, out, inputs=[store, stats, *points])
     console.print(format_scores(results), highlight=False)
 
 
@@ -464,15 +477,19 @@ def _normality(store: Path, stats: Path, out: Path, cluster: ClusterChoice) -> N
 
 def _decode_grid(checkpoint: Path, points: list[Path], data: Path, out: Path) -> None:
     from latentdask.faces import face_rates, format_face_rates, write_face_rates
-    from latentdask.grids import point_rows, reconstruction_rows, render_grid
+    from latentdask.grids import DECODED_GRID_KIND, point_rows, reconstruction_rows, render_grid, skipped_note
     from latentdask.model.checkpoint import load_checkpoint
+    from latentdask.store.output import save_png
 
     loaded = load_checkpoint(checkpoint)
     rows = point_rows(loaded.model, points, 12) + reconstruction_rows(loaded, data, list(range(12)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    render_grid(rows, title="each sampler's points, decoded; real images and their reconstructions").save(out)
+    title = "each sampler's points, decoded; real images and their reconstructions"
+    save_png(render_grid(rows, title=title), out, DECODED_GRID_KIND, inputs=[checkpoint, data, *points])
+    note = skipped_note(rows)
+    if note:
+        console.print(f"decode: {note}")
     rates = face_rates(loaded, points, data, n=FACE_RATE_IMAGES)
-    write_face_rates(rates, out.with_name("face_rate.json"))
+    write_face_rates(rates, out.with_name("face_rate.json"), inputs=[checkpoint, data, *points])
     console.print(format_face_rates(rates), highlight=False)
 
 

@@ -156,7 +156,13 @@ def test_overwrite_refuses_a_folder_that_is_not_a_store(
     foreign = zarr.open_group(str(tmp_path / "foreign.zarr"), mode="w")  # a Zarr store, not latentdask's
     foreign.create_array("x", shape=(2,), dtype="int8")[:] = 7
     with pytest.raises(OutputError, match="is not a latentdask output"):
-        encode(faces, checkpoint, tmp_path / "foreign.zarr", options=EncodeOptions(overwrite=True), progress=False)
+        encode(
+            faces,
+            checkpoint,
+            tmp_path / "foreign.zarr",
+            options=EncodeOptions(overwrite=True),
+            progress=False,
+        )
     assert zarr.open_array(str(tmp_path / "foreign.zarr" / "x"), mode="r")[:].tolist() == [7, 7]
 
 
@@ -345,7 +351,9 @@ def test_a_second_writer_is_refused_while_the_first_runs(many_faces: Path, check
     while finished_shards(out) == 0:
         time.sleep(0.01)
     options = EncodeOptions(shard_size=50, batch_size=25, **{second: True})  # type: ignore[arg-type]
-    with pytest.raises(StoreLockedError, match=f"is being written by another run: process {os.getpid()} on this"):
+    with pytest.raises(
+        StoreLockedError, match=f"is being written by another run: process {os.getpid()} on this"
+    ):
         encode(many_faces, checkpoint, out, options=options, cluster=choice, progress=False)
     first.join()
     with Client(cluster.scheduler_address) as client:

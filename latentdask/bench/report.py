@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -10,6 +9,10 @@ from pathlib import Path
 from rich.table import Table
 
 from latentdask.progress import console
+from latentdask.store.output import write_json
+
+#: the kind of output a benchmark's JSON is, in its ``latentdask`` record
+BENCH_KIND = "benchmark"
 
 
 @dataclass
@@ -54,7 +57,7 @@ class BenchReport:
             "setup": self.setup,
             "rows": [asdict(r) for r in self.rows],
         }
-        Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+        write_json(path, payload, BENCH_KIND)
 
 
 class PeakMemory:

@@ -26,10 +26,13 @@ from latentdask.data.celeba_names import (
 )
 from latentdask.errors import DatasetError
 from latentdask.progress import progress_bar
+from latentdask.store.output import owned_output
 
 WIDTH, HEIGHT = 178, 218
 JPEG_QUALITY = 90
 RECIPE_FILE = "SYNTHETIC.json"
+#: the kind of output a synthetic dataset is, in its latentdask.json record
+SYNTHETIC_FACES_KIND = "synthetic-faces"
 GENERATOR_VERSION = 1  # bump when the drawing changes, so old datasets are not taken as new
 _HEAD_BOX = (76, 92)  # half width and height of the box rotated with the head
 _COARSE = (9, 11)
@@ -226,8 +229,9 @@ def synthesize(out: str | Path, *, n: int, seed: int = 0, progress: bool = True)
     Parameters
     ----------
     out
-        A folder that does not exist yet or is empty. If it already holds a complete
-        dataset made with the same ``n`` and ``seed``, nothing is written.
+        A folder that does not exist yet, is empty, or holds synthetic faces written
+        earlier (replaced). If it already holds a complete dataset made with the same
+        ``n`` and ``seed``, nothing is written.
     n
         Number of images, named ``000001.jpg`` … like CelebA.
     seed
@@ -246,15 +250,18 @@ def synthesize(out: str | Path, *, n: int, seed: int = 0, progress: bool = True)
         raise DatasetError(f"--n must be at least 1, got {n}")
     root = Path(out)
     recipe = synthetic_recipe(n, seed)
-    if root.exists() and any(root.iterdir()):
-        if read_recipe(root) == recipe:
-            return root  # the same dataset is already there
-        raise DatasetError(
-            f"{root} exists and is not empty (and is not {n} synthetic faces with seed {seed}); "
-            "choose a new folder"
-        )
+    if read_recipe(root) == recipe:
+        return root  # the same dataset is already there
+    with owned_output(root, SYNTHETIC_FACES_KIND, params=recipe) as staged:
+        _write_faces(staged.path, n=n, seed=seed, progress=progress)
+        # written last: its presence means the dataset is complete
+        (staged.path / RECIPE_FILE).write_text(json.dumps(recipe) + "\n")
+    return root
+
+
+def _write_faces(root: Path, *, n: int, seed: int, progress: bool) -> None:
     images = root / IMAGE_FOLDER
-    images.mkdir(parents=True, exist_ok=True)
+    images.mkdir()
     splits = celeba_like_splits(n)
     attribute_lines = []
     with progress_bar("synthesizing faces", total=n, unit="images", enabled=progress) as bar:
@@ -272,9 +279,6 @@ def synthesize(out: str | Path, *, n: int, seed: int = 0, progress: bool = True)
     )
     header = f"{n}\n{' '.join(ATTRIBUTE_NAMES)}\n"
     (root / ATTRIBUTE_FILE).write_text(header + "\n".join(attribute_lines) + "\n")
-    # written last: its presence means the dataset is complete
-    (root / RECIPE_FILE).write_text(json.dumps(recipe) + "\n")
-    return root
 
 
 def synthetic_recipe(n: int, seed: int) -> dict[str, int]:

@@ -77,20 +77,20 @@ def open_zpoints(
     members = set(node.array_keys())
     shard_size = node.attrs.get("shard_size")
     is_store = isinstance(shard_size, int) and "shard_done" in members
-    z = node["z"]
-    if not isinstance(z, zarr.Array):
+    member = node["z"]
+    if not isinstance(member, zarr.Array):
         raise StatsError(f"{path}/z is not an (n, N) array")
     if not is_store:
-        array, source = _checked_z(z, path, None, None)
+        array, source = _checked_z(member, path, None, None)
         points = ZPoints(path, array, source=source)
     else:
         assert isinstance(shard_size, int)
         skipped = set(skip_shards)
         expected = [None if i in skipped else c for i, c in enumerate(expected_checksums(node, "z") or [])]
-        array, source = _checked_z(z, path, expected if expected else None, shard_size)
+        array, source = _checked_z(member, path, expected if expected else None, shard_size)
         points = ZPoints(path, array, source=source)
         points.shard_size = shard_size
-        done = np.asarray(node["shard_done"][:], dtype=bool)
+        done = np.asarray(node["shard_done"][:], dtype=bool)  # type: ignore[index]
         points.shards, points.unfinished = len(done), int((~done).sum())
     if "valid" in members:
         points.valid = (
@@ -125,7 +125,7 @@ def _checked_z(
     return z, source
 
 
-def _valid_rows(node: zarr.Group, points: ZPoints, include_unfinished: bool, skip: Sequence[int]) -> da.Array:
+def _valid_rows(node: Any, points: ZPoints, include_unfinished: bool, skip: Sequence[int]) -> da.Array:
     """``valid``, checked against its checksums, and false for unfinished (unless included) and skipped shards."""
     assert points.shard_size is not None
     size, n = points.shard_size, points.z.shape[0]

@@ -16,8 +16,9 @@ lists all damaged ones.
 
 from __future__ import annotations
 
+import contextlib
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,9 @@ class CheckedArray:
         try:
             values = np.asarray(self.array[key])
         except Exception as exc:  # zarr and the codecs raise many types for a chunk that does not decode
-            hint = f"; run 'latentdask verify {self.store}' to list the damaged shards" if self.expected else ""
+            hint = (
+                f"; run 'latentdask verify {self.store}' to list the damaged shards" if self.expected else ""
+            )
             raise DamagedShardError(
                 f"{self.store}: cannot read {self.column} ({type(exc).__name__}: {exc}){hint}"
             ) from None
@@ -131,7 +134,7 @@ def verify_shard(store: str, number: int) -> str | None:
     """Why a finished shard is damaged (a column whose checksum differs, or that does not read), or None."""
     import zarr
 
-    group = zarr.open_group(store, mode="r")
+    group: Any = zarr.open_group(store, mode="r")  # members are arrays, by the store's layout
     names = list(group[CHECKSUM_ARRAY].attrs["columns"])
     recorded = np.asarray(group[CHECKSUM_ARRAY][number])
     size = int(group.attrs["shard_size"])
@@ -182,3 +185,25 @@ def verify_store(store: str | Path, *, client: Any = None) -> Verification:
         reasons = [verify_shard(path, number) for number in finished]
     damaged = {n: r for n, r in zip(finished, reasons, strict=True) if r is not None}
     return Verification(str(store), checked=len(finished), unfinished=int((~done).sum()), damaged=damaged)
+
+
+@contextlib.contextmanager
+def listing_damaged(store: str | Path, *, client: Any = None) -> Iterator[None]:
+    """Turn the first damaged shard a reading pass meets into one error listing every damaged shard."""
+    try:
+        yield
+    except DamagedShardError as first:
+        from latentdask.store.layout import StoreError
+
+        try:
+            found = verify_store(store, client=client)
+        except StoreError:  # not a latent store with checksums: the first error says all there is
+            raise first from None
+        if not found.damaged:
+            raise
+        listed = ", ".join(f"{number} ({reason})" for number, reason in sorted(found.damaged.items()))
+        raise DamagedShardError(
+            f"{store}: {len(found.damaged)} damaged shard(s): {listed}; 'latentdask encode --resume' encodes "
+            "them again, --skip-damaged leaves them out",
+            shards=sorted(found.damaged),
+        ) from None

@@ -157,7 +157,7 @@ def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
     attrs = group.attrs.asdict()
     if attrs.get("format") != FORMAT:
         raise StoreError(f"{path} is not a latentdask latent store (format {attrs.get('format')!r})")
-    if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
+    if int(attrs.get("format_version", 0)) > FORMAT_VERSION:  # type: ignore[arg-type]
         raise StoreError(f"{path} has store format {attrs['format_version']}, newer than this latentdask "
                          f"reads ({FORMAT_VERSION}); upgrade latentdask")  # fmt: skip
     if not attrs.get("template_complete"):

@@ -2,8 +2,8 @@
 
 The rule every command and workflow step follows (DESIGN.md, "Formats"):
 
-1. An output path that exists is replaced only when it carries this kind of output's
-   record — otherwise the command stops, before any computing, with one line saying
+1. An output path that exists (other than an empty folder) is replaced only when it
+   carries this kind of output's record — otherwise the command stops, before any computing, with one line saying
    why. There is no flag that overrides this: a folder without the record is never
    deleted.
 2. An output never equals or contains one of the command's inputs.
@@ -124,7 +124,7 @@ def check_output(path: str | Path, kind: str, *, inputs: Sequence[str | Path] = 
         if source == target or target in source.parents:
             what = "is" if source == target else "contains"
             raise OutputError(f"the output {path} {what} the input {given}; choose another output path")
-    if path.exists() or path.is_symlink():
+    if (path.exists() or path.is_symlink()) and not _empty_folder(path):
         found = read_record(path) if not path.is_symlink() else None
         if found is None or found["kind"] != kind:
             what = f"a latentdask {found['kind']} output" if found else "not a latentdask output"
@@ -134,6 +134,11 @@ def check_output(path: str | Path, kind: str, *, inputs: Sequence[str | Path] = 
             )
     _check_writable(path.parent)
     return path
+
+
+def _empty_folder(path: Path) -> bool:
+    """An empty folder holds nothing to lose: it may be replaced like a free path."""
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
 
 def _check_writable(folder: Path) -> None:
