@@ -21,7 +21,7 @@ from rich.progress import (
 )
 
 #: plain text: paths and names from data may hold brackets, which rich would read as markup
-console = Console(stderr=True, markup=False, highlight=False)
+console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
 class Bar:

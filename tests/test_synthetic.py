@@ -16,10 +16,13 @@ from latentdask.data.synthetic import (
     FaceParams,
     celeba_like_splits,
     draw_params,
+    read_recipe,
     render_face,
     synthesize,
+    synthetic_recipe,
 )
 from latentdask.errors import DatasetError
+from latentdask.store.output import OutputError
 
 
 def digest_tree(root: Path) -> dict[str, str]:
@@ -115,17 +118,19 @@ def test_rejects_bad_arguments(tmp_path: Path) -> None:
         synthesize(tmp_path / "x", n=0, progress=False)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
-    with pytest.raises(DatasetError, match="not empty"):
+    with pytest.raises(OutputError, match="is not a latentdask output; refusing to replace it"):
         synthesize(tmp_path / "full", n=1, progress=False)
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
 
 
-def test_same_recipe_again_is_a_no_op_other_recipe_is_refused(tmp_path: Path) -> None:
+def test_same_recipe_again_is_a_no_op_other_recipe_replaces_it(tmp_path: Path) -> None:
     root = synthesize(tmp_path / "f", n=3, seed=1, progress=False)
     before = digest_tree(root)
     mtime = (root / "img_align_celeba" / "000001.jpg").stat().st_mtime_ns
     synthesize(root, n=3, seed=1, progress=False)
     assert digest_tree(root) == before
     assert (root / "img_align_celeba" / "000001.jpg").stat().st_mtime_ns == mtime
-    with pytest.raises(DatasetError, match="not empty"):
-        synthesize(root, n=4, seed=1, progress=False)
+    synthesize(root, n=4, seed=1, progress=False)  # synthetic faces made earlier: replaced
+    assert read_recipe(root) == synthetic_recipe(4, 1)
+    assert len(list((root / "img_align_celeba").iterdir())) == 4

@@ -85,9 +85,7 @@ def open_zpoints(
         points = ZPoints(path, array, source=source)
     else:
         assert isinstance(shard_size, int)
-        skipped = set(skip_shards)
-        expected = [None if i in skipped else c for i, c in enumerate(expected_checksums(node, "z") or [])]
-        array, source = _checked_z(member, path, expected if expected else None, shard_size)
+        array, source = _checked_z(member, path, expected_checksums(node, "z"), shard_size, skip_shards)
         points = ZPoints(path, array, source=source)
         points.shard_size = shard_size
         done = np.asarray(node["shard_done"][:], dtype=bool)  # type: ignore[index]
@@ -109,17 +107,16 @@ def open_zpoints(
 
 
 def _checked_z(
-    array: zarr.Array, path: Path, expected: list[int | None] | None, shard_size: int | None
-) -> tuple[da.Array, CheckedArray]:
+    array: zarr.Array, path: Path, expected: list[int | None] | None, shard_size: int | None,
+    skip: Sequence[int] = (),
+) -> tuple[da.Array, CheckedArray]:  # fmt: skip
     if array.ndim != 2:
         raise StatsError(f"{path} holds z-points of shape {array.shape}; expected (n, N)")
     if array.dtype.kind != "f" or array.dtype.itemsize < 2:
         raise StatsError(f"{path} holds {array.dtype} values; z-points are floating point (float16/32/64)")
-    source = CheckedArray(array, expected, shard_size=shard_size or int(array.chunks[0]), column="z",
-                          store=str(path))  # fmt: skip
-    z = da.from_array(
-        source, chunks=(array.chunks[0], -1), name=f"z-{dask.base.tokenize(str(path), expected)}"
-    )
+    size = shard_size or int(array.chunks[0])
+    source = CheckedArray(array, expected, shard_size=size, column="z", store=str(path), skip=skip)
+    z = da.from_array(source, chunks=(array.chunks[0], -1), name=f"z-{dask.base.tokenize(source)}")
     if array.dtype == np.float16:  # the kernels compute in float32/float64; float16 converts exactly
         z = z.astype(np.float32)
     return z, source
@@ -132,13 +129,11 @@ def _valid_rows(node: Any, points: ZPoints, include_unfinished: bool, skip: Sequ
     done = np.asarray(node["shard_done"][:], dtype=bool)
     keep = done | include_unfinished
     keep[list(skip)] = False
-    expected = [None if i in set(skip) else c for i, c in enumerate(expected_checksums(node, "valid") or [])]
+    expected = expected_checksums(node, "valid")
     source = CheckedArray(
-        node["valid"], expected or None, shard_size=size, column="valid", store=str(points.path)
+        node["valid"], expected, shard_size=size, column="valid", store=str(points.path), skip=skip
     )
-    valid = da.from_array(
-        source, chunks=(size,), name=f"valid-{dask.base.tokenize(str(points.path), expected)}"
-    )
+    valid = da.from_array(source, chunks=(size,), name=f"valid-{dask.base.tokenize(source)}")
     if keep.all():
         return valid
     return valid & da.from_array(np.repeat(keep, size)[:n], chunks=(size,))
@@ -206,6 +201,11 @@ def stats_of(
         )
     else:
         (state,) = first_pass(inputs, params=params, scheduler=scheduler)
+    if not (np.isfinite(state.moments.m2).all() and np.isfinite(state.moments.mean).all()):
+        raise StatsError(
+            f"{points.path}: the co-moments overflow float64 (values reach {np.abs(state.moments.mean).max():.3g} "
+            "and more); z-points this large have no finite covariance: rescale them first"
+        )
     centred = second_pass(inputs, state, params, scheduler=scheduler)
     return summary_finalize(state, params, centred_radius=centred, attribute_names=points.attribute_names,
                             selection=selection)  # fmt: skip

@@ -69,24 +69,34 @@ class CheckedArray:
     It is what dask's ``from_array`` and render's row-range tasks read from.
     """
 
-    def __init__(self, array: Any, expected: Sequence[int | None] | None, *, shard_size: int,
-                 column: str, store: str) -> None:  # fmt: skip
+    def __init__(self, array: Any, expected: Sequence[int | None] | None, *, shard_size: int, column: str,
+                 store: str, skip: Sequence[int] = ()) -> None:  # fmt: skip
         self.array = array
         self.expected = list(expected) if expected is not None else None
         self.shard_size = shard_size
         self.column = column
         self.store = store
+        self.skip = frozenset(skip)
         self.shape = array.shape
         self.dtype = array.dtype
         self.ndim = array.ndim
         self.chunks = array.chunks
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
-        return (self.store, self.column, self.shape, tuple(self.expected or ()))
+        return (self.store, self.column, self.shape, tuple(self.expected or ()), tuple(sorted(self.skip)))
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        rows = key[0] if isinstance(key, tuple) else key
+        if self.skip and isinstance(rows, slice) and rows.step in (None, 1):
+            return self._read_around_skipped(key, rows)
+        values = self._read(key)
+        if self.expected is not None:
+            self._check(key, values)
+        return values
+
+    def _read(self, key: Any) -> np.ndarray:
         try:
-            values = np.asarray(self.array[key])
+            return np.asarray(self.array[key])
         except Exception as exc:  # zarr and the codecs raise many types for a chunk that does not decode
             hint = (
                 f"; run 'latentdask verify {self.store}' to list the damaged shards" if self.expected else ""
@@ -94,9 +104,34 @@ class CheckedArray:
             raise DamagedShardError(
                 f"{self.store}: cannot read {self.column} ({type(exc).__name__}: {exc}){hint}"
             ) from None
-        if self.expected is not None:
-            self._check(key, values)
-        return values
+
+    def _read_around_skipped(self, key: Any, rows: slice) -> np.ndarray:
+        """Rows ``rows``, with the fill value in place of skipped shards, which are never read."""
+        rest = key[1:] if isinstance(key, tuple) else ()
+        start, stop, _ = rows.indices(self.shape[0])
+        parts = []
+        for number in range(start // self.shard_size, -(-stop // self.shard_size)):
+            first = max(start, number * self.shard_size)
+            last = min(stop, (number + 1) * self.shard_size)
+            part_key = (slice(first, last), *rest)
+            if number in self.skip:
+                parts.append(
+                    np.full(self._shape(last - first, rest), self.array.fill_value, dtype=self.dtype)
+                )
+            else:
+                values = self._read(part_key)
+                if self.expected is not None:
+                    self._check(part_key, values)
+                parts.append(values)
+        return np.concatenate(parts) if parts else self._read(key)
+
+    def _shape(self, rows: int, rest: tuple[Any, ...]) -> tuple[int, ...]:
+        """The shape ``self[a:a+rows, *rest]`` has, for slices and integers in ``rest``."""
+        dims = [rows]
+        for axis, index in enumerate(rest, start=1):
+            if isinstance(index, slice):
+                dims.append(len(range(*index.indices(self.shape[axis]))))
+        return (*dims, *self.shape[1 + len(rest) :])
 
     def _check(self, key: Any, values: np.ndarray) -> None:
         rows = key[0] if isinstance(key, tuple) else key

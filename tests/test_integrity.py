@@ -1,0 +1,218 @@
+"""Damaged, unfinished and contested stores: checksums, verify, resume, the writer lock, the run id.
+
+The truth is a clean copy of the same store and numpy over its rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from distributed import LocalCluster
+
+from latentdask.cluster import ClusterChoice
+from latentdask.data.decode import Preprocessing
+from latentdask.encode import EncodeOptions, ShardJob, _job, encode, encode_shard
+from latentdask.model.autoencoder import Autoencoder
+from latentdask.model.checkpoint import save_checkpoint
+from latentdask.model.config import ModelConfig
+from latentdask.stats.io import open_zpoints, stats_of
+from latentdask.stats.summary import SummaryParams
+from latentdask.store.integrity import DamagedShardError, verify_store
+from latentdask.store.layout import StoreError
+from latentdask.store.lock import StoreLockedError, lock_path
+
+SHARD = 32  # 120 faces: shards of 32, 32, 32 and 24 rows
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterChoice]:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=":0") as local:  # fmt: skip
+        yield ClusterChoice(scheduler=local.scheduler_address)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    config = ModelConfig(image_size=32, latent_dim=16, channels=(8, 8, 16, 16))
+    return save_checkpoint(
+        tmp_path_factory.mktemp("model") / "ckpt", Autoencoder(config), Preprocessing(image_size=32)
+    )
+
+
+@pytest.fixture(scope="module")
+def clean(
+    faces: Path, checkpoint: Path, cluster: ClusterChoice, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    out = tmp_path_factory.mktemp("clean") / "clean.zarr"
+    encode(faces, checkpoint, out, options=EncodeOptions(shard_size=SHARD, batch_size=16, stats=False),
+           cluster=cluster, progress=False)  # fmt: skip
+    return out
+
+
+def copy_of(store: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(store, tmp_path / store.name))
+
+
+def cli(*args: str, limit_file_bytes: int | None = None) -> subprocess.CompletedProcess[str]:
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))  # type: ignore[arg-type]
+
+    return subprocess.run([sys.executable, "-m", "latentdask.cli", *args], capture_output=True, text=True,
+                          timeout=300, preexec_fn=limit if limit_file_bytes else None)  # fmt: skip
+
+
+def damage(store: Path) -> None:
+    """Shard 1 loses its z chunk; shard 2's valid chunk becomes garbage."""
+    (store / "z" / "c" / "1" / "0").unlink()
+    (store / "valid" / "c" / "2").write_bytes(b"\x00garbage" * 5)
+
+
+def z_of(store: Path) -> np.ndarray:
+    return np.asarray(zarr.open_array(str(store / "z"), mode="r")[:])
+
+
+def test_verify_names_every_damaged_shard(clean: Path, tmp_path: Path) -> None:
+    assert verify_store(clean).damaged == {}
+    store = copy_of(clean, tmp_path)
+    damage(store)
+    found = verify_store(store)
+    assert found.checked == 4
+    assert sorted(found.damaged) == [1, 2]
+    assert found.damaged[1] == "z does not match its checksum"
+    assert found.damaged[2].startswith("valid unreadable (")
+    result = cli("verify", str(store))
+    assert result.returncode == 1, result.stderr
+    assert (
+        "2 of 4 finished shard(s) damaged" in result.stdout and "shard 1: z does not match" in result.stdout
+    )
+    assert cli("verify", str(clean)).returncode == 0
+
+
+def test_garbage_of_the_right_length_is_caught(clean: Path, tmp_path: Path) -> None:
+    store = copy_of(clean, tmp_path)
+    chunk = store / "z" / "c" / "3" / "0"  # uncompressed: same size, other bytes still decode
+    data = bytearray(chunk.read_bytes())
+    data[100] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    assert verify_store(store).damaged == {3: "z does not match its checksum"}
+
+
+def test_stats_refuse_a_damaged_store_or_leave_its_damaged_shards_out(clean: Path, tmp_path: Path) -> None:
+    store = copy_of(clean, tmp_path)
+    damage(store)
+    with pytest.raises(DamagedShardError):
+        stats_of(open_zpoints(store), params=SummaryParams())
+    result = cli("stats", str(store), "--out", str(tmp_path / "s.zarr"))
+    assert result.returncode == 2
+    assert "2 damaged shard(s): 1 (z does not match its checksum), 2 (valid unreadable" in result.stderr
+    assert not (tmp_path / "s.zarr").exists()
+    result = cli("stats", str(store), "--out", str(tmp_path / "s.zarr"), "--skip-damaged")
+    assert result.returncode == 0, result.stderr
+    assert "leaving out 2 damaged shard(s): 1, 2" in result.stderr
+    kept = np.r_[0:SHARD, 3 * SHARD : 120]
+    reference = z_of(clean)[kept].astype(np.float64)
+    figures = json.loads((tmp_path / "s.json").read_text())
+    assert figures["count"] == len(kept)
+    stats = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    np.testing.assert_allclose(stats["mean"][:], reference.mean(axis=0), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(stats["max"][:], reference.max(axis=0))
+
+
+def test_resume_encodes_damaged_shards_again(
+    faces: Path, checkpoint: Path, clean: Path, cluster: ClusterChoice, tmp_path: Path
+) -> None:
+    store = copy_of(clean, tmp_path)
+    damage(store)
+    summary = encode(faces, checkpoint, store, options=EncodeOptions(shard_size=SHARD, batch_size=16, resume=True,
+                     stats=False), cluster=cluster, progress=False)  # fmt: skip
+    assert summary.shards_run == 2
+    assert verify_store(store).damaged == {}
+    assert z_of(store).tobytes() == z_of(clean).tobytes()
+
+
+def test_unfinished_shards_are_left_out_unless_asked(clean: Path, tmp_path: Path) -> None:
+    store = copy_of(clean, tmp_path)
+    zarr.open_array(str(store / "shard_done"), mode="r+")[3] = False  # its rows are written, its flag is not
+    points = open_zpoints(store)
+    assert points.unfinished_note() == f"1 of 4 shards of {store} unfinished: their rows are left out"
+    assert int(stats_of(points, params=SummaryParams())["count"]) == 3 * SHARD
+    assert int(stats_of(open_zpoints(store, include_unfinished=True), params=SummaryParams())["count"]) == 120
+    result = cli("stats", str(store), "--out", str(tmp_path / "s.zarr"))
+    assert result.returncode == 0 and "1 of 4 shards" in result.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["count"] == 3 * SHARD
+
+
+def test_a_task_of_a_superseded_run_writes_nothing(
+    faces: Path, checkpoint: Path, clean: Path, tmp_path: Path
+) -> None:
+    from latentdask.data.dataset import open_dataset
+    from latentdask.model.config import read_checkpoint_config
+
+    store = copy_of(clean, tmp_path)
+    zarr.open_array(str(store / "shard_done"), mode="r+")[0] = False
+    zarr.open_array(str(store / "z"), mode="r+")[:SHARD] = 0.0
+    data = open_dataset(faces)
+    config = read_checkpoint_config(checkpoint)
+    sha = str(zarr.open_group(str(store), mode="r").attrs["model_sha256"])
+    shard = data.manifest.shards(SHARD)[0]
+    job: ShardJob = _job(store, shard, data.container, data.manifest, checkpoint, sha, config,
+                         EncodeOptions(shard_size=SHARD, batch_size=16, stats=False), run_id="an-earlier-run")  # fmt: skip
+    with pytest.raises(StoreError, match="was taken over by another run; shard 0 of this run is not written"):
+        encode_shard(job)
+    assert not zarr.open_array(str(store / "shard_done"), mode="r")[0]
+    assert (z_of(store)[:SHARD] == 0).all()
+    current = str(zarr.open_group(str(store), mode="r").attrs["writer_run"])
+    encode_shard(dataclasses.replace(job, run_id=current))  # the store's own run writes
+    assert z_of(store).tobytes() == z_of(clean).tobytes()
+
+
+def test_a_stale_lock_is_taken_over_and_a_foreign_one_is_not(
+    faces: Path, checkpoint: Path, clean: Path, cluster: ClusterChoice, tmp_path: Path
+) -> None:
+    store = copy_of(clean, tmp_path)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    holder = {"host": socket.gethostname(), "pid": int(gone.stdout), "process_started": 1.0, "run_id": "x",
+              "command": "latentdask encode", "since": "2026-01-01T00:00:00+00:00"}  # fmt: skip
+    lock_path(store).write_text(json.dumps(holder))
+    options = EncodeOptions(shard_size=SHARD, batch_size=16, resume=True, stats=False)
+    encode(faces, checkpoint, store, options=options, cluster=cluster, progress=False)
+    assert not lock_path(store).exists()
+    lock_path(store).write_text(json.dumps(holder | {"host": "another-machine", "pid": os.getpid()}))
+    with pytest.raises(StoreLockedError, match=f"on host another-machine .* delete {lock_path(store)}"):
+        encode(faces, checkpoint, store, options=options, cluster=cluster, progress=False)
+    assert lock_path(store).exists()
+
+
+def test_an_interrupted_template_never_sits_under_the_final_name(
+    faces: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "latents.zarr"
+    args = ("encode", str(faces), "--model", str(checkpoint), "--out", str(out), "--shard-size", str(SHARD))
+    failed = cli(*args, limit_file_bytes=2000)  # the template's writes hit the file-size limit
+    assert failed.returncode == 2 and "File too large" in failed.stderr, failed.stderr
+    assert not out.exists()
+    done = cli(*args)  # no --overwrite needed: nothing half-made is in the way
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "latents-stats.json",
+        "latents-stats.zarr",
+        "latents.zarr",
+    ]
