@@ -31,11 +31,12 @@ Steps of :func:`encode_shard` (a task, on a worker):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ from latentdask.config import LocalSpec
 from latentdask.data.container import Container
 from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing, decode_rgb
+from latentdask.data.isolated import IsolatedDecoder
 from latentdask.data.manifest import Shard
 from latentdask.errors import CheckpointError, ImageDecodeError
 from latentdask.model.config import CheckpointConfig, checkpoint_sha256, read_checkpoint_config
@@ -118,6 +120,8 @@ class ShardJob:
     reconstruction_error: bool
     attributes: np.ndarray
     stats_params: SummaryParams | None
+    #: decode each image in a child process (the retry of a shard that killed its worker)
+    isolate: bool = False
 
 
 @dataclass
@@ -259,17 +263,19 @@ def encode(
             console.print(
                 f"encoding {len(pending)} shard(s) on {_describe(client)}; dashboard {client.dashboard_link}"
             )
-        jobs = (
+
+        def submit(job: ShardJob) -> Any:
+            key = f"encode-shard-{lock.run_id}-{job.shard.number:06d}" + ("-isolated" if job.isolate else "")
+            return client.submit(encode_shard, job, key=key, resources=resources, pure=False)
+
+        jobs = [
             _job(out, s, data.container, manifest, checkpoint, model_sha256, config, options, lock.run_id)
             for s in pending
-        )
-        futures = [
-            client.submit(encode_shard, job, key=f"encode-shard-{lock.run_id}-{job.shard.number:06d}",
-                          resources=resources, pure=False)
-            for job in jobs
-        ]  # fmt: skip
+        ]
         submitted = time.perf_counter()
-        reports = _follow(client, futures, sum(s.size for s in pending), progress)
+        reports = _follow(
+            client, {submit(job): job for job in jobs}, submit, sum(s.size for s in pending), progress
+        )
         compute_seconds = time.perf_counter() - submitted
         if stats_path is not None:
             _write_sidecar_stats(out, stats_path, reports, options.stats_params, client, progress, inputs)
@@ -388,15 +394,36 @@ def _describe(client: Any) -> str:
     return f"{len(workers)} worker(s), {threads} thread(s)"
 
 
-def _follow(client: Any, futures: list[Any], total_images: int, progress: bool) -> list[ShardReport]:
+def _follow(
+    client: Any,
+    futures: dict[Any, ShardJob],
+    submit: Callable[[ShardJob], Any],
+    total_images: int,
+    progress: bool,
+) -> list[ShardReport]:
+    """Collect the shards' reports; a shard that killed its worker is encoded again with isolated decoding."""
     from distributed import as_completed
+    from distributed.scheduler import KilledWorker
 
     reports = []
     started = time.perf_counter()
     encoded = 0
     with progress_bar("encoding", total=total_images, unit="images", enabled=progress) as bar:
-        for future in as_completed(futures, loop=client.loop):
-            report: ShardReport = future.result()
+        completed = as_completed(list(futures), loop=client.loop)
+        for future in completed:
+            try:
+                report: ShardReport = future.result()
+            except KilledWorker:
+                job = futures.pop(future)
+                if job.isolate:
+                    raise StoreError(f"shard {job.shard.number} killed its worker even with every image decoded "
+                                     "in a child process; see the workers' logs") from None  # fmt: skip
+                console.print(f"shard {job.shard.number} killed its worker repeatedly; encoding it again with each "
+                              "image decoded in a child process")  # fmt: skip
+                retry = submit(dataclasses.replace(job, isolate=True))
+                futures[retry] = dataclasses.replace(job, isolate=True)
+                completed.add(retry)
+                continue
             reports.append(report)
             encoded += report.images
             bar.advance(report.images)
@@ -441,12 +468,15 @@ class _Loaded:
     decode_seconds: float
 
 
-def _load(job: ShardJob, i: int) -> _Loaded:
+def _load(job: ShardJob, i: int, isolated: IsolatedDecoder | None = None) -> _Loaded:
     name = str(job.names[i])
     t0 = time.perf_counter()
     try:
         if not job.present[i]:
             raise ImageDecodeError(name, "listed but missing")
+        if isolated is not None:  # read and decoded in a child process: see latentdask.data.isolated
+            rgb, crop = isolated.load(job.container, name, job.preprocessing)
+            return _Loaded(rgb, "", crop, 0.0, time.perf_counter() - t0)
         data = job.container.read(name)
         t1 = time.perf_counter()
         rgb, crop = decode_rgb(data, job.preprocessing, name)
@@ -456,13 +486,15 @@ def _load(job: ShardJob, i: int) -> _Loaded:
     return _Loaded(rgb, "", crop, t1 - t0, time.perf_counter() - t1)
 
 
-def _batches(job: ShardJob, pool: ThreadPoolExecutor | None) -> Iterator[tuple[int, list[_Loaded]]]:
+def _batches(
+    job: ShardJob, pool: ThreadPoolExecutor | None, isolated: IsolatedDecoder | None
+) -> Iterator[tuple[int, list[_Loaded]]]:
     """Yield (offset, loaded images) per batch; with a pool, the next batch is already decoding."""
     size = job.shard.size
     starts = list(range(0, size, job.batch_size))
     if pool is None:
         for start in starts:
-            yield start, [_load(job, i) for i in range(start, min(start + job.batch_size, size))]
+            yield start, [_load(job, i, isolated) for i in range(start, min(start + job.batch_size, size))]
         return
 
     def submit(start: int) -> list[Future[_Loaded]]:
@@ -505,9 +537,10 @@ def encode_shard(job: ShardJob) -> ShardReport:
     threads = job.decode_threads
     if threads is None:
         threads = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
-    pool = ThreadPoolExecutor(threads, "latentdask-decode") if threads else None
+    isolated = IsolatedDecoder() if job.isolate else None
+    pool = ThreadPoolExecutor(threads, "latentdask-decode") if threads and not isolated else None
     try:
-        for start, loaded in _batches(job, pool):
+        for start, loaded in _batches(job, pool, isolated):
             rows = []
             for offset, item in enumerate(loaded):
                 seconds["read"] += item.read_seconds
@@ -534,6 +567,8 @@ def encode_shard(job: ShardJob) -> ShardReport:
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+        if isolated is not None:
+            isolated.close()
 
     t0 = time.perf_counter()
     region = slice(shard.start, shard.stop)

@@ -216,3 +216,30 @@ def test_an_interrupted_template_never_sits_under_the_final_name(
         "latents-stats.zarr",
         "latents.zarr",
     ]
+
+
+def test_an_image_that_kills_its_worker_costs_only_its_row(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dask
+
+    from tests.helpers import png_zeros16, solid_jpeg, write_celeba
+
+    # 30000 × 30000 16-bit pixels: 1.8 GB once decoded, from a 2 MB file; the pixel limit is
+    # raised so that decoding is tried, and the worker's memory limit stops it
+    names = [f"{i:06d}.jpg" for i in range(1, 9)]
+    images = {name: solid_jpeg((30 * i, 60, 90)) for i, name in enumerate(names)}
+    images["000004.jpg"] = png_zeros16(30_000, 30_000)
+    root = write_celeba(tmp_path / "data", images, partition=dict.fromkeys(names, 0), attributes=None)
+    monkeypatch.setenv("LATENTDASK_MAX_PIXELS", str(10**10))
+    monkeypatch.setenv("LATENTDASK_ISOLATED_DECODE_BYTES", str(1536 * 2**20))
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), LocalCluster(
+        n_workers=1, threads_per_worker=1, memory_limit="1GiB", host="127.0.0.1", dashboard_address=":0"
+    ) as local:  # fmt: skip
+        summary = encode(root, checkpoint, tmp_path / "l.zarr", options=EncodeOptions(shard_size=4, stats=False),
+                         cluster=ClusterChoice(scheduler=local.scheduler_address), progress=False)  # fmt: skip
+    store = zarr.open_group(str(tmp_path / "l.zarr"), mode="r")
+    valid = np.asarray(store["valid"][:])
+    assert valid.tolist() == [True, True, True, False, True, True, True, True]
+    assert str(store["error"][3]) == "decoding needs more memory than the isolated decoder may use"
+    assert summary.shards_run == 2 and verify_store(tmp_path / "l.zarr").damaged == {}
