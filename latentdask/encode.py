@@ -58,11 +58,13 @@ from latentdask.model.config import CheckpointConfig, checkpoint_sha256, read_ch
 from latentdask.progress import console, progress_bar
 from latentdask.stats.io import check_stats_output
 from latentdask.stats.summary import SummaryParams, SummaryState, summary_chunk
-from latentdask.store.integrity import CHECKSUM_ARRAY, columns, shard_checksums
+from latentdask.store.integrity import shard_checksums
 from latentdask.store.layout import (
+    CHECKSUM_ARRAY,
     STORE_KIND,
     StoreError,
     check_resumable,
+    columns,
     create_store,
     open_store,
     shards_done,
@@ -348,7 +350,7 @@ def _prepare_store(
 
 def _reset_damaged(out: Path, group: zarr.Group, client: Any, progress: bool) -> None:
     """Before resuming, check the finished shards' checksums; damaged ones are encoded again."""
-    from latentdask.store.integrity import CHECKSUM_ARRAY, verify_store
+    from latentdask.store.integrity import verify_store
 
     if CHECKSUM_ARRAY not in set(group.array_keys()):
         return  # a store made before checksums: nothing to check against

@@ -26,11 +26,7 @@ from typing import Any
 import numpy as np
 
 from latentdask.errors import LatentdaskError
-
-CHECKSUM_ARRAY = "checksum"
-#: the columns a shard's checksums cover, in the order of the ``checksum`` array's second axis
-COLUMNS = ("z", "valid", "error", "crop")
-RECON_COLUMN = "recon_error"
+from latentdask.store.layout import CHECKSUM_ARRAY, StoreError, open_store, shards_done
 
 
 class DamagedShardError(LatentdaskError):
@@ -39,10 +35,6 @@ class DamagedShardError(LatentdaskError):
     def __init__(self, message: str, shards: Sequence[int] = ()) -> None:
         super().__init__(message)
         self.shards = tuple(shards)
-
-
-def columns(recon_error: bool) -> tuple[str, ...]:
-    return (*COLUMNS, RECON_COLUMN) if recon_error else COLUMNS
 
 
 def checksum(values: np.ndarray) -> int:
@@ -204,8 +196,6 @@ class Verification:
 
 def verify_store(store: str | Path, *, client: Any = None) -> Verification:
     """Check every finished shard of a latent store against its checksums (on ``client``'s workers if given)."""
-    from latentdask.store.layout import StoreError, open_store, shards_done
-
     group = open_store(store)
     if CHECKSUM_ARRAY not in set(group.array_keys()):
         raise StoreError(f"{store} records no checksums (made before latentdask stores kept them)")
@@ -228,8 +218,6 @@ def listing_damaged(store: str | Path, *, client: Any = None) -> Iterator[None]:
     try:
         yield
     except DamagedShardError as first:
-        from latentdask.store.layout import StoreError
-
         try:
             found = verify_store(store, client=client)
         except StoreError:  # not a latent store with checksums: the first error says all there is

@@ -39,7 +39,6 @@ from zarr.errors import ZarrUserWarning
 
 from latentdask.data.manifest import Manifest
 from latentdask.errors import LatentdaskError
-from latentdask.store.integrity import CHECKSUM_ARRAY, columns
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -48,6 +47,16 @@ FORMAT = "latentdask-latents"
 FORMAT_VERSION = 2  # 2: per-shard checksums
 #: the kind of output a latent store is, in its ``latentdask`` attribute
 STORE_KIND = "latent-store"
+CHECKSUM_ARRAY = "checksum"
+#: the columns a shard's checksums cover, in the order of the ``checksum`` array's second axis
+CHECKSUM_COLUMNS = ("z", "valid", "error", "crop")
+
+
+def columns(recon_error: bool) -> tuple[str, ...]:
+    """The columns a shard's task writes and checksums."""
+    return (*CHECKSUM_COLUMNS, "recon_error") if recon_error else CHECKSUM_COLUMNS
+
+
 #: metadata that must agree between a store and the run that resumes it
 RESUME_KEYS = ("model_sha256", "manifest_sha256", "preprocessing", "shard_size", "latent_dim", "recon_error")
 
