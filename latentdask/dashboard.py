@@ -9,10 +9,16 @@ image the decoder makes at that latent position (every other component at the me
 
 Everything the page loads comes from the app's own server (bokeh and panel resources are
 served by it, no template, no remote fonts), so it works on a closed network.
+
+Text from data (file names, error texts) reaches the page only through :func:`_figure`, which
+escapes it: panel's image panes write ``alt`` with ``repr()``, so a file named
+``a" b' onload=alert(1) x='1.jpg`` would otherwise become an attribute of the image.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,19 @@ THUMBNAIL = 72
 
 class ServeError(LatentdaskError):
     """A dashboard that cannot start as asked."""
+
+
+def _figure(png: bytes | None, caption: str, width: int, *, alt: str | None = None) -> str:
+    """An image and its caption as HTML; every text escaped (``&<>"'``), so data stays text."""
+    text = html.escape(caption, quote=True)
+    style = f"margin:0 4px;width:{int(width)}px;font-size:10px;line-height:1.2;overflow-wrap:anywhere"
+    image = (
+        f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}" width="{int(width)}" '
+        f'alt="{html.escape(caption if alt is None else alt, quote=True)}">'
+        if png is not None
+        else ""
+    )
+    return f'<figure style="{style}">{image}<figcaption>{text}</figcaption></figure>'
 
 
 def _png(pixels: np.ndarray, size: int) -> bytes:
@@ -209,27 +228,34 @@ class Dashboard:
         rows = self.explorer.nearest_rows(view, x, y, NEAREST)
         thumbnails: list[Any] = []
         for row in rows:
-            label = f"row {row}"
             if self.dataset is not None and self.filenames is not None:
-                from PIL import Image
-
                 name = str(self.filenames[row])
-                image = Image.open(io.BytesIO(self.dataset.container.read(name))).convert("RGB")
-                image.thumbnail((THUMBNAIL, THUMBNAIL))
-                buffer = io.BytesIO()
-                image.save(buffer, format="PNG")
-                thumbnails.append(pn.pane.PNG(buffer.getvalue(), width=THUMBNAIL, alt_text=name))
-                label = name
+                try:
+                    shown = _figure(self._thumbnail(name), name, THUMBNAIL)
+                except Exception as exc:  # moved or damaged since the encode: say so in its place
+                    shown = _figure(None, f"{name}: cannot be shown ({exc})", THUMBNAIL)
             else:
-                thumbnails.append(pn.pane.Markdown(label))
+                shown = _figure(None, f"row {row}", THUMBNAIL)
+            thumbnails.append(pn.pane.HTML(shown, width=THUMBNAIL + 8))
         self.nearest.objects = thumbnails
         if self.checkpoint is not None:
             from latentdask.grids import decode_points
 
             z = self.explorer.latent_at(view, x, y).astype(np.float32)[None, :]
             pixels = decode_points(self.checkpoint.model, z)[0]
-            self.decoded.objects = [pn.pane.PNG(_png(pixels, 128), width=128, alt_text="decoded"),
-                                    pn.pane.Markdown(f"decoded at ({x:.3f}, {y:.3f}),<br>other components at the mean")]  # fmt: skip
+            self.decoded.objects = [
+                pn.pane.HTML(_figure(_png(pixels, 128), f"decoded at ({x:.3f}, {y:.3f}), other components at the mean",
+                                     128, alt="decoded"), width=140),
+            ]  # fmt: skip
+
+    def _thumbnail(self, name: str) -> bytes:
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(self.dataset.container.read(name))).convert("RGB")
+        image.thumbnail((THUMBNAIL, THUMBNAIL))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
 
     # ------------------------------------------------------------------ layout
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +35,40 @@ from latentdask.model.config import ModelConfig
 from latentdask.stats.io import open_stats
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: an image name that closes an attribute and opens a handler (a stored XSS if it reached HTML as is)
+HOSTILE = "a\" b' onload=alert(document.domain) x='1.jpg"
 
 
-@pytest.fixture(scope="module")
-def store(faces: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real latent store of the synthetic faces with its statistics, dataset and model recorded."""
+def encoded(dataset: Path, root: Path, shard_size: int) -> Path:
+    """A real latent store of ``dataset`` with its statistics, dataset and model recorded."""
     torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("dashboard")
     model = Autoencoder(ModelConfig(image_size=16, latent_dim=8, channels=(4, 4)))
     checkpoint = save_checkpoint(root / "model", model, Preprocessing(image_size=16))
     spec = root / "one.yaml"
     spec.write_text("kind: local\nworkers: 1\n")
     out = root / "latents.zarr"
-    encode(faces, checkpoint, out, options=EncodeOptions(shard_size=40, device="cpu"), cluster=ClusterChoice(spec=spec),
-           progress=False)  # fmt: skip
+    encode(dataset, checkpoint, out, options=EncodeOptions(shard_size=shard_size, device="cpu"),
+           cluster=ClusterChoice(spec=spec), progress=False)  # fmt: skip
     return out
+
+
+@pytest.fixture(scope="module")
+def store(faces: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic faces, encoded."""
+    return encoded(faces, tmp_path_factory.mktemp("dashboard"), 40)
+
+
+@pytest.fixture(scope="module")
+def hostile_store(faces: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An image folder of six faces, one of them named :data:`HOSTILE`: a click shows all six."""
+    needs_chromium()
+    root = tmp_path_factory.mktemp("hostile")
+    folder = root / "images"
+    folder.mkdir()
+    images = sorted((faces / "img_align_celeba").glob("*.jpg"))[:6]
+    for k, image in enumerate(images):
+        shutil.copy(image, folder / (HOSTILE if k == 2 else image.name))
+    return encoded(folder, root, 6)
 
 
 def test_explorer_counts_equal_statistics(store: Path) -> None:
@@ -83,22 +103,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def needs_chromium() -> None:
     if CHROMIUM is None:
         if os.environ.get("LATENTDASK_REQUIRE_BROWSER") == "1":
             pytest.fail("Chromium is required here (apt-get install chromium)")
         pytest.skip("needs Debian's chromium package (apt-get install chromium)")
+
+
+@contextmanager
+def serving(store: Path, folder: Path, *options: str) -> Iterator[str]:
+    """``latentdask serve STORE`` in its own process, on a free port of 127.0.0.1; yields its URL."""
     port = free_port()
-    spec = tmp_path_factory.mktemp("spec") / "one.yaml"
+    spec = folder / "one.yaml"
     spec.write_text("kind: local\nworkers: 1\n")
-    log = tmp_path_factory.mktemp("log") / "serve.log"
-    points = generate(default_stats_path(store), spec.parent / "uniform.zarr", spec=sampler_spec("uniform", b=1.5),
-                      n=300, seed=0)  # fmt: skip
+    log = folder / "serve.log"
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "latentdask.cli", "serve", str(store), "--port", str(port), "--cluster", str(spec),
-             "--points", str(points)],
+             *options],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
@@ -114,9 +136,29 @@ def server(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     else:
         process.kill()
         pytest.fail(f"latentdask serve did not listen: {log.read_text()}")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    needs_chromium()
+    folder = tmp_path_factory.mktemp("serve")
+    points = generate(default_stats_path(store), folder / "uniform.zarr", spec=sampler_spec("uniform", b=1.5),
+                      n=300, seed=0)  # fmt: skip
+    with serving(store, folder, "--points", str(points)) as url:
+        yield url
+
+
+def launch(playwright: Any) -> Any:
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True,
+        args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync"],
+    )  # fmt: skip
 
 
 def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
@@ -125,11 +167,7 @@ def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
     errors: list[str] = []
     remote: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )  # fmt: skip
+        browser = launch(playwright)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: errors.append(str(error)))
@@ -186,3 +224,37 @@ def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
         browser.close()
     assert not remote, f"the page asked for remote resources: {remote}"
     assert not errors, f"browser console errors: {errors}"
+
+
+def test_file_names_are_shown_as_text(hostile_store: Path, tmp_path: Path) -> None:
+    """A file name built to close the alt attribute and add a handler runs no script and reads as written."""
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    dialogs: list[str] = []
+    with serving(hostile_store, tmp_path) as url, sync_playwright() as playwright:
+        browser = launch(playwright)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(url, wait_until="networkidle")
+        page.wait_for_selector("canvas", timeout=60_000)
+        page.wait_for_timeout(2000)
+        projection = page.locator("canvas").first.bounding_box()
+        assert projection is not None
+        page.mouse.click(
+            projection["x"] + 0.4 * projection["width"], projection["y"] + 0.45 * projection["height"]
+        )
+        page.wait_for_selector("img[alt='decoded']", timeout=30_000)
+        page.wait_for_timeout(1000)  # an onload handler would have run by now
+        captions = page.locator("figcaption").all_text_contents()
+        alts = page.locator("img").evaluate_all("images => images.map(i => i.alt)")
+        handlers = page.locator("img").evaluate_all(
+            "images => images.flatMap(i => i.getAttributeNames().filter(n => n.startsWith('on')))"
+        )
+        page.screenshot(path=str(tmp_path / "clicked.png"))
+        browser.close()
+    assert not dialogs, f"the file name ran script: {dialogs}"
+    assert not handlers and not errors, (handlers, errors)
+    assert HOSTILE in captions  # all six images are the nearest: the name is there, letter for letter
+    assert HOSTILE in alts
