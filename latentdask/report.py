@@ -7,6 +7,10 @@ plot with the uniform sampler's curves, normality, the projection grids, the dec
 grids with their scores and face rates — and the steps' parameters and timings from
 ``run.json``. Every image is embedded (base64 PNG), so the file opens anywhere with no
 network and nothing beside it; there is no script at all.
+
+Every text that reaches the page (names, paths, figures read from the run's JSON files) goes
+through :func:`_esc`: the run folder may come from someone else, and a file name such as
+``a" onload=alert(1) x=".png`` must stay a name.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import base64
 import html
 import io
 import json
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +34,20 @@ class ReportError(LatentdaskError):
     """A run folder that holds no run to report."""
 
 
+def _esc(value: Any, spec: str = "") -> str:
+    """``value`` as HTML text, safe inside an element or a quoted attribute.
+
+    Numbers are formatted with ``spec`` (or :func:`_fmt`); anything else, whatever a JSON file
+    held, is shown as its text.
+    """
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return html.escape(format(value, spec) if spec and number else _fmt(value), quote=True)
+
+
 def _image(path: Path, alt: str, width: int | None = None) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    size = f' width="{width}"' if width else ""
-    return f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{data}">'
+    size = f' width="{int(width)}"' if width else ""
+    return f'<img alt="{_esc(alt)}"{size} src="data:image/png;base64,{data}">'
 
 
 def _figure_png(fig: Any) -> str:
@@ -45,10 +60,8 @@ def _figure_png(fig: Any) -> str:
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -128,18 +141,18 @@ def write_report(folder: str | Path) -> Path:
     record = json.loads(record_path.read_text())
     definition = record.get("definition", {})
     steps = record.get("steps", {})
-    parts = [f"<h1>latentdask run: {html.escape(record.get('workflow', folder.name))}</h1>"]
+    parts = [f"<h1>latentdask run: {_esc(record.get('workflow', folder.name))}</h1>"]
 
     # dataset and model
     data = definition.get("dataset", {})
     source = (
         f"synthetic faces {data['synthetic']}" if data.get("synthetic") else f"CelebA at {data.get('root')}"
     )
-    parts.append(f"<h2>Dataset and model</h2><p>{html.escape(source)}</p>")
+    parts.append(f"<h2>Dataset and model</h2><p>{_esc(source)}</p>")
     config_path = Path(definition.get("model", {}).get("checkpoint") or folder / "model") / "config.json"
     if config_path.is_file():
         config = json.loads(config_path.read_text())
-        parts.append(f"<pre>{html.escape(json.dumps(config.get('model', config), indent=1))}</pre>")
+        parts.append(f"<pre>{_esc(json.dumps(config.get('model', config), indent=1))}</pre>")
     training_path = config_path.with_name("training.json")
     if training_path.is_file():
         parts.append("<h3>Training curve</h3>" + training_curve(json.loads(training_path.read_text())))
@@ -148,20 +161,22 @@ def write_report(folder: str | Path) -> Path:
     stats_json = folder / "latents-stats.json"
     if stats_json.is_file():
         figures = json.loads(stats_json.read_text())
-        parts.append(f"<h2>Statistics of every z-point</h2><p>{figures['count']:,} z-points "
-                     f"({figures['invalid']} invalid, {figures['nonfinite']} non-finite); mean radius "
-                     f"{figures['mean_radius']:.3f}</p>")  # fmt: skip
+        parts.append(f"<h2>Statistics of every z-point</h2><p>{_esc(figures['count'], ',')} z-points "
+                     f"({_esc(figures['invalid'])} invalid, {_esc(figures['nonfinite'])} non-finite); mean "
+                     f"radius {_esc(figures['mean_radius'], '.3f')}</p>")  # fmt: skip
+        if figures.get("selection"):
+            parts.append(f"<p>rows: {_esc(figures['selection'])}</p>")
         parts.append("<h3>Dominant components (the seed's mu/hw)</h3>" + _table(
             ["latent", "peak (mu)", "FWHM (hw)", "mean"],
             [[c["latent"], c["peak"], c["fwhm"], c["mean"]] for c in figures["dominant_components"][:TOP]],
         ))  # fmt: skip
         parts.append("<h3>Correlations</h3>" + _table(
             ["|r| above", "pairs"], [[level, count] for level, count in figures["correlation_pairs_above"].items()]
-        ) + f"<p>{figures['strong_pairs_count']} strong pairs; the strongest:</p>" + _table(
+        ) + f"<p>{_esc(figures['strong_pairs_count'])} strong pairs; the strongest:</p>" + _table(
             ["a", "b", "r"], figures["strong_pairs"][:TOP]))  # fmt: skip
         for t, populations in figures["slice_populations"].items():
-            parts.append(f"<h3>Slice populations, |x_j| &lt; {html.escape(t)} outside the pair</h3>"
-                         f"<p>{populations['origin_cube']:,} points inside the cube itself.</p>"
+            parts.append(f"<h3>Slice populations, |x_j| &lt; {_esc(t)} outside the pair</h3>"
+                         f"<p>{_esc(populations['origin_cube'], ',')} points inside the cube itself.</p>"
                          + _table(["smallest: a", "b", "points"], populations["smallest"][:6])
                          + _table(["largest: a", "b", "points"], populations["largest"][:6]))  # fmt: skip
         samplers = definition.get("generate", {}).get("samplers", [])
@@ -176,7 +191,7 @@ def write_report(folder: str | Path) -> Path:
         from latentdask.normality import format_normality
 
         parts.append(
-            f"<h2>Normality</h2><pre>{html.escape(format_normality(json.loads(normality.read_text())))}</pre>"
+            f"<h2>Normality</h2><pre>{_esc(format_normality(json.loads(normality.read_text())))}</pre>"
         )
         if (folder / "normality-qq.png").is_file():
             parts.append(_image(folder / "normality-qq.png", "Mahalanobis² against χ² quantiles", 420))
@@ -185,21 +200,19 @@ def write_report(folder: str | Path) -> Path:
     if (projections / "render.json").is_file():
         parts.append("<h2>Projections of every z-point</h2>")
         for png in sorted(projections.glob("*.png")):
-            parts.append(f"<h3>{html.escape(png.stem)}</h3>" + _image(png, png.stem, 800))
+            parts.append(f"<h3>{_esc(png.stem)}</h3>" + _image(png, png.stem, 800))
 
     scores = folder / "scores.json"
     if scores.is_file():
         from latentdask.score import format_scores
 
         parts.append(f"<h2>Artificial z-points: scores beside real ones</h2><pre>"
-                     f"{html.escape(format_scores(json.loads(scores.read_text())))}</pre>")  # fmt: skip
+                     f"{_esc(format_scores(json.loads(scores.read_text())))}</pre>")  # fmt: skip
     rates = folder / "grids" / "face_rate.json"
     if rates.is_file():
         from latentdask.faces import format_face_rates
 
-        parts.append(
-            f"<h3>Face rate</h3><pre>{html.escape(format_face_rates(json.loads(rates.read_text())))}</pre>"
-        )
+        parts.append(f"<h3>Face rate</h3><pre>{_esc(format_face_rates(json.loads(rates.read_text())))}</pre>")
     grid = folder / "grids" / "samplers.png"
     if grid.is_file():
         parts.append("<h3>Decoded</h3>" + _image(grid, "decoded samplers and reconstructions"))
@@ -214,7 +227,7 @@ def write_report(folder: str | Path) -> Path:
              "font-size:13px;text-align:right;max-width:600px;overflow-wrap:anywhere}pre{background:#f6f6f6;"
              "padding:.5em;overflow-x:auto}img{max-width:100%}")  # fmt: skip
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>latentdask: '
-            f"{html.escape(record.get('workflow', ''))}</title><style>{style}</style></head><body>"
+            f"{_esc(record.get('workflow', ''))}</title><style>{style}</style></head><body>"
             + "\n".join(parts) + "</body></html>")  # fmt: skip
     out = folder / "report.html"
     out.write_text(page)
@@ -275,7 +288,9 @@ def write_sweep_report(folder: str | Path, runs: list[Path], matrix: dict[str, l
         label = run.name
         names.append(label)
         figures = _run_figures(run)
-        link = f'<a href="{html.escape(run.relative_to(folder).as_posix())}/report.html">{html.escape(label)}</a>'
+        # percent-encoded (":" too): a run folder named "x#y" or "javascript:…" stays a relative path
+        href = urllib.parse.quote(f"{run.relative_to(folder).as_posix()}/report.html")
+        link = f'<a href="{_esc(href)}">{_esc(label)}</a>'
         rows.append((link, figures))
         stats_path = run / "latents-stats.zarr"
         if stats_path.exists():
@@ -291,17 +306,16 @@ def write_sweep_report(folder: str | Path, runs: list[Path], matrix: dict[str, l
     pca_ax.set_xscale("log")
     pca_ax.set_xlabel("principal axes")
     pca_ax.set_ylabel("variance explained (cumulative)")
-    pca_ax.legend(fontsize=7)
+    if pca_ax.lines:  # runs without statistics draw nothing
+        pca_ax.legend(fontsize=7)
     fig.tight_layout()
     columns = list(rows[0][1]) if rows else []
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["run", *columns])
+    head = "".join(f"<th>{_esc(c)}</th>" for c in ["run", *columns])
     body = "".join(
-        f"<tr><td>{link}</td>"
-        + "".join(f"<td>{html.escape(_fmt(figures[c]))}</td>" for c in columns)
-        + "</tr>"
+        f"<tr><td>{link}</td>" + "".join(f"<td>{_esc(figures[c])}</td>" for c in columns) + "</tr>"
         for link, figures in rows
     )
-    swept = ", ".join(f"{html.escape(k)} ∈ {html.escape(str(v))}" for k, v in matrix.items())
+    swept = ", ".join(f"{_esc(k)} ∈ {_esc(str(v))}" for k, v in matrix.items())
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>latentdask sweep</title>'
             f"<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid "
             f"#ccc;padding:2px 8px;font-size:13px;text-align:right}}img{{max-width:100%}}</style></head><body>"
