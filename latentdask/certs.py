@@ -54,9 +54,21 @@ def _alternative_names(hosts: Sequence[str]) -> object:
 
 
 def _write(path: Path, data: bytes, *, private: bool) -> Path:
-    path.write_bytes(data)
-    if private:
-        os.chmod(path, 0o600)
+    """Write a new file; a private key is created readable by its owner only, whatever the umask.
+
+    The mode is given when the file is created (no window in which another user could open a
+    key written with wider permissions), and an existing file is replaced, not reused: a file
+    opened earlier by someone else keeps the old inode and never sees the key.
+    """
+    path.unlink(missing_ok=True)  # make_certificates refused existing files unless told to overwrite
+    try:  # O_EXCL: never follows a link, never opens a file someone else made in between
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+    except FileExistsError:
+        raise CertificateError(
+            f"{path} was created by someone else while the certificates were written"
+        ) from None
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(data)
     return path
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import stat
@@ -149,3 +150,23 @@ def test_a_workflow_runs_unchanged_on_the_tls_cluster(tls_cluster: tuple[str, Pa
     assert "encode-shard" in prefixes
     assert (tmp_path / "run" / "report.html").is_file()
     assert json.loads((tmp_path / "run" / "latents-stats.json").read_text())["count"] == 40
+
+
+def test_private_keys_are_never_readable_by_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys are created 0600: with the widest umask and every chmod disabled, only the creation mode counts."""
+    for name in ("chmod", "fchmod", "lchmod"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, lambda *args, **kwargs: None)
+    previous = os.umask(0)
+    try:
+        paths = make_certificates(tmp_path / "certs")
+        again = make_certificates(tmp_path / "certs", overwrite=True)  # replacing keys: the same holds
+    finally:
+        os.umask(previous)
+    assert sorted(paths) == sorted(again)
+    modes = {role: stat.S_IMODE(os.stat(path).st_mode) for role, path in again.items()}
+    assert {role: oct(mode) for role, mode in modes.items() if role.endswith("-key")} == {
+        f"{role}-key": oct(0o600) for role in ("ca", "scheduler", "worker", "client")
+    }
+    # certificates are public, but no one else may change them
+    assert all(mode & 0o022 == 0 for role, mode in modes.items() if not role.endswith("-key")), modes
