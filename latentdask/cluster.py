@@ -58,6 +58,12 @@ class ClusterChoice:
                 raise ConfigError(
                     "--cluster-name names a gateway or Kubernetes cluster; --scheduler needs none"
                 )
+            if self.scheduler.startswith("tls://"):
+                raise ConfigError(
+                    f"--scheduler {self.scheduler}: a tls:// scheduler needs the client's certificates; give "
+                    f"--cluster SPEC, a spec of kind address with 'address: {self.scheduler}' and "
+                    "'tls: {ca_file, cert, key}' (latentdask cluster certs DIR writes them; see cluster/README.md)"
+                )
             return AddressSpec(kind="address", address=self.scheduler)
         spec = (
             self.spec

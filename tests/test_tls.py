@@ -20,8 +20,9 @@ from distributed import Client
 from distributed.security import Security
 
 from latentdask.certs import CertificateError, make_certificates
-from latentdask.cluster import connect
+from latentdask.cluster import ClusterChoice, connect
 from latentdask.config import ConfigError, load_cluster_spec
+from latentdask.errors import LatentdaskError
 
 DASK = str(Path(sys.executable).parent / "dask")
 
@@ -170,3 +171,16 @@ def test_private_keys_are_never_readable_by_others(tmp_path: Path, monkeypatch: 
     }
     # certificates are public, but no one else may change them
     assert all(mode & 0o022 == 0 for role, mode in modes.items() if not role.endswith("-key")), modes
+
+
+def test_tls_scheduler_address_without_certificates_is_one_clear_error() -> None:
+    with pytest.raises(ConfigError, match=r"tls:// scheduler needs the client's certificates") as caught:
+        ClusterChoice(scheduler="tls://127.0.0.1:1").resolve()
+    assert isinstance(caught.value, LatentdaskError)
+    message = str(caught.value)
+    assert "\n" not in message and "kind address" in message and "tls: {ca_file, cert, key}" in message
+    with (
+        pytest.raises(ConfigError, match="certificates"),
+        connect(ClusterChoice(scheduler="tls://127.0.0.1:1")),
+    ):
+        pass
