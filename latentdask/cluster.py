@@ -157,6 +157,25 @@ def kubernetes_cluster_spec(spec: KubernetesSpec) -> dict[str, Any]:
     return manifest
 
 
+def kube_cluster(
+    spec: KubernetesSpec, name: str | None = None, *, shutdown_on_close: bool | None = None
+) -> Any:
+    """The operator's ``KubeCluster``: the one called ``name``, or a new one made from the spec.
+
+    ``shutdown_on_close`` left as None keeps dask-kubernetes' rule: closing deletes a cluster
+    started here and leaves a joined one running. Every Kubernetes cluster of this module comes
+    from here, so the tests (which have no Kubernetes) can stand a real local cluster in for it.
+    """
+    from dask_kubernetes.operator import KubeCluster
+
+    if name is not None:
+        return KubeCluster.from_name(
+            name, namespace=spec.namespace, shutdown_on_close=bool(shutdown_on_close)
+        )
+    return KubeCluster(custom_cluster_spec=kubernetes_cluster_spec(spec), namespace=spec.namespace,
+                       shutdown_on_close=shutdown_on_close)  # fmt: skip
+
+
 def gateway_of(spec: GatewaySpec) -> Any:
     """A ``dask_gateway.Gateway`` for the spec; the password comes from ``auth.password_env``."""
     try:
@@ -215,18 +234,24 @@ def cluster_up(spec: AnySpec) -> str:
     """Start a cluster that outlives this command; return the name its deployment chose."""
     named = _named_spec(spec)
     if isinstance(named, KubernetesSpec):
-        from dask_kubernetes.operator import KubeCluster
-
-        kube = KubeCluster(custom_cluster_spec=kubernetes_cluster_spec(named), namespace=named.namespace,
-                           shutdown_on_close=False)  # fmt: skip
-        apply_scaling(kube, named)
-        kube.close()
+        kube = kube_cluster(named, shutdown_on_close=False)
+        try:
+            apply_scaling(kube, named)
+        except BaseException:
+            kube.shutdown_on_close = True  # its name was never told: nobody could stop it later
+            raise
+        finally:
+            kube.close()
         return str(kube.name)
 
     def start(gateway: Any) -> str:
         cluster = gateway.new_cluster(shutdown_on_close=False, **named.cluster_options)
-        apply_scaling(cluster, named)
-        _close_gateway_cluster(cluster, shutdown=False)
+        started = False
+        try:
+            apply_scaling(cluster, named)
+            started = True
+        finally:
+            _close_gateway_cluster(cluster, shutdown=not started)  # a failed start leaves nothing running
         return str(cluster.name)
 
     return str(_gateway_call(named, "starting a cluster", start))
@@ -237,9 +262,11 @@ def cluster_scale(spec: AnySpec, name: str, workers: int) -> None:
     if workers < 0:
         raise ConfigError(f"cannot scale to {workers} workers")
     if isinstance(named, KubernetesSpec):
-        from dask_kubernetes.operator import KubeCluster
-
-        KubeCluster.from_name(name, namespace=named.namespace).scale(workers)
+        kube = kube_cluster(named, name)
+        try:
+            kube.scale(workers)
+        finally:
+            kube.close()  # our handle only: a joined cluster lives on
         return
     _gateway_call(named, f"scaling {name}", lambda gateway: gateway.scale_cluster(name, workers))
 
@@ -256,9 +283,7 @@ def cluster_list(spec: AnySpec) -> list[tuple[str, str]]:
 def cluster_down(spec: AnySpec, name: str) -> None:
     named = _named_spec(spec)
     if isinstance(named, KubernetesSpec):
-        from dask_kubernetes.operator import KubeCluster
-
-        KubeCluster.from_name(name, namespace=named.namespace, shutdown_on_close=True).close()
+        kube_cluster(named, name, shutdown_on_close=True).close()
         return
     _gateway_call(named, f"stopping {name}", lambda gateway: gateway.stop_cluster(name))
 
@@ -277,13 +302,12 @@ def _close_gateway_cluster(cluster: Any, *, shutdown: bool) -> None:
 
 
 def _gateway_cluster(spec: GatewaySpec, name: str | None) -> tuple[Any, bool]:
-    """The named cluster, or a new one (then ours to shut down)."""
+    """The named cluster, or a new one (then ours to scale and shut down)."""
     if name is not None:
         return _gateway_call(spec, f"joining {name}", lambda gateway: gateway.connect(name)), False
     cluster = _gateway_call(
         spec, "starting a cluster", lambda gateway: gateway.new_cluster(**spec.cluster_options)
     )
-    apply_scaling(cluster, spec)
     return cluster, True
 
 
@@ -314,23 +338,22 @@ def connect(choice: ClusterChoice | AnySpec | None = None) -> Iterator[Client]:
     if isinstance(spec, GatewaySpec):
         cluster, owned = _gateway_cluster(spec, name)
         try:
+            if owned:
+                apply_scaling(cluster, spec)
             with cluster.get_client(set_as_default=False) as client:
                 yield client
         finally:
             _close_gateway_cluster(cluster, shutdown=owned)  # a named cluster lives on
         return
     if isinstance(spec, KubernetesSpec):
-        from dask_kubernetes.operator import KubeCluster
-
-        if name is not None:
-            kube = KubeCluster.from_name(name, namespace=spec.namespace)
-        else:
-            kube = KubeCluster(custom_cluster_spec=kubernetes_cluster_spec(spec), namespace=spec.namespace)
-            apply_scaling(kube, spec)
-        with Client(kube, set_as_default=False) as client:
-            yield client
-        if name is None:
-            kube.close()
+        kube = kube_cluster(spec, name)
+        try:
+            if name is None:
+                apply_scaling(kube, spec)
+            with Client(kube, set_as_default=False) as client:
+                yield client
+        finally:  # a failed command must not leave a cluster running: this deletes one started here
+            kube.close()  # and leaves a named one running (dask-kubernetes' rule for joined clusters)
         return
     started: Any
     if isinstance(spec, CudaSpec):

@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from distributed import Client, LocalCluster
+from distributed.core import Status
 
+import latentdask.cluster
 from latentdask.cluster import (
     ClusterChoice,
     cluster_up,
+    connect,
     cuda_cluster_kwargs,
     kubernetes_cluster_spec,
     slurm_cluster_kwargs,
@@ -97,3 +101,43 @@ def test_named_clusters_only_for_gateway_and_kubernetes(tmp_path: Path) -> None:
         ClusterChoice(spec=spec, name="abc").resolve()
     with pytest.raises(ConfigError, match="live as long as the command"):
         cluster_up(load_cluster_spec(spec))
+
+
+class StandIn:
+    """A real LocalCluster (scheduler and worker processes) where the operator's KubeCluster would be.
+
+    No Kubernetes runs in the tests, so ``connect``'s lifetime rules are checked on the one
+    object it gets from :func:`latentdask.cluster.kube_cluster`: a real cluster, whose
+    scheduler can be asked afterwards whether it still runs.
+    """
+
+    def __init__(self) -> None:
+        self.made: list[LocalCluster] = []
+
+    def __call__(self, spec: KubernetesSpec, name: str | None = None, **_: object) -> LocalCluster:
+        cluster = LocalCluster(n_workers=0, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=":0")  # fmt: skip
+        self.made.append(cluster)
+        return cluster
+
+
+def scheduler_answers(address: str) -> bool:
+    try:
+        with Client(address, timeout=3, set_as_default=False):
+            return True
+    except (OSError, TimeoutError):
+        return False
+
+
+def test_kubernetes_cluster_is_closed_when_the_command_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    stand_in = StandIn()
+    monkeypatch.setattr(latentdask.cluster, "kube_cluster", stand_in)
+    spec = KubernetesSpec(kind="kubernetes", workers=1)
+    with pytest.raises(RuntimeError, match="the step failed"), connect(spec) as client:
+        client.wait_for_workers(1, timeout=60)  # scaled to the spec's one worker, which runs tasks
+        assert client.submit(sum, [1, 2]).result() == 3
+        address = client.scheduler.address
+        raise RuntimeError("the step failed")
+    (cluster,) = stand_in.made
+    assert cluster.status == Status.closed
+    assert not scheduler_answers(address)
