@@ -202,9 +202,23 @@ def normality(
         raise NormalityError(
             f"{store} has {corpus.z.shape[1]} components; the statistics {stats} have {len(reference.mean)}"
         )
+    dim = len(reference.mean)
+    # χ²(N) describes d² only with an invertible covariance: N + 1 rows at least (the centred
+    # rows span at most n − 1 dimensions); Shapiro–Wilk needs 3 values
+    needed = max(dim + 1, 3)
+    if int(statistics["count"]) < needed:
+        raise NormalityError(
+            f"normality needs at least {needed} rows for {dim} components (N + 1, for an invertible "
+            f"covariance); the statistics {stats} count {int(statistics['count'])}"
+        )
     keep, selection = selection_mask(corpus, split, where)
     sample, _ = real_sample(corpus, sample_size, seed, scheduler, prefer_test=False, keep=keep)
     histogram = mahalanobis_histogram(corpus, reference, keep=keep, scheduler=scheduler)
+    if histogram.count < 3:  # a selection (split, where) of too few rows
+        raise NormalityError(
+            f"normality needs at least 3 valid, finite rows in the selection ({selection}); {store} has "
+            f"{histogram.count}"
+        )
     return {
         "selection": selection,
         "alpha": alpha,

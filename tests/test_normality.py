@@ -125,3 +125,39 @@ def test_normality_command(gaussian: tuple[Path, Path, np.ndarray, np.ndarray], 
     assert "Henze–Zirkler (500 points)" in result.stdout
     assert json.loads(out.read_text())["mahalanobis_qq"]["vectors"] > 5000
     assert plot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("rows", [1, 2, DIM])
+def test_too_few_rows_for_an_invertible_covariance(tmp_path: Path, rows: int) -> None:
+    x = np.random.default_rng(rows).normal(size=(rows, DIM)).astype(np.float32)
+    if rows > 1:  # numpy's own covariance of these rows cannot be inverted
+        assert np.linalg.matrix_rank(np.cov(x.T.astype(np.float64))) < DIM
+    store, stats_path = write_corpus(tmp_path, x, np.ones(rows, dtype=bool))
+    with pytest.raises(NormalityError, match=f"at least {DIM + 1} rows for {DIM} components.* count {rows}$"):
+        normality(store, stats_path)
+
+
+def test_fewest_rows_that_give_a_result(tmp_path: Path) -> None:
+    x = np.random.default_rng(7).normal(size=(DIM + 1, DIM)).astype(np.float32)
+    real = x.astype(np.float64)
+    assert np.linalg.matrix_rank(np.cov(real.T)) == DIM
+    store, stats_path = write_corpus(tmp_path, x, np.ones(len(x), dtype=bool))
+    result = normality(store, stats_path, sample_size=3)
+    d2 = scipy.spatial.distance.cdist(real, real.mean(axis=0, keepdims=True), "mahalanobis",
+                                      VI=np.linalg.inv(np.cov(real.T)))[:, 0] ** 2  # fmt: skip
+    assert result["mahalanobis_qq"]["vectors"] == DIM + 1
+    assert result["mahalanobis_qq"]["mean_d2"] == pytest.approx(d2.mean(), rel=1e-4)
+
+
+def test_too_small_a_selection(tmp_path: Path) -> None:
+    x = np.random.default_rng(8).normal(size=(500, DIM)).astype(np.float32)
+    store, stats_path = write_corpus(tmp_path, x, np.ones(len(x), dtype=bool))
+    split = np.zeros(len(x), dtype=np.int8)
+    split[[10, 20]] = 2  # two test rows
+    zarr.open_group(str(store), mode="a").create_array(
+        "split", shape=split.shape, chunks=(900,), dtype="int8"
+    )[:] = split
+    with pytest.raises(
+        NormalityError, match=r"at least 3 valid, finite rows in the selection \(.*split=test\).* has 2$"
+    ):
+        normality(store, stats_path, split="test")
