@@ -485,16 +485,21 @@ def normality(
 ) -> None:
     """How normal the real z-points are: moments, Shapiro–Wilk, Henze–Zirkler, Mahalanobis² vs χ²."""
     from latentdask.cluster import check_paths_on_workers, connect
-    from latentdask.normality import format_normality, plot_qq, write_normality
+    from latentdask.normality import NORMALITY_KIND, QQ_PLOT_KIND, format_normality, plot_qq, write_normality
     from latentdask.normality import normality as run_normality
+    from latentdask.store.output import check_output
+
+    check_output(out, NORMALITY_KIND, inputs=[store, stats])
+    if plot is not None:
+        check_output(plot, QQ_PLOT_KIND, inputs=[store, stats])
 
     with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
         check_paths_on_workers(client, [store])
         result = run_normality(store, stats, sample_size=sample_size, hz_size=hz_size, alpha=alpha,
                                split=split, where=where or [], seed=seed, scheduler=client)  # fmt: skip
-    write_normality(result, out)
+    write_normality(result, out, inputs=[store, stats])
     if plot is not None:
-        plot_qq(result, plot)
+        plot_qq(result, plot, inputs=[store, stats])
     typer.echo(format_normality(result))
     console.print(f"normality → {out}" + (f", QQ plot → {plot}" if plot else ""))
 

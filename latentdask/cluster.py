@@ -100,7 +100,7 @@ def cuda_cluster_kwargs(spec: CudaSpec) -> dict[str, Any]:
         "dashboard_address": spec.dashboard_address,
         "threads_per_worker": 1,
         "resources": {"GPU": 1},  # encode tasks ask for one: never two on a GPU, never on a CPU worker
-        "silence_logs": logging.ERROR,
+        "silence_logs": logging.CRITICAL,  # task failures reach the command through its futures
     }
     if spec.devices is not None:
         kwargs["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in spec.devices)
@@ -375,9 +375,10 @@ def connect(choice: ClusterChoice | AnySpec | None = None) -> Iterator[Client]:
         apply_scaling(started, spec)
     else:
         workers = spec.adapt.minimum if spec.adapt is not None else spec.workers or default_local_workers()
+        # task failures reach the command through its futures and are told once, as one line
         started = LocalCluster(n_workers=workers, threads_per_worker=spec.threads_per_worker, processes=True,
                                memory_limit=spec.memory_limit, host=spec.host,
-                               dashboard_address=spec.dashboard_address, silence_logs=logging.ERROR)  # fmt: skip
+                               dashboard_address=spec.dashboard_address, silence_logs=logging.CRITICAL)  # fmt: skip
         if spec.adapt is not None:
             apply_scaling(started, spec)
     with started, Client(started, set_as_default=False) as client:

@@ -17,7 +17,6 @@ Four views, from the cheapest to the most demanding:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -34,8 +33,12 @@ from latentdask.errors import LatentdaskError
 from latentdask.score import Reference, real_sample
 from latentdask.stats.io import ZPoints, open_stats, open_zpoints, selection_mask
 from latentdask.stats.summary import select_rows
+from latentdask.store.output import save_figure, write_json
 
 #: probabilities at which the Mahalanobis² quantiles are compared with χ²(N)'s
+#: the kinds of output normality.json and its QQ plot are, in their ``latentdask`` records
+NORMALITY_KIND = "normality"
+QQ_PLOT_KIND = "normality-qq"
 QQ_PROBABILITIES = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999)
 #: the χ² tail the "beyond" share is counted at (the 3-sigma two-sided mass)
 TAIL = 0.9973
@@ -252,7 +255,7 @@ def format_normality(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_qq(result: dict[str, Any], out: str | Path) -> Path:
+def plot_qq(result: dict[str, Any], out: str | Path, *, inputs: Sequence[str | Path] = ()) -> Path:
     """The QQ comparison as a PNG: d² quantiles against χ²(N) quantiles."""
     import matplotlib
 
@@ -270,12 +273,11 @@ def plot_qq(result: dict[str, Any], out: str | Path) -> Path:
     ax.set_title(f"Mahalanobis² vs χ² ({result['mahalanobis_qq']['vectors']:,} vectors)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out)
+    save_figure(fig, out, QQ_PLOT_KIND, inputs=inputs)
     plt.close(fig)
     return Path(out)
 
 
-def write_normality(result: dict[str, Any], out: str | Path) -> Path:
-    out = Path(out)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    return out
+def write_normality(result: dict[str, Any], out: str | Path, *, inputs: Sequence[str | Path] = ()) -> Path:
+    """Write ``normality.json`` (replacing only an earlier one of latentdask's)."""
+    return write_json(out, result, NORMALITY_KIND, inputs=inputs)

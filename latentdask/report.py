@@ -26,6 +26,11 @@ from typing import Any
 import numpy as np
 
 from latentdask.errors import LatentdaskError
+from latentdask.store.output import write_html
+
+#: the kinds of output a run's and a sweep's report.html are, in their ``<meta name="latentdask">``
+REPORT_KIND = "report"
+SWEEP_REPORT_KIND = "sweep-report"
 
 TOP = 12
 
@@ -229,9 +234,7 @@ def write_report(folder: str | Path) -> Path:
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>latentdask: '
             f"{_esc(record.get('workflow', ''))}</title><style>{style}</style></head><body>"
             + "\n".join(parts) + "</body></html>")  # fmt: skip
-    out = folder / "report.html"
-    out.write_text(page)
-    return out
+    return write_html(folder / "report.html", page, REPORT_KIND)
 
 
 def _run_figures(folder: Path) -> dict[str, Any]:
@@ -321,7 +324,4 @@ def write_sweep_report(folder: str | Path, runs: list[Path], matrix: dict[str, l
             f"#ccc;padding:2px 8px;font-size:13px;text-align:right}}img{{max-width:100%}}</style></head><body>"
             f"<h1>Sweep: {len(runs)} runs</h1><p>{swept}</p><table><thead><tr>{head}</tr></thead>"
             f"<tbody>{body}</tbody></table><h2>Radii and principal axes</h2>{_figure_png(fig)}</body></html>")  # fmt: skip
-    out = folder / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page)
-    return out
+    return write_html(folder / "report.html", page, SWEEP_REPORT_KIND)

@@ -470,8 +470,8 @@ def _normality(store: Path, stats: Path, out: Path, cluster: ClusterChoice) -> N
 
     with connect(cluster) as client:
         result = normality(store, stats, **NORMALITY_PARAMS, scheduler=client)
-    write_normality(result, out)
-    plot_qq(result, out.with_name("normality-qq.png"))
+    write_normality(result, out, inputs=[store, stats])
+    plot_qq(result, out.with_name("normality-qq.png"), inputs=[store, stats])
     console.print(format_normality(result), highlight=False)
 
 

@@ -208,3 +208,45 @@ def test_a_failing_writer_leaves_the_old_output(tmp_path: Path) -> None:
         OutputError, match="a latentdask projections output; refusing to replace it with a stats"
     ):
         check_output(out, "stats")
+
+
+@pytest.mark.parametrize(
+    ("command", "mine"),
+    [
+        (("score", "{store}", "{stats}", "{store}", "--out", "{mine}"), "scores.json"),
+        (("normality", "{store}", "{stats}", "--out", "{mine}"), "normality.json"),
+        (("normality", "{store}", "{stats}", "--out", "{tmp}/n.json", "--plot", "{mine}"), "qq.png"),
+        (("decode", "{tmp}/ckpt", "--out", "{mine}"), "grid.png"),
+        (
+            ("decode", "{tmp}/ckpt", "--out", "{tmp}/g.png", "--face-rate", "5", "--faces-out", "{mine}"),
+            "f.json",
+        ),
+        (("bench", "decode", "--n", "5", "--json", "{mine}"), "bench.json"),
+    ],
+)
+def test_file_outputs_are_checked_before_any_work(
+    points: Path, stats: Path, tmp_path: Path, command: tuple[str, ...], mine: str
+) -> None:
+    path = tmp_path / mine
+    path.write_bytes(b"my own file")
+    names = {"store": str(points), "stats": str(stats), "mine": str(path), "tmp": str(tmp_path)}
+    line = one_error_line(run(*(part.format(**names) for part in command)))
+    assert f"{path} exists and is not a latentdask output; refusing to replace it" in line
+    assert path.read_bytes() == b"my own file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [mine]
+
+
+def test_reports_replace_only_reports(tmp_path: Path) -> None:
+    from latentdask.report import write_report
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"workflow": "w", "steps": {}}))
+    (run_dir / "report.html").write_text("<html>my notes</html>")
+    with pytest.raises(OutputError, match="not a latentdask output"):
+        write_report(run_dir)
+    assert (run_dir / "report.html").read_text() == "<html>my notes</html>"
+    (run_dir / "report.html").unlink()
+    write_report(run_dir)
+    assert (read_record(run_dir / "report.html") or {})["kind"] == "report"
+    write_report(run_dir)  # its own: replaced

@@ -231,6 +231,16 @@ def save_png(image: Image.Image, path: str | Path, kind: str, *, inputs: Sequenc
     return path
 
 
+def save_figure(figure: Any, path: str | Path, kind: str, *, inputs: Sequence[str | Path] = ()) -> Path:
+    """Save a matplotlib figure as PNG with its record in a text chunk, replacing only its own kind."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise OutputError(f"{path}: figures are written as PNG; give a path ending in .png")
+    with owned_output(path, kind, inputs=inputs, folder=False) as staged:
+        figure.savefig(staged.path, format="png", metadata={RECORD_KEY: json.dumps(staged.record)})
+    return path
+
+
 def write_html(path: str | Path, page: str, kind: str, *, inputs: Sequence[str | Path] = ()) -> Path:
     """Write an HTML page with its record in a ``<meta>`` tag after ``<head>``, replacing only its own kind."""
     with owned_output(path, kind, inputs=inputs, folder=False) as staged:
