@@ -47,6 +47,16 @@ def test_synth_train_info(tmp_path: Path) -> None:
         (("train", "{faces}", "--out", "{tmp}/m", "--split", "training"), "unknown split"),
         (("train", "{faces}", "--out", "{tmp}/m", "--device", "cuda:7"), "no CUDA device"),
         (("info", "{tmp}/model.pt"), "never unpickles"),
+        (("info", "{tmp}/nope[/]x"), "nope[/]x does not exist"),  # printed as text, not as markup
+        (
+            ("train", "{faces}", "--out", "{tmp}/m", "--batch-size", "0"),
+            "field 'batch_size': Input should be",
+        ),
+        (
+            ("encode", "{faces}", "--model", "{tmp}/c", "--out", "{tmp}/m", "--batch-size", "0"),
+            "'batch_size'",
+        ),
+        (("stats", "{tmp}/s.zarr", "--out", "{tmp}/m", "--bin-width", "1e-7"), "--bin-width"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(
@@ -56,9 +66,27 @@ def test_bad_input_is_one_clear_line_and_exit_2(
     filled = [a.format(tmp=tmp_path, faces=faces) for a in args]
     result = run(*filled)
     assert result.returncode == 2, (result.stdout, result.stderr)
-    assert message in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert message.format(tmp=tmp_path) in line
     assert not (tmp_path / "m").exists()
+
+
+def test_a_workflow_is_checked_whole_before_its_first_step(tmp_path: Path) -> None:
+    workflow = tmp_path / "w.yaml"
+    workflow.write_text(f"name: w\nrun_dir: {tmp_path / 'run'}\ndataset: {{synthetic: {{n: 5}}}}\n"
+                        "model: {image_size: 33}\n")  # fmt: skip
+    result = run("run", str(workflow))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: {workflow}: model: image_size 33 is not divisible by 16, the product of the strides (2, 2, 2, 2); "
+        "use a multiple of 16 (e.g. 32)"
+    ]
+    assert not (tmp_path / "run").exists()  # the synth step never ran
+    workflow.write_text("name: ..\ndataset: {synthetic: {n: 5}}\n")
+    result = run("run", str(workflow), cwd=tmp_path)
+    assert "field 'name': '..' is not a run name" in result.stderr and result.returncode == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.yaml"]
 
 
 def test_bench_decode_reports_ratios(tmp_path: Path) -> None:
