@@ -243,3 +243,17 @@ def test_an_image_that_kills_its_worker_costs_only_its_row(
     assert valid.tolist() == [True, True, True, False, True, True, True, True]
     assert str(store["error"][3]) == "decoding needs more memory than the isolated decoder may use"
     assert summary.shards_run == 2 and verify_store(tmp_path / "l.zarr").damaged == {}
+
+
+def test_render_refuses_a_damaged_store_with_the_list(clean: Path, tmp_path: Path) -> None:
+    from latentdask.stats.io import write_stats
+
+    store = copy_of(clean, tmp_path)
+    write_stats(stats_of(open_zpoints(store), params=SummaryParams()), tmp_path / "s.zarr", source="clean")
+    damage(store)
+    result = cli(
+        "render", str(store), "--stats", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "figures")
+    )
+    assert result.returncode == 2
+    assert "2 damaged shard(s): 1 (z does not match its checksum), 2 (valid unreadable" in result.stderr
+    assert not (tmp_path / "figures").exists()

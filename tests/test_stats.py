@@ -335,3 +335,18 @@ def test_torch_blocks_give_the_numpy_states() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
     assert (on_numpy.invalid, on_numpy.nonfinite) == (on_torch.invalid, on_torch.nonfinite) == (50, 1)
     np.testing.assert_allclose(on_numpy.groups.mean, on_torch.groups.mean, rtol=1e-10)  # type: ignore[union-attr]
+
+
+def test_float16_input_and_float64_beyond_float64_squares(client: object, tmp_path: Path) -> None:
+    x = latent_sample(n=1200, dim=6, seed=9).astype(np.float16)
+    half = zarr.create_array(str(tmp_path / "half.zarr"), shape=x.shape, chunks=(500, 6), dtype="float16")
+    half[:] = x
+    check_against_references(stats_of(open_zpoints(tmp_path / "half.zarr"), params=PARAMS), x.astype(np.float64))
+    huge = zarr.create_array(str(tmp_path / "huge.zarr"), shape=(100, 3), chunks=(50, 3), dtype="float64")
+    huge[:] = np.random.default_rng(0).normal(size=(100, 3)) * 1e200
+    with pytest.raises(StatsError, match="co-moments overflow float64"):
+        stats_of(open_zpoints(tmp_path / "huge.zarr"), params=PARAMS)
+    ints = zarr.create_array(str(tmp_path / "ints.zarr"), shape=(10, 3), chunks=(5, 3), dtype="int32")
+    ints[:] = 1
+    with pytest.raises(StatsError, match="holds int32 values; z-points are floating point"):
+        open_zpoints(tmp_path / "ints.zarr")
