@@ -341,7 +341,9 @@ def test_float16_input_and_float64_beyond_float64_squares(client: object, tmp_pa
     x = latent_sample(n=1200, dim=6, seed=9).astype(np.float16)
     half = zarr.create_array(str(tmp_path / "half.zarr"), shape=x.shape, chunks=(500, 6), dtype="float16")
     half[:] = x
-    check_against_references(stats_of(open_zpoints(tmp_path / "half.zarr"), params=PARAMS), x.astype(np.float64))
+    check_against_references(
+        stats_of(open_zpoints(tmp_path / "half.zarr"), params=PARAMS), x.astype(np.float64)
+    )
     huge = zarr.create_array(str(tmp_path / "huge.zarr"), shape=(100, 3), chunks=(50, 3), dtype="float64")
     huge[:] = np.random.default_rng(0).normal(size=(100, 3)) * 1e200
     with pytest.raises(StatsError, match="co-moments overflow float64"):
