@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from latentdask._version import __version__ as __version__
 
 _EXPORTS = {
     "Autoencoder": "latentdask.model.autoencoder",
@@ -17,30 +17,30 @@ _EXPORTS = {
     "Preprocessing": "latentdask.data.decode",
     "decode_image": "latentdask.data.decode",
     "open_dataset": "latentdask.data.dataset",
-    "synthesize": "latentdask.data.synthetic",
+    "synthesize": "latentdask.data.synthetic_faces",
     "load_checkpoint": "latentdask.model.checkpoint",
     "import_state_dict": "latentdask.model.checkpoint",
     "train": "latentdask.model.train",
     "TrainOptions": "latentdask.model.train",
     "LatentdaskError": "latentdask.errors",
-    "encode": "latentdask.encode",
-    "EncodeOptions": "latentdask.encode",
+    "encode": "latentdask.encode.run",
+    "EncodeOptions": "latentdask.encode.run",
     "open_latents": "latentdask.store",
     "summarize": "latentdask.stats.reduce",
-    "generate": "latentdask.generate",
-    "sampler_spec": "latentdask.generate",
-    "run_workflow": "latentdask.workflow",
+    "generate": "latentdask.generate.samplers",
+    "sampler_spec": "latentdask.generate.samplers",
+    "run_workflow": "latentdask.workflow.run",
     "SummaryParams": "latentdask.stats.summary",
     "open_stats": "latentdask.stats.io",
     "ImageDecodeError": "latentdask.errors",
-    "score": "latentdask.score",
-    "normality": "latentdask.normality",
-    "render": "latentdask.render",
-    "Explorer": "latentdask.explore",
-    "View": "latentdask.explore",
-    "write_report": "latentdask.report",
-    "connect": "latentdask.cluster",
-    "ClusterChoice": "latentdask.cluster",
+    "score": "latentdask.generate.score",
+    "normality": "latentdask.stats.normality",
+    "render": "latentdask.render.command",
+    "Explorer": "latentdask.render.explore",
+    "View": "latentdask.render.explore",
+    "write_report": "latentdask.workflow.report",
+    "connect": "latentdask.cluster.connect",
+    "ClusterChoice": "latentdask.cluster.connect",
 }
 
 __all__ = [
@@ -76,27 +76,27 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from latentdask.cluster import ClusterChoice, connect
+    from latentdask.cluster.connect import ClusterChoice, connect
     from latentdask.data.dataset import open_dataset
     from latentdask.data.decode import Preprocessing, decode_image
-    from latentdask.data.synthetic import synthesize
-    from latentdask.encode import EncodeOptions, encode
+    from latentdask.data.synthetic_faces import synthesize
+    from latentdask.encode.run import EncodeOptions, encode
     from latentdask.errors import ImageDecodeError, LatentdaskError
-    from latentdask.explore import Explorer, View
-    from latentdask.generate import generate, sampler_spec
+    from latentdask.generate.samplers import generate, sampler_spec
+    from latentdask.generate.score import score
     from latentdask.model.autoencoder import Autoencoder
     from latentdask.model.checkpoint import import_state_dict, load_checkpoint
     from latentdask.model.config import ModelConfig
     from latentdask.model.train import TrainOptions, train
-    from latentdask.normality import normality
-    from latentdask.render import render
-    from latentdask.report import write_report
-    from latentdask.score import score
+    from latentdask.render.command import render
+    from latentdask.render.explore import Explorer, View
     from latentdask.stats.io import open_stats
+    from latentdask.stats.normality import normality
     from latentdask.stats.reduce import summarize
     from latentdask.stats.summary import SummaryParams
     from latentdask.store import open_latents
-    from latentdask.workflow import run_workflow
+    from latentdask.workflow.report import write_report
+    from latentdask.workflow.run import run_workflow
 
 
 def __getattr__(name: str) -> Any:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from latentdask.data.synthetic import synthesize
+from latentdask.data.synthetic_faces import synthesize
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -8,8 +8,8 @@ import pytest
 from distributed import Client, LocalCluster
 from distributed.core import Status
 
-import latentdask.cluster
-from latentdask.cluster import (
+import latentdask.cluster.connect
+from latentdask.cluster.connect import (
     ClusterChoice,
     cluster_up,
     connect,
@@ -17,7 +17,7 @@ from latentdask.cluster import (
     kubernetes_cluster_spec,
     slurm_cluster_kwargs,
 )
-from latentdask.config import ConfigError, CudaSpec, KubernetesSpec, SlurmSpec, load_cluster_spec
+from latentdask.cluster.spec import ConfigError, CudaSpec, KubernetesSpec, SlurmSpec, load_cluster_spec
 
 SHIPPED = Path(__file__).resolve().parent.parent / "cluster"
 
@@ -107,7 +107,7 @@ class StandIn:
     """A real LocalCluster (scheduler and worker processes) where the operator's KubeCluster would be.
 
     No Kubernetes runs in the tests, so ``connect``'s lifetime rules are checked on the one
-    object it gets from :func:`latentdask.cluster.kube_cluster`: a real cluster, whose
+    object it gets from :func:`latentdask.cluster.connect.kube_cluster`: a real cluster, whose
     scheduler can be asked afterwards whether it still runs.
     """
 
@@ -131,7 +131,7 @@ def scheduler_answers(address: str) -> bool:
 
 def test_kubernetes_cluster_is_closed_when_the_command_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     stand_in = StandIn()
-    monkeypatch.setattr(latentdask.cluster, "kube_cluster", stand_in)
+    monkeypatch.setattr(latentdask.cluster.connect, "kube_cluster", stand_in)
     spec = KubernetesSpec(kind="kubernetes", workers=1)
     with pytest.raises(RuntimeError, match="the step failed"), connect(spec) as client:
         client.wait_for_workers(1, timeout=60)  # scaled to the spec's one worker, which runs tasks

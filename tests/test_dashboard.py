@@ -24,14 +24,14 @@ import pytest
 import torch
 from distributed import Client, LocalCluster
 
-from latentdask.cluster import ClusterChoice
+from latentdask.cluster.connect import ClusterChoice
 from latentdask.data.decode import Preprocessing
-from latentdask.encode import EncodeOptions, default_stats_path, encode
-from latentdask.explore import Explorer, View
-from latentdask.generate import generate, sampler_spec
+from latentdask.encode.run import EncodeOptions, default_stats_path, encode
+from latentdask.generate.samplers import generate, sampler_spec
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig
+from latentdask.render.explore import Explorer, View
 from latentdask.stats.io import open_stats
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

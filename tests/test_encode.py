@@ -19,11 +19,11 @@ import zarr
 from distributed import Client, LocalCluster, Scheduler, SchedulerPlugin
 from PIL import Image
 
-from latentdask.cluster import ClusterChoice
-from latentdask.config import LocalSpec
+from latentdask.cluster.connect import ClusterChoice
+from latentdask.cluster.spec import LocalSpec
 from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing
-from latentdask.encode import EncodeOptions, encode
+from latentdask.encode.run import EncodeOptions, encode
 from latentdask.errors import LatentdaskError
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import load_checkpoint, save_checkpoint
@@ -265,7 +265,7 @@ def z_bytes(store: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def many_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from latentdask.data.synthetic import synthesize
+    from latentdask.data.synthetic_faces import synthesize
 
     return synthesize(tmp_path_factory.mktemp("many") / "faces", n=1200, seed=3, progress=False)
 
@@ -394,8 +394,8 @@ def test_tasks_request_a_gpu_where_workers_declare_one(faces: Path, checkpoint: 
 
 
 def test_paths_a_worker_cannot_see_fail_early(cluster: LocalCluster, tmp_path: Path) -> None:
-    from latentdask.cluster import check_paths_on_workers
-    from latentdask.config import ConfigError
+    from latentdask.cluster.connect import check_paths_on_workers
+    from latentdask.cluster.spec import ConfigError
 
     with Client(cluster.scheduler_address) as client:
         check_paths_on_workers(client, [tmp_path])  # visible: nothing happens

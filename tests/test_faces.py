@@ -12,7 +12,7 @@ import zarr
 
 from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing, decode_image
-from latentdask.faces import NOT_MEANINGFUL, face_rates, format_face_rates, has_face
+from latentdask.generate.faces import NOT_MEANINGFUL, face_rates, format_face_rates, has_face
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import load_checkpoint, save_checkpoint
 from latentdask.model.config import ModelConfig

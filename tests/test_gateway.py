@@ -22,7 +22,7 @@ import zarr
 
 from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing
-from latentdask.data.synthetic import synthesize
+from latentdask.data.synthetic_faces import synthesize
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import load_checkpoint, save_checkpoint
 from latentdask.model.config import ModelConfig
@@ -93,7 +93,7 @@ def test_wrong_password_is_refused(gateway: Path) -> None:
 
 
 def workers_of(spec: Path, name: str) -> int:
-    from latentdask.cluster import ClusterChoice, connect
+    from latentdask.cluster.connect import ClusterChoice, connect
 
     os.environ["DASK_GATEWAY_PASSWORD"] = PASSWORD
     with connect(ClusterChoice(spec=spec, name=name)) as client:

@@ -9,7 +9,7 @@ import pytest
 import scipy.spatial.distance
 import zarr
 
-from latentdask.generate import (
+from latentdask.generate.samplers import (
     Fitted,
     GenerateError,
     RadiusTheory,

@@ -9,10 +9,10 @@ import pytest
 import torch
 from distributed import LocalCluster
 
-from latentdask.cluster import ClusterChoice
+from latentdask.cluster.connect import ClusterChoice
 from latentdask.data.decode import Preprocessing
 from latentdask.device import resolve_device
-from latentdask.encode import EncodeOptions, encode
+from latentdask.encode.run import EncodeOptions, encode
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig
@@ -58,7 +58,7 @@ def test_statistics_on_the_gpu_equal_the_cpu() -> None:
 def test_nearest_real_neighbour_on_the_gpu_equals_the_cpu(tmp_path: Path) -> None:
     import zarr
 
-    from latentdask.score import nearest_real_distance
+    from latentdask.generate.score import nearest_real_distance
     from latentdask.stats.io import open_zpoints
 
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import torch
 import zarr
 
 from latentdask.data.decode import Preprocessing, decode_image
-from latentdask.grids import (
+from latentdask.generate.grids import (
     LABEL_WIDTH,
     GridError,
     decode_points,

@@ -23,9 +23,9 @@ import torch
 import zarr
 from distributed import LocalCluster
 
-from latentdask.cluster import ClusterChoice
+from latentdask.cluster.connect import ClusterChoice
 from latentdask.data.decode import Preprocessing
-from latentdask.encode import EncodeOptions, ShardJob, _job, encode, encode_shard
+from latentdask.encode.run import EncodeOptions, ShardJob, _job, encode, encode_shard
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig

@@ -14,9 +14,9 @@ import scipy.spatial.distance
 import scipy.stats
 import zarr
 
-from latentdask.normality import NormalityError, mahalanobis_histogram, normality
-from latentdask.score import Reference
+from latentdask.generate.score import Reference
 from latentdask.stats.io import open_stats, open_zpoints, write_stats
+from latentdask.stats.normality import NormalityError, mahalanobis_histogram, normality
 from latentdask.stats.reduce import summarize
 from latentdask.stats.summary import SummaryParams
 

@@ -237,7 +237,7 @@ def test_file_outputs_are_checked_before_any_work(
 
 
 def test_reports_replace_only_reports(tmp_path: Path) -> None:
-    from latentdask.report import write_report
+    from latentdask.workflow.report import write_report
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

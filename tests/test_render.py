@@ -12,7 +12,7 @@ import pytest
 import zarr
 from PIL import Image
 
-from latentdask.render import (
+from latentdask.render.command import (
     RenderError,
     aggregate,
     canvas_size,

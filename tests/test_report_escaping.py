@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latentdask.report import write_report, write_sweep_report
 from latentdask.stats.io import write_stats
 from latentdask.stats.reduce import summarize
+from latentdask.workflow.report import write_report, write_sweep_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 #: a file name that closes an attribute and opens a handler (the dashboard's stored XSS)

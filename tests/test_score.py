@@ -10,8 +10,8 @@ import scipy.spatial.distance
 import torch
 import zarr
 
-from latentdask.generate import generate, sampler_spec
-from latentdask.score import (
+from latentdask.generate.samplers import generate, sampler_spec
+from latentdask.generate.score import (
     Reference,
     ScoreError,
     _nearest_numpy,

@@ -16,13 +16,13 @@ from distributed import Client, LocalCluster
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from latentdask.generate.synthetic import synthesize_latents
 from latentdask.stats.analysis import peak_and_fwhm
 from latentdask.stats.io import StatsError, open_stats, open_zpoints, stats_of, write_stats
 from latentdask.stats.kernels import moments_combine, slice_population, slices_combine
 from latentdask.stats.reduce import summarize
 from latentdask.stats.scan import histogram_chunk, moments_chunk, slices_chunk
 from latentdask.stats.summary import SummaryParams, summary_chunk
-from latentdask.stats.synthetic import synthesize_latents
 
 PARAMS = SummaryParams(range=(-8.0, 8.0), bin_width=0.25, thresholds=(1.0, 1.5), radius_max=32.0)
 
@@ -241,8 +241,8 @@ def test_synthetic_latents_recover_their_truth(client: object, tmp_path: Path) -
 
 
 def test_subsets_of_a_store_and_their_record(client: object, faces: Path, tmp_path: Path) -> None:
-    from latentdask.cluster import ClusterChoice
-    from latentdask.encode import EncodeOptions, encode
+    from latentdask.cluster.connect import ClusterChoice
+    from latentdask.encode.run import EncodeOptions, encode
     from tests.test_encode import make_checkpoint
 
     checkpoint = make_checkpoint(tmp_path / "ckpt")
@@ -276,8 +276,8 @@ def test_subsets_of_a_store_and_their_record(client: object, faces: Path, tmp_pa
 
 
 def test_resumed_encode_sidecar_equals_later_stats(client: object, faces: Path, tmp_path: Path) -> None:
-    from latentdask.cluster import ClusterChoice
-    from latentdask.encode import EncodeOptions, encode
+    from latentdask.cluster.connect import ClusterChoice
+    from latentdask.encode.run import EncodeOptions, encode
     from tests.test_encode import make_checkpoint
 
     checkpoint = make_checkpoint(tmp_path / "ckpt")

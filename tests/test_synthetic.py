@@ -11,7 +11,7 @@ import pytest
 
 from latentdask.data.celeba_names import ATTRIBUTE_NAMES
 from latentdask.data.dataset import open_dataset
-from latentdask.data.synthetic import (
+from latentdask.data.synthetic_faces import (
     CONTROLLED_ATTRIBUTES,
     FaceParams,
     celeba_like_splits,

@@ -19,9 +19,9 @@ import zarr
 from distributed import Client
 from distributed.security import Security
 
-from latentdask.certs import CertificateError, make_certificates
-from latentdask.cluster import ClusterChoice, connect
-from latentdask.config import ConfigError, load_cluster_spec
+from latentdask.cluster.certs import CertificateError, make_certificates
+from latentdask.cluster.connect import ClusterChoice, connect
+from latentdask.cluster.spec import ConfigError, load_cluster_spec
 from latentdask.errors import LatentdaskError
 
 DASK = str(Path(sys.executable).parent / "dask")

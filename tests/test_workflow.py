@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import zarr
 
-from latentdask.cluster import ClusterChoice
-from latentdask.config import ConfigError
-from latentdask.workflow import expand_matrix, load_workflow
+from latentdask.cluster.connect import ClusterChoice
+from latentdask.cluster.spec import ConfigError
+from latentdask.workflow.run import expand_matrix, load_workflow
 
 TINY = """
 name: tiny

@@ -21,7 +21,7 @@ from PIL import Image
 from latentdask.bench.report import BenchReport
 from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing, decode_image
-from latentdask.data.synthetic import synthesize
+from latentdask.data.synthetic_faces import synthesize
 
 
 def plain_pil_loop(paths: list[Path], prep: Preprocessing) -> None:

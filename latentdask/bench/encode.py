@@ -35,11 +35,11 @@ import torch
 from distributed import Client, LocalCluster
 
 from latentdask.bench.report import BenchReport
-from latentdask.cluster import ClusterChoice
+from latentdask.cluster.connect import ClusterChoice
 from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing, decode_rgb
-from latentdask.data.synthetic import synthesize
-from latentdask.encode import EncodeOptions, encode
+from latentdask.data.synthetic_faces import synthesize
+from latentdask.encode.run import EncodeOptions, encode
 from latentdask.model.autoencoder import Autoencoder, for_inference
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig

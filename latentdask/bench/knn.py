@@ -1,7 +1,7 @@
 """``latentdask bench knn``: exact nearest-real-neighbour search against a blocked GEMM.
 
 One run: ``n_queries`` artificial points against ``n`` real vectors of a synthetic
-store, searched by :func:`latentdask.score.nearest_real_distance` on a local cluster
+store, searched by :func:`latentdask.generate.score.nearest_real_distance` on a local cluster
 (one task per block), in FLOP/s (2 · queries · rows · dim per search) against the
 FLOP/s of the least a brute-force search must do: a blocked in-memory float32 GEMM
 (queries × dim by dim × ``block_rows``) in this process, on all cores — or, where\nthere is a CUDA device, on the GPU, which the search's workers then use too.
@@ -20,9 +20,9 @@ from distributed import Client, LocalCluster
 
 from latentdask.bench.report import BenchReport
 from latentdask.device import resolve_device
-from latentdask.score import nearest_real_distance
+from latentdask.generate.score import nearest_real_distance
+from latentdask.generate.synthetic import synthesize_latents
 from latentdask.stats.io import open_zpoints
-from latentdask.stats.synthetic import synthesize_latents
 
 GEMM = "blocked float32 GEMM (in memory; all cores, or the GPU)"
 

@@ -2,13 +2,13 @@
 
 One run on a synthetic store (``synth-latents``) and its statistics:
 
-(a) **render** — :func:`latentdask.render.aggregate` of the 16 most correlated pairs on a
+(a) **render** — :func:`latentdask.render.command.aggregate` of the 16 most correlated pairs on a
     local cluster, store read included (PNG drawing timed and reported apart), against
     the sum of a **bare read pass** over the store (every block read and decompressed,
     nothing computed, on the same cluster) and **datashader on in-memory pandas
     DataFrames** for the same 16 projections (the columns loaded beforehand, untimed).
 (b) **zoom** — re-aggregating a zoomed view (the central quarter of each axis) from the
-    columns the dashboard holds persisted across the workers (:class:`~latentdask.explore.Explorer`),
+    columns the dashboard holds persisted across the workers (:class:`~latentdask.render.explore.Explorer`),
     in points/s, against datashader on an in-memory pandas DataFrame of the same two
     columns, same canvas. Each is timed as the best of ``repeats``.
 """
@@ -26,8 +26,8 @@ from dask.delayed import delayed
 from distributed import Client, LocalCluster
 
 from latentdask.bench.report import BenchReport
-from latentdask.explore import Explorer, View
-from latentdask.render import (
+from latentdask.generate.synthetic import synthesize_latents
+from latentdask.render.command import (
     Columns,
     aggregate,
     aggregate_columns,
@@ -36,9 +36,9 @@ from latentdask.render import (
     ranked_pairs,
     save_grid,
 )
+from latentdask.render.explore import Explorer, View
 from latentdask.stats.io import open_stats, open_zpoints, stats_of, write_stats
 from latentdask.stats.summary import SummaryParams
-from latentdask.stats.synthetic import synthesize_latents
 
 PROJECTIONS = 16
 READ = "bare read pass + datashader on pandas (16 projections)"

@@ -37,6 +37,7 @@ import numpy as np
 import zarr
 from zarr.errors import ZarrUserWarning
 
+from latentdask._version import __version__
 from latentdask.data.manifest import Manifest
 from latentdask.errors import LatentdaskError
 
@@ -129,8 +130,6 @@ def create_store(
     column("latent", np.arange(latent_dim, dtype=np.int32), "int32", ["latent"], (latent_dim,))
 
     # 3. Metadata, with the completion flag last.
-    from latentdask import __version__
-
     group.attrs.update(
         metadata
         | {

@@ -9,7 +9,7 @@ another host cannot be checked from here; the message says so and which file to
 remove once that run is known to be gone.
 
 The run id is also written into the store's attributes (``writer_run``): a shard's task
-writes only while it still matches (see ``latentdask.encode``), so tasks left running
+writes only while it still matches (see ``latentdask.encode.run``), so tasks left running
 by a killed client never write into a store another run has taken over.
 """
 

@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from latentdask._version import __version__
 from latentdask.errors import LatentdaskError
 
 if TYPE_CHECKING:
@@ -63,8 +64,6 @@ class OutputError(LatentdaskError):
 
 def record(kind: str, **params: Any) -> dict[str, Any]:
     """The record an output of ``kind`` carries: kind, command line, parameters, time, version."""
-    from latentdask import __version__
-
     return {
         "kind": kind,
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",

@@ -24,7 +24,13 @@ import xarray as xr
 from dask.delayed import delayed
 
 from latentdask.errors import LatentdaskError
-from latentdask.render import BlockColumns, Projection, category_column, pair_projection, pc_projection
+from latentdask.render.command import (
+    BlockColumns,
+    Projection,
+    category_column,
+    pair_projection,
+    pc_projection,
+)
 from latentdask.stats.io import open_stats, open_zpoints
 
 

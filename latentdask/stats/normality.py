@@ -30,7 +30,7 @@ import xarray as xr
 from dask.delayed import delayed
 
 from latentdask.errors import LatentdaskError
-from latentdask.score import Reference, real_sample
+from latentdask.generate.score import Reference, real_sample
 from latentdask.stats.io import ZPoints, open_stats, open_zpoints, selection_mask
 from latentdask.stats.summary import select_rows
 from latentdask.store.output import save_figure, write_json

@@ -9,7 +9,7 @@ A face rate only means something if the detector finds faces in the model's own
 reconstructions of real images; when it finds none there (synthetic faces are cartoons,
 not photographs), the rates are reported as not meaningful instead of as 0.
 
-The real images are the first ``n`` readable ones (:func:`~latentdask.grids.readable_images`):
+The real images are the first ``n`` readable ones (:func:`~latentdask.generate.grids.readable_images`):
 unreadable rows are skipped, and the result's ``real_images`` says how many were asked
 for, used and skipped, and why.
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 from latentdask.data.manifest import REPORT_EXAMPLES
 from latentdask.errors import LatentdaskError
-from latentdask.grids import decode_points, encode_images, readable_images, to_uint8
+from latentdask.generate.grids import decode_points, encode_images, readable_images, to_uint8
 from latentdask.model.checkpoint import Checkpoint
 from latentdask.store.output import write_json
 

@@ -2,7 +2,7 @@
 
 The projection (a pair of components or of principal axes, optionally a slice, coloured
 by an attribute) is re-aggregated with datashader over **all** points on every zoom and
-pan, from the columns held in the cluster's memory (:mod:`latentdask.explore`). Beside it:
+pan, from the columns held in the cluster's memory (:mod:`latentdask.render.explore`). Beside it:
 both components' histograms, the correlation heatmap (a click selects that pair), and the
 headline statistics. A click in the projection shows the nearest real images and the
 image the decoder makes at that latent position (every other component at the mean).
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from latentdask.errors import LatentdaskError
-from latentdask.explore import Explorer, View
+from latentdask.render.explore import Explorer, View
 from latentdask.stats.analysis import headline
 
 #: canvas pixels of the projection (the plot's inner area)
@@ -138,7 +138,7 @@ class Dashboard:
         common = {"width": CANVAS[0] + 120, "height": CANVAS[1] + 60, "tools": ["tap"], "title": title,
                   "framewise": True, "xlabel": x_label, "ylabel": y_label}  # fmt: skip
         if counts.ndim == 3:
-            from latentdask.render import category_rgba
+            from latentdask.render.command import category_rgba
 
             return hv.RGB(category_rgba(counts)[::-1], bounds=bounds, kdims=[x_label, y_label]).opts(**common)
         image = np.where(counts > 0, counts, np.nan)[::-1]
@@ -149,7 +149,7 @@ class Dashboard:
     def overlay_points(self, mode: str, a: int, b: int, shown: list[str]) -> Any:
         import holoviews as hv
 
-        from latentdask.render import overlay_xy
+        from latentdask.render.command import overlay_xy
 
         try:
             projection = self.explorer.projection(self.view(mode, a, b, "none", "none"))
@@ -239,7 +239,7 @@ class Dashboard:
             thumbnails.append(pn.pane.HTML(shown, width=THUMBNAIL + 8))
         self.nearest.objects = thumbnails
         if self.checkpoint is not None:
-            from latentdask.grids import decode_points
+            from latentdask.generate.grids import decode_points
 
             z = self.explorer.latent_at(view, x, y).astype(np.float32)[None, :]
             pixels = decode_points(self.checkpoint.model, z)[0]
@@ -293,7 +293,7 @@ class Dashboard:
 
 
 def _strongest_pair(stats: Any) -> tuple[int, int]:
-    from latentdask.render import ranked_pairs
+    from latentdask.render.command import ranked_pairs
 
     return ranked_pairs(stats, "corr", 1)[0]
 
@@ -315,8 +315,8 @@ def serve(
     import panel as pn
     import zarr
 
-    from latentdask.encode import default_stats_path
-    from latentdask.render import read_overlay
+    from latentdask.encode.run import default_stats_path
+    from latentdask.render.command import read_overlay
 
     store = Path(store)
     stats_path = Path(stats) if stats is not None else default_stats_path(store)

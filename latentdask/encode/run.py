@@ -46,8 +46,8 @@ import numpy as np
 import zarr
 from pydantic import BaseModel, ConfigDict, Field
 
-from latentdask.cluster import ClusterChoice, check_paths_on_workers, connect, local_torch_threads
-from latentdask.config import LocalSpec
+from latentdask.cluster.connect import ClusterChoice, check_paths_on_workers, connect, local_torch_threads
+from latentdask.cluster.spec import LocalSpec
 from latentdask.data.container import Container
 from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing, decode_rgb

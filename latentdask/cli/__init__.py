@@ -16,7 +16,7 @@ import typer
 from latentdask.errors import LatentdaskError, describe_validation_error
 
 if TYPE_CHECKING:
-    from latentdask.cluster import ClusterChoice
+    from latentdask.cluster.connect import ClusterChoice
 from latentdask.progress import console
 
 app = typer.Typer(
@@ -89,7 +89,7 @@ def synth(
     """Write synthetic faces in CelebA's official layout (images, partition, attributes)."""
     import time
 
-    from latentdask.data.synthetic import read_recipe, synthesize, synthetic_recipe
+    from latentdask.data.synthetic_faces import read_recipe, synthesize, synthetic_recipe
 
     if read_recipe(out) == synthetic_recipe(n, seed):
         console.print(f"{out} already holds {n} synthetic faces with seed {seed}; nothing to do")
@@ -170,7 +170,7 @@ def verify(
     cluster_name: ClusterNameOption = None,
 ) -> None:
     """Check every finished shard of a latent store against its checksums; exit 1 naming the damaged ones."""
-    from latentdask.cluster import check_paths_on_workers, connect
+    from latentdask.cluster.connect import check_paths_on_workers, connect
     from latentdask.store.integrity import verify_store
 
     with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
@@ -253,7 +253,7 @@ def open_points(store: Path, client: Any, *, skip_damaged: bool, include_unfinis
 
 def cluster_choice(cluster: Path | None, scheduler: str | None, name: str | None = None) -> ClusterChoice:
     """The one place every computing command turns its cluster options into a choice."""
-    from latentdask.cluster import ClusterChoice
+    from latentdask.cluster.connect import ClusterChoice
 
     return ClusterChoice(spec=cluster, scheduler=scheduler, name=name)
 
@@ -285,8 +285,8 @@ def encode(
     cluster_name: ClusterNameOption = None,
 ) -> None:
     """Encode every image into a chunked Zarr latent store, on Dask workers; resumable."""
-    from latentdask.encode import EncodeOptions
-    from latentdask.encode import encode as run_encode
+    from latentdask.encode.run import EncodeOptions
+    from latentdask.encode.run import encode as run_encode
 
     options = EncodeOptions(
         shard_size=shard_size, batch_size=batch_size, split=split, resume=resume, overwrite=overwrite,
@@ -299,7 +299,7 @@ def encode(
 def summary_params(bin_width: float, value_range: tuple[float, float], thresholds: list[float]) -> Any:
     from pydantic import ValidationError
 
-    from latentdask.config import ConfigError
+    from latentdask.cluster.spec import ConfigError
     from latentdask.errors import describe_validation_error
     from latentdask.stats.summary import SummaryParams
 
@@ -335,7 +335,7 @@ def stats(
     """Every statistic of every z-point in one pass: histograms, correlations, slices, radii, PCA."""
     import time
 
-    from latentdask.cluster import check_paths_on_workers, connect
+    from latentdask.cluster.connect import check_paths_on_workers, connect
     from latentdask.stats.io import check_stats_output, stats_of, write_stats
     from latentdask.store.integrity import listing_damaged
 
@@ -365,7 +365,7 @@ def synth_latents(
     chunk_rows: Annotated[int, typer.Option(help="Rows per chunk (and per block generated).")] = 65_536,
 ) -> None:
     """Write (n, dim) float32 z-points from a known Gaussian shaped like the seed's finding."""
-    from latentdask.stats.synthetic import synthesize_latents
+    from latentdask.generate.synthetic import synthesize_latents
 
     synthesize_latents(out, n=n, dim=dim, seed=seed, chunk_rows=chunk_rows)
     console.print(f"wrote {n} x {dim} synthetic z-points (true mean and covariance beside them) → {out}")
@@ -383,7 +383,7 @@ def run(
     cluster_name: ClusterNameOption = None,
 ) -> None:
     """Run a workflow's steps in order; finished steps with the same parameters are skipped."""
-    from latentdask.workflow import run_workflow
+    from latentdask.workflow.run import run_workflow
 
     run_workflow(workflow, cluster=cluster_choice(cluster, scheduler, cluster_name), overrides=set_ or [])
 
@@ -394,7 +394,7 @@ def report(
     folder: Annotated[Path, typer.Argument(help="A workflow's run folder (holding run.json).")],
 ) -> None:
     """Write report.html in a run folder: every figure and table of the study, images embedded."""
-    from latentdask.report import write_report
+    from latentdask.workflow.report import write_report
 
     console.print(f"report → {write_report(folder)}", highlight=False)
 
@@ -416,8 +416,8 @@ def generate(
     import numpy as np
     import zarr
 
-    from latentdask.generate import generate as run_generate
-    from latentdask.generate import radius_report, sampler_spec
+    from latentdask.generate.samplers import generate as run_generate
+    from latentdask.generate.samplers import radius_report, sampler_spec
     from latentdask.stats.io import open_stats
 
     spec = sampler_spec(sampler, b=b, quantile=quantile)
@@ -448,9 +448,9 @@ def score(
     cluster_name: ClusterNameOption = None,
 ) -> None:
     """In-distribution scores of point sets, always beside held-out real points."""
-    from latentdask.cluster import connect
-    from latentdask.score import SCORES_KIND, format_scores, write_scores
-    from latentdask.score import score as run_score
+    from latentdask.cluster.connect import connect
+    from latentdask.generate.score import SCORES_KIND, format_scores, write_scores
+    from latentdask.generate.score import score as run_score
     from latentdask.store.output import check_output
 
     check_output(out, SCORES_KIND, inputs=[store, stats, *points])
@@ -484,9 +484,15 @@ def normality(
     cluster_name: ClusterNameOption = None,
 ) -> None:
     """How normal the real z-points are: moments, Shapiro–Wilk, Henze–Zirkler, Mahalanobis² vs χ²."""
-    from latentdask.cluster import check_paths_on_workers, connect
-    from latentdask.normality import NORMALITY_KIND, QQ_PLOT_KIND, format_normality, plot_qq, write_normality
-    from latentdask.normality import normality as run_normality
+    from latentdask.cluster.connect import check_paths_on_workers, connect
+    from latentdask.stats.normality import (
+        NORMALITY_KIND,
+        QQ_PLOT_KIND,
+        format_normality,
+        plot_qq,
+        write_normality,
+    )
+    from latentdask.stats.normality import normality as run_normality
     from latentdask.store.output import check_output
 
     check_output(out, NORMALITY_KIND, inputs=[store, stats])
@@ -530,8 +536,8 @@ def decode(
     faces_out: Annotated[Path | None, typer.Option(help="face_rate.json to write.")] = None,
 ) -> None:
     """Decode z-points to a labelled image grid: samplers, reconstructions, interpolations, paths."""
-    from latentdask.faces import FACE_RATES_KIND
-    from latentdask.grids import (
+    from latentdask.generate.faces import FACE_RATES_KIND
+    from latentdask.generate.grids import (
         DECODED_GRID_KIND,
         interpolation_row,
         path_row,
@@ -574,7 +580,7 @@ def decode(
     note = skipped_note(rows)
     console.print(f"{len(rows)} row(s) → {out}" + (f"; {note}" if note else ""))
     if face_rate > 0:
-        from latentdask.faces import face_rates, format_face_rates, write_face_rates
+        from latentdask.generate.faces import face_rates, format_face_rates, write_face_rates
 
         reference_images = reconstruct or dataset
         if reference_images is None:
@@ -622,8 +628,8 @@ def render(
     cluster_name: ClusterNameOption = None,
 ) -> None:
     """Datashader images of every z-point: pairs, top-correlated grid, principal axes, slices."""
-    from latentdask.cluster import check_paths_on_workers, connect
-    from latentdask.render import render as run_render
+    from latentdask.cluster.connect import check_paths_on_workers, connect
+    from latentdask.render.command import render as run_render
     from latentdask.store.integrity import listing_damaged
 
     with (
@@ -666,8 +672,8 @@ def serve(
     cluster_name: ClusterNameOption = None,
 ) -> None:
     """A dashboard in the browser: every z-point, re-aggregated on zoom, with histograms, correlations, images."""
-    from latentdask.cluster import check_paths_on_workers, connect
-    from latentdask.dashboard import serve as run_serve
+    from latentdask.cluster.connect import check_paths_on_workers, connect
+    from latentdask.render.dashboard import serve as run_serve
 
     with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
         check_paths_on_workers(client, [store])
@@ -691,7 +697,7 @@ def cluster_certs(
     overwrite: Annotated[bool, typer.Option(help="Replace certificates already in FOLDER.")] = False,
 ) -> None:
     """A private CA and scheduler, worker and client certificates for mutual TLS."""
-    from latentdask.certs import make_certificates
+    from latentdask.cluster.certs import make_certificates
 
     paths = make_certificates(
         folder, hosts=host or ["127.0.0.1", "localhost"], days=days, overwrite=overwrite
@@ -715,7 +721,7 @@ def cluster_up(
     spec: Annotated[Path, typer.Argument(help="A gateway or Kubernetes cluster spec YAML.")],
 ) -> None:
     """Start a cluster that outlives this command and print its name (use it with --cluster-name)."""
-    from latentdask.cluster import ClusterChoice, cluster_up
+    from latentdask.cluster.connect import ClusterChoice, cluster_up
 
     name = cluster_up(ClusterChoice(spec=spec).resolve())
     typer.echo(name)
@@ -731,7 +737,7 @@ def cluster_scale(
     spec: SpecArgument,
 ) -> None:
     """Scale a running cluster to N workers: an encode in progress spreads its remaining shards over them."""
-    from latentdask.cluster import ClusterChoice, cluster_scale
+    from latentdask.cluster.connect import ClusterChoice, cluster_scale
 
     cluster_scale(ClusterChoice(spec=spec).resolve(), name, workers)
     console.print(f"{name}: scaling to {workers} worker(s)", highlight=False)
@@ -741,7 +747,7 @@ def cluster_scale(
 @user_errors
 def cluster_list(spec: SpecArgument) -> None:
     """The clusters the gateway runs for you."""
-    from latentdask.cluster import ClusterChoice, cluster_list
+    from latentdask.cluster.connect import ClusterChoice, cluster_list
 
     for name, status in cluster_list(ClusterChoice(spec=spec).resolve()):
         typer.echo(f"{name}\t{status}")
@@ -751,7 +757,7 @@ def cluster_list(spec: SpecArgument) -> None:
 @user_errors
 def cluster_down(name: Annotated[str, typer.Argument(help="Cluster name.")], spec: SpecArgument) -> None:
     """Stop a cluster and its workers."""
-    from latentdask.cluster import ClusterChoice, cluster_down
+    from latentdask.cluster.connect import ClusterChoice, cluster_down
 
     cluster_down(ClusterChoice(spec=spec).resolve(), name)
     console.print(f"{name}: stopped", highlight=False)

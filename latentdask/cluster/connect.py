@@ -2,7 +2,7 @@
 
 Without a spec or address, the embedded :class:`~distributed.LocalCluster` starts
 worker processes on this machine, bound to 127.0.0.1. A spec file names another kind
-(see :mod:`latentdask.config` and ``cluster/README.md``): ``cuda`` (dask-cuda),
+(see :mod:`latentdask.cluster.spec` and ``cluster/README.md``): ``cuda`` (dask-cuda),
 ``gateway`` (dask-gateway), ``slurm`` (dask-jobqueue), ``kubernetes`` (the dask-kubernetes
 operator) or ``address`` (a running scheduler, with mutual TLS). ``--scheduler ADDRESS``
 joins a running scheduler; ``--cluster-name NAME`` joins a gateway or Kubernetes cluster
@@ -25,7 +25,7 @@ from typing import Any
 
 from distributed import Client, LocalCluster
 
-from latentdask.config import (
+from latentdask.cluster.spec import (
     AddressSpec,
     AnySpec,
     ConfigError,

@@ -31,17 +31,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from latentdask.cluster import NAMED_KINDS, ClusterChoice, cluster_down, cluster_up
-from latentdask.config import ClusterSpec, ConfigError, read_yaml
+from latentdask.cluster.connect import NAMED_KINDS, ClusterChoice, cluster_down, cluster_up
+from latentdask.cluster.spec import ClusterSpec, ConfigError, read_yaml
 from latentdask.data.decode import Preprocessing
-from latentdask.encode import default_stats_path
+from latentdask.encode.run import default_stats_path
 from latentdask.errors import describe_validation_error
-from latentdask.generate import SamplerSpec
+from latentdask.generate.samplers import SamplerSpec
 from latentdask.model.config import ModelConfig
 from latentdask.model.train import TrainOptions
 from latentdask.progress import console
-from latentdask.report import write_report
 from latentdask.stats.summary import SummaryParams
+from latentdask.workflow.report import write_report
 
 RUN_RECORD = "run.json"
 #: decoded images per sampler (and real reconstructions) the face rate is measured on
@@ -388,13 +388,13 @@ class Runner:
 
 
 def _synthetic_complete(folder: Path, recipe: SyntheticData) -> bool:
-    from latentdask.data.synthetic import read_recipe, synthetic_recipe
+    from latentdask.data.synthetic_faces import read_recipe, synthetic_recipe
 
     return read_recipe(folder) == synthetic_recipe(recipe.n, recipe.seed)
 
 
 def _synth(folder: Path, recipe: SyntheticData) -> None:
-    from latentdask.data.synthetic import synthesize
+    from latentdask.data.synthetic_faces import synthesize
 
     synthesize(folder, n=recipe.n, seed=recipe.seed)  # replaces only synthetic faces made earlier
 
@@ -420,7 +420,7 @@ def _store_complete(store: Path) -> bool:
 def _encode(
     data: Path, checkpoint: Path, store: Path, w: Workflow, cluster: ClusterChoice, *, resume: bool
 ) -> None:
-    from latentdask.encode import EncodeOptions, encode
+    from latentdask.encode.run import EncodeOptions, encode
 
     options = EncodeOptions(**w.encode.model_dump(), stats_params=w.stats, resume=resume and store.exists(),
                             overwrite=not resume)  # fmt: skip
@@ -428,7 +428,7 @@ def _encode(
 
 
 def _generate(stats: Path, folder: Path, section: GenerateSection) -> None:
-    from latentdask.generate import generate
+    from latentdask.generate.samplers import generate
 
     folder.mkdir(parents=True, exist_ok=True)
     for entry in section.samplers:  # each POINTS.zarr replaces only points generated earlier
@@ -440,8 +440,8 @@ def _generate(stats: Path, folder: Path, section: GenerateSection) -> None:
 def _score(
     store: Path, stats: Path, points: list[Path], out: Path, section: ScoreSection, cluster: ClusterChoice
 ) -> None:
-    from latentdask.cluster import connect
-    from latentdask.score import format_scores, score, write_scores
+    from latentdask.cluster.connect import connect
+    from latentdask.generate.score import format_scores, score, write_scores
 
     with connect(cluster) as client:
         results = score(store, stats, points, reference_size=section.reference_size, pair=section.pair,
@@ -453,8 +453,8 @@ def _score(
 def _render(
     store: Path, stats: Path, out: Path, section: RenderSection, overlays: list[Path], cluster: ClusterChoice
 ) -> None:
-    from latentdask.cluster import connect
-    from latentdask.render import render
+    from latentdask.cluster.connect import connect
+    from latentdask.render.command import render
 
     with connect(cluster) as client:
         result = render(store, out, stats=stats, pairs=section.pairs, top_correlated=section.top_correlated,
@@ -465,8 +465,8 @@ def _render(
 
 
 def _normality(store: Path, stats: Path, out: Path, cluster: ClusterChoice) -> None:
-    from latentdask.cluster import connect
-    from latentdask.normality import format_normality, normality, plot_qq, write_normality
+    from latentdask.cluster.connect import connect
+    from latentdask.stats.normality import format_normality, normality, plot_qq, write_normality
 
     with connect(cluster) as client:
         result = normality(store, stats, **NORMALITY_PARAMS, scheduler=client)
@@ -476,8 +476,14 @@ def _normality(store: Path, stats: Path, out: Path, cluster: ClusterChoice) -> N
 
 
 def _decode_grid(checkpoint: Path, points: list[Path], data: Path, out: Path) -> None:
-    from latentdask.faces import face_rates, format_face_rates, write_face_rates
-    from latentdask.grids import DECODED_GRID_KIND, point_rows, reconstruction_rows, render_grid, skipped_note
+    from latentdask.generate.faces import face_rates, format_face_rates, write_face_rates
+    from latentdask.generate.grids import (
+        DECODED_GRID_KIND,
+        point_rows,
+        reconstruction_rows,
+        render_grid,
+        skipped_note,
+    )
     from latentdask.model.checkpoint import load_checkpoint
     from latentdask.store.output import save_png
 
@@ -523,7 +529,7 @@ def run_workflow(
         for run in runs:
             Runner(run, shared).run()
     if workflow.matrix:
-        from latentdask.report import write_sweep_report
+        from latentdask.workflow.report import write_sweep_report
 
         page = write_sweep_report(workflow.folder, [run.folder for run in runs], workflow.matrix)
         console.print(f"sweep {workflow.name}: {len(runs)} runs side by side → {page}")

@@ -10,7 +10,7 @@ Samplers (fitted on a ``stats.zarr``):
 - ``mvn-core``: the same, restricted to Mahalanobis radius ≤ r with r² the χ²(N)
   quantile ``quantile`` (default 0.9973: r ≈ 17.98 for N = 256).
 
-Points are written block by block (:mod:`latentdask.blocks`), so n can be large and the
+Points are written block by block (:mod:`latentdask.store.points`), so n can be large and the
 same seed gives the same points however they are computed.
 
 Radius theory for ``uniform``: E|x|² = N b²/3, so the root-mean-square radius is
@@ -31,9 +31,9 @@ import zarr
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import stats as scipy_stats
 
-from latentdask.blocks import BlockSampler, write_rows
 from latentdask.errors import LatentdaskError, describe_validation_error
 from latentdask.store.output import RECORD_KEY, check_output, owned_output
+from latentdask.store.points import BlockSampler, write_rows
 
 #: the kind of output a POINTS.zarr group is, in its ``latentdask`` attribute
 POINTS_KIND = "points"

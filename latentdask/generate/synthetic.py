@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from latentdask.blocks import write_rows
 from latentdask.errors import LatentdaskError
 from latentdask.store.output import RECORD_KEY, owned_output
+from latentdask.store.points import write_rows
 
 #: the kind of output synth-latents writes, in the group's ``latentdask`` attribute
 SYNTHETIC_LATENTS_KIND = "synthetic-latents"

@@ -105,7 +105,7 @@ def radius_plot(stats_path: Path, uniform: Path | None, b: float | None) -> str:
     """Real radii against the uniform sampler's: sampled, theory (mean ± sd) and the best-matching b."""
     import zarr
 
-    from latentdask.generate import RadiusTheory, b_scan
+    from latentdask.generate.samplers import RadiusTheory, b_scan
     from latentdask.stats.io import open_stats
 
     plt = _plt()
@@ -193,7 +193,7 @@ def write_report(folder: str | Path) -> Path:
 
     normality = folder / "normality.json"
     if normality.is_file():
-        from latentdask.normality import format_normality
+        from latentdask.stats.normality import format_normality
 
         parts.append(
             f"<h2>Normality</h2><pre>{_esc(format_normality(json.loads(normality.read_text())))}</pre>"
@@ -209,13 +209,13 @@ def write_report(folder: str | Path) -> Path:
 
     scores = folder / "scores.json"
     if scores.is_file():
-        from latentdask.score import format_scores
+        from latentdask.generate.score import format_scores
 
         parts.append(f"<h2>Artificial z-points: scores beside real ones</h2><pre>"
                      f"{_esc(format_scores(json.loads(scores.read_text())))}</pre>")  # fmt: skip
     rates = folder / "grids" / "face_rate.json"
     if rates.is_file():
-        from latentdask.faces import format_face_rates
+        from latentdask.generate.faces import format_face_rates
 
         parts.append(f"<h3>Face rate</h3><pre>{_esc(format_face_rates(json.loads(rates.read_text())))}</pre>")
     grid = folder / "grids" / "samplers.png"

@@ -1,0 +1,5 @@
+"""``python -m latentdask.cli``: the same command as ``latentdask``."""
+
+from latentdask.cli import app
+
+app()

@@ -1,0 +1,1 @@
+"""Where the work runs: cluster specs (YAML), connecting a client, certificates for mutual TLS."""

@@ -1,0 +1,1 @@
+"""Artificial z-points: samplers, radius theory, scores, nearest neighbours, decoded grids, face rates."""

@@ -1,0 +1,1 @@
+"""Workflows: the spec, the steps, the runner and the report."""
