@@ -1,20 +1,27 @@
-"""Dask wiring of the summary: one task per block of rows, a tree of merges, one finalize.
+"""All dask wiring of the passes over the rows: one block-reduction driver, used everywhere.
 
-Building the graphs computes nothing: bin edges and thresholds come from
-:class:`SummaryParams`, and shapes from the inputs' metadata. Two passes run:
+Every pass over the rows — the summary's two passes, Mahalanobis² for normality, the
+nearest-neighbour search, render's aggregation, the dashboard's columns — is built here
+in the same three steps (the pattern of flox's ``dask.py``):
 
-1. every family but one, over all blocks (``summary_chunk`` → ``summary_combine``);
-2. the histogram of radii about the mean found by pass 1 (``centred_radius_chunk``).
+1. :func:`row_blocks`: per block of rows, the aligned blocks of z and its companions
+   (valid, attributes, selection) as delayed objects;
+2. :func:`map_blocks`: one named task per block, ``chunk(*block)`` → a state;
+3. :func:`tree_reduce`: a named tree that merges ``split_every`` states per task with an
+   associative ``combine``, so no task holds every state.
 
-The state of a block is a few MB whatever the block's size, so memory stays bounded
-by one block per worker thread plus the states in flight.
+:func:`reduce_blocks` is 2 then 3. Building a graph computes nothing: bin edges,
+thresholds and shapes come from parameters and metadata, never from the data. Task names
+are ``{name}_chunk-…`` and ``{name}_combine-…``, readable on the dashboard. The summary's
+state is a few MB whatever the block size, so memory stays bounded by one block per
+worker thread plus the states in flight.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import dask
 import dask.array as da
@@ -37,6 +44,8 @@ SPLIT_EVERY = 8
 #: rows per block when the input is an in-memory array
 DEFAULT_BLOCK_ROWS = 65_536
 
+S = TypeVar("S")
+
 
 def as_row_blocks(x: Any, *, block_rows: int = DEFAULT_BLOCK_ROWS) -> da.Array:
     """Any (n, N) array — numpy, dask, Zarr, xarray — as a dask array chunked by rows only."""
@@ -53,7 +62,8 @@ def as_row_blocks(x: Any, *, block_rows: int = DEFAULT_BLOCK_ROWS) -> da.Array:
     return x.rechunk({1: -1})
 
 
-def _aligned(values: Any, like: da.Array) -> da.Array | None:
+def aligned(values: Any, like: da.Array) -> da.Array | None:
+    """``values`` (rows first) as a dask array chunked along rows like ``like``; None stays None."""
     if values is None:
         return None
     array = values.data if isinstance(values, xr.DataArray) else values
@@ -61,27 +71,69 @@ def _aligned(values: Any, like: da.Array) -> da.Array | None:
     return array.rechunk({0: like.chunks[0]} | ({1: -1} if array.ndim == 2 else {}))
 
 
-def _blocks(array: da.Array | None, count: int) -> list[Any]:
-    return [None] * count if array is None else list(array.to_delayed().ravel())
+def row_blocks(z: da.Array, *companions: Any) -> list[tuple[Any, ...]]:
+    """Per block of rows of ``z``: ``(z block, companion blocks...)`` as delayed objects, aligned on rows.
+
+    A companion that is None gives None in every block.
+    """
+    count = len(z.chunks[0])
+    columns = [z, *(aligned(c, z) for c in companions)]
+    return list(
+        zip(*([None] * count if c is None else list(c.to_delayed().ravel()) for c in columns), strict=True)
+    )
 
 
-def _tree(items: Sequence[Any], merge: Any, name: str) -> Delayed:
-    """Merge delayed states in groups of SPLIT_EVERY until one remains."""
-    level = list(items)
+def row_starts(z: da.Array) -> list[int]:
+    """The first row of each block of ``z``."""
+    return [int(s) for s in np.concatenate([[0], np.cumsum(z.chunks[0])[:-1]])]
+
+
+def map_blocks(blocks: Sequence[Sequence[Any]], chunk: Callable[..., S], *, name: str) -> list[Delayed]:
+    """One task per block, ``chunk(*block)``, named ``{name}_chunk-{token}``."""
+    return [
+        delayed(chunk, pure=True, name=f"{name}_chunk-{dask.base.tokenize(chunk, *block)}")(*block)
+        for block in blocks
+    ]
+
+
+def tree_reduce(
+    states: Sequence[Any], combine: Callable[[Sequence[S]], S], *, name: str, split_every: int = SPLIT_EVERY
+) -> Delayed:
+    """Merge delayed states ``split_every`` at a time until one remains (``{name}_combine-{depth}-{i}-{token}``)."""
+    if not states:
+        raise ValueError(f"{name}: no blocks to reduce")
+    level = list(states)
     depth = 0
     while len(level) > 1:
+        token = dask.base.tokenize(*[getattr(item, "key", item) for item in level])
         level = [
-            delayed(merge, pure=True)(
-                level[i : i + SPLIT_EVERY], dask_key_name=f"{name}-{depth}-{i}-{_token(level)}"
+            delayed(combine, pure=True)(
+                level[i : i + split_every], dask_key_name=f"{name}_combine-{depth}-{i}-{token}"
             )
-            for i in range(0, len(level), SPLIT_EVERY)
+            for i in range(0, len(level), split_every)
         ]
         depth += 1
-    return level[0]
+    return level[0] if isinstance(level[0], Delayed) else delayed(level[0])
 
 
-def _token(items: Sequence[Any]) -> str:
-    return dask.base.tokenize(*[getattr(item, "key", item) for item in items])
+def reduce_blocks(
+    blocks: Sequence[Sequence[Any]],
+    *,
+    chunk: Callable[..., S],
+    combine: Callable[[Sequence[S]], S],
+    name: str,
+    split_every: int = SPLIT_EVERY,
+) -> Delayed:
+    """``combine`` over ``chunk(*block)`` of every block: a delayed state; nothing is computed.
+
+    Examples
+    --------
+    >>> z = da.ones((10, 3), chunks=(4, 3))
+    >>> total = reduce_blocks(row_blocks(z), chunk=np.sum, combine=sum, name="total")
+    >>> float(total.compute())
+    30.0
+    """
+    return tree_reduce(map_blocks(blocks, chunk, name=name), combine, name=name, split_every=split_every)
 
 
 def summary_graph(
@@ -93,21 +145,11 @@ def summary_graph(
     params: SummaryParams,
 ) -> Delayed:
     """A delayed SummaryState of all rows (pass 1); building it computes nothing."""
-    count = len(z.chunks[0])
-    chunk = partial(summary_chunk, params=params)
-    states = [
-        delayed(chunk, pure=True, name=f"summary_chunk-{dask.base.tokenize(b, v, a, s, params)}")(b, v, a, s)
-        for b, v, a, s in zip(
-            _blocks(z, count),
-            _blocks(valid, count),
-            _blocks(attributes, count),
-            _blocks(selected, count),
-            strict=True,
-        )
-    ]
-    if not states:
-        states = [delayed(summary_chunk)(np.zeros((0, z.shape[1]), np.float32), params=params)]
-    return _tree(states, summary_combine, "summary_combine")
+    blocks = row_blocks(z, valid, attributes, selected)
+    if not blocks:
+        return delayed(summary_chunk)(np.zeros((0, z.shape[1]), np.float32), params=params)
+    return reduce_blocks(blocks, chunk=partial(summary_chunk, params=params), combine=summary_combine,
+                         name="summary")  # fmt: skip
 
 
 def centred_radius_graph(
@@ -119,19 +161,13 @@ def centred_radius_graph(
     params: SummaryParams,
 ) -> Delayed:
     """A delayed histogram of |x - centre| (pass 2)."""
-    count = len(z.chunks[0])
-    chunk = partial(centred_radius_chunk, centre=centre, params=params)
-    states = [
-        delayed(chunk, pure=True, name=f"centred_radius_chunk-{dask.base.tokenize(b, v, s, centre, params)}")(
-            b, v, s
-        )
-        for b, v, s in zip(_blocks(z, count), _blocks(valid, count), _blocks(selected, count), strict=True)
-    ]
-    if not states:
+    blocks = row_blocks(z, valid, selected)
+    if not blocks:
         return delayed(counts_combine)(
             [Counts1D(np.zeros(len(params.radius_edges) - 1, np.int64), 0, 0, 0.0)]
         )
-    return _tree(states, counts_combine, "centred_radius_combine")
+    return reduce_blocks(blocks, chunk=partial(centred_radius_chunk, centre=centre, params=params),
+                         combine=counts_combine, name="centred_radius")  # fmt: skip
 
 
 class Inputs:
@@ -139,9 +175,9 @@ class Inputs:
 
     def __init__(self, x: Any, *, valid: Any = None, attributes: Any = None, selected: Any = None) -> None:
         self.z = as_row_blocks(x)
-        self.valid = _aligned(valid, self.z)
-        self.attributes = _aligned(attributes, self.z)
-        self.selected = _aligned(selected, self.z)
+        self.valid = aligned(valid, self.z)
+        self.attributes = aligned(attributes, self.z)
+        self.selected = aligned(selected, self.z)
 
     def rows(self, start: int, stop: int) -> Inputs:
         """The same inputs restricted to rows ``start:stop`` (block boundaries kept)."""
