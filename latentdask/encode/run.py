@@ -72,6 +72,7 @@ from latentdask.store.layout import (
 )
 from latentdask.store.lock import writer_lock
 from latentdask.store.output import RECORD_KEY, check_output, owned_output
+from latentdask.store.paths import default_stats_path
 
 if TYPE_CHECKING:
     import torch
@@ -300,11 +301,6 @@ def encode(
     if progress:
         console.print("\n".join(summary.lines()), highlight=False)
     return summary
-
-
-def default_stats_path(store: Path) -> Path:
-    """Where encode writes its statistics: ``latents.zarr`` → ``latents-stats.zarr`` beside it."""
-    return store.with_name(f"{store.stem}-stats.zarr")
 
 
 def _write_sidecar_stats(

@@ -621,7 +621,7 @@ def render(
 
     ``points``: the store already opened (e.g. leaving out damaged shards); default: opened from ``store``.
     """
-    from latentdask.encode.run import default_stats_path
+    from latentdask.store.paths import default_stats_path
 
     if width < 100:
         raise RenderError(f"--width {width}: at least 100 pixels")

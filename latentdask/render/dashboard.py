@@ -315,8 +315,8 @@ def serve(
     import panel as pn
     import zarr
 
-    from latentdask.encode.run import default_stats_path
     from latentdask.render.command import read_overlay
+    from latentdask.store.paths import default_stats_path
 
     store = Path(store)
     stats_path = Path(stats) if stats is not None else default_stats_path(store)

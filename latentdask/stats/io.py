@@ -22,6 +22,7 @@ from latentdask.stats.reduce import Inputs, first_pass, second_pass
 from latentdask.stats.summary import SummaryParams, SummaryState, summary_combine, summary_finalize
 from latentdask.store.integrity import CheckedArray, expected_checksums
 from latentdask.store.output import check_output, owned_output, write_json
+from latentdask.store.paths import stats_json_path
 
 
 class StatsError(LatentdaskError):
@@ -211,12 +212,6 @@ def stats_of(
                             selection=selection)  # fmt: skip
 
 
-def json_path(stats_path: str | Path) -> Path:
-    """``stats.zarr`` → ``stats.json`` beside it."""
-    path = Path(stats_path)
-    return path.with_suffix(".json") if path.suffix == ".zarr" else path.with_name(path.name + ".json")
-
-
 STATS_KIND = "stats"
 HEADLINE_KIND = "stats-headline"
 
@@ -224,7 +219,7 @@ HEADLINE_KIND = "stats-headline"
 def check_stats_output(out: str | Path, *, inputs: Sequence[str | Path]) -> None:
     """Refuse ``out`` (and the stats.json beside it) before any computing: see :func:`check_output`."""
     check_output(out, STATS_KIND, inputs=inputs)
-    check_output(json_path(out), HEADLINE_KIND, inputs=inputs)
+    check_output(stats_json_path(out), HEADLINE_KIND, inputs=inputs)
 
 
 def write_stats(
@@ -242,7 +237,7 @@ def write_stats(
             staged.path, mode="w", consolidated=True
         )
     figures = headline(stats) | {"source": source}
-    write_json(json_path(out), figures, HEADLINE_KIND, inputs=inputs)
+    write_json(stats_json_path(out), figures, HEADLINE_KIND, inputs=inputs)
     return figures
 
 

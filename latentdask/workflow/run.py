@@ -34,13 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from latentdask.cluster.connect import NAMED_KINDS, ClusterChoice, cluster_down, cluster_up
 from latentdask.cluster.spec import ClusterSpec, ConfigError, read_yaml
 from latentdask.data.decode import Preprocessing
-from latentdask.encode.run import default_stats_path
 from latentdask.errors import describe_validation_error
 from latentdask.generate.samplers import SamplerSpec
 from latentdask.model.config import ModelConfig
 from latentdask.model.train import TrainOptions
 from latentdask.progress import console
 from latentdask.stats.summary import SummaryParams
+from latentdask.store.paths import default_stats_path
 from latentdask.workflow.report import write_report
 
 RUN_RECORD = "run.json"

@@ -1,0 +1,97 @@
+"""Where things lie: the statistics beside a store, and a workflow's run folder.
+
+One place for these names, so the steps that write a run folder, the report that reads
+it and the commands that find a store's statistics agree.
+
+Run folder (``runs/<name>`` by default)::
+
+    run.json              what ran: each step's identity, parameters, timings, outputs
+    data/                 synthetic faces (when the dataset is synthetic)
+    model/                the checkpoint (unless the workflow names one)
+    latents.zarr          the latent store; latents-stats.zarr and .json beside it
+    normality.json        normality of the real z-points; normality-qq.png
+    points/LABEL.zarr     each sampler's artificial z-points
+    scores.json           their scores beside held-out real points
+    grids/samplers.png    decoded points and reconstructions; grids/face_rate.json
+    projections/          datashader images (render.json lists them)
+    report.html           everything above on one page
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def default_stats_path(store: str | Path) -> Path:
+    """Where encode writes its statistics: ``latents.zarr`` → ``latents-stats.zarr`` beside it."""
+    store = Path(store)
+    return store.with_name(f"{store.stem}-stats.zarr")
+
+
+def stats_json_path(stats: str | Path) -> Path:
+    """``stats.zarr`` → ``stats.json`` beside it (the headline figures)."""
+    path = Path(stats)
+    return path.with_suffix(".json") if path.suffix == ".zarr" else path.with_name(path.name + ".json")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of a workflow's run folder (see the module docstring)."""
+
+    root: Path
+
+    @property
+    def record(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "latents.zarr"
+
+    @property
+    def stats(self) -> Path:
+        return default_stats_path(self.store)
+
+    @property
+    def normality(self) -> Path:
+        return self.root / "normality.json"
+
+    @property
+    def normality_plot(self) -> Path:
+        return self.root / "normality-qq.png"
+
+    @property
+    def points(self) -> Path:
+        return self.root / "points"
+
+    def sampler_points(self, label: str) -> Path:
+        return self.points / f"{label}.zarr"
+
+    @property
+    def scores(self) -> Path:
+        return self.root / "scores.json"
+
+    @property
+    def grid(self) -> Path:
+        return self.root / "grids" / "samplers.png"
+
+    @property
+    def face_rates(self) -> Path:
+        return self.root / "grids" / "face_rate.json"
+
+    @property
+    def projections(self) -> Path:
+        return self.root / "projections"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
