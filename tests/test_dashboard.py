@@ -26,13 +26,14 @@ from distributed import Client, LocalCluster
 
 from latentdask.cluster.connect import ClusterChoice
 from latentdask.data.decode import Preprocessing
-from latentdask.encode.run import EncodeOptions, default_stats_path, encode
+from latentdask.encode.run import EncodeOptions, encode
 from latentdask.generate.samplers import generate, sampler_spec
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig
 from latentdask.render.explore import Explorer, View
 from latentdask.stats.io import open_stats
+from latentdask.store.paths import default_stats_path
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 #: an image name that closes an attribute and opens a handler (a stored XSS if it reached HTML as is)

@@ -25,7 +25,8 @@ from distributed import LocalCluster
 
 from latentdask.cluster.connect import ClusterChoice
 from latentdask.data.decode import Preprocessing
-from latentdask.encode.run import EncodeOptions, ShardJob, _job, encode, encode_shard
+from latentdask.encode.run import EncodeOptions, _job, encode
+from latentdask.encode.task import ShardJob, encode_shard
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig

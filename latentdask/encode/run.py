@@ -1,48 +1,34 @@
-"""Encode every image of a dataset on Dask workers into a Zarr latent store.
+"""Encode every image of a dataset on Dask workers into a Zarr latent store: the client's side.
 
-Steps of :func:`encode` (the client):
+Steps of :func:`encode`:
 
 1. Open the dataset (restricted to ``split``) and read the checkpoint's identity
    (config and sha256) without importing torch.
-2. Create the store's template — or, with ``resume``, check that the existing store
-   was made with the same model, manifest, preprocessing and shard size.
-3. Hold the store's writer lock (``latents.zarr.lock``: one writer per store) and
-   stamp the store with this run's id; on resume, check every finished shard's
-   checksums first and encode damaged shards again.
-4. Submit one task per unfinished shard, under a key naming this run: tasks left
-   running by a killed earlier run are never adopted, and they stop before writing
-   because the store's ``writer_run`` is no longer theirs.
-5. Follow the tasks as they finish (progress, images/s, ETA) and end with a summary.
-
-Steps of :func:`encode_shard` (a task, on a worker):
-
-1. Skip the shard if its ``shard_done`` flag is already set.
-2. Load the model once per worker process (cached by checkpoint sha256 and device),
-   on the worker's GPU if it has one.
-3. Read and decode images in a thread pool, one batch ahead of the encoder, so that
-   decoding overlaps with the forward pass; bad images become invalid rows with
-   their reason.
-4. Encode each batch under ``torch.inference_mode()`` (optionally decode it again
-   for the reconstruction error).
-5. If the store is still this run's, write the shard's own chunks of ``z``,
-   ``valid``, ``error``, ``crop`` (and ``recon_error``) and their checksums; check
-   the run once more, then set its ``shard_done`` flag.
+2. Check the outputs (the store, its statistics) before anything runs.
+3. Hold the store's writer lock (``latents.zarr.lock``: one writer per store); create
+   the store's template under a temporary name — or, with ``resume``, check that the
+   existing store was made with the same model, manifest, preprocessing and shard
+   size, then every finished shard's checksums (damaged shards are encoded again) —
+   and stamp the store with this run's id.
+4. Register the model as a worker plugin and submit one task per unfinished shard
+   (:func:`latentdask.encode.task.encode_shard`), under a key naming this run: tasks
+   left running by a killed earlier run are never adopted, and they stop before
+   writing because the store's ``writer_run`` is no longer theirs.
+5. Follow the tasks as they finish (progress, images/s, ETA), merge their statistics
+   into the sidecar, and end with a summary.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import os
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import zarr
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,21 +36,18 @@ from latentdask.cluster.connect import ClusterChoice, check_paths_on_workers, co
 from latentdask.cluster.spec import LocalSpec
 from latentdask.data.container import Container
 from latentdask.data.dataset import open_dataset
-from latentdask.data.decode import Preprocessing, decode_rgb
-from latentdask.data.isolated import IsolatedDecoder
 from latentdask.data.manifest import Shard
-from latentdask.errors import CheckpointError, ImageDecodeError
+from latentdask.encode.task import STAGES, ModelPlugin, ShardJob, ShardReport, encode_shard
+from latentdask.errors import CheckpointError
 from latentdask.model.config import CheckpointConfig, checkpoint_sha256, read_checkpoint_config
 from latentdask.progress import console, progress_bar
 from latentdask.stats.io import check_stats_output
-from latentdask.stats.summary import SummaryParams, SummaryState, summary_chunk
-from latentdask.store.integrity import shard_checksums
+from latentdask.stats.summary import SummaryParams
 from latentdask.store.layout import (
     CHECKSUM_ARRAY,
     STORE_KIND,
     StoreError,
     check_resumable,
-    columns,
     create_store,
     open_store,
     shards_done,
@@ -73,13 +56,6 @@ from latentdask.store.layout import (
 from latentdask.store.lock import writer_lock
 from latentdask.store.output import RECORD_KEY, check_output, owned_output
 from latentdask.store.paths import default_stats_path
-
-if TYPE_CHECKING:
-    import torch
-
-    from latentdask.model.autoencoder import Autoencoder
-
-STAGES = ("read", "decode", "encode", "write", "stats")
 
 
 class EncodeOptions(BaseModel):
@@ -101,43 +77,6 @@ class EncodeOptions(BaseModel):
     #: write statistics of all valid rows beside the store, from the tasks' own states
     stats: bool = True
     stats_params: SummaryParams = SummaryParams()
-
-
-@dataclass(frozen=True)
-class ShardJob:
-    """Everything one shard's task needs; small enough to send to a worker."""
-
-    store: str
-    run_id: str  # the writer's: the task writes only while the store's ``writer_run`` still equals it
-    shard: Shard
-    names: np.ndarray
-    present: np.ndarray
-    container: Container
-    checkpoint: str
-    checkpoint_sha256: str
-    preprocessing: Preprocessing
-    batch_size: int
-    device: str
-    decode_threads: int | None
-    torch_threads: int | None
-    reconstruction_error: bool
-    attributes: np.ndarray
-    stats_params: SummaryParams | None
-    #: decode each image in a child process (the retry of a shard that killed its worker)
-    isolate: bool = False
-
-
-@dataclass
-class ShardReport:
-    """What a shard's task did."""
-
-    number: int
-    images: int
-    valid: int
-    failures: dict[str, int]
-    seconds: dict[str, float]
-    skipped: bool = False
-    state: SummaryState | None = None  # statistics of the shard's valid rows (the sidecar)
 
 
 @dataclass
@@ -183,6 +122,7 @@ def encode(
     *,
     options: EncodeOptions | None = None,
     cluster: ClusterChoice | None = None,
+    client: Any = None,
     progress: bool = True,
 ) -> EncodeSummary:
     """Encode ``dataset`` with the model in ``checkpoint`` into the latent store ``out``.
@@ -199,6 +139,9 @@ def encode(
         Shard and batch size, split, resume/overwrite, device and threads.
     cluster
         Where to run; default the embedded local cluster.
+    client
+        A Dask client to run on (a workflow's one client); then ``cluster`` only
+        describes it (its spec sets torch's threads) and no cluster is started.
 
     Examples
     --------
@@ -251,7 +194,8 @@ def encode(
     reports: list[ShardReport] = []
     compute_seconds = 0.0
     shards = manifest.shards(options.shard_size)
-    with writer_lock(out) as lock, connect(choice) as client:
+    connection = contextlib.nullcontext(client) if client is not None else connect(choice)
+    with writer_lock(out) as lock, connection as client:
         # 3. The store: a new template, or the existing store checked (settings, then checksums).
         group = _prepare_store(out, expected | {"writer_run": lock.run_id}, options, manifest, config, inputs)
         check_paths_on_workers(client, [data.root, checkpoint, out])
@@ -276,9 +220,14 @@ def encode(
             for s in pending
         ]
         submitted = time.perf_counter()
-        reports = _follow(
-            client, {submit(job): job for job in jobs}, submit, sum(s.size for s in pending), progress
-        )
+        if jobs:
+            plugin = ModelPlugin(jobs[0].checkpoint, model_sha256, options.device, options.torch_threads)
+            client.register_plugin(plugin)  # every worker loads the model once, joiners too
+            try:
+                reports = _follow(client, {submit(job): job for job in jobs}, submit, sum(s.size for s in pending),
+                                  progress)  # fmt: skip
+            finally:
+                client.unregister_worker_plugin(plugin.name)  # the workers let the model go
         compute_seconds = time.perf_counter() - submitted
         if stats_path is not None:
             _write_sidecar_stats(out, stats_path, reports, options.stats_params, client, progress, inputs)
@@ -428,165 +377,3 @@ def _follow(
             rate = encoded / max(time.perf_counter() - started, 1e-9)
             bar.note(f"shards {len(reports)}/{len(futures)}, {rate:.0f} images/s")
     return reports
-
-
-# ----------------------------------------------------------------------------- worker
-
-_MODEL_LOCK = threading.Lock()
-_MODELS: dict[tuple[str, str], tuple[Autoencoder, torch.device]] = {}
-
-
-def worker_model(job: ShardJob) -> tuple[Autoencoder, torch.device]:
-    """The job's model on this worker, loaded once per process and checkpoint version."""
-    import torch
-
-    from latentdask.device import resolve_device
-    from latentdask.model.autoencoder import for_inference
-    from latentdask.model.checkpoint import load_checkpoint
-
-    key = (job.checkpoint_sha256, job.device)
-    with _MODEL_LOCK:
-        if key not in _MODELS:
-            if job.torch_threads is not None:
-                torch.set_num_threads(job.torch_threads)
-            device = resolve_device(job.device)
-            checkpoint = load_checkpoint(job.checkpoint)
-            if checkpoint.sha256 != job.checkpoint_sha256:
-                raise CheckpointError(f"{job.checkpoint} changed while the run was going on")
-            _MODELS[key] = (for_inference(checkpoint.model, device), device)
-        return _MODELS[key]
-
-
-@dataclass
-class _Loaded:
-    pixels: np.ndarray | None
-    reason: str
-    crop: str
-    read_seconds: float
-    decode_seconds: float
-
-
-def _load(job: ShardJob, i: int, isolated: IsolatedDecoder | None = None) -> _Loaded:
-    name = str(job.names[i])
-    t0 = time.perf_counter()
-    try:
-        if not job.present[i]:
-            raise ImageDecodeError(name, "listed but missing")
-        if isolated is not None:  # read and decoded in a child process: see latentdask.data.isolated
-            rgb, crop = isolated.load(job.container, name, job.preprocessing)
-            return _Loaded(rgb, "", crop, 0.0, time.perf_counter() - t0)
-        data = job.container.read(name)
-        t1 = time.perf_counter()
-        rgb, crop = decode_rgb(data, job.preprocessing, name)
-    except ImageDecodeError as exc:
-        t1 = time.perf_counter()
-        return _Loaded(None, exc.reason, "", t1 - t0, 0.0)
-    return _Loaded(rgb, "", crop, t1 - t0, time.perf_counter() - t1)
-
-
-def _batches(
-    job: ShardJob, pool: ThreadPoolExecutor | None, isolated: IsolatedDecoder | None
-) -> Iterator[tuple[int, list[_Loaded]]]:
-    """Yield (offset, loaded images) per batch; with a pool, the next batch is already decoding."""
-    size = job.shard.size
-    starts = list(range(0, size, job.batch_size))
-    if pool is None:
-        for start in starts:
-            yield start, [_load(job, i, isolated) for i in range(start, min(start + job.batch_size, size))]
-        return
-
-    def submit(start: int) -> list[Future[_Loaded]]:
-        return [pool.submit(_load, job, i) for i in range(start, min(start + job.batch_size, size))]
-
-    ahead = submit(starts[0]) if starts else []
-    for k, start in enumerate(starts):
-        current = ahead
-        ahead = submit(starts[k + 1]) if k + 1 < len(starts) else []
-        yield start, [f.result() for f in current]
-
-
-def _check_still_writer(job: ShardJob) -> None:
-    """Stop if another run has taken the store over (a resume or overwrite after this run's client died)."""
-    attrs = zarr.open_group(job.store, mode="r").attrs.asdict()
-    if attrs.get("writer_run") != job.run_id or attrs.get("model_sha256") != job.checkpoint_sha256:
-        raise StoreError(f"{job.store} was taken over by another run; shard {job.shard.number} of this run "
-                         "is not written")  # fmt: skip
-
-
-def encode_shard(job: ShardJob) -> ShardReport:
-    """Encode one shard and write its chunks; see the module docstring for the steps."""
-    import torch
-
-    group = zarr.open_group(job.store, mode="r+")
-    shard = job.shard
-    if bool(store_array(group, "shard_done")[shard.number]):
-        return ShardReport(shard.number, shard.size, 0, {}, {}, skipped=True)
-    model, device = worker_model(job)
-
-    n = shard.size
-    z = np.full((n, model.config.latent_dim), np.nan, dtype=np.float32)
-    valid = np.zeros(n, dtype=bool)
-    error = np.full(n, "", dtype=object)
-    crop = np.full(n, "", dtype=object)
-    recon = np.full(n, np.nan, dtype=np.float32)
-    seconds = dict.fromkeys(STAGES, 0.0)
-    failures: Counter[str] = Counter()
-
-    threads = job.decode_threads
-    if threads is None:
-        threads = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
-    isolated = IsolatedDecoder() if job.isolate else None
-    pool = ThreadPoolExecutor(threads, "latentdask-decode") if threads and not isolated else None
-    try:
-        for start, loaded in _batches(job, pool, isolated):
-            rows = []
-            for offset, item in enumerate(loaded):
-                seconds["read"] += item.read_seconds
-                seconds["decode"] += item.decode_seconds
-                if item.pixels is None:
-                    error[start + offset] = item.reason
-                    failures[item.reason] += 1
-                else:
-                    rows.append(start + offset)
-                    crop[start + offset] = item.crop
-            if not rows:
-                continue
-            t0 = time.perf_counter()
-            stacked = np.stack([item.pixels for item in loaded if item.pixels is not None])
-            with torch.inference_mode():
-                images = torch.from_numpy(stacked).to(device).permute(0, 3, 1, 2).float() / 255.0
-                latents = model.encode(images)
-                z[rows] = latents.float().cpu().numpy()
-                if job.reconstruction_error:
-                    squared = (model.decode(latents) - images).square()
-                    recon[rows] = squared.mean(dim=(1, 2, 3)).float().cpu().numpy()
-            valid[rows] = True
-            seconds["encode"] += time.perf_counter() - t0
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-        if isolated is not None:
-            isolated.close()
-
-    t0 = time.perf_counter()
-    region = slice(shard.start, shard.stop)
-    values = {"z": z, "valid": valid, "error": error.astype(str), "crop": crop.astype(str)}
-    if job.reconstruction_error:
-        values["recon_error"] = recon
-    _check_still_writer(job)
-    for name, column in values.items():
-        store_array(group, name)[region] = column
-    store_array(group, CHECKSUM_ARRAY)[shard.number] = shard_checksums(
-        values, columns(job.reconstruction_error)
-    )
-    _check_still_writer(job)
-    store_array(group, "shard_done")[shard.number] = True  # last: the shard's data is on disk
-    seconds["write"] = time.perf_counter() - t0
-    state = None
-    if job.stats_params is not None:
-        t0 = time.perf_counter()
-        # on a GPU worker the GPU computes the shard's statistics; the CPU is busy decoding
-        block: Any = torch.from_numpy(z).to(device) if device.type == "cuda" else z
-        state = summary_chunk(block, valid, job.attributes, params=job.stats_params)
-        seconds["stats"] = time.perf_counter() - t0
-    return ShardReport(shard.number, n, int(valid.sum()), dict(failures), seconds, state=state)

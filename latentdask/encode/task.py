@@ -1,0 +1,293 @@
+"""The worker side of encode: one task per shard, and the model as a worker plugin.
+
+Steps of :func:`encode_shard` (a task, on a worker):
+
+1. Skip the shard if its ``shard_done`` flag is already set.
+2. Take the model from this worker's :class:`ModelPlugin` (registered once per run by
+   the client: every worker, also one that joins later, loads it once, on its GPU if it
+   has one).
+3. Read and decode images in a thread pool, one batch ahead of the encoder, so that
+   decoding overlaps with the forward pass; bad images become invalid rows with
+   their reason. A shard that killed its worker is retried with each image decoded in
+   a child process (:mod:`latentdask.data.isolated`).
+4. Encode each batch under ``torch.inference_mode()`` (optionally decode it again
+   for the reconstruction error); the latents stay on the model's device until the
+   shard is written, and the sidecar statistics are computed there.
+5. If the store is still this run's, write the shard's own chunks of ``z``,
+   ``valid``, ``error``, ``crop`` (and ``recon_error``) and their checksums; check
+   the run once more, then set its ``shard_done`` flag.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+from distributed import WorkerPlugin
+
+from latentdask.data.container import Container
+from latentdask.data.decode import Preprocessing, decode_rgb
+from latentdask.data.isolated import IsolatedDecoder
+from latentdask.data.manifest import Shard
+from latentdask.errors import CheckpointError, ImageDecodeError
+from latentdask.stats.summary import SummaryParams, SummaryState, summary_chunk
+from latentdask.store.integrity import shard_checksums
+from latentdask.store.layout import CHECKSUM_ARRAY, StoreError, columns, store_array
+
+if TYPE_CHECKING:
+    import torch
+
+    from latentdask.model.autoencoder import Autoencoder
+
+STAGES = ("read", "decode", "encode", "write", "stats")
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything one shard's task needs; small enough to send to a worker."""
+
+    store: str
+    run_id: str  # the writer's: the task writes only while the store's ``writer_run`` still equals it
+    shard: Shard
+    names: np.ndarray
+    present: np.ndarray
+    container: Container
+    checkpoint: str
+    checkpoint_sha256: str
+    preprocessing: Preprocessing
+    batch_size: int
+    device: str
+    decode_threads: int | None
+    torch_threads: int | None
+    reconstruction_error: bool
+    attributes: np.ndarray
+    stats_params: SummaryParams | None
+    #: decode each image in a child process (the retry of a shard that killed its worker)
+    isolate: bool = False
+
+
+@dataclass
+class ShardReport:
+    """What a shard's task did."""
+
+    number: int
+    images: int
+    valid: int
+    failures: dict[str, int]
+    seconds: dict[str, float]
+    skipped: bool = False
+    state: SummaryState | None = None  # statistics of the shard's valid rows (the sidecar)
+
+
+class ModelPlugin(WorkerPlugin):
+    """The model of one checkpoint on a worker: loaded once when the plugin reaches the worker.
+
+    The client registers it once per run; the scheduler hands it to every worker,
+    including workers that join later (a cluster scaled up during an encode). Only the
+    checkpoint's path and identity travel; the weights are read by each worker.
+    """
+
+    def __init__(self, checkpoint: str, sha256: str, device: str, torch_threads: int | None) -> None:
+        self.checkpoint = checkpoint
+        self.sha256 = sha256
+        self.device = device
+        self.torch_threads = torch_threads
+        self.name = plugin_name(sha256, device)
+        self._lock = threading.Lock()
+        self._loaded: tuple[Autoencoder, torch.device] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_loaded")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._loaded = None
+
+    def setup(self, worker: Any) -> None:
+        self.load()
+
+    def teardown(self, worker: Any) -> None:
+        self._loaded = None
+
+    def load(self) -> tuple[Autoencoder, torch.device]:
+        """The model ready for inference and its device, loaded on first use."""
+        import torch
+
+        from latentdask.device import resolve_device
+        from latentdask.model.autoencoder import for_inference
+        from latentdask.model.checkpoint import load_checkpoint
+
+        with self._lock:
+            if self._loaded is None:
+                if self.torch_threads is not None:
+                    torch.set_num_threads(self.torch_threads)
+                device = resolve_device(self.device)
+                checkpoint = load_checkpoint(self.checkpoint)
+                if checkpoint.sha256 != self.sha256:
+                    raise CheckpointError(f"{self.checkpoint} changed while the run was going on")
+                self._loaded = (for_inference(checkpoint.model, device), device)
+            return self._loaded
+
+
+def plugin_name(sha256: str, device: str) -> str:
+    return f"latentdask-model-{sha256[:16]}-{device}"
+
+
+def job_model(job: ShardJob) -> tuple[Autoencoder, torch.device]:
+    """The job's model: from this worker's plugin, or loaded here when not run on a worker."""
+    from distributed import get_worker
+
+    plugin = ModelPlugin(job.checkpoint, job.checkpoint_sha256, job.device, job.torch_threads)
+    try:
+        worker = get_worker()
+    except ValueError:  # called outside a worker (a test, a local call): load it here
+        return plugin.load()
+    installed = worker.plugins.get(plugin.name)
+    if not isinstance(installed, ModelPlugin):  # not registered by this run's client: install it now
+        worker.plugins[plugin.name] = installed = plugin
+    return installed.load()
+
+
+@dataclass
+class _Loaded:
+    pixels: np.ndarray | None
+    reason: str
+    crop: str
+    read_seconds: float
+    decode_seconds: float
+
+
+def _load(job: ShardJob, i: int, isolated: IsolatedDecoder | None = None) -> _Loaded:
+    name = str(job.names[i])
+    t0 = time.perf_counter()
+    try:
+        if not job.present[i]:
+            raise ImageDecodeError(name, "listed but missing")
+        if isolated is not None:  # read and decoded in a child process: see latentdask.data.isolated
+            rgb, crop = isolated.load(job.container, name, job.preprocessing)
+            return _Loaded(rgb, "", crop, 0.0, time.perf_counter() - t0)
+        data = job.container.read(name)
+        t1 = time.perf_counter()
+        rgb, crop = decode_rgb(data, job.preprocessing, name)
+    except ImageDecodeError as exc:
+        t1 = time.perf_counter()
+        return _Loaded(None, exc.reason, "", t1 - t0, 0.0)
+    return _Loaded(rgb, "", crop, t1 - t0, time.perf_counter() - t1)
+
+
+def _batches(
+    job: ShardJob, pool: ThreadPoolExecutor | None, isolated: IsolatedDecoder | None
+) -> Iterator[tuple[int, list[_Loaded]]]:
+    """Yield (offset, loaded images) per batch; with a pool, the next batch is already decoding."""
+    size = job.shard.size
+    starts = list(range(0, size, job.batch_size))
+    if pool is None:
+        for start in starts:
+            yield start, [_load(job, i, isolated) for i in range(start, min(start + job.batch_size, size))]
+        return
+
+    def submit(start: int) -> list[Future[_Loaded]]:
+        return [pool.submit(_load, job, i) for i in range(start, min(start + job.batch_size, size))]
+
+    ahead = submit(starts[0]) if starts else []
+    for k, start in enumerate(starts):
+        current = ahead
+        ahead = submit(starts[k + 1]) if k + 1 < len(starts) else []
+        yield start, [f.result() for f in current]
+
+
+def _check_still_writer(job: ShardJob) -> None:
+    """Stop if another run has taken the store over (a resume or overwrite after this run's client died)."""
+    attrs = zarr.open_group(job.store, mode="r").attrs.asdict()
+    if attrs.get("writer_run") != job.run_id or attrs.get("model_sha256") != job.checkpoint_sha256:
+        raise StoreError(f"{job.store} was taken over by another run; shard {job.shard.number} of this run "
+                         "is not written")  # fmt: skip
+
+
+def encode_shard(job: ShardJob) -> ShardReport:
+    """Encode one shard and write its chunks; see the module docstring for the steps."""
+    import torch
+
+    group = zarr.open_group(job.store, mode="r+")
+    shard = job.shard
+    if bool(store_array(group, "shard_done")[shard.number]):
+        return ShardReport(shard.number, shard.size, 0, {}, {}, skipped=True)
+    model, device = job_model(job)
+
+    n = shard.size
+    # the latents stay on the model's device until the shard is written (and its statistics computed)
+    z = torch.full((n, model.config.latent_dim), torch.nan, dtype=torch.float32, device=device)
+    valid = np.zeros(n, dtype=bool)
+    error = np.full(n, "", dtype=object)
+    crop = np.full(n, "", dtype=object)
+    recon = np.full(n, np.nan, dtype=np.float32)
+    seconds = dict.fromkeys(STAGES, 0.0)
+    failures: Counter[str] = Counter()
+
+    threads = job.decode_threads
+    if threads is None:
+        threads = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
+    isolated = IsolatedDecoder() if job.isolate else None
+    pool = ThreadPoolExecutor(threads, "latentdask-decode") if threads and not isolated else None
+    try:
+        for start, loaded in _batches(job, pool, isolated):
+            rows = []
+            for offset, item in enumerate(loaded):
+                seconds["read"] += item.read_seconds
+                seconds["decode"] += item.decode_seconds
+                if item.pixels is None:
+                    error[start + offset] = item.reason
+                    failures[item.reason] += 1
+                else:
+                    rows.append(start + offset)
+                    crop[start + offset] = item.crop
+            if not rows:
+                continue
+            t0 = time.perf_counter()
+            stacked = np.stack([item.pixels for item in loaded if item.pixels is not None])
+            with torch.inference_mode():
+                images = torch.from_numpy(stacked).to(device).permute(0, 3, 1, 2).float() / 255.0
+                latents = model.encode(images)
+                z[torch.as_tensor(rows, device=device)] = latents.float()
+                if job.reconstruction_error:
+                    squared = (model.decode(latents) - images).square()
+                    recon[rows] = squared.mean(dim=(1, 2, 3)).float().cpu().numpy()
+            valid[rows] = True
+            seconds["encode"] += time.perf_counter() - t0
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        if isolated is not None:
+            isolated.close()
+
+    t0 = time.perf_counter()
+    region = slice(shard.start, shard.stop)
+    values = {"z": z.cpu().numpy(), "valid": valid, "error": error.astype(str), "crop": crop.astype(str)}
+    if job.reconstruction_error:
+        values["recon_error"] = recon
+    _check_still_writer(job)
+    for name, column in values.items():
+        store_array(group, name)[region] = column
+    store_array(group, CHECKSUM_ARRAY)[shard.number] = shard_checksums(
+        values, columns(job.reconstruction_error)
+    )
+    _check_still_writer(job)
+    store_array(group, "shard_done")[shard.number] = True  # last: the shard's data is on disk
+    seconds["write"] = time.perf_counter() - t0
+    state = None
+    if job.stats_params is not None:
+        t0 = time.perf_counter()
+        # on a GPU worker the GPU computes the shard's statistics from the latents it holds
+        block: Any = z if device.type == "cuda" else values["z"]
+        state = summary_chunk(block, valid, job.attributes, params=job.stats_params)
+        seconds["stats"] = time.perf_counter() - t0
+    return ShardReport(shard.number, n, int(valid.sum()), dict(failures), seconds, state=state)
