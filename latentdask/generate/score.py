@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import xarray as xr
 import zarr
-from dask.delayed import delayed
 
 from latentdask.device import resolve_device
 from latentdask.errors import LatentdaskError
 from latentdask.stats.io import ZPoints, open_stats, open_zpoints
+from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts
 from latentdask.stats.summary import select_rows
 from latentdask.store.output import write_json
 
@@ -112,10 +112,10 @@ GPU_QUERY_BATCH = 4096
 def _nearest_in_block(
     block: np.ndarray,
     start: int,
-    *,
     queries: np.ndarray,
-    query_rows: np.ndarray,
     valid: np.ndarray | None,
+    *,
+    query_rows: np.ndarray,
     device: str = "auto",
 ) -> np.ndarray:
     """Squared distance from each query to its nearest valid row of this block (inf if none).
@@ -189,6 +189,10 @@ def _nearest_torch(
     return best
 
 
+def _nearest_combine(parts: Sequence[np.ndarray]) -> np.ndarray:
+    return np.minimum.reduce(list(parts))
+
+
 def nearest_real_distance(
     corpus: ZPoints,
     queries: np.ndarray,
@@ -202,23 +206,15 @@ def nearest_real_distance(
     Each task runs on its worker's GPU when it has one (``device="auto"``).
     """
     query_rows = np.full(len(queries), -1) if query_rows is None else np.asarray(query_rows)
-    blocks = corpus.z.to_delayed().ravel()
-    valid = (
-        corpus.valid.rechunk({0: corpus.z.chunks[0]}).to_delayed().ravel()
-        if corpus.valid is not None
-        else None
-    )
-    starts = np.concatenate([[0], np.cumsum(corpus.z.chunks[0])[:-1]])
     # on a cluster the queries travel once to every worker, not inside each task
     shipped = scheduler.scatter(queries, broadcast=True) if hasattr(scheduler, "scatter") else queries
     kernel = partial(_nearest_in_block, query_rows=query_rows, device=device)
-    parts = [
-        delayed(kernel, pure=True)(
-            block, int(start), queries=shipped, valid=None if valid is None else valid[k]
-        )
-        for k, (block, start) in enumerate(zip(blocks, starts, strict=True))
+    blocks = [
+        (block, start, shipped, valid)
+        for (block, valid), start in zip(row_blocks(corpus.z, corpus.valid), row_starts(corpus.z), strict=True)
     ]
-    (squared,) = dask.compute(delayed(np.minimum.reduce, pure=True)(parts), scheduler=scheduler)
+    graph = reduce_blocks(blocks, chunk=kernel, combine=_nearest_combine, name="nearest_real")
+    (squared,) = dask.compute(graph, scheduler=scheduler)
     return np.sqrt(squared)
 
 

@@ -27,11 +27,11 @@ import dask
 import numpy as np
 import scipy.stats
 import xarray as xr
-from dask.delayed import delayed
 
 from latentdask.errors import LatentdaskError
 from latentdask.generate.score import Reference, real_sample
 from latentdask.stats.io import ZPoints, open_stats, open_zpoints, selection_mask
+from latentdask.stats.reduce import reduce_blocks, row_blocks
 from latentdask.stats.summary import select_rows
 from latentdask.store.output import save_figure, write_json
 
@@ -112,14 +112,9 @@ def mahalanobis_histogram(
     for mask in (corpus.valid, keep):
         if mask is not None:
             masks = mask if masks is None else masks & mask
-    blocks = corpus.z.to_delayed().ravel()
-    keeps = masks.rechunk({0: corpus.z.chunks[0]}).to_delayed().ravel() if masks is not None else None
     kernel = partial(_d2_block, mean=reference.mean, inverse_factor=reference.inverse_factor, edges=edges)
-    parts = [
-        delayed(kernel, pure=True)(block, None if keeps is None else keeps[k])
-        for k, block in enumerate(blocks)
-    ]
-    (merged,) = dask.compute(delayed(_merge, pure=True)(parts), scheduler=scheduler)
+    graph = reduce_blocks(row_blocks(corpus.z, masks), chunk=kernel, combine=_merge, name="mahalanobis")
+    (merged,) = dask.compute(graph, scheduler=scheduler)
     counts, overflow, total = merged
     return D2Histogram(edges=edges, counts=np.asarray(counts), overflow=int(overflow), total=total)
 
