@@ -103,7 +103,7 @@ def write_partly_unreadable_celeba(root: Path) -> tuple[Path, dict[int, bytes]]:
     Row 1 is not an image, row 3 is listed but missing, row 5 declares 20000 × 20000
     pixels; rows 0, 2, 4 and 6 are synthetic faces.
     """
-    from latentdask.data.synthetic_faces import render_face_jpeg
+    from latentdask.data.face_drawing import render_face_jpeg
 
     names = [f"{i:06d}.jpg" for i in range(1, 8)]
     readable = {row: render_face_jpeg(seed=5, index=row)[0] for row in (0, 2, 4, 6)}

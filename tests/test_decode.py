@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from latentdask.data.decode import DRAFT_TOLERANCE, Preprocessing, decode_image
-from latentdask.data.synthetic_faces import render_face_jpeg
+from latentdask.data.face_drawing import render_face_jpeg
 from latentdask.errors import ImageDecodeError
 from tests.helpers import banded_image, encode, png_rgb16
 

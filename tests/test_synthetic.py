@@ -11,16 +11,8 @@ import pytest
 
 from latentdask.data.celeba_names import ATTRIBUTE_NAMES
 from latentdask.data.dataset import open_dataset
-from latentdask.data.synthetic_faces import (
-    CONTROLLED_ATTRIBUTES,
-    FaceParams,
-    celeba_like_splits,
-    draw_params,
-    read_recipe,
-    render_face,
-    synthesize,
-    synthetic_recipe,
-)
+from latentdask.data.face_drawing import CONTROLLED_ATTRIBUTES, FaceParams, draw_params, render_face
+from latentdask.data.synthetic_faces import celeba_like_splits, read_recipe, synthesize, synthetic_recipe
 from latentdask.errors import DatasetError
 from latentdask.store.output import OutputError
 

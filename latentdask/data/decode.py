@@ -172,7 +172,7 @@ def decode_image(
 
     Examples
     --------
-    >>> from latentdask.data.synthetic_faces import render_face_jpeg
+    >>> from latentdask.data.face_drawing import render_face_jpeg
     >>> decode_image(render_face_jpeg(seed=0, index=0)[0], Preprocessing()).pixels.shape
     (3, 64, 64)
     """
