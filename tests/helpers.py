@@ -112,3 +112,17 @@ def write_partly_unreadable_celeba(root: Path) -> tuple[Path, dict[int, bytes]]:
     images[names[5]] = png_from_idat(20000, 20000, 8, 0, zlib.compress(b""))
     write_celeba(root, images, partition=dict.fromkeys(names, 0), attributes=None)
     return root, readable
+
+
+def make_checkpoint(path: Path, **fields: object) -> Path:
+    """A small seeded autoencoder (32 × 32 input, 16 latents) saved as a checkpoint; ``fields`` override."""
+    import torch
+
+    from latentdask.data.decode import Preprocessing
+    from latentdask.model.autoencoder import Autoencoder
+    from latentdask.model.checkpoint import save_checkpoint
+    from latentdask.model.config import ModelConfig
+
+    torch.manual_seed(0)
+    config = ModelConfig(**({"image_size": 32, "latent_dim": 16, "channels": (8, 8, 16, 16)} | fields))  # type: ignore[arg-type]
+    return save_checkpoint(path, Autoencoder(config), Preprocessing(image_size=config.image_size))

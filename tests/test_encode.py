@@ -25,14 +25,12 @@ from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing
 from latentdask.encode.run import EncodeOptions, encode
 from latentdask.errors import LatentdaskError
-from latentdask.model.autoencoder import Autoencoder
-from latentdask.model.checkpoint import load_checkpoint, save_checkpoint
-from latentdask.model.config import ModelConfig
+from latentdask.model.checkpoint import load_checkpoint
 from latentdask.store import StoreError, open_latents
 from latentdask.store.lock import StoreLockedError, lock_path
 from latentdask.store.output import OutputError
 from tests.helpers import encode as encode_image
-from tests.helpers import solid_jpeg, write_celeba
+from tests.helpers import make_checkpoint, solid_jpeg, write_celeba
 
 #: Largest difference seen between latents of the same image encoded in batches of
 #: different sizes on this CPU (oneDNN picks kernels by batch shape); see
@@ -52,17 +50,6 @@ def cluster() -> Iterator[LocalCluster]:
 @pytest.fixture(scope="module")
 def on_cluster(cluster: LocalCluster) -> ClusterChoice:
     return ClusterChoice(scheduler=cluster.scheduler_address)
-
-
-def make_checkpoint(path: Path, **fields: object) -> Path:
-    torch.manual_seed(0)
-    config = ModelConfig(**({"image_size": 32, "latent_dim": 16, "channels": (8, 8, 16, 16)} | fields))  # type: ignore[arg-type]
-    return save_checkpoint(path, Autoencoder(config), Preprocessing(image_size=config.image_size))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("model") / "ckpt")
 
 
 def reference_latents(dataset_root: Path, checkpoint: Path) -> np.ndarray:

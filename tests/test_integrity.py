@@ -19,17 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import zarr
 from distributed import LocalCluster
 
 from latentdask.cluster.connect import ClusterChoice
-from latentdask.data.decode import Preprocessing
 from latentdask.encode.run import EncodeOptions, _job, encode
 from latentdask.encode.task import ShardJob, encode_shard
-from latentdask.model.autoencoder import Autoencoder
-from latentdask.model.checkpoint import save_checkpoint
-from latentdask.model.config import ModelConfig
 from latentdask.stats.io import open_zpoints, stats_of
 from latentdask.stats.summary import SummaryParams
 from latentdask.store.integrity import DamagedShardError, verify_store
@@ -44,15 +39,6 @@ def cluster() -> Iterator[ClusterChoice]:
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=":0") as local:  # fmt: skip
         yield ClusterChoice(scheduler=local.scheduler_address)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = ModelConfig(image_size=32, latent_dim=16, channels=(8, 8, 16, 16))
-    return save_checkpoint(
-        tmp_path_factory.mktemp("model") / "ckpt", Autoencoder(config), Preprocessing(image_size=32)
-    )
 
 
 @pytest.fixture(scope="module")

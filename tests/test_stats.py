@@ -240,12 +240,12 @@ def test_synthetic_latents_recover_their_truth(client: object, tmp_path: Path) -
     np.testing.assert_array_equal(zarr.open_array(str(again / "z"))[:], zarr.open_array(str(out / "z"))[:])
 
 
-def test_subsets_of_a_store_and_their_record(client: object, faces: Path, tmp_path: Path) -> None:
+def test_subsets_of_a_store_and_their_record(
+    client: object, faces: Path, checkpoint: Path, tmp_path: Path
+) -> None:
     from latentdask.cluster.connect import ClusterChoice
     from latentdask.encode.run import EncodeOptions, encode
-    from tests.test_encode import make_checkpoint
 
-    checkpoint = make_checkpoint(tmp_path / "ckpt")
     store = tmp_path / "latents.zarr"
     choice = ClusterChoice(scheduler=client.scheduler.address)  # type: ignore[attr-defined]
     encode(faces, checkpoint, store, options=EncodeOptions(shard_size=40, stats_params=PARAMS), cluster=choice,
@@ -275,12 +275,12 @@ def test_subsets_of_a_store_and_their_record(client: object, faces: Path, tmp_pa
         stats_of(points, params=PARAMS, where=["Male"])
 
 
-def test_resumed_encode_sidecar_equals_later_stats(client: object, faces: Path, tmp_path: Path) -> None:
+def test_resumed_encode_sidecar_equals_later_stats(
+    client: object, faces: Path, checkpoint: Path, tmp_path: Path
+) -> None:
     from latentdask.cluster.connect import ClusterChoice
     from latentdask.encode.run import EncodeOptions, encode
-    from tests.test_encode import make_checkpoint
 
-    checkpoint = make_checkpoint(tmp_path / "ckpt")
     store = tmp_path / "latents.zarr"
     choice = ClusterChoice(scheduler=client.scheduler.address)  # type: ignore[attr-defined]
     options = EncodeOptions(shard_size=40, stats_params=PARAMS)
