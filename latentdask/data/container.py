@@ -20,7 +20,8 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from latentdask.errors import DatasetError, ImageDecodeError, LatentdaskError
+from latentdask.data.limits import env_limit
+from latentdask.errors import DatasetError, ImageDecodeError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
@@ -39,16 +40,7 @@ def file_byte_limit() -> int:
     >>> file_byte_limit() == MAX_FILE_BYTES  # doctest: +SKIP
     True
     """
-    value = os.environ.get(MAX_FILE_BYTES_ENV, "").strip()
-    if not value:
-        return MAX_FILE_BYTES
-    try:
-        limit = int(value.replace("_", ""))
-    except ValueError:
-        limit = 0
-    if limit < 1:
-        raise LatentdaskError(f"{MAX_FILE_BYTES_ENV} must be a positive number of bytes, got {value!r}")
-    return limit
+    return env_limit(MAX_FILE_BYTES_ENV, "bytes") or MAX_FILE_BYTES
 
 
 def _too_large(name: str, size: int, limit: int) -> ImageDecodeError:

@@ -35,7 +35,6 @@ with a short reason; nothing else escapes for bad input.
 from __future__ import annotations
 
 import io
-import os
 import struct
 import warnings
 from typing import Literal, NamedTuple
@@ -44,7 +43,8 @@ import numpy as np
 from PIL import Image, ImageFile
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from latentdask.errors import ImageDecodeError, LatentdaskError
+from latentdask.data.limits import env_limit
+from latentdask.errors import ImageDecodeError
 
 CropMode = Literal["box", "centre-square", "none"]
 
@@ -136,16 +136,7 @@ def pixel_limit(max_pixels: int | None = None) -> int | None:
     """
     if max_pixels is not None:
         return max_pixels
-    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
-    if not value:
-        return Image.MAX_IMAGE_PIXELS
-    try:
-        limit = int(value.replace("_", ""))
-    except ValueError:
-        limit = 0
-    if limit < 1:
-        raise LatentdaskError(f"{MAX_PIXELS_ENV} must be a positive number of pixels, got {value!r}")
-    return limit
+    return env_limit(MAX_PIXELS_ENV, "pixels") or Image.MAX_IMAGE_PIXELS
 
 
 def decode_image(

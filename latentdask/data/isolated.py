@@ -23,7 +23,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from latentdask.errors import ImageDecodeError, LatentdaskError
+from latentdask.data.limits import env_limit
+from latentdask.errors import ImageDecodeError
 
 #: address space the child may use; override with ``LATENTDASK_ISOLATED_DECODE_BYTES``
 MEMORY_ENV = "LATENTDASK_ISOLATED_DECODE_BYTES"
@@ -31,13 +32,7 @@ DEFAULT_MEMORY_BYTES = 4 * 2**30
 
 
 def memory_limit() -> int:
-    text = os.environ.get(MEMORY_ENV)
-    if text is None:
-        return DEFAULT_MEMORY_BYTES
-    try:
-        return int(text)
-    except ValueError:
-        raise LatentdaskError(f"${MEMORY_ENV} must be a number of bytes, got {text!r}") from None
+    return env_limit(MEMORY_ENV, "bytes") or DEFAULT_MEMORY_BYTES
 
 
 class IsolatedDecoder:
