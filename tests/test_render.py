@@ -7,20 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 import zarr
 from PIL import Image
 
-from latentdask.render.command import (
-    RenderError,
-    aggregate,
+from latentdask.render.aggregate import aggregate, aggregate_graph
+from latentdask.render.command import RenderError, render
+from latentdask.render.projections import (
     canvas_size,
     pair_projection,
     parse_pair,
     pc_projection,
     ranked_pairs,
-    render,
 )
 from latentdask.stats.io import open_stats, open_zpoints, write_stats
 from latentdask.stats.reduce import summarize
@@ -189,3 +189,25 @@ def test_render_command_on_worker_processes(
     coloured = summary["projections"][0]
     assert coloured["color_by"] == 0 and coloured["shown"] == used.sum()
     assert canvas_size(300) == (coloured["width"], coloured["height"])
+
+
+class ComputeForbidden(Exception):
+    pass
+
+
+def forbid(*args: object, **kwargs: object) -> None:
+    raise ComputeForbidden("something computed while the graph was built")
+
+
+def test_building_the_aggregation_graph_computes_nothing(
+    corpus: tuple[Path, Path, np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    store, stats_path, _, _, _ = corpus
+    stats = open_stats(stats_path)
+    projections = [pair_projection(stats, 0, 1, (20, 20), color_by=1), pc_projection(stats, 0, 2, (20, 20)),
+                   pair_projection(stats, 2, 6, (20, 20), threshold=1.0)]  # fmt: skip
+    with dask.config.set(scheduler=forbid):
+        graph = aggregate_graph(open_zpoints(store), projections, stats=stats, where=["Male=1"])
+        with pytest.raises(ComputeForbidden):
+            graph.compute()
+    assert str(graph.key).startswith("render_combine-0-0-")  # one tree through the driver, named

@@ -2,7 +2,7 @@
 
 One run on a synthetic store (``synth-latents``) and its statistics:
 
-(a) **render** — :func:`latentdask.render.command.aggregate` of the 16 most correlated pairs on a
+(a) **render** — :func:`latentdask.render.aggregate.aggregate` of the 16 most correlated pairs on a
     local cluster, store read included (PNG drawing timed and reported apart), against
     the sum of a **bare read pass** over the store (every block read and decompressed,
     nothing computed, on the same cluster) and **datashader on in-memory pandas
@@ -27,16 +27,11 @@ from distributed import Client, LocalCluster
 
 from latentdask.bench.report import BenchReport
 from latentdask.generate.synthetic import synthesize_latents
-from latentdask.render.command import (
-    Columns,
-    aggregate,
-    aggregate_columns,
-    canvas_size,
-    pair_projection,
-    ranked_pairs,
-    save_grid,
-)
+from latentdask.render.aggregate import aggregate
+from latentdask.render.columns import Columns, aggregate_columns
+from latentdask.render.draw import save_grid
 from latentdask.render.explore import Explorer, View
+from latentdask.render.projections import canvas_size, pair_projection, ranked_pairs
 from latentdask.stats.io import open_stats, open_zpoints, stats_of, write_stats
 from latentdask.stats.summary import SummaryParams
 

@@ -138,7 +138,7 @@ class Dashboard:
         common = {"width": CANVAS[0] + 120, "height": CANVAS[1] + 60, "tools": ["tap"], "title": title,
                   "framewise": True, "xlabel": x_label, "ylabel": y_label}  # fmt: skip
         if counts.ndim == 3:
-            from latentdask.render.command import category_rgba
+            from latentdask.render.draw import category_rgba
 
             return hv.RGB(category_rgba(counts)[::-1], bounds=bounds, kdims=[x_label, y_label]).opts(**common)
         image = np.where(counts > 0, counts, np.nan)[::-1]
@@ -149,7 +149,7 @@ class Dashboard:
     def overlay_points(self, mode: str, a: int, b: int, shown: list[str]) -> Any:
         import holoviews as hv
 
-        from latentdask.render.command import overlay_xy
+        from latentdask.render.projections import overlay_xy
 
         try:
             projection = self.explorer.projection(self.view(mode, a, b, "none", "none"))
@@ -293,7 +293,7 @@ class Dashboard:
 
 
 def _strongest_pair(stats: Any) -> tuple[int, int]:
-    from latentdask.render.command import ranked_pairs
+    from latentdask.render.projections import ranked_pairs
 
     return ranked_pairs(stats, "corr", 1)[0]
 
@@ -315,7 +315,7 @@ def serve(
     import panel as pn
     import zarr
 
-    from latentdask.render.command import read_overlay
+    from latentdask.render.projections import read_overlay
     from latentdask.store.paths import default_stats_path
 
     store = Path(store)

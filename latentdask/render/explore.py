@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
@@ -24,14 +25,10 @@ import xarray as xr
 from dask.delayed import delayed
 
 from latentdask.errors import LatentdaskError
-from latentdask.render.command import (
-    BlockColumns,
-    Projection,
-    category_column,
-    pair_projection,
-    pc_projection,
-)
+from latentdask.render.columns import BlockColumns, category_column
+from latentdask.render.projections import Projection, pair_projection, pc_projection
 from latentdask.stats.io import open_stats, open_zpoints
+from latentdask.stats.reduce import map_blocks, row_blocks, row_starts
 
 
 class ExploreError(LatentdaskError):
@@ -133,22 +130,14 @@ class Explorer:
         if view.color_by is not None and self.points.attributes is None:
             raise ExploreError(f"{self.points.path} has no attributes to colour by")
         z = self.points.z
-        rows = z.chunks[0]
-        starts = np.concatenate([[0], np.cumsum(rows)[:-1]])
-        blocks = z.to_delayed().ravel()
-        valid = self.points.valid
-        keeps = valid.rechunk({0: rows}).to_delayed().ravel() if valid is not None else [None] * len(blocks)
-        attrs = (
-            self.points.attributes.rechunk({0: rows, 1: -1}).to_delayed().ravel()
-            if view.color_by is not None and self.points.attributes is not None
-            else [None] * len(blocks)
-        )
-        projection = self.projection(view)
-        parts = [
-            delayed(frame_block, pure=True)(block, keep, attr, int(start), projection=projection,
-                                            mean=self.stats["mean"].values, vectors=self.stats["pca_vectors"].values)
-            for block, keep, attr, start in zip(blocks, keeps, attrs, starts, strict=True)
-        ]  # fmt: skip
+        attributes = self.points.attributes if view.color_by is not None else None
+        blocks = [
+            (*block, start)
+            for block, start in zip(row_blocks(z, self.points.valid, attributes), row_starts(z), strict=True)
+        ]
+        chunk = partial(frame_block, projection=self.projection(view), mean=self.stats["mean"].values,
+                        vectors=self.stats["pca_vectors"].values)  # fmt: skip
+        parts = map_blocks(blocks, chunk, name="dashboard_columns")
         # one frame per worker thread: a zoom is then a handful of tasks, not one per block
         groups = max(min(sum(self.client.nthreads().values()), len(parts)), 1)
         bounds = np.linspace(0, len(parts), groups + 1).astype(int)
