@@ -91,7 +91,7 @@ def row_starts(z: da.Array) -> list[int]:
 def map_blocks(blocks: Sequence[Sequence[Any]], chunk: Callable[..., S], *, name: str) -> list[Delayed]:
     """One task per block, ``chunk(*block)``, named ``{name}_chunk-{token}``."""
     return [
-        delayed(chunk, pure=True, name=f"{name}_chunk-{dask.base.tokenize(chunk, *block)}")(*block)
+        delayed(chunk, pure=True)(*block, dask_key_name=f"{name}_chunk-{dask.base.tokenize(chunk, *block)}")
         for block in blocks
     ]
 
