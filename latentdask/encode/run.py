@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import zarr
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +45,7 @@ from latentdask.stats.io import check_stats_output
 from latentdask.stats.summary import SummaryParams
 from latentdask.store.layout import (
     CHECKSUM_ARRAY,
+    FORMAT_VERSION,
     STORE_KIND,
     StoreError,
     check_resumable,
@@ -70,8 +71,11 @@ class EncodeOptions(BaseModel):
     overwrite: bool = False
     reconstruction_error: bool = False
     device: str = "auto"
+    #: the encoder's arithmetic: fp32 (exact, the default), or bf16/fp16 autocast (faster on GPUs;
+    #: latents differ from fp32 by a bounded amount, see tests/test_encode.py); part of the store's record
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     #: threads decoding ahead of the encoder; 0: decode in the task's own thread; None: 1 on
-    #: CPU (the cores are busy encoding), up to 8 beside a GPU (decoding is then the limit)
+    #: CPU (the cores are busy encoding), the worker's cores per GPU beside a GPU (decoding is then the limit)
     decode_threads: int | None = Field(default=None, ge=0)
     torch_threads: int | None = Field(default=None, ge=1)
     #: write statistics of all valid rows beside the store, from the tasks' own states
@@ -169,6 +173,7 @@ def encode(
         "dataset_kind": data.kind,
         "split_selection": options.split,
         "preprocessing": config.preprocessing.model_dump(mode="json"),
+        "precision": options.precision,
     }
     expected = metadata | {
         "shard_size": options.shard_size,
@@ -281,6 +286,9 @@ def _prepare_store(
     """Open the store to resume (stamped with this run's id), or create its template under a temporary name."""
     if options.resume and out.exists():
         group = open_store(out, mode="r+")
+        if int(group.attrs.get("format_version", 1)) < FORMAT_VERSION:  # type: ignore[arg-type]
+            raise StoreError(f"{out} was made by an older latentdask (store format {group.attrs.get('format_version')}, "
+                             f"without checksums); encode it again with --overwrite")  # fmt: skip
         check_resumable(group, expected, out)
         group.attrs["writer_run"] = expected["writer_run"]
         return group
@@ -322,6 +330,7 @@ def _job(
         preprocessing=config.preprocessing,
         batch_size=options.batch_size,
         device=options.device,
+        precision=options.precision,
         decode_threads=options.decode_threads,
         torch_threads=options.torch_threads,
         reconstruction_error=options.reconstruction_error,

@@ -65,6 +65,7 @@ class ShardJob:
     preprocessing: Preprocessing
     batch_size: int
     device: str
+    precision: str
     decode_threads: int | None
     torch_threads: int | None
     reconstruction_error: bool
@@ -205,6 +206,17 @@ def _batches(
         yield start, [f.result() for f in current]
 
 
+def _autocast(precision: str, device: torch.device) -> Any:
+    """bf16/fp16 autocast for the encoder on ``device``; fp32 computes as the model is."""
+    import contextlib
+
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+
+
 def _check_still_writer(job: ShardJob) -> None:
     """Stop if another run has taken the store over (a resume or overwrite after this run's client died)."""
     attrs = zarr.open_group(job.store, mode="r").attrs.asdict()
@@ -234,8 +246,8 @@ def encode_shard(job: ShardJob) -> ShardReport:
     failures: Counter[str] = Counter()
 
     threads = job.decode_threads
-    if threads is None:
-        threads = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
+    if threads is None:  # beside a GPU decoding is the limit: the worker's share of cores per GPU
+        threads = max(1, (os.cpu_count() or 1) // max(torch.cuda.device_count(), 1)) if device.type == "cuda" else 1
     isolated = IsolatedDecoder() if job.isolate else None
     pool = ThreadPoolExecutor(threads, "latentdask-decode") if threads and not isolated else None
     try:
@@ -254,8 +266,11 @@ def encode_shard(job: ShardJob) -> ShardReport:
                 continue
             t0 = time.perf_counter()
             stacked = np.stack([item.pixels for item in loaded if item.pixels is not None])
-            with torch.inference_mode():
-                images = torch.from_numpy(stacked).to(device).permute(0, 3, 1, 2).float() / 255.0
+            with torch.inference_mode(), _autocast(job.precision, device):
+                pixels = torch.from_numpy(stacked)
+                if device.type == "cuda":  # pinned host memory: the copy overlaps with the GPU's work
+                    pixels = pixels.pin_memory()
+                images = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0
                 latents = model.encode(images)
                 z[torch.as_tensor(rows, device=device)] = latents.float()
                 if job.reconstruction_error:

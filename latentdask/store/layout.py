@@ -59,7 +59,9 @@ def columns(recon_error: bool) -> tuple[str, ...]:
 
 
 #: metadata that must agree between a store and the run that resumes it
-RESUME_KEYS = ("model_sha256", "manifest_sha256", "preprocessing", "shard_size", "latent_dim", "recon_error")
+RESUME_KEYS = (
+    "model_sha256", "manifest_sha256", "preprocessing", "precision", "shard_size", "latent_dim", "recon_error",
+)  # fmt: skip
 
 
 class StoreError(LatentdaskError):
