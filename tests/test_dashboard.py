@@ -87,9 +87,7 @@ def test_explorer_counts_equal_statistics(store: Path) -> None:
         assert explorer.count(pair) == int(stats["count"])
         z = np.asarray(explorer.points.z)
         x_range = (float(np.median(z[:, 2])), float(z[:, 2].max()))
-        zoomed = explorer.aggregate(
-            pair, x_range, full.y_range if False else explorer.projection(pair).y_range, 20, 10
-        )
+        zoomed = explorer.aggregate(pair, x_range, explorer.projection(pair).y_range, 20, 10)
         expected, _, _ = np.histogram2d(
             z[:, 5], z[:, 2], bins=[10, 20], range=[explorer.projection(pair).y_range, x_range]
         )
