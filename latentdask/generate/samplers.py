@@ -160,6 +160,15 @@ def block_sampler(spec: SamplerSpec, fitted: Fitted) -> BlockSampler:
     return partial(_mvn, fitted.mean, factor, radius)
 
 
+class GenerateOptions(BaseModel):
+    """How many points ``latentdask generate`` (and each sampler of a workflow's ``generate``) writes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: int = Field(default=10_000, ge=1)
+    seed: int = 0
+
+
 def generate(
     stats: str | Path, out: str | Path, *, spec: SamplerSpec, n: int, seed: int = 0, chunk_rows: int = 65_536
 ) -> Path:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import xarray as xr
 import zarr
+from pydantic import BaseModel, ConfigDict, Field
 
 from latentdask.device import resolve_device
 from latentdask.errors import LatentdaskError
@@ -258,6 +259,17 @@ def real_sample(
     rows = np.flatnonzero(valid)
     rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, len(rows)), replace=False))
     return np.asarray(corpus.z[rows].compute(scheduler=scheduler), dtype=np.float32), rows
+
+
+class ScoreOptions(BaseModel):
+    """The options of ``latentdask score`` and of a workflow's ``score`` section."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reference_size: int = Field(default=2000, ge=1)  # held-out real points scored beside the sets
+    pair: tuple[int, int] | None = None  # None: the pair whose slice the real points fill least
+    threshold: float | None = None  # None: the statistics' first slice threshold
+    seed: int = 0
 
 
 def score(

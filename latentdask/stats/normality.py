@@ -27,6 +27,7 @@ import dask
 import numpy as np
 import scipy.stats
 import xarray as xr
+from pydantic import BaseModel, ConfigDict, Field
 
 from latentdask.errors import LatentdaskError
 from latentdask.generate.score import Reference, real_sample
@@ -176,6 +177,19 @@ def qq_summary(histogram: D2Histogram, dim: int) -> dict[str, Any]:
             "expected_share": 1 - TAIL,
         },
     }
+
+
+class NormalityOptions(BaseModel):
+    """The options of ``latentdask normality`` and of a workflow's ``normality`` section."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sample_size: int = Field(default=5000, ge=3, le=5000)  # Shapiro–Wilk is defined for 3 to 5,000 values
+    hz_size: int = Field(default=2000, ge=1)
+    alpha: float = Field(default=0.01, gt=0, lt=1)
+    split: str = "all"
+    where: tuple[str, ...] = ()
+    seed: int = 0
 
 
 def normality(
