@@ -15,7 +15,7 @@ import zarr
 
 from latentdask.cluster.connect import ClusterChoice
 from latentdask.cluster.spec import ConfigError
-from latentdask.workflow.run import expand_matrix, load_workflow
+from latentdask.workflow.spec import expand_matrix, load_workflow
 
 TINY = """
 name: tiny
@@ -210,3 +210,50 @@ def test_inline_cluster_spec_scaled_with_set(tmp_path: Path) -> None:
     workflow = load_workflow(path, ["cluster.workers=3"])
     spec = ClusterChoice(spec=workflow.cluster).resolve()
     assert spec.kind == "local" and spec.workers == 3
+
+
+#: ``latentdask run`` with every LocalCluster it starts counted (printed last, on stderr)
+COUNTED_RUN = """
+import sys
+
+import distributed
+
+import latentdask.cluster.connect
+
+started = []
+
+
+class CountedLocalCluster(distributed.LocalCluster):
+    def __init__(self, *args, **kwargs):
+        started.append(1)
+        super().__init__(*args, **kwargs)
+
+
+if __name__ == "__main__":  # not in the workers, which import this module
+    latentdask.cluster.connect.LocalCluster = CountedLocalCluster
+    from latentdask.cli import app
+
+    try:
+        app(["run", *sys.argv[1:]])
+    finally:
+        print(f"local clusters started: {len(started)}", file=sys.stderr)
+"""
+
+
+def test_a_run_starts_one_cluster_for_all_its_steps(tmp_path: Path) -> None:
+    workflow = write_workflow(tmp_path, n=40, shard_size=20)
+    script = tmp_path / "counted.py"
+    script.write_text(COUNTED_RUN)
+
+    def counted() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), str(workflow)], capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+
+    first = counted()
+    assert first.returncode == 0, first.stderr
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert {"encode", "normality", "score", "render"} <= set(record["steps"])  # the steps that compute on it
+    assert first.stderr.rstrip().endswith("local clusters started: 1")
+    again = counted()  # every step done: no cluster at all
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.rstrip().endswith("local clusters started: 0")

@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from latentdask.errors import LatentdaskError
+from latentdask.model.config import CONFIG_FILE, TRAINING_FILE
 from latentdask.store.output import write_html
+from latentdask.store.paths import RunFolder, stats_json_path
 
 #: the kinds of output a run's and a sweep's report.html are, in their ``<meta name="latentdask">``
 REPORT_KIND = "report"
@@ -140,7 +142,8 @@ def radius_plot(stats_path: Path, uniform: Path | None, b: float | None) -> str:
 def write_report(folder: str | Path) -> Path:
     """Write ``report.html`` in a run folder from what its steps wrote; return its path."""
     folder = Path(folder)
-    record_path = folder / "run.json"
+    paths = RunFolder(folder)
+    record_path = paths.record
     if not record_path.is_file():
         raise ReportError(f"{folder} holds no run.json: run a workflow first")
     record = json.loads(record_path.read_text())
@@ -154,16 +157,16 @@ def write_report(folder: str | Path) -> Path:
         f"synthetic faces {data['synthetic']}" if data.get("synthetic") else f"CelebA at {data.get('root')}"
     )
     parts.append(f"<h2>Dataset and model</h2><p>{_esc(source)}</p>")
-    config_path = Path(definition.get("model", {}).get("checkpoint") or folder / "model") / "config.json"
+    config_path = Path(definition.get("model", {}).get("checkpoint") or paths.model) / CONFIG_FILE
     if config_path.is_file():
         config = json.loads(config_path.read_text())
         parts.append(f"<pre>{_esc(json.dumps(config.get('model', config), indent=1))}</pre>")
-    training_path = config_path.with_name("training.json")
+    training_path = config_path.with_name(TRAINING_FILE)
     if training_path.is_file():
         parts.append("<h3>Training curve</h3>" + training_curve(json.loads(training_path.read_text())))
 
     # statistics
-    stats_json = folder / "latents-stats.json"
+    stats_json = stats_json_path(paths.stats)
     if stats_json.is_file():
         figures = json.loads(stats_json.read_text())
         parts.append(f"<h2>Statistics of every z-point</h2><p>{_esc(figures['count'], ',')} z-points "
@@ -188,37 +191,37 @@ def write_report(folder: str | Path) -> Path:
         uniform = next((s for s in samplers if s.get("name") == "uniform"), None)
         label = (uniform.get("label") or "uniform") if uniform else None
         parts.append("<h3>Radii</h3>" + radius_plot(
-            folder / "latents-stats.zarr", folder / "points" / f"{label}.zarr" if label else None,
+            paths.stats, paths.sampler_points(label) if label else None,
             uniform.get("b") if uniform else None))  # fmt: skip
 
-    normality = folder / "normality.json"
+    normality = paths.normality
     if normality.is_file():
         from latentdask.stats.normality import format_normality
 
         parts.append(
             f"<h2>Normality</h2><pre>{_esc(format_normality(json.loads(normality.read_text())))}</pre>"
         )
-        if (folder / "normality-qq.png").is_file():
-            parts.append(_image(folder / "normality-qq.png", "Mahalanobis² against χ² quantiles", 420))
+        if paths.normality_plot.is_file():
+            parts.append(_image(paths.normality_plot, "Mahalanobis² against χ² quantiles", 420))
 
-    projections = folder / "projections"
+    projections = paths.projections
     if (projections / "render.json").is_file():
         parts.append("<h2>Projections of every z-point</h2>")
         for png in sorted(projections.glob("*.png")):
             parts.append(f"<h3>{_esc(png.stem)}</h3>" + _image(png, png.stem, 800))
 
-    scores = folder / "scores.json"
+    scores = paths.scores
     if scores.is_file():
         from latentdask.generate.score import format_scores
 
         parts.append(f"<h2>Artificial z-points: scores beside real ones</h2><pre>"
                      f"{_esc(format_scores(json.loads(scores.read_text())))}</pre>")  # fmt: skip
-    rates = folder / "grids" / "face_rate.json"
+    rates = paths.face_rates
     if rates.is_file():
         from latentdask.generate.faces import format_face_rates
 
         parts.append(f"<h3>Face rate</h3><pre>{_esc(format_face_rates(json.loads(rates.read_text())))}</pre>")
-    grid = folder / "grids" / "samplers.png"
+    grid = paths.grid
     if grid.is_file():
         parts.append("<h3>Decoded</h3>" + _image(grid, "decoded samplers and reconstructions"))
 
@@ -234,7 +237,7 @@ def write_report(folder: str | Path) -> Path:
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>latentdask: '
             f"{_esc(record.get('workflow', ''))}</title><style>{style}</style></head><body>"
             + "\n".join(parts) + "</body></html>")  # fmt: skip
-    return write_html(folder / "report.html", page, REPORT_KIND)
+    return write_html(paths.report, page, REPORT_KIND)
 
 
 def _run_figures(folder: Path) -> dict[str, Any]:
@@ -243,11 +246,12 @@ def _run_figures(folder: Path) -> dict[str, Any]:
     def read(path: Path) -> Any:
         return json.loads(path.read_text()) if path.is_file() else None
 
-    figures = read(folder / "latents-stats.json") or {}
-    training = read(folder / "model" / "training.json") or {}
-    normality = read(folder / "normality.json") or {}
-    scores = (read(folder / "scores.json") or {}).get("sets", {})
-    rates = read(folder / "grids" / "face_rate.json") or {}
+    paths = RunFolder(folder)
+    figures = read(stats_json_path(paths.stats)) or {}
+    training = read(paths.model / TRAINING_FILE) or {}
+    normality = read(paths.normality) or {}
+    scores = (read(paths.scores) or {}).get("sets", {})
+    rates = read(paths.face_rates) or {}
     epochs = training.get("epochs") or [{}]
     slices: dict[str, Any] = next(iter((figures.get("slice_populations") or {}).values()), {})
     nearest = {name.split(" ")[0]: s["nearest_real_distance"]["q50"] for name, s in scores.items()}
@@ -292,10 +296,10 @@ def write_sweep_report(folder: str | Path, runs: list[Path], matrix: dict[str, l
         names.append(label)
         figures = _run_figures(run)
         # percent-encoded (":" too): a run folder named "x#y" or "javascript:…" stays a relative path
-        href = urllib.parse.quote(f"{run.relative_to(folder).as_posix()}/report.html")
+        href = urllib.parse.quote(RunFolder(run).report.relative_to(folder).as_posix())
         link = f'<a href="{_esc(href)}">{_esc(label)}</a>'
         rows.append((link, figures))
-        stats_path = run / "latents-stats.zarr"
+        stats_path = RunFolder(run).stats
         if stats_path.exists():
             stats = open_stats(stats_path)
             counts = stats["radius_hist"].values.astype(float)
@@ -324,4 +328,4 @@ def write_sweep_report(folder: str | Path, runs: list[Path], matrix: dict[str, l
             f"#ccc;padding:2px 8px;font-size:13px;text-align:right}}img{{max-width:100%}}</style></head><body>"
             f"<h1>Sweep: {len(runs)} runs</h1><p>{swept}</p><table><thead><tr>{head}</tr></thead>"
             f"<tbody>{body}</tbody></table><h2>Radii and principal axes</h2>{_figure_png(fig)}</body></html>")  # fmt: skip
-    return write_html(folder / "report.html", page, SWEEP_REPORT_KIND)
+    return write_html(RunFolder(folder).report, page, SWEEP_REPORT_KIND)

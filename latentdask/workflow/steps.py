@@ -1,0 +1,350 @@
+"""The steps of a study, each written once: the ``latentdask`` commands and the workflow runner call these.
+
+Contract of a step function:
+
+1. it takes its inputs and outputs as paths, and its parameters as the step's options model
+   (keyword ``options``; the model holds every default and check of the step, and the
+   workflow's YAML section for the step is that model);
+2. it refuses its outputs (someone else's file, an input) before any work, and asks for the
+   cluster (``cluster.client``) only after that, so a refused command starts no cluster;
+3. it writes its outputs and returns what it made; it prints nothing of its own, so the
+   command and the runner each end with their own summary line.
+
+Options models that have no home in their stage's package yet live here: :class:`SynthOptions`
+(for data/synthetic_faces.py), :class:`ModelOptions` (for model/config.py), :class:`DecodeOptions`
+(for generate/grids.py) and :class:`RenderOptions` (for render/, beside ``render()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from latentdask.data.decode import Preprocessing
+from latentdask.model.config import ModelConfig, build_config
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from latentdask.cluster.connect import ClusterChoice
+    from latentdask.encode.run import EncodeOptions, EncodeSummary
+    from latentdask.generate.samplers import GenerateOptions, SamplerSpec
+    from latentdask.generate.score import ScoreOptions
+    from latentdask.model.train import TrainOptions
+    from latentdask.render.command import RenderResult
+    from latentdask.stats.normality import NormalityOptions
+
+
+def default_of(model: type[BaseModel], field: str) -> Any:
+    """The default of ``field`` in ``model``: for a model whose fields are another model's."""
+    return model.model_fields[field].get_default(call_default_factory=True)
+
+
+class Connection:
+    """The cluster a command or a whole workflow run computes on: one client, opened on first use.
+
+    Steps ask for :attr:`client` after their own checks, so a refused command starts nothing. A
+    run opens one Connection for all its steps (``for_run=True``): every step, encode included,
+    runs on the one client, and a run whose steps are all skipped starts no cluster.
+    """
+
+    def __init__(self, choice: ClusterChoice, *, for_run: bool = False) -> None:
+        self.choice = choice
+        self.for_run = for_run
+        self._stack = ExitStack()
+        self._client: Client | None = None
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._client = None
+        self._stack.__exit__(*exc)  # closes the client, and the cluster if it was started here
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            from latentdask.cluster.connect import connect
+
+            self._client = self._stack.enter_context(connect(self.choice))
+        return self._client
+
+
+# ---------------------------------------------------------------------------- synth
+
+
+class SynthOptions(BaseModel):
+    """Synthetic faces: ``latentdask synth`` and a workflow's ``dataset.synthetic``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: int = 2000
+    seed: int = 0
+
+    @field_validator("n")
+    @classmethod
+    def _at_least_one(cls, n: int) -> int:
+        if n < 1:
+            raise ValueError(f"must be at least 1, got {n}")
+        return n
+
+
+def synth_done(out: Path, options: SynthOptions) -> bool:
+    """Whether ``out`` already holds exactly these faces."""
+    from latentdask.data.synthetic_faces import read_recipe, synthetic_recipe
+
+    return read_recipe(out) == synthetic_recipe(options.n, options.seed)
+
+
+def synth(out: Path, options: SynthOptions) -> float | None:
+    """Write the faces (replacing only synthetic faces made earlier); seconds taken, None when already there."""
+    import time
+
+    from latentdask.data.synthetic_faces import synthesize
+
+    if synth_done(out, options):
+        return None
+    started = time.perf_counter()
+    synthesize(out, n=options.n, seed=options.seed)
+    return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------- train
+
+
+class ModelOptions(BaseModel):
+    """The autoencoder to train and how it reads images: ``latentdask train`` and a workflow's ``model``.
+
+    The fields a user sets of :class:`~latentdask.model.config.ModelConfig` and
+    :class:`~latentdask.data.decode.Preprocessing`, with their defaults.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image_size: int = default_of(ModelConfig, "image_size")
+    latent_dim: int = default_of(ModelConfig, "latent_dim")
+    channels: tuple[int, ...] = default_of(ModelConfig, "channels")
+    batch_norm: bool = default_of(ModelConfig, "batch_norm")
+    crop: tuple[int, int, int, int] | None = default_of(Preprocessing, "crop")
+    draft: bool = default_of(Preprocessing, "draft")
+
+    def architecture_fields(self) -> dict[str, Any]:
+        return {"image_size": self.image_size, "latent_dim": self.latent_dim, "channels": self.channels,
+                "batch_norm": self.batch_norm}  # fmt: skip
+
+    def architecture(self) -> ModelConfig:
+        """The ModelConfig; an architecture that cannot be built is one clear ModelConfigError."""
+        return build_config(**self.architecture_fields())
+
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(crop=self.crop, image_size=self.image_size, draft=self.draft)
+
+
+def train(dataset: Path, out: Path, *, model: ModelOptions, options: TrainOptions) -> None:
+    """Train the autoencoder on ``dataset`` into the checkpoint folder ``out``."""
+    from latentdask.model.train import train as run_training
+
+    run_training(
+        dataset, out, model=model.architecture(), preprocessing=model.preprocessing(), options=options
+    )
+
+
+# ---------------------------------------------------------------------------- encode
+
+
+def encode(
+    dataset: Path, checkpoint: Path, out: Path, *, options: EncodeOptions, cluster: Connection
+) -> EncodeSummary:
+    """Encode every image into the latent store ``out`` (and its statistics beside it).
+
+    A command's encode opens the cluster itself, after its own checks (store, model, outputs);
+    a run's encode runs on the run's one client.
+    """
+    from latentdask.encode.run import encode as run_encode
+
+    client = cluster.client if cluster.for_run else None
+    return run_encode(dataset, checkpoint, out, options=options, cluster=cluster.choice, client=client)
+
+
+# ---------------------------------------------------------------------------- normality
+
+
+def normality(
+    store: Path, stats: Path, out: Path, *, options: NormalityOptions, cluster: Connection,
+    plot: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Write ``normality.json`` (and the QQ plot to ``plot``) for the store's selected z-points."""
+    from latentdask.cluster.connect import check_paths_on_workers
+    from latentdask.stats.normality import NORMALITY_KIND, QQ_PLOT_KIND, plot_qq, write_normality
+    from latentdask.stats.normality import normality as run_normality
+    from latentdask.store.output import check_output
+
+    check_output(out, NORMALITY_KIND, inputs=[store, stats])
+    if plot is not None:
+        check_output(plot, QQ_PLOT_KIND, inputs=[store, stats])
+    check_paths_on_workers(cluster.client, [store])
+    result = run_normality(store, stats, sample_size=options.sample_size, hz_size=options.hz_size,
+                           alpha=options.alpha, split=options.split, where=options.where, seed=options.seed,
+                           scheduler=cluster.client)  # fmt: skip
+    write_normality(result, out, inputs=[store, stats])
+    if plot is not None:
+        plot_qq(result, plot, inputs=[store, stats])
+    return result
+
+
+# ---------------------------------------------------------------------------- generate and score
+
+
+def generate(stats: Path, out: Path, *, sampler: SamplerSpec, options: GenerateOptions) -> Path:
+    """Write ``options.n`` z-points of ``sampler``, fitted on ``stats``, to the POINTS.zarr ``out``."""
+    from latentdask.generate.samplers import generate as run_generate
+
+    return run_generate(stats, out, spec=sampler, n=options.n, seed=options.seed)
+
+
+def score(
+    store: Path, stats: Path, points: Sequence[Path], out: Path, *, options: ScoreOptions, cluster: Connection
+) -> dict[str, Any]:
+    """Write ``scores.json``: each point set's scores beside held-out real points."""
+    from latentdask.generate.score import SCORES_KIND, write_scores
+    from latentdask.generate.score import score as run_score
+    from latentdask.store.output import check_output
+
+    inputs = [store, stats, *points]
+    check_output(out, SCORES_KIND, inputs=inputs)
+    results = run_score(store, stats, points, reference_size=options.reference_size, pair=options.pair,
+                        threshold=options.threshold, seed=options.seed, scheduler=cluster.client)  # fmt: skip
+    write_scores(results, out, inputs=inputs)
+    return results
+
+
+# ---------------------------------------------------------------------------- decode
+
+FaceRate = Annotated[int, Field(ge=0)]
+
+
+class DecodeOptions(BaseModel):
+    """The decoded grid: ``latentdask decode`` and a workflow's ``decode`` section."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    per_row: int = Field(default=12, ge=1)
+    scale: int = Field(default=2, ge=1)  # pixels per image pixel
+    through: Literal["centre", "origin"] = "centre"  # where a --path crosses its plane
+    face_rate: FaceRate = 0  # decoded images per point set the face rate is measured on (0: none)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    rows: int
+    note: str  # rows or images left out, and why ("" when none)
+    rates: dict[str, Any] | None  # the face rates, when measured
+
+
+def decode(
+    checkpoint: Path, out: Path, *, options: DecodeOptions, points: Sequence[Path] = (),
+    reconstruct: Path | None = None, dataset: Path | None = None, interpolate: Sequence[int] | None = None,
+    path: Sequence[int] | None = None, stats: Path | None = None, faces_out: Path | None = None,
+    title: str | None = None,
+) -> Decoded:  # fmt: skip
+    """Decode z-points to a labelled grid PNG ``out``: a row per point set, then real images above their
+    reconstructions, an interpolation between two images, a path in a plane; and the face rates."""
+    from latentdask.errors import LatentdaskError
+    from latentdask.generate.faces import FACE_RATES_KIND, face_rates, write_face_rates
+    from latentdask.generate.grids import (
+        DECODED_GRID_KIND,
+        interpolation_row,
+        path_row,
+        point_rows,
+        reconstruction_rows,
+        render_grid,
+        skipped_note,
+    )
+    from latentdask.model.checkpoint import load_checkpoint
+    from latentdask.store.output import check_output, save_png
+
+    inputs = [checkpoint, *points, *(p for p in (reconstruct, dataset, stats) if p is not None)]
+    check_output(out, DECODED_GRID_KIND, inputs=inputs)
+    if faces_out is not None:
+        check_output(faces_out, FACE_RATES_KIND, inputs=inputs)
+    loaded = load_checkpoint(checkpoint)
+    rows = point_rows(loaded.model, points, options.per_row)
+    if reconstruct is not None:
+        rows += reconstruction_rows(loaded, reconstruct, list(range(options.per_row)))
+    if interpolate is not None:
+        if dataset is None or len(interpolate) != 2:
+            raise LatentdaskError("--interpolate i,j needs two image numbers and --dataset")
+        rows.append(interpolation_row(loaded, dataset, interpolate[0], interpolate[1], options.per_row))
+    if path is not None:
+        from latentdask.stats.io import open_stats
+
+        if stats is None or len(path) != 2:
+            raise LatentdaskError("--path a,b needs two components, --stats, and --through centre|origin")
+        real = open_stats(stats)
+        rows.append(path_row(loaded.model, real["mean"].values, real["std"].values, path[0], path[1],
+                             through=options.through, steps=options.per_row))  # fmt: skip
+    grid = render_grid(
+        rows, scale=options.scale, title=f"decoded by {checkpoint}" if title is None else title
+    )
+    save_png(grid, out, DECODED_GRID_KIND, inputs=inputs)
+    rates = None
+    if options.face_rate > 0:
+        reference_images = reconstruct or dataset
+        if reference_images is None:
+            raise LatentdaskError(
+                "--face-rate needs real images for reference: give --reconstruct or --dataset"
+            )
+        rates = face_rates(loaded, list(points), reference_images, n=options.face_rate)
+        if faces_out is not None:
+            write_face_rates(rates, faces_out, inputs=inputs)
+    return Decoded(rows=len(rows), note=skipped_note(rows) or "", rates=rates)
+
+
+# ---------------------------------------------------------------------------- render
+
+
+class RenderOptions(BaseModel):
+    """Datashader projections of every z-point: ``latentdask render`` and a workflow's ``render``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pairs: tuple[str, ...] = ()  # "a,b" by number, "corr:K", "smallest-slice:K", "largest-slice:K" by rank
+    top_correlated: int = Field(default=16, ge=0)
+    pcs: int = Field(default=4, ge=0)
+    slice: float | None = None  # slice projections at this threshold (None: none)
+    slice_ranked: int = Field(default=4, ge=0)
+    special: int | None = None  # the row of one real point drawn in orange
+    color_by: str | None = None
+    width: int = Field(default=800, ge=100)
+    how: Literal["eq_hist", "log"] = "eq_hist"
+    split: str = "all"
+    where: tuple[str, ...] = ()
+
+
+def render(
+    store: Path, out: Path, *, options: RenderOptions, cluster: Connection, stats: Path | None = None,
+    overlays: Sequence[Path] = (), points: Any = None,
+) -> RenderResult:  # fmt: skip
+    """Write the projections' PNGs and render.json to ``out``; ``points``: the store already opened."""
+    from latentdask.render.command import render as run_render
+
+    return run_render(store, out, stats=stats, pairs=options.pairs, top_correlated=options.top_correlated,
+                      pcs=options.pcs, slice_threshold=options.slice, slice_ranked=options.slice_ranked,
+                      overlays=overlays, special=options.special, color_by=options.color_by, width=options.width,
+                      how=options.how, split=options.split, where=options.where, scheduler=cluster.client,
+                      points=points)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def report(folder: Path) -> Path:
+    """Write ``report.html`` in a run folder; return its path."""
+    from latentdask.workflow.report import write_report
+
+    return write_report(folder)
