@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,3 +119,32 @@ def test_encode_and_info_store(faces: Path, tmp_path: Path) -> None:
     info = run("info", str(store))
     assert info.returncode == 0
     assert "images      120 x 4 latents" in info.stdout and "shards      3/3 done" in info.stdout
+
+
+def test_option_defaults_are_the_options_models() -> None:
+    """Each command reads its defaults from the options model its workflow section is (one default each)."""
+    import typer
+
+    from latentdask.cli import app
+    from latentdask.encode.run import EncodeOptions
+    from latentdask.generate.score import ScoreOptions
+    from latentdask.model.config import ModelConfig
+    from latentdask.stats.normality import NormalityOptions
+    from latentdask.stats.summary import SummaryParams
+    from latentdask.workflow.spec import RenderSection
+    from latentdask.workflow.steps import DecodeOptions, RenderOptions
+
+    group: Any = typer.main.get_command(app)
+    defaults = {
+        name: {param.name: param.default for param in group.get_command(None, name).params}
+        for name in ("encode", "train", "stats", "normality", "score", "render", "decode")
+    }
+    assert defaults["encode"]["shard_size"] == EncodeOptions().shard_size
+    assert defaults["train"]["channels"] == ",".join(map(str, ModelConfig().channels))
+    assert tuple(defaults["stats"]["value_range"]) == SummaryParams().range
+    assert defaults["normality"]["sample_size"] == NormalityOptions().sample_size
+    assert defaults["score"]["reference_size"] == ScoreOptions().reference_size
+    assert defaults["decode"]["per_row"] == DecodeOptions().per_row
+    # the one default that differs on purpose: a study's slices at 1.5, the command's only on request
+    assert defaults["render"]["slice_threshold"] is RenderOptions().slice is None
+    assert RenderSection().slice == 1.5

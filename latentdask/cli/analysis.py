@@ -1,0 +1,347 @@
+"""What the latent store holds: stats, synth-latents, generate, score, normality, decode, render, serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from latentdask.cli.options import (
+    ClusterNameOption,
+    ClusterOption,
+    ModelDefaults,
+    SchedulerOption,
+    SkipDamagedOption,
+    SplitOption,
+    UnfinishedOption,
+    WhereOption,
+    cluster_choice,
+    open_points,
+    parse_ints,
+    user_errors,
+)
+from latentdask.errors import LatentdaskError
+from latentdask.progress import console
+
+SUMMARY = ModelDefaults("latentdask.stats.summary:SummaryParams")
+SAMPLER = ModelDefaults("latentdask.generate.samplers:SamplerSpec")
+GENERATE = ModelDefaults("latentdask.generate.samplers:GenerateOptions")
+SCORE = ModelDefaults("latentdask.generate.score:ScoreOptions")
+NORMALITY = ModelDefaults("latentdask.stats.normality:NormalityOptions")
+DECODE = ModelDefaults("latentdask.workflow.steps:DecodeOptions")
+RENDER = ModelDefaults("latentdask.workflow.steps:RenderOptions")
+
+
+def summary_params(bin_width: float, value_range: tuple[float, float], thresholds: list[float] | None) -> Any:
+    from pydantic import ValidationError
+
+    from latentdask.cluster.spec import ConfigError
+    from latentdask.errors import describe_validation_error
+    from latentdask.stats.summary import SummaryParams
+
+    given = {"bin_width": bin_width, "range": value_range} | (
+        {"thresholds": thresholds} if thresholds else {}
+    )
+    try:
+        return SummaryParams.model_validate(given)  # no --thresholds: the model's
+    except ValidationError as exc:
+        raise ConfigError(f"statistics options: {describe_validation_error(exc)}") from None
+
+
+@user_errors
+def stats(
+    store: Annotated[
+        Path, typer.Argument(help="Latent store, Zarr group holding 'z', or (n, N) Zarr array.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="stats.zarr to write (stats.json goes beside it).")],
+    bin_width: Annotated[float, typer.Option(help="Histogram bin width.")] = SUMMARY.bin_width,
+    value_range: Annotated[
+        tuple[float, float], typer.Option("--range", help="Histogram range LOW HIGH.")
+    ] = SUMMARY.range,
+    thresholds: Annotated[
+        list[float] | None, typer.Option("--thresholds", help="Slice thresholds (repeat).")
+    ] = None,
+    split: SplitOption = "all",
+    where: WhereOption = None,
+    skip_damaged: SkipDamagedOption = False,
+    include_unfinished: UnfinishedOption = False,
+    cluster: ClusterOption = None,
+    scheduler: SchedulerOption = None,
+    cluster_name: ClusterNameOption = None,
+) -> None:
+    """Every statistic of every z-point in one pass: histograms, correlations, slices, radii, PCA."""
+    import time
+
+    from latentdask.cluster.connect import check_paths_on_workers, connect
+    from latentdask.stats.io import check_stats_output, stats_of, write_stats
+    from latentdask.store.integrity import listing_damaged
+
+    params = summary_params(bin_width, value_range, thresholds)
+    check_stats_output(out, inputs=[store])
+    choice = cluster_choice(cluster, scheduler, cluster_name)
+    started = time.perf_counter()
+    with connect(choice) as client, listing_damaged(store, client=client):
+        check_paths_on_workers(client, [store])
+        points = open_points(store, client, skip_damaged=skip_damaged, include_unfinished=include_unfinished)
+        result = stats_of(points, params=params, split=split, where=where or [], scheduler=client)
+    figures = write_stats(result, out, source=str(store), inputs=[store])
+    console.print(
+        f"statistics of {figures['count']} z-points ({figures['selection']}; {figures['invalid']} invalid, "
+        f"{figures['nonfinite']} non-finite left out) in {time.perf_counter() - started:.1f} s → {out}",
+        highlight=False,
+    )
+
+
+@user_errors
+def synth_latents(
+    out: Annotated[Path, typer.Argument(help="Zarr array to write.")],
+    n: Annotated[int, typer.Option("--n", help="Rows.")] = 100_000,
+    dim: Annotated[int, typer.Option(help="Columns (latent dimension).")] = 256,
+    seed: Annotated[int, typer.Option(help="Same seed, same numbers.")] = 0,
+    chunk_rows: Annotated[int, typer.Option(help="Rows per chunk (and per block generated).")] = 65_536,
+) -> None:
+    """Write (n, dim) float32 z-points from a known Gaussian shaped like the seed's finding."""
+    from latentdask.generate.synthetic import synthesize_latents
+
+    synthesize_latents(out, n=n, dim=dim, seed=seed, chunk_rows=chunk_rows)
+    console.print(f"wrote {n} x {dim} synthetic z-points (true mean and covariance beside them) → {out}")
+
+
+@user_errors
+def generate(
+    stats: Annotated[Path, typer.Argument(help="stats.zarr the samplers are fitted on.")],
+    out: Annotated[Path, typer.Option("--out", help="POINTS.zarr to write.")],
+    sampler: Annotated[str, typer.Option(help="uniform, gaussian, empirical, mvn or mvn-core.")] = "uniform",
+    b: Annotated[float, typer.Option("--b", help="uniform: half-width of [-b, b].")] = SAMPLER.b,
+    quantile: Annotated[
+        float, typer.Option(help="mvn-core: χ² quantile of the kept core.")
+    ] = SAMPLER.quantile,
+    n: Annotated[int, typer.Option("--n", help="Points.")] = GENERATE.n,
+    seed: Annotated[int, typer.Option(help="Same seed, same points.")] = GENERATE.seed,
+) -> None:
+    """Artificial z-points from the seed's uniform sampler or samplers fitted on real statistics."""
+    import json
+
+    import numpy as np
+    import zarr
+
+    from latentdask.generate.samplers import GenerateOptions, radius_report, sampler_spec
+    from latentdask.stats.io import open_stats
+    from latentdask.workflow import steps
+
+    spec = sampler_spec(sampler, b=b, quantile=quantile)
+    steps.generate(stats, out, sampler=spec, options=GenerateOptions(n=n, seed=seed))
+    console.print(f"wrote {n} {spec.name} z-points → {out}")
+    if spec.name == "uniform":
+        points = np.asarray(zarr.open_array(str(out / "z"), mode="r")[: min(n, 100_000)])
+        report = radius_report(open_stats(stats), points, spec.b)
+        scan = report.pop("b_scan")
+        typer.echo(json.dumps(report | {"best_b_by_radius": scan["best_b"]}, indent=2))  # type: ignore[index]
+
+
+@user_errors
+def score(
+    store: Annotated[Path, typer.Argument(help="The real latent store.")],
+    stats: Annotated[Path, typer.Argument(help="Its stats.zarr.")],
+    points: Annotated[list[Path], typer.Argument(help="POINTS.zarr groups to score.")],
+    out: Annotated[Path, typer.Option("--out", help="scores.json to write.")],
+    reference_size: Annotated[
+        int, typer.Option(help="Held-out real points scored beside them.")
+    ] = SCORE.reference_size,
+    pair: Annotated[
+        str | None, typer.Option(help="a,b for the slice score (default: the least filled slice).")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Slice threshold (one of the statistics').")
+    ] = SCORE.threshold,
+    seed: Annotated[int, typer.Option(help="Seed of the real sample.")] = SCORE.seed,
+    cluster: ClusterOption = None,
+    scheduler: SchedulerOption = None,
+    cluster_name: ClusterNameOption = None,
+) -> None:
+    """In-distribution scores of point sets, always beside held-out real points."""
+    from latentdask.generate.score import ScoreOptions, format_scores
+    from latentdask.workflow import steps
+
+    chosen = parse_ints(pair, "--pair") if pair else None
+    if chosen is not None and len(chosen) != 2:
+        raise LatentdaskError(f"--pair expects two component numbers a,b, got {pair!r}")
+    options = ScoreOptions(reference_size=reference_size, pair=chosen, threshold=threshold, seed=seed)
+    with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
+        results = steps.score(store, stats, points, out, options=options, cluster=connection)
+    typer.echo(format_scores(results))
+    console.print(f"scores → {out}")
+
+
+@user_errors
+def normality(
+    store: Annotated[Path, typer.Argument(help="The real latent store.")],
+    stats: Annotated[Path, typer.Argument(help="Its stats.zarr (mean, covariance, moments).")],
+    out: Annotated[Path, typer.Option("--out", help="normality.json to write.")],
+    plot: Annotated[Path | None, typer.Option(help="PNG of the Mahalanobis²-vs-χ² QQ comparison.")] = None,
+    sample_size: Annotated[
+        int, typer.Option(help="Points in the Shapiro–Wilk sample (≤ 5,000).")
+    ] = NORMALITY.sample_size,
+    hz_size: Annotated[int, typer.Option(help="Points in the Henze–Zirkler sample.")] = NORMALITY.hz_size,
+    alpha: Annotated[float, typer.Option(help="Significance level of the tests.")] = NORMALITY.alpha,
+    split: SplitOption = NORMALITY.split,
+    where: WhereOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the samples.")] = NORMALITY.seed,
+    cluster: ClusterOption = None,
+    scheduler: SchedulerOption = None,
+    cluster_name: ClusterNameOption = None,
+) -> None:
+    """How normal the real z-points are: moments, Shapiro–Wilk, Henze–Zirkler, Mahalanobis² vs χ²."""
+    from latentdask.stats.normality import NormalityOptions, format_normality
+    from latentdask.workflow import steps
+
+    options = NormalityOptions(sample_size=sample_size, hz_size=hz_size, alpha=alpha, split=split,
+                               where=tuple(where or ()), seed=seed)  # fmt: skip
+    with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
+        result = steps.normality(store, stats, out, options=options, cluster=connection, plot=plot)
+    typer.echo(format_normality(result))
+    console.print(f"normality → {out}" + (f", QQ plot → {plot}" if plot else ""))
+
+
+@user_errors
+def decode(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder.")],
+    points: Annotated[list[Path] | None, typer.Argument(help="POINTS.zarr groups: one row each.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("grid.png"),
+    per_row: Annotated[int, typer.Option(help="Images per row.")] = DECODE.per_row,
+    reconstruct: Annotated[
+        Path | None, typer.Option(help="Dataset: originals above reconstructions.")
+    ] = None,
+    interpolate: Annotated[
+        str | None, typer.Option(help="i,j: interpolate between two images of --dataset.")
+    ] = None,
+    dataset: Annotated[Path | None, typer.Option(help="Dataset for --interpolate.")] = None,
+    path: Annotated[str | None, typer.Option(help="a,b: a path in the plane of components a and b.")] = None,
+    stats: Annotated[Path | None, typer.Option(help="stats.zarr for --path (centre and spreads).")] = None,
+    through: Annotated[
+        str, typer.Option(help="--path through the real 'centre' or the 'origin'.")
+    ] = DECODE.through,
+    scale: Annotated[int, typer.Option(help="Pixels per image pixel.")] = DECODE.scale,
+    face_rate: Annotated[
+        int, typer.Option(help="Also measure the face rate on this many points per set (0: no).")
+    ] = DECODE.face_rate,
+    faces_out: Annotated[Path | None, typer.Option(help="face_rate.json to write.")] = None,
+) -> None:
+    """Decode z-points to a labelled image grid: samplers, reconstructions, interpolations, paths."""
+    from latentdask.generate.faces import format_face_rates
+    from latentdask.workflow import steps
+
+    options = steps.DecodeOptions(per_row=per_row, scale=scale, through=through, face_rate=face_rate)  # type: ignore[arg-type]
+    decoded = steps.decode(
+        checkpoint, out, options=options, points=points or [], reconstruct=reconstruct, dataset=dataset,
+        interpolate=parse_ints(interpolate, "--interpolate") if interpolate is not None else None,
+        path=parse_ints(path, "--path") if path is not None else None, stats=stats, faces_out=faces_out,
+    )  # fmt: skip
+    console.print(f"{decoded.rows} row(s) → {out}" + (f"; {decoded.note}" if decoded.note else ""))
+    if decoded.rates is not None:
+        typer.echo(format_face_rates(decoded.rates))
+        if faces_out is not None:
+            console.print(f"face rates → {faces_out}")
+
+
+@user_errors
+def render(
+    store: Annotated[Path, typer.Argument(help="Latent store (or any Zarr group holding 'z').")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs and render.json.")],
+    stats: Annotated[
+        Path | None, typer.Option(help="stats.zarr (default: the one encode wrote beside the store).")
+    ] = None,
+    pairs: Annotated[
+        list[str] | None,
+        typer.Option("--pairs", help="a,b or corr:K, smallest-slice:K, largest-slice:K (repeat)."),
+    ] = None,
+    top_correlated: Annotated[
+        int, typer.Option(help="Grid of the K most correlated pairs (0: none).")
+    ] = RENDER.top_correlated,
+    pcs: Annotated[
+        int, typer.Option(help="Grid of all pairs among the first K principal axes.")
+    ] = RENDER.pcs,
+    slice_threshold: Annotated[
+        float | None, typer.Option("--slice", help="Slice projections at this threshold.")
+    ] = RENDER.slice,
+    slice_ranked: Annotated[
+        int, typer.Option(help="Slices of the K smallest and K largest populations.")
+    ] = RENDER.slice_ranked,
+    overlay: Annotated[list[Path] | None, typer.Option(help="POINTS.zarr drawn in red (repeat).")] = None,
+    special: Annotated[
+        int | None, typer.Option(help="Row of one real point drawn in orange.")
+    ] = RENDER.special,
+    color_by: Annotated[
+        str | None, typer.Option(help="Colour the --pairs images by this attribute.")
+    ] = RENDER.color_by,
+    width: Annotated[int, typer.Option(help="Image width in pixels.")] = RENDER.width,
+    how: Annotated[str, typer.Option(help="Shading: eq_hist or log.")] = RENDER.how,
+    split: SplitOption = RENDER.split,
+    where: WhereOption = None,
+    skip_damaged: SkipDamagedOption = False,
+    include_unfinished: UnfinishedOption = False,
+    cluster: ClusterOption = None,
+    scheduler: SchedulerOption = None,
+    cluster_name: ClusterNameOption = None,
+) -> None:
+    """Datashader images of every z-point: pairs, top-correlated grid, principal axes, slices."""
+    from latentdask.cluster.connect import check_paths_on_workers
+    from latentdask.store.integrity import listing_damaged
+    from latentdask.workflow import steps
+
+    options = steps.RenderOptions(
+        pairs=tuple(pairs or ()), top_correlated=top_correlated, pcs=pcs, slice=slice_threshold,
+        slice_ranked=slice_ranked, special=special, color_by=color_by, width=width, how=how,  # type: ignore[arg-type]
+        split=split, where=tuple(where or ()),
+    )  # fmt: skip
+    with (
+        steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection,
+        listing_damaged(store, client=connection.client),
+    ):
+        check_paths_on_workers(connection.client, [store])
+        points = open_points(
+            store, connection.client, skip_damaged=skip_damaged, include_unfinished=include_unfinished
+        )
+        result = steps.render(store, out, options=options, cluster=connection, stats=stats,
+                              overlays=overlay or [], points=points)  # fmt: skip
+    console.print(
+        f"{len(result.aggregates)} projections of {result.points:,} rows aggregated in "
+        f"{result.seconds['aggregate']:.1f} s, drawn in {result.seconds['draw']:.1f} s → {out}",
+        highlight=False,
+    )
+
+
+@user_errors
+def serve(
+    store: Annotated[Path, typer.Argument(help="Latent store.")],
+    stats: Annotated[
+        Path | None, typer.Option(help="stats.zarr (default: the one beside the store).")
+    ] = None,
+    points: Annotated[list[Path] | None, typer.Option(help="POINTS.zarr to overlay (repeat).")] = None,
+    dataset: Annotated[
+        Path | None, typer.Option(help="Dataset for thumbnails (default: the store's).")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Checkpoint for decoding (default: the store's).")
+    ] = None,
+    address: Annotated[
+        str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 5006,
+    cluster: ClusterOption = None,
+    scheduler: SchedulerOption = None,
+    cluster_name: ClusterNameOption = None,
+) -> None:
+    """A dashboard in the browser: every z-point, re-aggregated on zoom, with histograms, correlations, images."""
+    from latentdask.cluster.connect import check_paths_on_workers, connect
+    from latentdask.render.dashboard import serve as run_serve
+
+    with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
+        check_paths_on_workers(client, [store])
+        console.print(f"serving {store} on http://{address}:{port}/ (Ctrl-C stops)", highlight=False)
+        if address not in ("127.0.0.1", "localhost", "::1"):
+            console.print(f"warning: bound to {address}: anyone who can reach it sees every image "
+                          "and z-point; put it behind an authenticating proxy", highlight=False)  # fmt: skip
+        run_serve(store, stats=stats, points=list(points or []), dataset=dataset, model=model, client=client,
+                  address=address, port=port)  # fmt: skip

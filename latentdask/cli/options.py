@@ -1,0 +1,193 @@
+"""What the commands share: errors as one line, option types and parsers, the cluster choice,
+opening z-points, running a benchmark, and defaults read from the options models."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from latentdask.errors import LatentdaskError, describe_validation_error
+from latentdask.progress import console
+
+if TYPE_CHECKING:
+    from latentdask.cluster.connect import ClusterChoice
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Print what the user can act on as one plain line on stderr and exit 2.
+
+    That is a LatentdaskError, an option that fails its options model's validation, and
+    an output the system refuses to write (disk full, read-only, no permission). The text
+    is printed as it is: never as markup, never wrapped.
+    """
+    from pydantic import ValidationError
+
+    from latentdask.store.output import WRITE_ERRNOS
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LatentdaskError as exc:
+            message = str(exc)
+        except ValidationError as exc:
+            message = f"invalid options: {describe_validation_error(exc)}"
+        except OSError as exc:
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            message = f"cannot write {exc.filename or ''}: {exc.strerror}".replace("write :", "write:")
+        typer.echo(f"error: {' '.join(message.splitlines())}", err=True)
+        raise typer.Exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------- defaults from the models
+
+
+class _Default:
+    """An option's default: a field of an options model, read when typer builds the command."""
+
+    def __init__(self, model: str, field: str, shown: Callable[[Any], Any] | None = None) -> None:
+        self.model, self.field, self.shown = model, field, shown
+
+    def map(self, shown: Callable[[Any], Any]) -> _Default:
+        """The default as the option takes it (e.g. ``(64, 64)`` as ``"64,64"``)."""
+        return _Default(self.model, self.field, shown)
+
+    def value(self) -> Any:
+        module, name = self.model.split(":")
+        field = getattr(importlib.import_module(module), name).model_fields[self.field]
+        value = field.get_default(call_default_factory=True)
+        return self.shown(value) if self.shown is not None else value
+
+
+class ModelDefaults:
+    """The defaults of an options model, for typer options: ``ENCODE.shard_size`` with
+    ``ENCODE = ModelDefaults("latentdask.encode.run:EncodeOptions")``.
+
+    The model's module is imported only when a command using it is built (see
+    :func:`resolve_defaults`): the models live beside code that imports torch or xarray, and
+    ``latentdask info`` should not wait seconds for ``encode``'s defaults.
+    """
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+
+    def __getattr__(self, field: str) -> Any:
+        if field.startswith("_"):
+            raise AttributeError(field)
+        return _Default(self._model, field)
+
+
+def resolve_defaults(command: Callable[..., Any]) -> None:
+    """Replace the command's :class:`ModelDefaults` placeholders by the models' defaults (once)."""
+    function = inspect.unwrap(command)
+    if function.__defaults__:
+        function.__defaults__ = tuple(
+            default.value() if isinstance(default, _Default) else default for default in function.__defaults__
+        )
+
+
+def comma_separated(values: tuple[int, ...] | None) -> str:
+    """``(0, 20, 178, 198)`` as the option takes it, ``"0,20,178,198"``; None as ``"none"``."""
+    return "none" if values is None else ",".join(str(v) for v in values)
+
+
+# ---------------------------------------------------------------------------- parsers
+
+
+def parse_ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise LatentdaskError(f"{option} expects comma-separated integers, got {text!r}") from None
+
+
+def parse_crop(text: str) -> tuple[int, int, int, int] | None:
+    if text.lower() == "none":
+        return None
+    box = parse_ints(text, "--crop")
+    if len(box) != 4:
+        raise LatentdaskError(f"--crop expects left,top,right,bottom or 'none', got {text!r}")
+    return (box[0], box[1], box[2], box[3])
+
+
+# ---------------------------------------------------------------------------- shared options
+
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option("--scheduler", help="Address of a running Dask scheduler.", rich_help_panel="Cluster"),
+]
+ClusterOption = Annotated[
+    Path | None,
+    typer.Option("--cluster", help="Cluster spec YAML (see cluster/README.md).", rich_help_panel="Cluster"),
+]
+ClusterNameOption = Annotated[
+    str | None,
+    typer.Option("--cluster-name", help="A gateway or Kubernetes cluster from 'latentdask cluster up'.",
+                 rich_help_panel="Cluster"),
+]  # fmt: skip
+SplitOption = Annotated[str, typer.Option(help="all, train, valid or test.")]
+WhereOption = Annotated[
+    list[str] | None, typer.Option("--where", help="ATTRIBUTE=1 or ATTRIBUTE=-1 (repeat).")
+]
+SkipDamagedOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-damaged", help="Leave out shards whose checksums fail (found by reading them first)."
+    ),
+]
+UnfinishedOption = Annotated[
+    bool,
+    typer.Option(
+        "--include-unfinished", help="Also count the valid rows of shards an encode has not finished."
+    ),
+]
+
+
+def cluster_choice(cluster: Path | None, scheduler: str | None, name: str | None = None) -> ClusterChoice:
+    """The one place every computing command turns its cluster options into a choice."""
+    from latentdask.cluster.connect import ClusterChoice
+
+    return ClusterChoice(spec=cluster, scheduler=scheduler, name=name)
+
+
+def open_points(store: Path, client: Any, *, skip_damaged: bool, include_unfinished: bool) -> Any:
+    """The z-points a reading command works on, saying what is left out of an unfinished or damaged store."""
+    from latentdask.stats.io import open_zpoints
+    from latentdask.store.integrity import verify_store
+
+    skipped: list[int] = []
+    if skip_damaged:
+        verification = verify_store(store, client=client)
+        skipped = sorted(verification.damaged)
+        if skipped:
+            console.print(f"leaving out {len(skipped)} damaged shard(s): {', '.join(map(str, skipped))}")
+    points = open_zpoints(store, include_unfinished=include_unfinished, skip_shards=skipped)
+    note = points.unfinished_note()
+    if note:
+        console.print(note.replace("left out", "kept where valid") if include_unfinished else note)
+    return points
+
+
+def run_bench(json_out: Path | None, measure: Callable[[], Any]) -> None:
+    """Check where the JSON goes first (a benchmark takes minutes), measure, show, save."""
+    from latentdask.bench.report import BENCH_KIND
+    from latentdask.store.output import check_output
+
+    if json_out is not None:
+        check_output(json_out, BENCH_KIND)
+    report = measure()
+    report.show()
+    if json_out is not None:
+        report.save(json_out)
+        console.print(f"saved {json_out}")
