@@ -23,6 +23,10 @@ class ModelConfigError(LatentdaskError):
     """An autoencoder configuration that cannot be built (e.g. an image size the strides do not divide)."""
 
 
+class StatsError(LatentdaskError):
+    """z-points, a row selection or statistics that cannot be used as given."""
+
+
 class ImageDecodeError(LatentdaskError):
     """One image could not be decoded; ``reason`` is a short, stable description.
 

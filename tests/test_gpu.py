@@ -59,7 +59,7 @@ def test_nearest_real_neighbour_on_the_gpu_equals_the_cpu(tmp_path: Path) -> Non
     import zarr
 
     from latentdask.generate.score import nearest_real_distance
-    from latentdask.stats.io import open_zpoints
+    from latentdask.store.points import open_zpoints
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20_000, 32)).astype(np.float32)

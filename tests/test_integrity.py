@@ -25,11 +25,12 @@ from distributed import LocalCluster
 from latentdask.cluster.connect import ClusterChoice
 from latentdask.encode.run import EncodeOptions, _job, encode
 from latentdask.encode.task import ShardJob, encode_shard
-from latentdask.stats.io import open_zpoints, stats_of
+from latentdask.stats.io import stats_of
 from latentdask.stats.summary import SummaryParams
 from latentdask.store.integrity import DamagedShardError, verify_store
 from latentdask.store.layout import StoreError
 from latentdask.store.lock import StoreLockedError, lock_path
+from latentdask.store.points import open_zpoints
 
 SHARD = 32  # 120 faces: shards of 32, 32, 32 and 24 rows
 

@@ -15,10 +15,11 @@ import scipy.stats
 import zarr
 
 from latentdask.generate.score import Reference
-from latentdask.stats.io import open_stats, open_zpoints, write_stats
+from latentdask.stats.io import open_stats, write_stats
 from latentdask.stats.normality import NormalityError, mahalanobis_histogram, normality
 from latentdask.stats.reduce import summarize
 from latentdask.stats.summary import SummaryParams
+from latentdask.store.points import open_zpoints
 
 DIM = 6
 

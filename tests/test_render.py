@@ -22,9 +22,10 @@ from latentdask.render.projections import (
     pc_projection,
     ranked_pairs,
 )
-from latentdask.stats.io import open_stats, open_zpoints, write_stats
+from latentdask.stats.io import open_stats, write_stats
 from latentdask.stats.reduce import summarize
 from latentdask.stats.summary import SummaryParams
+from latentdask.store.points import open_zpoints
 
 DIM = 7
 ROWS = 5000

@@ -22,9 +22,10 @@ from latentdask.generate.score import (
     outside_counts,
     score,
 )
-from latentdask.stats.io import open_stats, open_zpoints, write_stats
+from latentdask.stats.io import open_stats, write_stats
 from latentdask.stats.reduce import summarize
 from latentdask.stats.summary import SummaryParams
+from latentdask.store.points import open_zpoints
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 
 from latentdask.generate.synthetic import synthesize_latents
 from latentdask.stats.analysis import peak_and_fwhm
-from latentdask.stats.io import StatsError, open_stats, open_zpoints, stats_of, write_stats
+from latentdask.stats.io import StatsError, open_stats, stats_of, write_stats
 from latentdask.stats.kernels import moments_combine, slice_population, slices_combine
 from latentdask.stats.reduce import summarize
 from latentdask.stats.scan import histogram_chunk, moments_chunk, slices_chunk
 from latentdask.stats.summary import SummaryParams, summary_chunk
+from latentdask.store.points import open_zpoints
 
 PARAMS = SummaryParams(range=(-8.0, 8.0), bin_width=0.25, thresholds=(1.0, 1.5), radius_max=32.0)
 

@@ -22,7 +22,7 @@ from latentdask.bench.report import BenchReport
 from latentdask.device import resolve_device
 from latentdask.generate.score import nearest_real_distance
 from latentdask.generate.synthetic import synthesize_latents
-from latentdask.stats.io import open_zpoints
+from latentdask.store.points import open_zpoints
 
 GEMM = "blocked float32 GEMM (in memory; all cores, or the GPU)"
 

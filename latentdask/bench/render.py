@@ -32,8 +32,9 @@ from latentdask.render.columns import Columns, aggregate_columns
 from latentdask.render.draw import save_grid
 from latentdask.render.explore import Explorer, View
 from latentdask.render.projections import canvas_size, pair_projection, ranked_pairs
-from latentdask.stats.io import open_stats, open_zpoints, stats_of, write_stats
+from latentdask.stats.io import open_stats, stats_of, write_stats
 from latentdask.stats.summary import SummaryParams
+from latentdask.store.points import open_zpoints
 
 PROJECTIONS = 16
 READ = "bare read pass + datashader on pandas (16 projections)"

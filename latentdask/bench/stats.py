@@ -30,9 +30,9 @@ from distributed import Client, LocalCluster
 
 from latentdask.bench.report import BenchReport, PeakMemory
 from latentdask.generate.synthetic import synthesize_latents
-from latentdask.stats.io import open_zpoints
 from latentdask.stats.reduce import Inputs, first_pass, second_pass
 from latentdask.stats.summary import SummaryParams
+from latentdask.store.points import open_zpoints
 
 PAIRS = 16
 

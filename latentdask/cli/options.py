@@ -163,8 +163,8 @@ def cluster_choice(cluster: Path | None, scheduler: str | None, name: str | None
 
 def open_points(store: Path, client: Any, *, skip_damaged: bool, include_unfinished: bool) -> Any:
     """The z-points a reading command works on, saying what is left out of an unfinished or damaged store."""
-    from latentdask.stats.io import open_zpoints
     from latentdask.store.integrity import verify_store
+    from latentdask.store.points import open_zpoints
 
     skipped: list[int] = []
     if skip_damaged:

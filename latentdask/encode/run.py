@@ -262,7 +262,8 @@ def _write_sidecar_stats(
     inputs: list[Path],
 ) -> None:  # fmt: skip
     """Merge the tasks' shard states (reading only shards finished by an earlier run) and write them."""
-    from latentdask.stats.io import open_zpoints, stats_of, write_stats
+    from latentdask.stats.io import stats_of, write_stats
+    from latentdask.store.points import open_zpoints
 
     known = {r.number: r.state for r in reports if r.state is not None}
     started = time.perf_counter()

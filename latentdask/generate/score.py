@@ -32,10 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from latentdask.device import resolve_device
 from latentdask.errors import LatentdaskError
-from latentdask.stats.io import ZPoints, open_stats, open_zpoints
+from latentdask.stats.io import open_stats
 from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts
 from latentdask.stats.summary import select_rows
 from latentdask.store.output import write_json
+from latentdask.store.points import ZPoints, open_zpoints
 
 #: the kind of output scores.json is, in its ``latentdask`` record
 SCORES_KIND = "scores"

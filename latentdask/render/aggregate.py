@@ -24,8 +24,9 @@ from dask.delayed import Delayed
 
 from latentdask.render.columns import aggregate_rows, sum_canvases
 from latentdask.render.projections import Projection, RenderError
-from latentdask.stats.io import ZPoints, selection_mask
 from latentdask.stats.reduce import SPLIT_EVERY, reduce_blocks
+from latentdask.store.points import ZPoints
+from latentdask.store.rows import selection_mask
 
 #: rows one task reads and aggregates at most (fewer when that leaves workers idle)
 ROWS_PER_TASK = 1_000_000

@@ -40,8 +40,9 @@ from latentdask.render.projections import (
     stats_threshold,
     widened,
 )
-from latentdask.stats.io import ZPoints, open_stats, open_zpoints
+from latentdask.stats.io import open_stats
 from latentdask.store.output import check_output, owned_output
+from latentdask.store.points import ZPoints, open_zpoints
 
 __all__ = ["PROJECTIONS_KIND", "RenderError", "RenderResult", "render"]
 

@@ -25,7 +25,7 @@ import zarr
 
 from latentdask.errors import LatentdaskError
 from latentdask.stats.analysis import upper_pairs
-from latentdask.stats.io import ZPoints
+from latentdask.store.points import ZPoints
 
 #: principal-axis canvases span this many standard deviations either side of the mean
 PC_SPREAD = 5.0

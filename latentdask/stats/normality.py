@@ -31,10 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from latentdask.errors import LatentdaskError
 from latentdask.generate.score import Reference, real_sample
-from latentdask.stats.io import ZPoints, open_stats, open_zpoints, selection_mask
+from latentdask.stats.io import open_stats
 from latentdask.stats.reduce import reduce_blocks, row_blocks
 from latentdask.stats.summary import select_rows
 from latentdask.store.output import save_figure, write_json
+from latentdask.store.points import ZPoints, open_zpoints
+from latentdask.store.rows import selection_mask
 
 #: probabilities at which the Mahalanobis² quantiles are compared with χ²(N)'s
 #: the kinds of output normality.json and its QQ plot are, in their ``latentdask`` records

@@ -1,4 +1,4 @@
-"""What latentdask keeps on disk: the latent store's layout, owned outputs, the writer lock, checksums.
+"""What latentdask keeps on disk, and how it is read and written.
 
 - :mod:`~latentdask.store.layout`: the latent store (create, open, describe, ``open_latents``).
 - :mod:`~latentdask.store.output`: every output a command writes, under a temporary name,
@@ -6,6 +6,9 @@
   command's own output.
 - :mod:`~latentdask.store.lock`: one writer per store.
 - :mod:`~latentdask.store.integrity`: per-shard checksums and ``verify``.
+- :mod:`~latentdask.store.points`: any (n, N) z-points read (checked) and written (block by block).
+- :mod:`~latentdask.store.rows`: which rows a pass reads (``--split``, ``--where``).
+- :mod:`~latentdask.store.paths`: the statistics beside a store, a workflow's run folder.
 
 The layout's names are imported lazily, so that writing a small output never imports Zarr.
 """
