@@ -156,9 +156,12 @@ def encode(
         bool, typer.Option("--reconstruction-error", help="Also store each image's reconstruction MSE.")
     ] = ENCODE.reconstruction_error,
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda.")] = ENCODE.device,
+    precision: Annotated[
+        str, typer.Option(help="The encoder's arithmetic: fp32, or bf16/fp16 autocast (faster on GPUs).")
+    ] = ENCODE.precision,
     decode_threads: Annotated[
         int | None,
-        typer.Option(help="Threads decoding ahead of the encoder (default: 1 on CPU, up to 8 with a GPU)."),
+        typer.Option(help="Threads decoding ahead of the encoder (default: 1 on CPU, the cores per GPU with one)."),
     ] = ENCODE.decode_threads,
     torch_threads: Annotated[
         int | None, typer.Option(help="Torch threads per worker (default: torch's).")
@@ -173,8 +176,8 @@ def encode(
 
     options = EncodeOptions(
         shard_size=shard_size, batch_size=batch_size, split=split, resume=resume, overwrite=overwrite,
-        reconstruction_error=reconstruction_error, device=device, decode_threads=decode_threads,
-        torch_threads=torch_threads,
+        reconstruction_error=reconstruction_error, device=device, precision=precision,  # type: ignore[arg-type]
+        decode_threads=decode_threads, torch_threads=torch_threads,
     )  # fmt: skip
     with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
         steps.encode(dataset, model, out, options=options, cluster=connection)
