@@ -41,7 +41,7 @@ class ImageDecodeError(LatentdaskError):
 
 
 def describe_validation_error(exc: Exception) -> str:
-    """One line for all pydantic errors: ``field 'a.b': message; ...`` (a check of the whole: the message alone)."""
+    """One line for all pydantic errors: ``field 'a.b': message; ...`` (a check of the whole: its message)."""
     errors = getattr(exc, "errors", None)
     if errors is None:
         return str(exc)

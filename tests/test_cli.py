@@ -26,9 +26,23 @@ def test_synth_train_info(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "images      40 (train 32, valid 4, test 4)" in result.stdout
     result = run(
-        "train", str(data), "--out", str(ckpt), "--epochs", "1", "--batch-size", "8",
-        "--image-size", "16", "--latent-dim", "8", "--channels", "4,4", "--device", "cpu",
-    )  # fmt: skip
+        "train",
+        str(data),
+        "--out",
+        str(ckpt),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--image-size",
+        "16",
+        "--latent-dim",
+        "8",
+        "--channels",
+        "4,4",
+        "--device",
+        "cpu",
+    )
     assert result.returncode == 0, result.stderr
     assert "trained on 32 images (4 for validation, 0 skipped)" in " ".join(result.stderr.split())
     config = json.loads((ckpt / "config.json").read_text())
@@ -75,13 +89,14 @@ def test_bad_input_is_one_clear_line_and_exit_2(
 
 def test_a_workflow_is_checked_whole_before_its_first_step(tmp_path: Path) -> None:
     workflow = tmp_path / "w.yaml"
-    workflow.write_text(f"name: w\nrun_dir: {tmp_path / 'run'}\ndataset: {{synthetic: {{n: 5}}}}\n"
-                        "model: {image_size: 33}\n")  # fmt: skip
+    workflow.write_text(
+        f"name: w\nrun_dir: {tmp_path / 'run'}\ndataset: {{synthetic: {{n: 5}}}}\nmodel: {{image_size: 33}}\n"
+    )
     result = run("run", str(workflow))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"error: {workflow}: model: image_size 33 is not divisible by 16, the product of the strides (2, 2, 2, 2); "
-        "use a multiple of 16 (e.g. 32)"
+        f"error: {workflow}: model: image_size 33 is not divisible by 16, the product of the strides "
+        "(2, 2, 2, 2); use a multiple of 16 (e.g. 32)"
     ]
     assert not (tmp_path / "run").exists()  # the synth step never ran
     workflow.write_text("name: ..\ndataset: {synthetic: {n: 5}}\n")
@@ -101,12 +116,39 @@ def test_bench_decode_reports_ratios(tmp_path: Path) -> None:
 
 def test_encode_and_info_store(faces: Path, tmp_path: Path) -> None:
     ckpt, store = tmp_path / "m", tmp_path / "latents.zarr"
-    assert run("train", str(faces), "--out", str(ckpt), "--epochs", "1", "--image-size", "16",
-               "--latent-dim", "4", "--channels", "4,4", "--device", "cpu").returncode == 0  # fmt: skip
+    assert (
+        run(
+            "train",
+            str(faces),
+            "--out",
+            str(ckpt),
+            "--epochs",
+            "1",
+            "--image-size",
+            "16",
+            "--latent-dim",
+            "4",
+            "--channels",
+            "4,4",
+            "--device",
+            "cpu",
+        ).returncode
+        == 0
+    )
     spec = tmp_path / "two.yaml"
     spec.write_text("kind: local\nworkers: 2\n")
-    args = ("encode", str(faces), "--model", str(ckpt), "--out", str(store), "--shard-size", "50",
-            "--cluster", str(spec))  # fmt: skip
+    args = (
+        "encode",
+        str(faces),
+        "--model",
+        str(ckpt),
+        "--out",
+        str(store),
+        "--shard-size",
+        "50",
+        "--cluster",
+        str(spec),
+    )
     result = run(*args)
     assert result.returncode == 0, result.stderr
     assert "encoded 120 images in 3 shard(s)" in " ".join(result.stderr.split())

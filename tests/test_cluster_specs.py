@@ -32,8 +32,17 @@ def test_cuda_workers_one_per_gpu_each_declaring_a_gpu() -> None:
 
 def test_slurm_gpu_job_script_runs_dask_cuda_workers(tmp_path: Path) -> None:
     dask_jobqueue = pytest.importorskip("dask_jobqueue")
-    spec = SlurmSpec(kind="slurm", queue="gpu", account="faces", gpus=4, cores=32, memory="256GB", walltime="04:00:00",
-                     job_script_prologue=["module load cuda"], shared_temp_directory=str(tmp_path))  # fmt: skip
+    spec = SlurmSpec(
+        kind="slurm",
+        queue="gpu",
+        account="faces",
+        gpus=4,
+        cores=32,
+        memory="256GB",
+        walltime="04:00:00",
+        job_script_prologue=["module load cuda"],
+        shared_temp_directory=str(tmp_path),
+    )
     cluster = dask_jobqueue.SLURMCluster(**slurm_cluster_kwargs(spec))
     try:
         script = cluster.job_script()
@@ -48,8 +57,9 @@ def test_slurm_gpu_job_script_runs_dask_cuda_workers(tmp_path: Path) -> None:
 
 def test_slurm_cpu_job_script_uses_plain_workers() -> None:
     dask_jobqueue = pytest.importorskip("dask_jobqueue")
-    cluster = dask_jobqueue.SLURMCluster(**slurm_cluster_kwargs(SlurmSpec(kind="slurm", cores=8, processes=4,
-                                                                          tls=False)))  # fmt: skip
+    cluster = dask_jobqueue.SLURMCluster(
+        **slurm_cluster_kwargs(SlurmSpec(kind="slurm", cores=8, processes=4, tls=False))
+    )
     try:
         script = cluster.job_script()
     finally:
@@ -61,8 +71,11 @@ def test_slurm_cpu_job_script_uses_plain_workers() -> None:
 
 def test_kubernetes_gpu_worker_group() -> None:
     pytest.importorskip("dask_kubernetes")
-    manifest = kubernetes_cluster_spec(KubernetesSpec(kind="kubernetes", name="faces", gpus=1, workers=3,
-                                                      image="ghcr.io/example/latentdask:1"))  # fmt: skip
+    manifest = kubernetes_cluster_spec(
+        KubernetesSpec(
+            kind="kubernetes", name="faces", gpus=1, workers=3, image="ghcr.io/example/latentdask:1"
+        )
+    )
     assert manifest["kind"] == "DaskCluster" and manifest["metadata"]["name"] == "faces"
     worker = manifest["spec"]["worker"]
     container = worker["spec"]["containers"][0]
@@ -115,8 +128,9 @@ class StandIn:
         self.made: list[LocalCluster] = []
 
     def __call__(self, spec: KubernetesSpec, name: str | None = None, **_: object) -> LocalCluster:
-        cluster = LocalCluster(n_workers=0, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=":0")  # fmt: skip
+        cluster = LocalCluster(
+            n_workers=0, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+        )
         self.made.append(cluster)
         return cluster
 

@@ -48,8 +48,14 @@ def encoded(dataset: Path, root: Path, shard_size: int) -> Path:
     spec = root / "one.yaml"
     spec.write_text("kind: local\nworkers: 1\n")
     out = root / "latents.zarr"
-    encode(dataset, checkpoint, out, options=EncodeOptions(shard_size=shard_size, device="cpu"),
-           cluster=ClusterChoice(spec=spec), progress=False)  # fmt: skip
+    encode(
+        dataset,
+        checkpoint,
+        out,
+        options=EncodeOptions(shard_size=shard_size, device="cpu"),
+        cluster=ClusterChoice(spec=spec),
+        progress=False,
+    )
     return out
 
 
@@ -74,8 +80,10 @@ def hostile_store(faces: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def test_explorer_counts_equal_statistics(store: Path) -> None:
     stats = open_stats(default_stats_path(store))
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster, \
-            Client(cluster) as client:  # fmt: skip
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
         explorer = Explorer(store, default_stats_path(store), client)
         view = View("pair", 1, 4, threshold=1.5)
         full = explorer.projection(view)
@@ -118,10 +126,21 @@ def serving(store: Path, folder: Path, *options: str) -> Iterator[str]:
     log = folder / "serve.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "latentdask.cli", "serve", str(store), "--port", str(port), "--cluster", str(spec),
-             *options],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "latentdask.cli",
+                "serve",
+                str(store),
+                "--port",
+                str(port),
+                "--cluster",
+                str(spec),
+                *options,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -146,18 +165,27 @@ def serving(store: Path, folder: Path, *options: str) -> Iterator[str]:
 def server(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     needs_chromium()
     folder = tmp_path_factory.mktemp("serve")
-    points = generate(default_stats_path(store), folder / "uniform.zarr", spec=sampler_spec("uniform", b=1.5),
-                      n=300, seed=0)  # fmt: skip
+    points = generate(
+        default_stats_path(store), folder / "uniform.zarr", spec=sampler_spec("uniform", b=1.5), n=300, seed=0
+    )
     with serving(store, folder, "--points", str(points)) as url:
         yield url
 
 
 def launch(playwright: Any) -> Any:
     return playwright.chromium.launch(
-        executable_path=CHROMIUM, headless=True,
-        args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync"],
-    )  # fmt: skip
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
 
 
 def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:

@@ -69,8 +69,14 @@ def test_encode_matches_in_process_reference(
     faces: Path, checkpoint: Path, tmp_path: Path, on_cluster: ClusterChoice
 ) -> None:
     out = tmp_path / "latents.zarr"
-    summary = encode(faces, checkpoint, out, options=EncodeOptions(shard_size=32, batch_size=16),
-                     cluster=on_cluster, progress=False)  # fmt: skip
+    summary = encode(
+        faces,
+        checkpoint,
+        out,
+        options=EncodeOptions(shard_size=32, batch_size=16),
+        cluster=on_cluster,
+        progress=False,
+    )
     assert summary.images == 120 and summary.shards_run == 4 and summary.invalid == {}
     ds = open_latents(out)
     assert dict(ds.sizes) == {"image": 120, "latent": 16, "attribute": 40, "shard": 4, "checksum_column": 4}
@@ -102,8 +108,14 @@ def test_existing_store_needs_resume_or_overwrite(
     encode(faces, checkpoint, out, options=options, cluster=on_cluster, progress=False)
     with pytest.raises(StoreError, match="already exists; use --resume"):
         encode(faces, checkpoint, out, options=options, cluster=on_cluster, progress=False)
-    again = encode(faces, checkpoint, out, options=EncodeOptions(shard_size=64, resume=True),
-                   cluster=on_cluster, progress=False)  # fmt: skip
+    again = encode(
+        faces,
+        checkpoint,
+        out,
+        options=EncodeOptions(shard_size=64, resume=True),
+        cluster=on_cluster,
+        progress=False,
+    )
     assert again.shards_run == 0 and again.shards_skipped == 2
     with pytest.raises(StoreError, match=r"shard_size: store has 64, this run has 32"):
         encode(
@@ -126,8 +138,14 @@ def test_existing_store_needs_resume_or_overwrite(
             cluster=on_cluster,
             progress=False,
         )
-    replaced = encode(faces, other, out, options=EncodeOptions(shard_size=64, overwrite=True), cluster=on_cluster,
-                      progress=False)  # fmt: skip
+    replaced = encode(
+        faces,
+        other,
+        out,
+        options=EncodeOptions(shard_size=64, overwrite=True),
+        cluster=on_cluster,
+        progress=False,
+    )
     assert replaced.shards_run == 2 and open_latents(out).sizes["latent"] == 8
 
 
@@ -190,16 +208,26 @@ def bad_input_zoo(root: Path) -> dict[str, str]:
     listed = [*images, "11_missing.jpg"]
     write_celeba(root, images, partition=dict.fromkeys(listed, 0), attributes=None)
     return {
-        name: {"02_truncated.jpg": "truncated image", "03_empty.jpg": "empty file",
-               "04_text.jpg": "not an image file", "11_missing.jpg": "listed but missing"}.get(name, "")
+        name: {
+            "02_truncated.jpg": "truncated image",
+            "03_empty.jpg": "empty file",
+            "04_text.jpg": "not an image file",
+            "11_missing.jpg": "listed but missing",
+        }.get(name, "")
         for name in listed
-    }  # fmt: skip
+    }
 
 
 def test_bad_input_zoo(checkpoint: Path, tmp_path: Path, on_cluster: ClusterChoice) -> None:
     expected = bad_input_zoo(tmp_path / "zoo")
-    summary = encode(tmp_path / "zoo", checkpoint, tmp_path / "zoo.zarr", options=EncodeOptions(shard_size=4),
-                     cluster=on_cluster, progress=False)  # fmt: skip
+    summary = encode(
+        tmp_path / "zoo",
+        checkpoint,
+        tmp_path / "zoo.zarr",
+        options=EncodeOptions(shard_size=4),
+        cluster=on_cluster,
+        progress=False,
+    )
     ds = open_latents(tmp_path / "zoo.zarr")
     got = dict(zip(ds.filename.values.tolist(), ds.error.values.tolist(), strict=True))
     assert got == expected
@@ -258,26 +286,43 @@ def many_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clean_run(many_faces: Path, checkpoint: Path, tmp_path_factory: pytest.TempPathFactory,
-              on_cluster: ClusterChoice) -> Path:  # fmt: skip
+def clean_run(
+    many_faces: Path, checkpoint: Path, tmp_path_factory: pytest.TempPathFactory, on_cluster: ClusterChoice
+) -> Path:
     out = tmp_path_factory.mktemp("clean") / "clean.zarr"
-    encode(many_faces, checkpoint, out, options=EncodeOptions(shard_size=50, batch_size=25), cluster=on_cluster,
-           progress=False)  # fmt: skip
+    encode(
+        many_faces,
+        checkpoint,
+        out,
+        options=EncodeOptions(shard_size=50, batch_size=25),
+        cluster=on_cluster,
+        progress=False,
+    )
     return out
 
 
-def test_killed_worker_loses_and_duplicates_nothing(many_faces: Path, checkpoint: Path, clean_run: Path,
-                                                    tmp_path: Path) -> None:  # fmt: skip
+def test_killed_worker_loses_and_duplicates_nothing(
+    many_faces: Path, checkpoint: Path, clean_run: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "faulty.zarr"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as local, Client(local) as client:  # fmt: skip
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+        ) as local,
+        Client(local) as client,
+    ):
         pids = client.run(os.getpid)
         result: dict[str, object] = {}
 
         def run() -> None:
-            result["summary"] = encode(many_faces, checkpoint, out,
-                                       options=EncodeOptions(shard_size=50, batch_size=25),
-                                       cluster=ClusterChoice(scheduler=local.scheduler_address), progress=False)  # fmt: skip
+            result["summary"] = encode(
+                many_faces,
+                checkpoint,
+                out,
+                options=EncodeOptions(shard_size=50, batch_size=25),
+                cluster=ClusterChoice(scheduler=local.scheduler_address),
+                progress=False,
+            )
 
         thread = threading.Thread(target=run)
         thread.start()
@@ -299,13 +344,29 @@ def test_killed_worker_loses_and_duplicates_nothing(many_faces: Path, checkpoint
     assert open_latents(out).shard_done.values.all()
 
 
-def test_killed_client_resumes_only_unfinished_shards(many_faces: Path, checkpoint: Path, clean_run: Path,
-                                                      tmp_path: Path) -> None:  # fmt: skip
+def test_killed_client_resumes_only_unfinished_shards(
+    many_faces: Path, checkpoint: Path, clean_run: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "interrupted.zarr"
     spec = tmp_path / "one.yaml"
     spec.write_text("kind: local\nworkers: 1\n")
-    command = [sys.executable, "-m", "latentdask.cli", "encode", str(many_faces), "--model", str(checkpoint),
-               "--out", str(out), "--shard-size", "50", "--batch-size", "25", "--cluster", str(spec)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "latentdask.cli",
+        "encode",
+        str(many_faces),
+        "--model",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--shard-size",
+        "50",
+        "--batch-size",
+        "25",
+        "--cluster",
+        str(spec),
+    ]
     process = subprocess.Popen(
         command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -318,22 +379,30 @@ def test_killed_client_resumes_only_unfinished_shards(many_faces: Path, checkpoi
     process.wait()
     finished = zarr.open_array(str(out / "shard_done"), mode="r")[:]
     assert 3 <= finished.sum() < 24, "the client was not killed mid-run"
-    summary = encode(many_faces, checkpoint, out, options=EncodeOptions(shard_size=50, batch_size=25, resume=True),
-                     cluster=ClusterChoice(spec=spec), progress=False)  # fmt: skip
+    summary = encode(
+        many_faces,
+        checkpoint,
+        out,
+        options=EncodeOptions(shard_size=50, batch_size=25, resume=True),
+        cluster=ClusterChoice(spec=spec),
+        progress=False,
+    )
     assert summary.shards_run == 24 - finished.sum()
     assert summary.shards_skipped == finished.sum()
     assert z_bytes(out) == z_bytes(clean_run)
 
 
 @pytest.mark.parametrize("second", ["resume", "overwrite"])
-def test_a_second_writer_is_refused_while_the_first_runs(many_faces: Path, checkpoint: Path, clean_run: Path,
-                                                         tmp_path: Path, cluster: LocalCluster,
-                                                         second: str) -> None:  # fmt: skip
+def test_a_second_writer_is_refused_while_the_first_runs(
+    many_faces: Path, checkpoint: Path, clean_run: Path, tmp_path: Path, cluster: LocalCluster, second: str
+) -> None:
     out = tmp_path / "twice.zarr"
     choice = ClusterChoice(scheduler=cluster.scheduler_address)
-    first = threading.Thread(target=encode, args=(many_faces, checkpoint, out),
-                             kwargs={"options": EncodeOptions(shard_size=50, batch_size=25), "cluster": choice,
-                                     "progress": False})  # fmt: skip
+    first = threading.Thread(
+        target=encode,
+        args=(many_faces, checkpoint, out),
+        kwargs={"options": EncodeOptions(shard_size=50, batch_size=25), "cluster": choice, "progress": False},
+    )
     first.start()
     while finished_shards(out) == 0:
         time.sleep(0.01)
@@ -370,12 +439,19 @@ class RestrictionRecorder(SchedulerPlugin):
 
 def test_tasks_request_a_gpu_where_workers_declare_one(faces: Path, checkpoint: Path, tmp_path: Path) -> None:
     # CPU workers declaring a GPU resource: the scheduling path of a dask-cuda cluster
-    with LocalCluster(n_workers=1, threads_per_worker=2, resources={"GPU": 1}, host="127.0.0.1",
-                      dashboard_address=":0") as local:  # fmt: skip
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, resources={"GPU": 1}, host="127.0.0.1", dashboard_address=":0"
+    ) as local:
         recorder = RestrictionRecorder(local.scheduler)
         local.scheduler.add_plugin(recorder, name="restrictions")
-        encode(faces, checkpoint, tmp_path / "g.zarr", options=EncodeOptions(shard_size=30),
-               cluster=ClusterChoice(scheduler=local.scheduler_address), progress=False)  # fmt: skip
+        encode(
+            faces,
+            checkpoint,
+            tmp_path / "g.zarr",
+            options=EncodeOptions(shard_size=30),
+            cluster=ClusterChoice(scheduler=local.scheduler_address),
+            progress=False,
+        )
     assert recorder.seen == [{"GPU": 1}] * 4
     assert open_latents(tmp_path / "g.zarr").shard_done.values.all()
 
@@ -423,12 +499,24 @@ def test_reduced_precision_stays_within_its_bound(
     faces: Path, checkpoint: Path, tmp_path: Path, on_cluster: ClusterChoice, precision: str
 ) -> None:
     out = tmp_path / "low.zarr"
-    encode(faces, checkpoint, out, options=EncodeOptions(shard_size=64, batch_size=32, precision=precision),  # type: ignore[arg-type]
-           cluster=on_cluster, progress=False)  # fmt: skip
+    encode(
+        faces,
+        checkpoint,
+        out,
+        options=EncodeOptions(shard_size=64, batch_size=32, precision=precision),  # type: ignore[arg-type]
+        cluster=on_cluster,
+        progress=False,
+    )
     reference = reference_latents(faces, checkpoint)
     z = open_latents(out).z.values
     assert not np.array_equal(z, reference)  # the encoder really ran in lower precision
     assert np.abs(z - reference).max() <= AUTOCAST_TOLERANCE[precision] * np.abs(reference).max()
     with pytest.raises(StoreError, match="precision: store has '" + precision + "', this run has 'fp32'"):
-        encode(faces, checkpoint, out, options=EncodeOptions(shard_size=64, resume=True), cluster=on_cluster,
-               progress=False)  # fmt: skip
+        encode(
+            faces,
+            checkpoint,
+            out,
+            options=EncodeOptions(shard_size=64, resume=True),
+            cluster=on_cluster,
+            progress=False,
+        )

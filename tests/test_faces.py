@@ -62,10 +62,22 @@ def test_face_rate_command_needs_reference_images(tmp_path: Path) -> None:
     points = tmp_path / "p.zarr"
     zarr.open_group(str(points), mode="w").create_array("z", shape=(3, 4), dtype="float32")[:] = 0.0
     result = subprocess.run(
-        [sys.executable, "-m", "latentdask.cli", "decode", str(ckpt), str(points), "--out", str(tmp_path / "g.png"),
-         "--face-rate", "10"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "latentdask.cli",
+            "decode",
+            str(ckpt),
+            str(points),
+            "--out",
+            str(tmp_path / "g.png"),
+            "--face-rate",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert "--face-rate needs real images for reference" in result.stderr
 

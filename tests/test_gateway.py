@@ -58,8 +58,12 @@ c.ClusterConfig.worker_cmd = [{DASK!r}, "worker"]
 c.ClusterConfig.worker_cores = 1
 c.ClusterConfig.worker_memory = "1 G"
 """)
-    server = subprocess.Popen([str(Path(sys.executable).parent / "dask-gateway-server"), "-f", str(root / "config.py")],
-                              cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dask-gateway-server"), "-f", str(root / "config.py")],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # the proxy answers once the gateway has routed its API
         try:
@@ -72,8 +76,10 @@ c.ClusterConfig.worker_memory = "1 G"
         server.kill()
         pytest.fail("dask-gateway-server did not start")
     spec = root / "gateway.yaml"
-    spec.write_text(f"kind: gateway\naddress: http://127.0.0.1:{proxy}\nproxy_address: tls://127.0.0.1:{tcp}\n"
-                    "auth: {kind: basic, username: alice}\nworkers: 1\n")  # fmt: skip
+    spec.write_text(
+        f"kind: gateway\naddress: http://127.0.0.1:{proxy}\nproxy_address: tls://127.0.0.1:{tcp}\n"
+        "auth: {kind: basic, username: alice}\nworkers: 1\n"
+    )
     yield spec
     server.terminate()
     server.wait(timeout=30)
@@ -81,8 +87,9 @@ c.ClusterConfig.worker_memory = "1 G"
 
 def latentdask(*args: str, password: str = PASSWORD, wait: bool = True) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"DASK_GATEWAY_PASSWORD": password}
-    return subprocess.run([sys.executable, "-m", "latentdask.cli", *args], capture_output=True, text=True,
-                          timeout=600, env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "latentdask.cli", *args], capture_output=True, text=True, timeout=600, env=env
+    )
 
 
 def test_wrong_password_is_refused(gateway: Path) -> None:
@@ -115,11 +122,32 @@ def test_scale_up_and_down_during_an_encode_loses_nothing(gateway: Path, tmp_pat
     store = tmp_path / "latents.zarr"
     env = os.environ | {"DASK_GATEWAY_PASSWORD": PASSWORD}
     encode = subprocess.Popen(
-        [sys.executable, "-m", "latentdask.cli", "encode", str(data), "--model", str(checkpoint), "--out", str(store),
-         "--shard-size", "25", "--batch-size", "5", "--device", "cpu", "--cluster", str(gateway),
-         "--cluster-name", name],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "latentdask.cli",
+            "encode",
+            str(data),
+            "--model",
+            str(checkpoint),
+            "--out",
+            str(store),
+            "--shard-size",
+            "25",
+            "--batch-size",
+            "5",
+            "--device",
+            "cpu",
+            "--cluster",
+            str(gateway),
+            "--cluster-name",
+            name,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     def done() -> int:
         try:
@@ -160,10 +188,12 @@ def test_scale_up_and_down_during_an_encode_loses_nothing(gateway: Path, tmp_pat
 
 def test_a_workflow_runs_unchanged_on_the_gateway(gateway: Path, tmp_path: Path) -> None:
     workflow = tmp_path / "tiny.yaml"
-    workflow.write_text(f"name: tiny\nrun_dir: {tmp_path / 'run'}\ndataset: {{synthetic: {{n: 40, seed: 2}}}}\n"
-                        "model: {image_size: 16, latent_dim: 4, channels: [4, 4]}\ntrain: {epochs: 1, device: cpu}\n"
-                        "encode: {shard_size: 20, device: cpu}\nstats: {thresholds: [1.5]}\n"
-                        "render: {pairs: [corr:1], top_correlated: 0, pcs: 2, slice: null}\n")  # fmt: skip
+    workflow.write_text(
+        f"name: tiny\nrun_dir: {tmp_path / 'run'}\ndataset: {{synthetic: {{n: 40, seed: 2}}}}\n"
+        "model: {image_size: 16, latent_dim: 4, channels: [4, 4]}\ntrain: {epochs: 1, device: cpu}\n"
+        "encode: {shard_size: 20, device: cpu}\nstats: {thresholds: [1.5]}\n"
+        "render: {pairs: [corr:1], top_correlated: 0, pcs: 2, slice: null}\n"
+    )
     result = latentdask("run", str(workflow), "--cluster", str(gateway))
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stderr.split())

@@ -32,13 +32,26 @@ def test_encode_on_gpu_worker_matches_cpu(faces: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = Autoencoder(ModelConfig(image_size=64, latent_dim=32))
     checkpoint = save_checkpoint(tmp_path / "ckpt", model, Preprocessing(image_size=64))
-    with LocalCluster(n_workers=1, threads_per_worker=1, resources={"GPU": 1}, host="127.0.0.1",
-                      dashboard_address=":0") as cluster:  # fmt: skip
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, resources={"GPU": 1}, host="127.0.0.1", dashboard_address=":0"
+    ) as cluster:
         choice = ClusterChoice(scheduler=cluster.scheduler_address)
-        encode(faces, checkpoint, tmp_path / "gpu.zarr", options=EncodeOptions(shard_size=64), cluster=choice,
-               progress=False)  # fmt: skip
-        encode(faces, checkpoint, tmp_path / "cpu.zarr", options=EncodeOptions(shard_size=64, device="cpu"),
-               cluster=choice, progress=False)  # fmt: skip
+        encode(
+            faces,
+            checkpoint,
+            tmp_path / "gpu.zarr",
+            options=EncodeOptions(shard_size=64),
+            cluster=choice,
+            progress=False,
+        )
+        encode(
+            faces,
+            checkpoint,
+            tmp_path / "cpu.zarr",
+            options=EncodeOptions(shard_size=64, device="cpu"),
+            cluster=choice,
+            progress=False,
+        )
     gpu, cpu = (open_latents(tmp_path / f"{k}.zarr").z.values for k in ("gpu", "cpu"))
     np.testing.assert_allclose(gpu, cpu, atol=GPU_TOLERANCE, rtol=GPU_TOLERANCE)
 

@@ -37,8 +37,9 @@ SHARD = 32  # 120 faces: shards of 32, 32, 32 and 24 rows
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ClusterChoice]:
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as local:  # fmt: skip
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+    ) as local:
         yield ClusterChoice(scheduler=local.scheduler_address)
 
 
@@ -47,8 +48,14 @@ def clean(
     faces: Path, checkpoint: Path, cluster: ClusterChoice, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     out = tmp_path_factory.mktemp("clean") / "clean.zarr"
-    encode(faces, checkpoint, out, options=EncodeOptions(shard_size=SHARD, batch_size=16, stats=False),
-           cluster=cluster, progress=False)  # fmt: skip
+    encode(
+        faces,
+        checkpoint,
+        out,
+        options=EncodeOptions(shard_size=SHARD, batch_size=16, stats=False),
+        cluster=cluster,
+        progress=False,
+    )
     return out
 
 
@@ -61,8 +68,13 @@ def cli(*args: str, limit_file_bytes: int | None = None) -> subprocess.Completed
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))  # type: ignore[arg-type]
 
-    return subprocess.run([sys.executable, "-m", "latentdask.cli", *args], capture_output=True, text=True,
-                          timeout=300, preexec_fn=limit if limit_file_bytes else None)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "latentdask.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit if limit_file_bytes else None,
+    )
 
 
 def damage(store: Path) -> None:
@@ -127,8 +139,14 @@ def test_resume_encodes_damaged_shards_again(
 ) -> None:
     store = copy_of(clean, tmp_path)
     damage(store)
-    summary = encode(faces, checkpoint, store, options=EncodeOptions(shard_size=SHARD, batch_size=16, resume=True,
-                     stats=False), cluster=cluster, progress=False)  # fmt: skip
+    summary = encode(
+        faces,
+        checkpoint,
+        store,
+        options=EncodeOptions(shard_size=SHARD, batch_size=16, resume=True, stats=False),
+        cluster=cluster,
+        progress=False,
+    )
     assert summary.shards_run == 2
     assert verify_store(store).damaged == {}
     assert z_of(store).tobytes() == z_of(clean).tobytes()
@@ -159,8 +177,17 @@ def test_a_task_of_a_superseded_run_writes_nothing(
     config = read_checkpoint_config(checkpoint)
     sha = str(zarr.open_group(str(store), mode="r").attrs["model_sha256"])
     shard = data.manifest.shards(SHARD)[0]
-    job: ShardJob = _job(store, shard, data.container, data.manifest, checkpoint, sha, config,
-                         EncodeOptions(shard_size=SHARD, batch_size=16, stats=False), run_id="an-earlier-run")  # fmt: skip
+    job: ShardJob = _job(
+        store,
+        shard,
+        data.container,
+        data.manifest,
+        checkpoint,
+        sha,
+        config,
+        EncodeOptions(shard_size=SHARD, batch_size=16, stats=False),
+        run_id="an-earlier-run",
+    )
     with pytest.raises(StoreError, match="was taken over by another run; shard 0 of this run is not written"):
         encode_shard(job)
     assert not zarr.open_array(str(store / "shard_done"), mode="r")[0]
@@ -177,8 +204,14 @@ def test_a_stale_lock_is_taken_over_and_a_foreign_one_is_not(
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    holder = {"host": socket.gethostname(), "pid": int(gone.stdout), "process_started": 1.0, "run_id": "x",
-              "command": "latentdask encode", "since": "2026-01-01T00:00:00+00:00"}  # fmt: skip
+    holder = {
+        "host": socket.gethostname(),
+        "pid": int(gone.stdout),
+        "process_started": 1.0,
+        "run_id": "x",
+        "command": "latentdask encode",
+        "since": "2026-01-01T00:00:00+00:00",
+    }
     lock_path(store).write_text(json.dumps(holder))
     options = EncodeOptions(shard_size=SHARD, batch_size=16, resume=True, stats=False)
     encode(faces, checkpoint, store, options=options, cluster=cluster, progress=False)
@@ -221,11 +254,20 @@ def test_an_image_that_kills_its_worker_costs_only_its_row(
     root = write_celeba(tmp_path / "data", images, partition=dict.fromkeys(names, 0), attributes=None)
     monkeypatch.setenv("LATENTDASK_MAX_PIXELS", str(10**10))
     monkeypatch.setenv("LATENTDASK_ISOLATED_DECODE_BYTES", str(1536 * 2**20))
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), LocalCluster(
-        n_workers=1, threads_per_worker=1, memory_limit="1GiB", host="127.0.0.1", dashboard_address=":0"
-    ) as local:  # fmt: skip
-        summary = encode(root, checkpoint, tmp_path / "l.zarr", options=EncodeOptions(shard_size=4, stats=False),
-                         cluster=ClusterChoice(scheduler=local.scheduler_address), progress=False)  # fmt: skip
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, memory_limit="1GiB", host="127.0.0.1", dashboard_address=":0"
+        ) as local,
+    ):
+        summary = encode(
+            root,
+            checkpoint,
+            tmp_path / "l.zarr",
+            options=EncodeOptions(shard_size=4, stats=False),
+            cluster=ClusterChoice(scheduler=local.scheduler_address),
+            progress=False,
+        )
     store = zarr.open_group(str(tmp_path / "l.zarr"), mode="r")
     valid = np.asarray(store["valid"][:])
     assert valid.tolist() == [True, True, True, False, True, True, True, True]

@@ -23,14 +23,19 @@ LEARNS = {"channels": (8, 8, 16, 16), "latent_dim": 16, "batch_norm": True}  # l
 
 @pytest.mark.parametrize(
     ("image_size", "latent_dim", "channels", "batch_norm"),
-    [(64, 256, (64, 64, 128, 128), False), (32, 8, (4, 8, 8, 16), True), (128, 32, (8, 8, 16, 16), False),
-     (48, 12, (6, 6, 6, 6), True), (16, 4, (3, 5), False)],
-)  # fmt: skip
+    [
+        (64, 256, (64, 64, 128, 128), False),
+        (32, 8, (4, 8, 8, 16), True),
+        (128, 32, (8, 8, 16, 16), False),
+        (48, 12, (6, 6, 6, 6), True),
+        (16, 4, (3, 5), False),
+    ],
+)
 def test_shapes(image_size: int, latent_dim: int, channels: tuple[int, ...], batch_norm: bool) -> None:
     config = ModelConfig(
         image_size=image_size, latent_dim=latent_dim, channels=channels, batch_norm=batch_norm
     )
-    model = Autoencoder(config).eval()  # fmt: skip
+    model = Autoencoder(config).eval()
     images = torch.rand(3, 3, image_size, image_size)
     with torch.no_grad():
         z = model.encode(images)
@@ -48,9 +53,13 @@ def test_shapes(image_size: int, latent_dim: int, channels: tuple[int, ...], bat
 
 @pytest.mark.parametrize(
     ("fields", "message"),
-    [({"image_size": 60}, "not divisible by 16"), ({"channels": ()}, "non-empty"),
-     ({"strides": (2, 2)}, "strides has 2 entries"), ({"latent_dim": 0}, "latent_dim")],
-)  # fmt: skip
+    [
+        ({"image_size": 60}, "not divisible by 16"),
+        ({"channels": ()}, "non-empty"),
+        ({"strides": (2, 2)}, "strides has 2 entries"),
+        ({"latent_dim": 0}, "latent_dim"),
+    ],
+)
 def test_bad_config_is_a_clear_error(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ModelConfigError, match=message):
         build_config(**fields)
@@ -64,12 +73,13 @@ def test_strides_one_keep_the_size() -> None:
 
 def train_small(faces: Path, out: Path, *, epochs: int = 2, seed: int = 0) -> object:
     return train(
-        faces, out,
+        faces,
+        out,
         model=ModelConfig(image_size=32, **LEARNS),  # type: ignore[arg-type]
         preprocessing=Preprocessing(image_size=32),
         options=TrainOptions(epochs=epochs, batch_size=16, lr=3e-3, seed=seed, device="cpu"),
         progress=False,
-    )  # fmt: skip
+    )
 
 
 def test_training_lowers_the_loss_and_writes_a_checkpoint(faces: Path, tmp_path: Path) -> None:
@@ -198,8 +208,10 @@ def test_pickle_file_is_refused_without_unpickling(tmp_path: Path) -> None:
 def test_import_state_dict(tmp_path: Path) -> None:
     torch.manual_seed(1)
     model = Autoencoder(ModelConfig(image_size=32, **SMALL))  # type: ignore[arg-type]
-    torch.save({"model_state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
-               tmp_path / "theirs.pt")  # fmt: skip
+    torch.save(
+        {"model_state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
+        tmp_path / "theirs.pt",
+    )
     (tmp_path / "config.json").write_text(json.dumps({"image_size": 32, **SMALL}))
     checkpoint = import_state_dict(tmp_path / "theirs.pt", tmp_path / "config.json", tmp_path / "ckpt")
     for key, value in model.state_dict().items():

@@ -118,10 +118,28 @@ def test_normality_command(gaussian: tuple[Path, Path, np.ndarray, np.ndarray], 
     out, plot, spec = tmp_path / "normality.json", tmp_path / "qq.png", tmp_path / "one.yaml"
     spec.write_text("kind: local\nworkers: 1\n")
     result = subprocess.run(
-        [sys.executable, "-m", "latentdask.cli", "normality", str(store), str(stats_path), "--out", str(out),
-         "--plot", str(plot), "--sample-size", "1000", "--hz-size", "500", "--cluster", str(spec)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "latentdask.cli",
+            "normality",
+            str(store),
+            str(stats_path),
+            "--out",
+            str(out),
+            "--plot",
+            str(plot),
+            "--sample-size",
+            "1000",
+            "--hz-size",
+            "500",
+            "--cluster",
+            str(spec),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "Henze–Zirkler (500 points)" in result.stdout
     assert json.loads(out.read_text())["mahalanobis_qq"]["vectors"] > 5000
@@ -144,8 +162,12 @@ def test_fewest_rows_that_give_a_result(tmp_path: Path) -> None:
     assert np.linalg.matrix_rank(np.cov(real.T)) == DIM
     store, stats_path = write_corpus(tmp_path, x, np.ones(len(x), dtype=bool))
     result = normality(store, stats_path, sample_size=3)
-    d2 = scipy.spatial.distance.cdist(real, real.mean(axis=0, keepdims=True), "mahalanobis",
-                                      VI=np.linalg.inv(np.cov(real.T)))[:, 0] ** 2  # fmt: skip
+    d2 = (
+        scipy.spatial.distance.cdist(
+            real, real.mean(axis=0, keepdims=True), "mahalanobis", VI=np.linalg.inv(np.cov(real.T))
+        )[:, 0]
+        ** 2
+    )
     assert result["mahalanobis_qq"]["vectors"] == DIM + 1
     assert result["mahalanobis_qq"]["mean_d2"] == pytest.approx(d2.mean(), rel=1e-4)
 

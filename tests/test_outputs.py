@@ -34,9 +34,12 @@ def run(*args: str, limit_file_bytes: int | None = None) -> subprocess.Completed
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))  # type: ignore[arg-type]
 
     return subprocess.run(
-        [sys.executable, "-m", "latentdask.cli", *args], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "latentdask.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
         preexec_fn=limit if limit_file_bytes is not None else None,
-    )  # fmt: skip
+    )
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:

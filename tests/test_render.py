@@ -48,8 +48,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.nda
     group.create_array("valid", shape=valid.shape, chunks=(1200,), dtype=bool)[:] = valid
     group.create_array("attributes", shape=attributes.shape, chunks=(1200, 2), dtype="int8")[:] = attributes
     group.create_array("attribute", shape=(2,), dtype=str)[:] = np.array(["Male", "Smiling"])
-    write_stats(summarize(x, valid=valid, params=SummaryParams(thresholds=THRESHOLDS)), root / "stats.zarr",
-                source="test")  # fmt: skip
+    write_stats(
+        summarize(x, valid=valid, params=SummaryParams(thresholds=THRESHOLDS)),
+        root / "stats.zarr",
+        source="test",
+    )
     used = valid & np.isfinite(x).all(axis=1)
     return root / "store.zarr", root / "stats.zarr", x.astype(np.float64), used, attributes
 
@@ -132,9 +135,19 @@ def test_pngs_have_the_asked_size_and_are_not_blank(
         -1.5, 1.5, (300, DIM)
     )
     overlay.attrs["sampler"] = "uniform"
-    result = render(store, tmp_path / "out", stats=stats_path, pairs=["0,1", "corr:1"], top_correlated=4, pcs=3,
-                    slice_threshold=1.5, slice_ranked=2, overlays=[tmp_path / "u.zarr"], special=int(np.flatnonzero(used)[0]),
-                    width=420)  # fmt: skip
+    result = render(
+        store,
+        tmp_path / "out",
+        stats=stats_path,
+        pairs=["0,1", "corr:1"],
+        top_correlated=4,
+        pcs=3,
+        slice_threshold=1.5,
+        slice_ranked=2,
+        overlays=[tmp_path / "u.zarr"],
+        special=int(np.flatnonzero(used)[0]),
+        width=420,
+    )
     (a, b), _ = parse_pair("corr:1", open_stats(stats_path), None)
     expected = ["pair-0-1.png", f"pair-{a}-{b}.png", "top-correlated.png", "pcs.png", "slices-1.5.png"]
     assert [f.name for f in result.files] == expected
@@ -180,11 +193,31 @@ def test_render_command_on_worker_processes(
     spec = tmp_path / "two.yaml"
     spec.write_text("kind: local\nworkers: 2\n")
     result = subprocess.run(
-        [sys.executable, "-m", "latentdask.cli", "render", str(store), "--out", str(tmp_path / "out"), "--stats",
-         str(stats_path), "--pairs", "smallest-slice:1", "--slice", "1.0", "--color-by", "Male", "--width", "300",
-         "--cluster", str(spec)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "latentdask.cli",
+            "render",
+            str(store),
+            "--out",
+            str(tmp_path / "out"),
+            "--stats",
+            str(stats_path),
+            "--pairs",
+            "smallest-slice:1",
+            "--slice",
+            "1.0",
+            "--color-by",
+            "Male",
+            "--width",
+            "300",
+            "--cluster",
+            str(spec),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "out" / "render.json").read_text())
     coloured = summary["projections"][0]
@@ -205,8 +238,11 @@ def test_building_the_aggregation_graph_computes_nothing(
 ) -> None:
     store, stats_path, _, _, _ = corpus
     stats = open_stats(stats_path)
-    projections = [pair_projection(stats, 0, 1, (20, 20), color_by=1), pc_projection(stats, 0, 2, (20, 20)),
-                   pair_projection(stats, 2, 6, (20, 20), threshold=1.0)]  # fmt: skip
+    projections = [
+        pair_projection(stats, 0, 1, (20, 20), color_by=1),
+        pc_projection(stats, 0, 2, (20, 20)),
+        pair_projection(stats, 2, 6, (20, 20), threshold=1.0),
+    ]
     with dask.config.set(scheduler=forbid):
         graph = aggregate_graph(open_zpoints(store), projections, stats=stats, where=["Male=1"])
         with pytest.raises(ComputeForbidden):

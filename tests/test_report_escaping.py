@@ -27,8 +27,27 @@ NAME = "a\" b' onload=alert(document.domain) x='1"
 #: text that opens elements
 MARKUP = "<img src=x onerror=alert(document.domain)><script>alert(document.domain)</script>"
 #: tags the report writes itself
-OWN_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "pre", "img", "table",
-            "thead", "tbody", "tr", "th", "td", "a"}  # fmt: skip
+OWN_TAGS = {
+    "html",
+    "head",
+    "meta",
+    "title",
+    "style",
+    "body",
+    "h1",
+    "h2",
+    "h3",
+    "p",
+    "pre",
+    "img",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "a",
+}
 
 
 class Page(HTMLParser):
@@ -71,8 +90,9 @@ def no_dialog_in_chromium(page: Path, click: str | None = None) -> None:
 
     dialogs: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=["--no-sandbox", "--disable-gpu"])  # fmt: skip
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
         tab = browser.new_page()
         tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         tab.goto(page.as_uri())
@@ -102,9 +122,15 @@ def run_folder(tmp_path: Path) -> Path:
     record = {
         "workflow": MARKUP,
         "definition": {"dataset": {"root": f"/data/{NAME}"}},
-        "steps": {"encode": {"status": "done", "seconds": 1.5, "output": f"/runs/{NAME}/latents.zarr",
-                             "params": {"where": [f"{MARKUP}=1"]}}},
-    }  # fmt: skip
+        "steps": {
+            "encode": {
+                "status": "done",
+                "seconds": 1.5,
+                "output": f"/runs/{NAME}/latents.zarr",
+                "params": {"where": [f"{MARKUP}=1"]},
+            }
+        },
+    }
     (folder / "run.json").write_text(json.dumps(record))
     return folder
 
@@ -113,8 +139,14 @@ def test_report_shows_hostile_names_as_text(run_folder: Path) -> None:
     path = write_report(run_folder)
     page = Page(path.read_text())
     page.check_nothing_injected()
-    for text in (f"latentdask run: {MARKUP}", f"CelebA at /data/{NAME}", f"({MARKUP} invalid, {NAME} non-finite)",
-                 f"rows: valid rows; {MARKUP}=+1", f"{MARKUP} strong pairs", f"/runs/{NAME}/latents.zarr"):  # fmt: skip
+    for text in (
+        f"latentdask run: {MARKUP}",
+        f"CelebA at /data/{NAME}",
+        f"({MARKUP} invalid, {NAME} non-finite)",
+        f"rows: valid rows; {MARKUP}=+1",
+        f"{MARKUP} strong pairs",
+        f"/runs/{NAME}/latents.zarr",
+    ):
         assert text in page.text, text
     alts = [attrs.get("alt") for tag, attrs in page.elements if tag == "img"]
     assert NAME in alts  # the projection's file name, whole, as its alt text

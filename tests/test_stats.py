@@ -141,20 +141,30 @@ def test_attribute_group_statistics() -> None:
     x = latent_sample(n=900, dim=4).astype(np.float64)
     rng = np.random.default_rng(3)
     attributes = rng.choice(np.array([-1, 1, 0], dtype=np.int8), size=(900, 2), p=[0.5, 0.45, 0.05])
-    stats = summarize(da.from_array(x, chunks=(250, -1)), attributes=attributes, attribute_names=["Male", "Young"],
-                      params=PARAMS)  # fmt: skip
+    stats = summarize(
+        da.from_array(x, chunks=(250, -1)),
+        attributes=attributes,
+        attribute_names=["Male", "Young"],
+        params=PARAMS,
+    )
     for a, name in enumerate(["Male", "Young"]):
         plus, minus = x[attributes[:, a] == 1], x[attributes[:, a] == -1]
         assert stats["attribute_count"].sel(attribute=name).values.tolist() == [len(plus), len(minus)]
         np.testing.assert_allclose(
             stats["attribute_mean"].sel(attribute=name, group=1), plus.mean(axis=0), rtol=1e-12
         )
-        np.testing.assert_allclose(stats["attribute_std"].sel(attribute=name, group=-1), minus.std(axis=0, ddof=1),
-                                   rtol=1e-10)  # fmt: skip
-        pooled = np.sqrt(((len(plus) - 1) * plus.var(axis=0, ddof=1) + (len(minus) - 1) * minus.var(axis=0, ddof=1))
-                         / (len(plus) + len(minus) - 2))  # fmt: skip
-        np.testing.assert_allclose(stats["attribute_effect"].sel(attribute=name),
-                                   (plus.mean(axis=0) - minus.mean(axis=0)) / pooled, rtol=1e-10)  # fmt: skip
+        np.testing.assert_allclose(
+            stats["attribute_std"].sel(attribute=name, group=-1), minus.std(axis=0, ddof=1), rtol=1e-10
+        )
+        pooled = np.sqrt(
+            ((len(plus) - 1) * plus.var(axis=0, ddof=1) + (len(minus) - 1) * minus.var(axis=0, ddof=1))
+            / (len(plus) + len(minus) - 2)
+        )
+        np.testing.assert_allclose(
+            stats["attribute_effect"].sel(attribute=name),
+            (plus.mean(axis=0) - minus.mean(axis=0)) / pooled,
+            rtol=1e-10,
+        )
 
 
 def test_peak_and_fwhm_of_a_known_histogram() -> None:
@@ -204,8 +214,12 @@ def test_params_are_checked() -> None:
 
 @pytest.fixture(scope="module")
 def client() -> object:
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as cluster, Client(cluster) as c:  # fmt: skip
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
@@ -249,8 +263,14 @@ def test_subsets_of_a_store_and_their_record(
 
     store = tmp_path / "latents.zarr"
     choice = ClusterChoice(scheduler=client.scheduler.address)  # type: ignore[attr-defined]
-    encode(faces, checkpoint, store, options=EncodeOptions(shard_size=40, stats_params=PARAMS), cluster=choice,
-           progress=False)  # fmt: skip
+    encode(
+        faces,
+        checkpoint,
+        store,
+        options=EncodeOptions(shard_size=40, stats_params=PARAMS),
+        cluster=choice,
+        progress=False,
+    )
     points = open_zpoints(store)
     z = zarr.open_array(str(store / "z"))[:]
     split = zarr.open_array(str(store / "split"))[:]
@@ -289,8 +309,14 @@ def test_resumed_encode_sidecar_equals_later_stats(
     # forget one shard, as if the client had died before it finished
     done = zarr.open_array(str(store / "shard_done"), mode="r+")
     done[1] = False
-    summary = encode(faces, checkpoint, store, options=options.model_copy(update={"resume": True}), cluster=choice,
-                     progress=False)  # fmt: skip
+    summary = encode(
+        faces,
+        checkpoint,
+        store,
+        options=options.model_copy(update={"resume": True}),
+        cluster=choice,
+        progress=False,
+    )
     assert summary.shards_run == 1
     sidecar = open_stats(tmp_path / "latents-stats.zarr")
     later = stats_of(open_zpoints(store), params=PARAMS)

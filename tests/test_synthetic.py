@@ -97,9 +97,16 @@ def region_change(params: FaceParams, **change: object) -> tuple[float, float]:
 def test_each_attribute_is_visible(change: dict[str, object]) -> None:
     # a plain face: no glasses, closed neutral mouth, no hat, black hair, no beard
     base = dataclasses.replace(
-        draw_params(0, 0), eyeglasses=False, mouth_open=False, hat=False, hair="Black_Hair",
-        smiling=False, mustache=False, goatee=False, bald=False,
-    )  # fmt: skip
+        draw_params(0, 0),
+        eyeglasses=False,
+        mouth_open=False,
+        hat=False,
+        hair="Black_Hair",
+        smiling=False,
+        mustache=False,
+        goatee=False,
+        bald=False,
+    )
     largest, mean = region_change(base, **change)
     assert largest > 60  # some pixels change strongly …
     assert mean < 40  # … but not the whole picture

@@ -28,15 +28,23 @@ DASK = str(Path(sys.executable).parent / "dask")
 
 
 def tls_args(folder: Path, role: str) -> list[str]:
-    return ["--tls-ca-file", str(folder / "ca.pem"), "--tls-cert", str(folder / f"{role}.pem"),
-            "--tls-key", str(folder / f"{role}-key.pem")]  # fmt: skip
+    return [
+        "--tls-ca-file",
+        str(folder / "ca.pem"),
+        "--tls-cert",
+        str(folder / f"{role}.pem"),
+        "--tls-key",
+        str(folder / f"{role}-key.pem"),
+    ]
 
 
 def tls_spec(tmp_path: Path, address: str, folder: Path) -> Path:
     """An address spec with the client's certificate, as a user writes it."""
     spec = tmp_path / "tls.yaml"
-    spec.write_text(f"kind: address\naddress: {address}\ntls:\n  ca_file: {folder / 'ca.pem'}\n"
-                    f"  cert: {folder / 'client.pem'}\n  key: {folder / 'client-key.pem'}\n")  # fmt: skip
+    spec.write_text(
+        f"kind: address\naddress: {address}\ntls:\n  ca_file: {folder / 'ca.pem'}\n"
+        f"  cert: {folder / 'client.pem'}\n  key: {folder / 'client-key.pem'}\n"
+    )
     return spec
 
 
@@ -44,24 +52,51 @@ def tls_spec(tmp_path: Path, address: str, folder: Path) -> Path:
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A TLS scheduler and one TLS worker, started with the certificates the command writes."""
     folder = tmp_path_factory.mktemp("certs")
-    result = subprocess.run([sys.executable, "-m", "latentdask.cli", "cluster", "certs", str(folder)],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "latentdask.cli", "cluster", "certs", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     scheduler_file = folder / "scheduler.json"
     scheduler = subprocess.Popen(
-        [DASK, "scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-         "--scheduler-file", str(scheduler_file), *tls_args(folder, "scheduler")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            DASK,
+            "scheduler",
+            "--protocol",
+            "tls",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(scheduler_file),
+            *tls_args(folder, "scheduler"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while not scheduler_file.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     address = json.loads(scheduler_file.read_text())["address"]
     worker = subprocess.Popen(
-        [DASK, "worker", address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1",
-         *tls_args(folder, "worker")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            DASK,
+            "worker",
+            address,
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+            "--host",
+            "127.0.0.1",
+            *tls_args(folder, "worker"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     yield address, folder
     worker.terminate()
     scheduler.terminate()
@@ -72,8 +107,16 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
 def test_certificates_are_written_with_private_keys(tls_cluster: tuple[str, Path]) -> None:
     _, folder = tls_cluster
     names = sorted(p.name for p in folder.glob("*.pem"))
-    assert names == ["ca-key.pem", "ca.pem", "client-key.pem", "client.pem", "scheduler-key.pem", "scheduler.pem",
-                     "worker-key.pem", "worker.pem"]  # fmt: skip
+    assert names == [
+        "ca-key.pem",
+        "ca.pem",
+        "client-key.pem",
+        "client.pem",
+        "scheduler-key.pem",
+        "scheduler.pem",
+        "worker-key.pem",
+        "worker.pem",
+    ]
     for key in folder.glob("*-key.pem"):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
     with pytest.raises(CertificateError, match="--overwrite"):
@@ -91,9 +134,22 @@ def test_tls_scheduler_accepts_the_client_certificate(tls_cluster: tuple[str, Pa
     zarr.open_array(str(tmp_path / "z.zarr"), mode="w", shape=x.shape, chunks=(100, 4), dtype="float32")[
         :
     ] = x
-    result = subprocess.run([sys.executable, "-m", "latentdask.cli", "stats", str(tmp_path / "z.zarr"), "--out",
-                             str(tmp_path / "stats.zarr"), "--cluster", str(spec)],
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "latentdask.cli",
+            "stats",
+            str(tmp_path / "z.zarr"),
+            "--out",
+            str(tmp_path / "stats.zarr"),
+            "--cluster",
+            str(spec),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "stats.json").read_text())["count"] == 500
 
@@ -113,8 +169,12 @@ def test_tls_scheduler_refuses_clients_without_the_right_certificate(
     with pytest.raises((OSError, TimeoutError)):
         Client(address.replace("tls://", "tcp://"), timeout=5, set_as_default=False)
     stranger = make_certificates(tmp_path / "other-ca")  # a valid certificate from another CA
-    security = Security(tls_ca_file=str(folder / "ca.pem"), tls_client_cert=str(stranger["client"]),
-                        tls_client_key=str(stranger["client-key"]), require_encryption=True)  # fmt: skip
+    security = Security(
+        tls_ca_file=str(folder / "ca.pem"),
+        tls_client_cert=str(stranger["client"]),
+        tls_client_key=str(stranger["client-key"]),
+        require_encryption=True,
+    )
     with pytest.raises((OSError, TimeoutError)):
         Client(address, timeout=5, security=security, set_as_default=False)
 
@@ -122,12 +182,14 @@ def test_tls_scheduler_refuses_clients_without_the_right_certificate(
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("kind: address\naddress: tcp://127.0.0.1:8786\ntls: {ca_file: ca.pem, cert: c.pem, key: k.pem}\n",
-         "does not exist"),
+        (
+            "kind: address\naddress: tcp://127.0.0.1:8786\ntls: {ca_file: ca.pem, cert: c.pem, key: k.pem}\n",
+            "does not exist",
+        ),
         ("kind: address\naddress: tls://127.0.0.1:8786\n", "needs 'tls: {ca_file, cert, key}'"),
         ("kind: address\naddress: tls://127.0.0.1:8786\nworkers: 3\n", "cannot be set for kind 'address'"),
     ],
-)  # fmt: skip
+)
 def test_bad_tls_specs(tmp_path: Path, content: str, message: str) -> None:
     spec = tmp_path / "bad.yaml"
     spec.write_text(content)
@@ -139,12 +201,18 @@ def test_a_workflow_runs_unchanged_on_the_tls_cluster(tls_cluster: tuple[str, Pa
     address, folder = tls_cluster
     spec = tls_spec(tmp_path, address, folder)
     workflow = tmp_path / "tiny.yaml"
-    workflow.write_text(f"name: tiny\nrun_dir: {tmp_path / 'run'}\ndataset: {{synthetic: {{n: 40, seed: 2}}}}\n"
-                        "model: {image_size: 16, latent_dim: 4, channels: [4, 4]}\ntrain: {epochs: 1, device: cpu}\n"
-                        "encode: {shard_size: 20, device: cpu}\nstats: {thresholds: [1.5]}\n"
-                        "render: {pairs: [corr:1], top_correlated: 0, pcs: 2, slice: null}\n")  # fmt: skip
-    result = subprocess.run([sys.executable, "-m", "latentdask.cli", "run", str(workflow), "--cluster", str(spec)],
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    workflow.write_text(
+        f"name: tiny\nrun_dir: {tmp_path / 'run'}\ndataset: {{synthetic: {{n: 40, seed: 2}}}}\n"
+        "model: {image_size: 16, latent_dim: 4, channels: [4, 4]}\ntrain: {epochs: 1, device: cpu}\n"
+        "encode: {shard_size: 20, device: cpu}\nstats: {thresholds: [1.5]}\n"
+        "render: {pairs: [corr:1], top_correlated: 0, pcs: 2, slice: null}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "latentdask.cli", "run", str(workflow), "--cluster", str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     with connect(load_cluster_spec(spec)) as client:  # the shards ran on the TLS cluster's worker
         prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
@@ -154,7 +222,7 @@ def test_a_workflow_runs_unchanged_on_the_tls_cluster(tls_cluster: tuple[str, Pa
 
 
 def test_private_keys_are_never_readable_by_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keys are created 0600: with the widest umask and every chmod disabled, only the creation mode counts."""
+    """Keys are created 0600: with the widest umask and every chmod disabled, the creation mode counts."""
     for name in ("chmod", "fchmod", "lchmod"):
         if hasattr(os, name):
             monkeypatch.setattr(os, name, lambda *args, **kwargs: None)

@@ -28,7 +28,8 @@ train: {{epochs: 1, batch_size: 16, device: cpu}}
 encode: {{shard_size: {shard_size}, device: cpu}}
 stats: {{thresholds: [1.5]}}
 generate: {{n: 50, samplers: [{{name: uniform, b: 1.5}}, {{name: mvn, label: full-gaussian}}]}}
-render: {{pairs: [corr:1], top_correlated: 4, pcs: 3, slice: 1.5, slice_ranked: 1, width: 300, overlay: [uniform]}}
+render:
+  {{pairs: [corr:1], top_correlated: 4, pcs: 3, slice: 1.5, slice_ranked: 1, width: 300, overlay: [uniform]}}
 """
 
 
@@ -41,8 +42,9 @@ def write_workflow(tmp_path: Path, *, n: int = 80, shard_size: int = 30) -> Path
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "latentdask.cli", "run", *args], capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "latentdask.cli", "run", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 def said(result: subprocess.CompletedProcess[str]) -> str:
@@ -54,12 +56,25 @@ def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
     first = run(str(workflow))
     assert first.returncode == 0, first.stderr
     folder = tmp_path / "run"
-    for output in ("data/SYNTHETIC.json", "model/model.safetensors", "latents.zarr/zarr.json",
-                   "latents-stats.zarr/zarr.json", "latents-stats.json", "run.json",
-                   "points/uniform.zarr/z/zarr.json", "points/full-gaussian.zarr/z/zarr.json",
-                   "scores.json", "grids/samplers.png", "grids/face_rate.json", "normality.json",
-                   "normality-qq.png", "projections/render.json", "projections/top-correlated.png",
-                   "projections/pcs.png", "projections/slices-1.5.png"):  # fmt: skip
+    for output in (
+        "data/SYNTHETIC.json",
+        "model/model.safetensors",
+        "latents.zarr/zarr.json",
+        "latents-stats.zarr/zarr.json",
+        "latents-stats.json",
+        "run.json",
+        "points/uniform.zarr/z/zarr.json",
+        "points/full-gaussian.zarr/z/zarr.json",
+        "scores.json",
+        "grids/samplers.png",
+        "grids/face_rate.json",
+        "normality.json",
+        "normality-qq.png",
+        "projections/render.json",
+        "projections/top-correlated.png",
+        "projections/pcs.png",
+        "projections/slices-1.5.png",
+    ):
         assert (folder / output).exists(), output
     record = json.loads((folder / "run.json").read_text())
     steps = ("synth", "train", "encode", "normality", "generate", "score", "decode", "render", "report")
@@ -70,8 +85,16 @@ def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
     assert rates["reference"]["real reconstructions"]["images"] == 80
     assert json.loads((folder / "latents-stats.json").read_text())["count"] == 80
     page = (folder / "report.html").read_text()
-    for section in ("Training curve", "Dominant components", "Slice populations", "Radii", "Normality",
-                    "top-correlated", "Face rate", "uniform (uniform.zarr)"):  # fmt: skip
+    for section in (
+        "Training curve",
+        "Dominant components",
+        "Slice populations",
+        "Radii",
+        "Normality",
+        "top-correlated",
+        "Face rate",
+        "uniform (uniform.zarr)",
+    ):
         assert section in page, section
     assert page.count("data:image/png;base64,") >= 8  # every figure embedded: the file stands alone
     assert "http://" not in page and "https://" not in page and "<script" not in page
@@ -246,8 +269,9 @@ def test_a_run_starts_one_cluster_for_all_its_steps(tmp_path: Path) -> None:
     script.write_text(COUNTED_RUN)
 
     def counted() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(script), str(workflow)], capture_output=True, text=True,
-                              timeout=600)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, str(script), str(workflow)], capture_output=True, text=True, timeout=600
+        )
 
     first = counted()
     assert first.returncode == 0, first.stderr

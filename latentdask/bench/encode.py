@@ -103,8 +103,14 @@ def multi_process_loop(paths: list[str], checkpoint: str, batch_size: int, proce
 
     shares = [paths[k::processes] for k in range(processes)]
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(_process_share, [s[:batch_size] for s in shares], [checkpoint] * processes,
-                      [batch_size] * processes))  # fmt: skip
+        list(
+            pool.map(
+                _process_share,
+                [s[:batch_size] for s in shares],
+                [checkpoint] * processes,
+                [batch_size] * processes,
+            )
+        )
         started = time.perf_counter()
         done = sum(pool.map(_process_share, shares, [checkpoint] * processes, [batch_size] * processes))
     return done / (time.perf_counter() - started)
@@ -127,15 +133,27 @@ def _peak_rss_mib() -> float:
 
 
 def bench_encode(
-    *, n: int = 8192, shard_size: int = 1024, batch_size: int = 256, image_size: int = 64,
-    latent_dim: int = 256, layouts: tuple[tuple[int, int, int], ...] = ((1, 2, 2), (2, 1, 1), (2, 1, 0)),
-) -> BenchReport:  # fmt: skip
+    *,
+    n: int = 8192,
+    shard_size: int = 1024,
+    batch_size: int = 256,
+    image_size: int = 64,
+    latent_dim: int = 256,
+    layouts: tuple[tuple[int, int, int], ...] = ((1, 2, 2), (2, 1, 1), (2, 1, 0)),
+) -> BenchReport:
     """Run the three measurements; ``layouts`` are (workers, torch threads, decode threads)."""
     cores = os.cpu_count() or 1
-    report = BenchReport("encode pipeline", setup={
-        "images": n, "image_size": image_size, "latent_dim": latent_dim, "shard_size": shard_size,
-        "batch_size": batch_size, "cores": cores,
-    })  # fmt: skip
+    report = BenchReport(
+        "encode pipeline",
+        setup={
+            "images": n,
+            "image_size": image_size,
+            "latent_dim": latent_dim,
+            "shard_size": shard_size,
+            "batch_size": batch_size,
+            "cores": cores,
+        },
+    )
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         root = synthesize(scratch / "faces", n=n, seed=0, progress=False)
@@ -166,27 +184,63 @@ def bench_encode(
         # all cores busy at once, no Dask: shows what sharing the cores costs on this machine
         folder = Path(getattr(dataset.container, "folder", root))
         paths = [str(folder / name) for name in dataset.manifest.names]
-        report.add(f"multi-process loop ({cores} processes x 1 thread, no Dask)",
-                   multi_process_loop(paths, str(checkpoint), batch_size, cores), "images/s",
-                   baseline="ceiling: cores / (decode + encode per image)")  # fmt: skip
+        report.add(
+            f"multi-process loop ({cores} processes x 1 thread, no Dask)",
+            multi_process_loop(paths, str(checkpoint), batch_size, cores),
+            "images/s",
+            baseline="ceiling: cores / (decode + encode per image)",
+        )
 
         # the pipeline, per layout
         for workers, torch_threads, decode_threads in layouts:
-            name = f"latentdask encode: {workers} worker(s) x torch {torch_threads} + decode {decode_threads} threads"
-            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                              dashboard_address=":0") as cluster, Client(cluster) as client:  # fmt: skip
+            name = (
+                f"latentdask encode: {workers} worker(s) x torch {torch_threads} "
+                f"+ decode {decode_threads} threads"
+            )
+            with (
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=":0",
+                ) as cluster,
+                Client(cluster) as client,
+            ):
                 client.run(_import_torch)
-                options = EncodeOptions(shard_size=shard_size, batch_size=batch_size, torch_threads=torch_threads,
-                                        decode_threads=decode_threads)  # fmt: skip
-                summary = encode(root, checkpoint, scratch / f"{name}.zarr", options=options,
-                                 cluster=ClusterChoice(scheduler=cluster.scheduler_address), progress=False)  # fmt: skip
+                options = EncodeOptions(
+                    shard_size=shard_size,
+                    batch_size=batch_size,
+                    torch_threads=torch_threads,
+                    decode_threads=decode_threads,
+                )
+                summary = encode(
+                    root,
+                    checkpoint,
+                    scratch / f"{name}.zarr",
+                    options=options,
+                    cluster=ClusterChoice(scheduler=cluster.scheduler_address),
+                    progress=False,
+                )
                 peaks = client.run(_peak_rss_mib)
-            row = report.add(name, summary.images_per_second, "images/s",
-                             baseline="plain loop (one process, torch on all cores)")  # fmt: skip
-            report.add(f"{name}: share of ceiling", row.value, "images/s",
-                       baseline="ceiling: cores / (decode + encode per image)")  # fmt: skip
-            report.add(f"{name}: share of multi-process loop", row.value, "images/s",
-                       baseline=f"multi-process loop ({cores} processes x 1 thread, no Dask)")  # fmt: skip
+            row = report.add(
+                name,
+                summary.images_per_second,
+                "images/s",
+                baseline="plain loop (one process, torch on all cores)",
+            )
+            report.add(
+                f"{name}: share of ceiling",
+                row.value,
+                "images/s",
+                baseline="ceiling: cores / (decode + encode per image)",
+            )
+            report.add(
+                f"{name}: share of multi-process loop",
+                row.value,
+                "images/s",
+                baseline=f"multi-process loop ({cores} processes x 1 thread, no Dask)",
+            )
             report.add(f"{name}: peak RSS per worker", max(peaks.values()), "MiB")
             report.setup[f"stage seconds, {workers} worker(s)"] = {
                 k: round(v, 2) for k, v in summary.stage_seconds.items()

@@ -4,7 +4,8 @@ One run: ``n_queries`` artificial points against ``n`` real vectors of a synthet
 store, searched by :func:`latentdask.generate.score.nearest_real_distance` on a local cluster
 (one task per block), in FLOP/s (2 · queries · rows · dim per search) against the
 FLOP/s of the least a brute-force search must do: a blocked in-memory float32 GEMM
-(queries × dim by dim × ``block_rows``) in this process, on all cores — or, where\nthere is a CUDA device, on the GPU, which the search's workers then use too.
+(queries × dim by dim × ``block_rows``) in this process, on all cores — or, where
+there is a CUDA device, on the GPU, which the search's workers then use too.
 """
 
 from __future__ import annotations
@@ -49,25 +50,45 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_knn(*, n: int = 2_000_000, n_queries: int = 10_000, dim: int = 256, block_rows: int = 65_536,
-              workers: int = 2) -> BenchReport:  # fmt: skip
+def bench_knn(
+    *, n: int = 2_000_000, n_queries: int = 10_000, dim: int = 256, block_rows: int = 65_536, workers: int = 2
+) -> BenchReport:
     device = resolve_device("auto")
-    report = BenchReport("nearest real neighbour, exact", setup={
-        "real_rows": n, "queries": n_queries, "dim": dim, "block_rows": block_rows, "workers": workers,
-        "cores": os.cpu_count(), "device": str(device),
-    })  # fmt: skip
+    report = BenchReport(
+        "nearest real neighbour, exact",
+        setup={
+            "real_rows": n,
+            "queries": n_queries,
+            "dim": dim,
+            "block_rows": block_rows,
+            "workers": workers,
+            "cores": os.cpu_count(),
+            "device": str(device),
+        },
+    )
     queries = np.random.default_rng(0).uniform(-1.5, 1.5, size=(n_queries, dim)).astype(np.float32)
-    report.add(GEMM, blocked_gemm_flops(queries, dim, block_rows, 4, device) / 1e9,
-               "GFLOP/s")  # fmt: skip
+    report.add(GEMM, blocked_gemm_flops(queries, dim, block_rows, 4, device) / 1e9, "GFLOP/s")
     with tempfile.TemporaryDirectory() as scratch:
         store = synthesize_latents(Path(scratch) / "real.zarr", n=n, dim=dim, seed=0, chunk_rows=block_rows)
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=":0") as cluster, Client(cluster) as client:  # fmt: skip
+        with (
+            LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=":0",
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             corpus = open_zpoints(store)
             started = time.perf_counter()
             nearest_real_distance(corpus, queries, scheduler=client)
             seconds = time.perf_counter() - started
-    report.add("latentdask search (store read included)", 2.0 * n_queries * n * dim / seconds / 1e9, "GFLOP/s",
-               baseline=GEMM)  # fmt: skip
+    report.add(
+        "latentdask search (store read included)",
+        2.0 * n_queries * n * dim / seconds / 1e9,
+        "GFLOP/s",
+        baseline=GEMM,
+    )
     report.setup["search_seconds"] = round(seconds, 2)
     return report

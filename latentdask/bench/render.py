@@ -45,18 +45,41 @@ def _rows(block: np.ndarray) -> int:
     return len(np.asarray(block))
 
 
-def bench_render(*, n: int = 10_000_000, dim: int = 256, chunk_rows: int = 65_536, workers: int = 2,
-                 width: int = 800, repeats: int = 3) -> BenchReport:  # fmt: skip
+def bench_render(
+    *,
+    n: int = 10_000_000,
+    dim: int = 256,
+    chunk_rows: int = 65_536,
+    workers: int = 2,
+    width: int = 800,
+    repeats: int = 3,
+) -> BenchReport:
     import datashader as ds
     import pandas as pd
 
-    report = BenchReport("rendering every z-point", setup={"rows": n, "dim": dim, "chunk_rows": chunk_rows,
-                                                           "workers": workers, "projections": PROJECTIONS,
-                                                           "grid_width": width})  # fmt: skip
+    report = BenchReport(
+        "rendering every z-point",
+        setup={
+            "rows": n,
+            "dim": dim,
+            "chunk_rows": chunk_rows,
+            "workers": workers,
+            "projections": PROJECTIONS,
+            "grid_width": width,
+        },
+    )
     with tempfile.TemporaryDirectory() as scratch:
         store = synthesize_latents(Path(scratch) / "points.zarr", n=n, dim=dim, seed=0, chunk_rows=chunk_rows)
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=":0") as cluster, Client(cluster) as client:  # fmt: skip
+        with (
+            LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=":0",
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             points = open_zpoints(store)
             stats_path = Path(scratch) / "stats.zarr"
             write_stats(
@@ -114,15 +137,20 @@ def bench_render(*, n: int = 10_000_000, dim: int = 256, chunk_rows: int = 65_53
             view = View("pair", a, b)
             started = time.perf_counter()
             held = explorer.count(view)  # reads the store once and persists the two columns
-            report.add("dashboard: loading two columns into cluster memory (once per view)",
-                       time.perf_counter() - started, "s")  # fmt: skip
+            report.add(
+                "dashboard: loading two columns into cluster memory (once per view)",
+                time.perf_counter() - started,
+                "s",
+            )
             full = projections[0]
             x_range = _central(full.x_range)
             y_range = _central(full.y_range)
             zoom_w, zoom_h = canvas_size(width)
             explorer.aggregate(view, x_range, y_range, zoom_w, zoom_h)  # warm-up, as for pandas below
-            persisted = min(_timed(lambda: explorer.aggregate(view, x_range, y_range, zoom_w, zoom_h))
-                            for _ in range(repeats))  # fmt: skip
+            persisted = min(
+                _timed(lambda: explorer.aggregate(view, x_range, y_range, zoom_w, zoom_h))
+                for _ in range(repeats)
+            )
             two = pd.concat(client.gather(explorer.frame(view)), ignore_index=True)[["x", "y"]]
             canvas = ds.Canvas(plot_width=zoom_w, plot_height=zoom_h, x_range=x_range, y_range=y_range)
             canvas.points(two, "x", "y", agg=ds.count())
@@ -130,8 +158,12 @@ def bench_render(*, n: int = 10_000_000, dim: int = 256, chunk_rows: int = 65_53
                 _timed(lambda: canvas.points(two, "x", "y", agg=ds.count())) for _ in range(repeats)
             )
             report.add(PANDAS_ZOOM, len(two) / in_pandas / 1e6, "Mpoints/s")
-            report.add("dashboard zoom from persisted columns", held / persisted / 1e6, "Mpoints/s",
-                       baseline=PANDAS_ZOOM)  # fmt: skip
+            report.add(
+                "dashboard zoom from persisted columns",
+                held / persisted / 1e6,
+                "Mpoints/s",
+                baseline=PANDAS_ZOOM,
+            )
     totals = {row.name: row for row in report.rows}
     report.setup |= {
         "render / (read + pandas) (goal <= 1.5)": round(

@@ -88,14 +88,31 @@ def bench_stats(
     """Run all four on one synthetic store (the fused pass alone without ``baselines``)."""
     params = SummaryParams()
     t = params.thresholds[0]
-    report = BenchReport("statistics pass", setup={"rows": n, "dim": dim, "chunk_rows": chunk_rows, "workers": workers,
-                                                    "pairs_fused": dim * (dim - 1) // 2, "pairs_baselines": PAIRS})  # fmt: skip
+    report = BenchReport(
+        "statistics pass",
+        setup={
+            "rows": n,
+            "dim": dim,
+            "chunk_rows": chunk_rows,
+            "workers": workers,
+            "pairs_fused": dim * (dim - 1) // 2,
+            "pairs_baselines": PAIRS,
+        },
+    )
     with tempfile.TemporaryDirectory() as scratch:
         store = synthesize_latents(Path(scratch) / "points.zarr", n=n, dim=dim, seed=0, chunk_rows=chunk_rows)
         rng = np.random.default_rng(0)
         pairs = [tuple(sorted(rng.choice(dim, size=2, replace=False).tolist())) for _ in range(PAIRS)]
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=":0") as cluster, Client(cluster) as client:  # fmt: skip
+        with (
+            LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=":0",
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             client.run(_compile_kernels, params)  # numba compiles (or loads) once per worker, untimed
             points = open_zpoints(store)
             inputs = Inputs(points.z)

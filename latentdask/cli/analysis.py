@@ -196,8 +196,14 @@ def normality(
     from latentdask.stats.normality import NormalityOptions, format_normality
     from latentdask.workflow import steps
 
-    options = NormalityOptions(sample_size=sample_size, hz_size=hz_size, alpha=alpha, split=split,
-                               where=tuple(where or ()), seed=seed)  # fmt: skip
+    options = NormalityOptions(
+        sample_size=sample_size,
+        hz_size=hz_size,
+        alpha=alpha,
+        split=split,
+        where=tuple(where or ()),
+        seed=seed,
+    )
     with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
         result = steps.normality(store, stats, out, options=options, cluster=connection, plot=plot)
     typer.echo(format_normality(result))
@@ -234,10 +240,17 @@ def decode(
 
     options = steps.DecodeOptions(per_row=per_row, scale=scale, through=through, face_rate=face_rate)  # type: ignore[arg-type]
     decoded = steps.decode(
-        checkpoint, out, options=options, points=points or [], reconstruct=reconstruct, dataset=dataset,
+        checkpoint,
+        out,
+        options=options,
+        points=points or [],
+        reconstruct=reconstruct,
+        dataset=dataset,
         interpolate=parse_ints(interpolate, "--interpolate") if interpolate is not None else None,
-        path=parse_ints(path, "--path") if path is not None else None, stats=stats, faces_out=faces_out,
-    )  # fmt: skip
+        path=parse_ints(path, "--path") if path is not None else None,
+        stats=stats,
+        faces_out=faces_out,
+    )
     console.print(f"{decoded.rows} row(s) → {out}" + (f"; {decoded.note}" if decoded.note else ""))
     if decoded.rates is not None:
         typer.echo(format_face_rates(decoded.rates))
@@ -291,10 +304,18 @@ def render(
     from latentdask.workflow import steps
 
     options = steps.RenderOptions(
-        pairs=tuple(pairs or ()), top_correlated=top_correlated, pcs=pcs, slice=slice_threshold,
-        slice_ranked=slice_ranked, special=special, color_by=color_by, width=width, how=how,  # type: ignore[arg-type]
-        split=split, where=tuple(where or ()),
-    )  # fmt: skip
+        pairs=tuple(pairs or ()),
+        top_correlated=top_correlated,
+        pcs=pcs,
+        slice=slice_threshold,
+        slice_ranked=slice_ranked,
+        special=special,
+        color_by=color_by,
+        width=width,
+        how=how,  # type: ignore[arg-type]
+        split=split,
+        where=tuple(where or ()),
+    )
     with (
         steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection,
         listing_damaged(store, client=connection.client),
@@ -303,8 +324,15 @@ def render(
         points = open_points(
             store, connection.client, skip_damaged=skip_damaged, include_unfinished=include_unfinished
         )
-        result = steps.render(store, out, options=options, cluster=connection, stats=stats,
-                              overlays=overlay or [], points=points)  # fmt: skip
+        result = steps.render(
+            store,
+            out,
+            options=options,
+            cluster=connection,
+            stats=stats,
+            overlays=overlay or [],
+            points=points,
+        )
     console.print(
         f"{len(result.aggregates)} projections of {result.points:,} rows aggregated in "
         f"{result.seconds['aggregate']:.1f} s, drawn in {result.seconds['draw']:.1f} s → {out}",
@@ -333,7 +361,7 @@ def serve(
     scheduler: SchedulerOption = None,
     cluster_name: ClusterNameOption = None,
 ) -> None:
-    """A dashboard in the browser: every z-point, re-aggregated on zoom, with histograms, correlations, images."""
+    """A dashboard in the browser: every z-point re-aggregated on zoom; histograms, correlations, images."""
     from latentdask.cluster.connect import check_paths_on_workers, connect
     from latentdask.render.dashboard import serve as run_serve
 
@@ -341,7 +369,18 @@ def serve(
         check_paths_on_workers(client, [store])
         console.print(f"serving {store} on http://{address}:{port}/ (Ctrl-C stops)", highlight=False)
         if address not in ("127.0.0.1", "localhost", "::1"):
-            console.print(f"warning: bound to {address}: anyone who can reach it sees every image "
-                          "and z-point; put it behind an authenticating proxy", highlight=False)  # fmt: skip
-        run_serve(store, stats=stats, points=list(points or []), dataset=dataset, model=model, client=client,
-                  address=address, port=port)  # fmt: skip
+            console.print(
+                f"warning: bound to {address}: anyone who can reach it sees every image "
+                "and z-point; put it behind an authenticating proxy",
+                highlight=False,
+            )
+        run_serve(
+            store,
+            stats=stats,
+            points=list(points or []),
+            dataset=dataset,
+            model=model,
+            client=client,
+            address=address,
+            port=port,
+        )

@@ -1,4 +1,7 @@
-"""Measurements against baselines run in the same process: ``latentdask bench decode|train|encode|stats|knn|render``."""
+"""Measurements against baselines run in the same process.
+
+``latentdask bench decode|train|encode|stats|knn|render``.
+"""
 
 from __future__ import annotations
 
@@ -44,8 +47,17 @@ def bench_train(
     """Training images/s of the default autoencoder on this machine."""
     from latentdask.bench.train import bench_train as run
 
-    run_bench(json_out, functools.partial(run, image_size=image_size, latent_dim=latent_dim,
-                                            batch_size=batch_size, steps=steps, device=device))  # fmt: skip
+    run_bench(
+        json_out,
+        functools.partial(
+            run,
+            image_size=image_size,
+            latent_dim=latent_dim,
+            batch_size=batch_size,
+            steps=steps,
+            device=device,
+        ),
+    )
 
 
 @app.command("encode")
@@ -60,8 +72,10 @@ def bench_encode(
     """Encode pipeline images/s with 1 and 2 workers against a plain loop and the CPU ceiling."""
     from latentdask.bench.encode import bench_encode as run
 
-    run_bench(json_out, functools.partial(run, n=n, shard_size=shard_size, batch_size=batch_size,
-                                            image_size=image_size))  # fmt: skip
+    run_bench(
+        json_out,
+        functools.partial(run, n=n, shard_size=shard_size, batch_size=batch_size, image_size=image_size),
+    )
 
 
 @app.command("stats")

@@ -31,11 +31,14 @@ def cluster_certs(
         folder, hosts=host or ["127.0.0.1", "localhost"], days=days, overwrite=overwrite
     )
     console.print(f"wrote {', '.join(p.name for p in paths.values())} → {folder}", highlight=False)
+    ca = paths["ca"]
     console.print(
-        f"scheduler: dask scheduler --protocol tls --tls-ca-file {paths['ca']} --tls-cert {paths['scheduler']} "
-        f"--tls-key {paths['scheduler-key']}\nworkers:   dask worker tls://HOST:8786 --tls-ca-file {paths['ca']} "
-        f"--tls-cert {paths['worker']} --tls-key {paths['worker-key']}\nclients:   a spec of kind address with "
-        f"tls: {{ca_file: {paths['ca']}, cert: {paths['client']}, key: {paths['client-key']}}}",
+        f"scheduler: dask scheduler --protocol tls --tls-ca-file {ca} --tls-cert {paths['scheduler']} "
+        f"--tls-key {paths['scheduler-key']}\n"
+        f"workers:   dask worker tls://HOST:8786 --tls-ca-file {ca} --tls-cert {paths['worker']} "
+        f"--tls-key {paths['worker-key']}\n"
+        f"clients:   a spec of kind address with "
+        f"tls: {{ca_file: {ca}, cert: {paths['client']}, key: {paths['client-key']}}}",
         highlight=False,
     )
 
@@ -53,8 +56,10 @@ def cluster_up(
 
     name = cluster_up(ClusterChoice(spec=spec).resolve())
     typer.echo(name)
-    console.print(f"started {name}; computing commands join it with --cluster {spec} --cluster-name {name}",
-                  highlight=False)  # fmt: skip
+    console.print(
+        f"started {name}; computing commands join it with --cluster {spec} --cluster-name {name}",
+        highlight=False,
+    )
 
 
 @app.command("scale")

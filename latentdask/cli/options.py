@@ -133,9 +133,12 @@ ClusterOption = Annotated[
 ]
 ClusterNameOption = Annotated[
     str | None,
-    typer.Option("--cluster-name", help="A gateway or Kubernetes cluster from 'latentdask cluster up'.",
-                 rich_help_panel="Cluster"),
-]  # fmt: skip
+    typer.Option(
+        "--cluster-name",
+        help="A gateway or Kubernetes cluster from 'latentdask cluster up'.",
+        rich_help_panel="Cluster",
+    ),
+]
 SplitOption = Annotated[str, typer.Option(help="all, train, valid or test.")]
 WhereOption = Annotated[
     list[str] | None, typer.Option("--where", help="ATTRIBUTE=1 or ATTRIBUTE=-1 (repeat).")

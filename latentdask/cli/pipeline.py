@@ -73,8 +73,14 @@ def train(
     from latentdask.model.train import TrainOptions
     from latentdask.workflow import steps
 
-    model = steps.ModelOptions(image_size=image_size, latent_dim=latent_dim, channels=parse_ints(channels, "--channels"),
-                               batch_norm=batch_norm, crop=parse_crop(crop), draft=draft)  # fmt: skip
+    model = steps.ModelOptions(
+        image_size=image_size,
+        latent_dim=latent_dim,
+        channels=parse_ints(channels, "--channels"),
+        batch_norm=batch_norm,
+        crop=parse_crop(crop),
+        draft=draft,
+    )
     options = TrainOptions(
         epochs=epochs, batch_size=batch_size, lr=lr, split=split, device=device, seed=seed, workers=workers
     )
@@ -161,7 +167,9 @@ def encode(
     ] = ENCODE.precision,
     decode_threads: Annotated[
         int | None,
-        typer.Option(help="Threads decoding ahead of the encoder (default: 1 on CPU, the cores per GPU with one)."),
+        typer.Option(
+            help="Threads decoding ahead of the encoder (default: 1 on CPU, the cores per GPU with one)."
+        ),
     ] = ENCODE.decode_threads,
     torch_threads: Annotated[
         int | None, typer.Option(help="Torch threads per worker (default: torch's).")
@@ -175,10 +183,17 @@ def encode(
     from latentdask.workflow import steps
 
     options = EncodeOptions(
-        shard_size=shard_size, batch_size=batch_size, split=split, resume=resume, overwrite=overwrite,
-        reconstruction_error=reconstruction_error, device=device, precision=precision,  # type: ignore[arg-type]
-        decode_threads=decode_threads, torch_threads=torch_threads,
-    )  # fmt: skip
+        shard_size=shard_size,
+        batch_size=batch_size,
+        split=split,
+        resume=resume,
+        overwrite=overwrite,
+        reconstruction_error=reconstruction_error,
+        device=device,
+        precision=precision,  # type: ignore[arg-type]
+        decode_threads=decode_threads,
+        torch_threads=torch_threads,
+    )
     with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
         steps.encode(dataset, model, out, options=options, cluster=connection)
 

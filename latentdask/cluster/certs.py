@@ -23,8 +23,12 @@ import ipaddress
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from latentdask.errors import LatentdaskError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 ROLES = ("scheduler", "worker", "client")
 
@@ -33,15 +37,19 @@ class CertificateError(LatentdaskError):
     """Certificates that cannot be written as asked."""
 
 
-def _name(common: str) -> object:
+def _name(common: str) -> x509.Name:
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "latentdask"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common)])  # fmt: skip
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "latentdask"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common),
+        ]
+    )
 
 
-def _alternative_names(hosts: Sequence[str]) -> object:
+def _alternative_names(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
     from cryptography import x509
 
     names: list[x509.GeneralName] = []
@@ -98,21 +106,37 @@ def make_certificates(
     until = now + datetime.timedelta(days=days)
 
     def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())  # fmt: skip
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("latentdask cluster CA")
     ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)  # type: ignore[arg-type]
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(until)
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(until)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     paths = {
         "ca": _write(folder / "ca.pem", ca_cert.public_bytes(serialization.Encoding.PEM), private=False),
         "ca-key": _write(folder / "ca-key.pem", pem_key(ca_key), private=True),
@@ -120,15 +144,21 @@ def make_certificates(
     for role in ROLES:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
-            x509.CertificateBuilder().subject_name(_name(f"latentdask {role}")).issuer_name(ca_name)  # type: ignore[arg-type]
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(until)
+            x509.CertificateBuilder()
+            .subject_name(_name(f"latentdask {role}"))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(until)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_alternative_names(hosts), critical=False)  # type: ignore[arg-type]
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
+            .add_extension(_alternative_names(hosts), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
             .sign(ca_key, hashes.SHA256())
-        )  # fmt: skip
+        )
         paths[role] = _write(
             folder / f"{role}.pem", cert.public_bytes(serialization.Encoding.PEM), private=False
         )

@@ -62,7 +62,8 @@ class ClusterChoice:
                 raise ConfigError(
                     f"--scheduler {self.scheduler}: a tls:// scheduler needs the client's certificates; give "
                     f"--cluster SPEC, a spec of kind address with 'address: {self.scheduler}' and "
-                    "'tls: {ca_file, cert, key}' (latentdask cluster certs DIR writes them; see cluster/README.md)"
+                    "'tls: {ca_file, cert, key}' (latentdask cluster certs DIR writes them; "
+                    "see cluster/README.md)"
                 )
             return AddressSpec(kind="address", address=self.scheduler)
         spec = (
@@ -117,11 +118,19 @@ def slurm_cluster_kwargs(spec: SlurmSpec) -> dict[str, Any]:
     """Arguments of ``dask_jobqueue.SLURMCluster``; GPU jobs run ``dask cuda worker``, one worker per GPU."""
     processes = spec.processes or max(spec.gpus, 1)
     kwargs: dict[str, Any] = {
-        "queue": spec.queue, "account": spec.account, "walltime": spec.walltime, "cores": spec.cores,
-        "memory": spec.memory, "processes": processes, "interface": spec.interface, "python": spec.python,
-        "job_script_prologue": list(spec.job_script_prologue), "local_directory": spec.local_directory,
-        "job_extra_directives": [], "worker_extra_args": [],
-    }  # fmt: skip
+        "queue": spec.queue,
+        "account": spec.account,
+        "walltime": spec.walltime,
+        "cores": spec.cores,
+        "memory": spec.memory,
+        "processes": processes,
+        "interface": spec.interface,
+        "python": spec.python,
+        "job_script_prologue": list(spec.job_script_prologue),
+        "local_directory": spec.local_directory,
+        "job_extra_directives": [],
+        "worker_extra_args": [],
+    }
     if spec.gpus:
         kwargs["job_extra_directives"].append(f"--gres=gpu:{spec.gpus}")
         # ``python -m dask_cuda.cli`` is dask-cuda's worker: one process per visible GPU, each pinned to it
@@ -147,10 +156,13 @@ def kubernetes_cluster_spec(spec: KubernetesSpec) -> dict[str, Any]:
     if spec.gpus:
         limits["nvidia.com/gpu"] = str(spec.gpus)
     manifest: dict[str, Any] = make_cluster_spec(
-        name=spec.name, image=spec.image, n_workers=spec.workers or 0, env=dict(spec.env) or None,
+        name=spec.name,
+        image=spec.image,
+        n_workers=spec.workers or 0,
+        env=dict(spec.env) or None,
         resources={"limits": limits, "requests": {"cpu": spec.cpu, "memory": spec.memory}},
         worker_command="dask-cuda-worker" if spec.gpus else "dask-worker",
-    )  # fmt: skip
+    )
     if spec.gpus:
         container = manifest["spec"]["worker"]["spec"]["containers"][0]
         container["args"] += ["--resources", "GPU=1"]
@@ -172,8 +184,11 @@ def kube_cluster(
         return KubeCluster.from_name(
             name, namespace=spec.namespace, shutdown_on_close=bool(shutdown_on_close)
         )
-    return KubeCluster(custom_cluster_spec=kubernetes_cluster_spec(spec), namespace=spec.namespace,
-                       shutdown_on_close=shutdown_on_close)  # fmt: skip
+    return KubeCluster(
+        custom_cluster_spec=kubernetes_cluster_spec(spec),
+        namespace=spec.namespace,
+        shutdown_on_close=shutdown_on_close,
+    )
 
 
 def gateway_of(spec: GatewaySpec) -> Any:
@@ -225,8 +240,10 @@ def _gateway_call(spec: GatewaySpec, what: str, work: Any) -> Any:
 
 def _gateway_reason(exc: Exception, spec: GatewaySpec) -> str:
     if "401" in str(exc) or "Unauthorized" in str(exc):
-        return (f"the gateway refused the login of user {spec.auth.username!r} (wrong password in "
-                f"${spec.auth.password_env}?)")  # fmt: skip
+        return (
+            f"the gateway refused the login of user {spec.auth.username!r} (wrong password in "
+            f"${spec.auth.password_env}?)"
+        )
     return str(exc)
 
 
@@ -376,9 +393,15 @@ def connect(choice: ClusterChoice | AnySpec | None = None) -> Iterator[Client]:
     else:
         workers = spec.adapt.minimum if spec.adapt is not None else spec.workers or default_local_workers()
         # task failures reach the command through its futures and are told once, as one line
-        started = LocalCluster(n_workers=workers, threads_per_worker=spec.threads_per_worker, processes=True,
-                               memory_limit=spec.memory_limit, host=spec.host,
-                               dashboard_address=spec.dashboard_address, silence_logs=logging.CRITICAL)  # fmt: skip
+        started = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=spec.threads_per_worker,
+            processes=True,
+            memory_limit=spec.memory_limit,
+            host=spec.host,
+            dashboard_address=spec.dashboard_address,
+            silence_logs=logging.CRITICAL,
+        )
         if spec.adapt is not None:
             apply_scaling(started, spec)
     with started, Client(started, set_as_default=False) as client:

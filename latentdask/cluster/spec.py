@@ -172,8 +172,12 @@ class AddressSpec(BaseModel):
             return None
         from distributed.security import Security
 
-        return Security(tls_ca_file=str(self.tls.ca_file), tls_client_cert=str(self.tls.cert),
-                        tls_client_key=str(self.tls.key), require_encryption=True)  # fmt: skip
+        return Security(
+            tls_ca_file=str(self.tls.ca_file),
+            tls_client_cert=str(self.tls.cert),
+            tls_client_key=str(self.tls.key),
+            require_encryption=True,
+        )
 
     @model_validator(mode="before")
     @classmethod
@@ -219,6 +223,8 @@ def load_cluster_spec(path: str | Path) -> AnySpec:
     data = read_yaml(path, "cluster spec")
     if isinstance(data, dict) and isinstance(data.get("tls"), dict):
         folder = Path(path).parent
-        data["tls"] = {k: str(folder / v) if isinstance(v, str) and not Path(v).is_absolute() else v
-                       for k, v in data["tls"].items()}  # fmt: skip
+        data["tls"] = {
+            k: str(folder / v) if isinstance(v, str) and not Path(v).is_absolute() else v
+            for k, v in data["tls"].items()
+        }
     return parse_cluster_spec(data, source=str(path))

@@ -68,9 +68,12 @@ class IsolatedDecoder:
 
             environment = os.environ | {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "latentdask.data.isolated"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                preexec_fn=bounded, env=environment,
-            )  # fmt: skip
+                [sys.executable, "-m", "latentdask.data.isolated"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                preexec_fn=bounded,
+                env=environment,
+            )
         return self._child
 
     def close(self) -> None:

@@ -229,8 +229,9 @@ def encode(
             plugin = ModelPlugin(jobs[0].checkpoint, model_sha256, options.device, options.torch_threads)
             client.register_plugin(plugin)  # every worker loads the model once, joiners too
             try:
-                reports = _follow(client, {submit(job): job for job in jobs}, submit, sum(s.size for s in pending),
-                                  progress)  # fmt: skip
+                reports = _follow(
+                    client, {submit(job): job for job in jobs}, submit, sum(s.size for s in pending), progress
+                )
             finally:
                 client.unregister_worker_plugin(plugin.name)  # the workers let the model go
         compute_seconds = time.perf_counter() - submitted
@@ -258,9 +259,14 @@ def encode(
 
 
 def _write_sidecar_stats(
-    store: Path, out: Path, reports: list[ShardReport], params: SummaryParams, client: Any, progress: bool,
+    store: Path,
+    out: Path,
+    reports: list[ShardReport],
+    params: SummaryParams,
+    client: Any,
+    progress: bool,
     inputs: list[Path],
-) -> None:  # fmt: skip
+) -> None:
     """Merge the tasks' shard states (reading only shards finished by an earlier run) and write them."""
     from latentdask.stats.io import stats_of, write_stats
     from latentdask.store.points import open_zpoints
@@ -270,8 +276,10 @@ def _write_sidecar_stats(
     stats = stats_of(open_zpoints(store), params=params, known_states=known, scheduler=client)
     write_stats(stats, out, source=str(store), inputs=[store, *inputs])
     if progress:
-        console.print(f"statistics of {int(stats['count'])} valid z-points in {time.perf_counter() - started:.1f} s "
-                      f"({len(known)} shard(s) from the tasks, the rest read from the store) → {out}")  # fmt: skip
+        console.print(
+            f"statistics of {int(stats['count'])} valid z-points in {time.perf_counter() - started:.1f} s "
+            f"({len(known)} shard(s) from the tasks, the rest read from the store) → {out}"
+        )
 
 
 def _checkpoint_config(checkpoint: Path) -> CheckpointConfig:
@@ -281,24 +289,34 @@ def _checkpoint_config(checkpoint: Path) -> CheckpointConfig:
 
 
 def _prepare_store(
-    out: Path, expected: dict[str, Any], options: EncodeOptions, manifest: Any, config: CheckpointConfig,
+    out: Path,
+    expected: dict[str, Any],
+    options: EncodeOptions,
+    manifest: Any,
+    config: CheckpointConfig,
     inputs: list[Path],
-) -> zarr.Group:  # fmt: skip
-    """Open the store to resume (stamped with this run's id), or create its template under a temporary name."""
+) -> zarr.Group:
+    """The store to resume (stamped with this run's id), or its new template, made under a temporary name."""
     if options.resume and out.exists():
         group = open_store(out, mode="r+")
         if int(group.attrs.get("format_version", 1)) < FORMAT_VERSION:  # type: ignore[arg-type]
-            raise StoreError(f"{out} was made by an older latentdask (store format {group.attrs.get('format_version')}, "
-                             f"without checksums); encode it again with --overwrite")  # fmt: skip
+            raise StoreError(
+                f"{out} was made by an older latentdask (store format {group.attrs.get('format_version')}, "
+                f"without checksums); encode it again with --overwrite"
+            )
         check_resumable(group, expected, out)
         group.attrs["writer_run"] = expected["writer_run"]
         return group
     metadata = {k: v for k, v in expected.items() if k not in ("shard_size", "latent_dim", "recon_error")}
     with owned_output(out, STORE_KIND, inputs=inputs, zarr=True) as staged:
         create_store(
-            staged.path, manifest, latent_dim=config.model.latent_dim, shard_size=options.shard_size,
-            metadata=metadata | {RECORD_KEY: staged.record}, recon_error=options.reconstruction_error,
-        )  # fmt: skip
+            staged.path,
+            manifest,
+            latent_dim=config.model.latent_dim,
+            shard_size=options.shard_size,
+            metadata=metadata | {RECORD_KEY: staged.record},
+            recon_error=options.reconstruction_error,
+        )
     return open_store(out, mode="r+")
 
 
@@ -316,9 +334,16 @@ def _reset_damaged(out: Path, group: zarr.Group, client: Any, progress: bool) ->
 
 
 def _job(
-    out: Path, shard: Shard, container: Container, manifest: Any, checkpoint: Path, sha256: str,
-    config: CheckpointConfig, options: EncodeOptions, run_id: str,
-) -> ShardJob:  # fmt: skip
+    out: Path,
+    shard: Shard,
+    container: Container,
+    manifest: Any,
+    checkpoint: Path,
+    sha256: str,
+    config: CheckpointConfig,
+    options: EncodeOptions,
+    run_id: str,
+) -> ShardJob:
     return ShardJob(
         store=str(out.resolve()),
         run_id=run_id,
@@ -373,10 +398,14 @@ def _follow(
             except KilledWorker:
                 job = futures.pop(future)
                 if job.isolate:
-                    raise StoreError(f"shard {job.shard.number} killed its worker even with every image decoded "
-                                     "in a child process; see the workers' logs") from None  # fmt: skip
-                console.print(f"shard {job.shard.number} killed its worker repeatedly; encoding it again with each "
-                              "image decoded in a child process")  # fmt: skip
+                    raise StoreError(
+                        f"shard {job.shard.number} killed its worker even with every image decoded "
+                        "in a child process; see the workers' logs"
+                    ) from None
+                console.print(
+                    f"shard {job.shard.number} killed its worker repeatedly; encoding it again with each "
+                    "image decoded in a child process"
+                )
                 retry = submit(dataclasses.replace(job, isolate=True))
                 futures[retry] = dataclasses.replace(job, isolate=True)
                 completed.add(retry)

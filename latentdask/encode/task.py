@@ -214,15 +214,18 @@ def _autocast(precision: str, device: torch.device) -> Any:
 
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+    return torch.autocast(
+        device_type=device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    )
 
 
 def _check_still_writer(job: ShardJob) -> None:
     """Stop if another run has taken the store over (a resume or overwrite after this run's client died)."""
     attrs = zarr.open_group(job.store, mode="r").attrs.asdict()
     if attrs.get("writer_run") != job.run_id or attrs.get("model_sha256") != job.checkpoint_sha256:
-        raise StoreError(f"{job.store} was taken over by another run; shard {job.shard.number} of this run "
-                         "is not written")  # fmt: skip
+        raise StoreError(
+            f"{job.store} was taken over by another run; shard {job.shard.number} of this run is not written"
+        )
 
 
 def encode_shard(job: ShardJob) -> ShardReport:
@@ -247,7 +250,9 @@ def encode_shard(job: ShardJob) -> ShardReport:
 
     threads = job.decode_threads
     if threads is None:  # beside a GPU decoding is the limit: the worker's share of cores per GPU
-        threads = max(1, (os.cpu_count() or 1) // max(torch.cuda.device_count(), 1)) if device.type == "cuda" else 1
+        threads = (
+            max(1, (os.cpu_count() or 1) // max(torch.cuda.device_count(), 1)) if device.type == "cuda" else 1
+        )
     isolated = IsolatedDecoder() if job.isolate else None
     pool = ThreadPoolExecutor(threads, "latentdask-decode") if threads and not isolated else None
     try:

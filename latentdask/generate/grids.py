@@ -175,9 +175,16 @@ def interpolation_row(checkpoint: Checkpoint, dataset: str | Path, first: int, l
 
 
 def path_row(
-    model: Autoencoder, mean: np.ndarray, std: np.ndarray, a: int, b: int, *,
-    through: Literal["centre", "origin"], steps: int, extent: float = 3.0,
-) -> Row:  # fmt: skip
+    model: Autoencoder,
+    mean: np.ndarray,
+    std: np.ndarray,
+    a: int,
+    b: int,
+    *,
+    through: Literal["centre", "origin"],
+    steps: int,
+    extent: float = 3.0,
+) -> Row:
     """Points on the diagonal segment of the plane (a, b) through the centre or the origin.
 
     Every other component stays at the real mean (``centre``) or 0 (``origin``); x_a and
@@ -219,4 +226,5 @@ def skipped_note(rows: Sequence[Row]) -> str | None:
     skipped = [entry for row in rows for entry in row.skipped]
     if not skipped:
         return None
-    return f"{len(skipped)} unreadable image(s) skipped ({', '.join(skipped[:2])}{', ...' if len(skipped) > 2 else ''})"
+    shown = ", ".join(skipped[:2]) + (", ..." if len(skipped) > 2 else "")
+    return f"{len(skipped)} unreadable image(s) skipped ({shown})"

@@ -176,7 +176,8 @@ def generate(
 
     Examples
     --------
-    >>> generate("latents-stats.zarr", "uniform.zarr", spec=sampler_spec("uniform", b=1.5), n=10_000)  # doctest: +SKIP
+    >>> uniform = sampler_spec("uniform", b=1.5)
+    >>> generate("latents-stats.zarr", "uniform.zarr", spec=uniform, n=10_000)  # doctest: +SKIP
     """
     from latentdask.stats.io import open_stats
 
@@ -188,12 +189,27 @@ def generate(
     sampler = block_sampler(spec, fitted)
     with owned_output(out, POINTS_KIND, inputs=[stats], zarr=True) as staged:
         group = zarr.open_group(str(staged.path), mode="w")
-        group.attrs.update({
-            "sampler": spec.name, "params": spec.model_dump(mode="json"), "seed": seed, "n": n,
-            "stats": str(Path(stats).resolve()), "generator": "latentdask generate", RECORD_KEY: staged.record,
-        })  # fmt: skip
-        write_rows(group, "z", sampler, n=n, dim=fitted.dim, seed=seed, chunk_rows=min(chunk_rows, n),
-                   dims=["point", "latent"])  # fmt: skip
+        group.attrs.update(
+            {
+                "sampler": spec.name,
+                "params": spec.model_dump(mode="json"),
+                "seed": seed,
+                "n": n,
+                "stats": str(Path(stats).resolve()),
+                "generator": "latentdask generate",
+                RECORD_KEY: staged.record,
+            }
+        )
+        write_rows(
+            group,
+            "z",
+            sampler,
+            n=n,
+            dim=fitted.dim,
+            seed=seed,
+            chunk_rows=min(chunk_rows, n),
+            dims=["point", "latent"],
+        )
     return out
 
 
@@ -239,8 +255,12 @@ def b_scan(
         float(scipy_stats.wasserstein_distance(centres, b * unit_radii, u_weights=weights)) for b in grid
     ]
     best = int(np.argmin(distances))
-    return {"grid": grid.tolist(), "wasserstein": distances, "best_b": float(grid[best]),
-            "real_mean_radius": float(stats["radius_mean"])}  # fmt: skip
+    return {
+        "grid": grid.tolist(),
+        "wasserstein": distances,
+        "best_b": float(grid[best]),
+        "real_mean_radius": float(stats["radius_mean"]),
+    }
 
 
 def radius_report(stats: xr.Dataset, points: np.ndarray, b: float) -> dict[str, object]:

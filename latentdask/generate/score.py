@@ -213,7 +213,9 @@ def nearest_real_distance(
     kernel = partial(_nearest_in_block, query_rows=query_rows, device=device)
     blocks = [
         (block, start, shipped, valid)
-        for (block, valid), start in zip(row_blocks(corpus.z, corpus.valid), row_starts(corpus.z), strict=True)
+        for (block, valid), start in zip(
+            row_blocks(corpus.z, corpus.valid), row_starts(corpus.z), strict=True
+        )
     ]
     graph = reduce_blocks(blocks, chunk=kernel, combine=_nearest_combine, name="nearest_real")
     (squared,) = dask.compute(graph, scheduler=scheduler)
@@ -308,8 +310,13 @@ def score(
             raise ScoreError(f"{path} has {z.shape[1]} components; the statistics have {dim}")
         sets[str(node.attrs.get("sampler", Path(path).stem)) + f" ({Path(path).name})"] = (z, None)
     k = int(np.flatnonzero(reference.thresholds == t)[0])
-    results: dict[str, Any] = {"pair": [a, b], "threshold": t, "real_slice_fraction": float(reference.slice_fraction[k, a, b]),
-                               "range": "[0.5 %, 99.5 %] per component", "sets": {}}  # fmt: skip
+    results: dict[str, Any] = {
+        "pair": [a, b],
+        "threshold": t,
+        "real_slice_fraction": float(reference.slice_fraction[k, a, b]),
+        "range": "[0.5 %, 99.5 %] per component",
+        "sets": {},
+    }
     for name, (points, query_rows) in sets.items():
         nearest = nearest_real_distance(corpus, points, query_rows=query_rows, scheduler=scheduler)
         outside = outside_counts(points, reference)
@@ -325,8 +332,10 @@ def score(
 
 def format_scores(results: dict[str, Any]) -> str:
     """The scores side by side, one line per set."""
-    lines = [f"{'set':<34} {'mahalanobis q50':>16} {'outside q50':>12} {'none outside':>13} "
-             f"{'nearest real q50':>17} {'in slice':>9}"]  # fmt: skip
+    lines = [
+        f"{'set':<34} {'mahalanobis q50':>16} {'outside q50':>12} {'none outside':>13} "
+        f"{'nearest real q50':>17} {'in slice':>9}"
+    ]
     for name, s in results["sets"].items():
         lines.append(
             f"{name[:34]:<34} {s['mahalanobis']['q50']:>16.2f} {s['outside_components']['q50']:>12.1f} "
@@ -334,8 +343,10 @@ def format_scores(results: dict[str, Any]) -> str:
             f"{s['slice_fraction']:>9.4f}"
         )
     a, b = results["pair"]
-    lines.append(f"slice: pair ({a}, {b}), |x_j| < {results['threshold']:g} elsewhere; real fraction "
-                 f"{results['real_slice_fraction']:.4f}")  # fmt: skip
+    lines.append(
+        f"slice: pair ({a}, {b}), |x_j| < {results['threshold']:g} elsewhere; real fraction "
+        f"{results['real_slice_fraction']:.4f}"
+    )
     return "\n".join(lines)
 
 

@@ -65,8 +65,23 @@ def synthesize_latents(
             "true_cov", shape=(dim, dim), dtype="float64", dimension_names=["latent", "latent2"]
         )
         true_cov[:] = cov
-        group.attrs.update({"generator": "latentdask synth-latents", "seed": seed, "n": n, "dim": dim,
-                            RECORD_KEY: staged.record})  # fmt: skip
-        write_rows(group, "z", partial(_gaussian_rows, mean, factor), n=n, dim=dim, seed=seed,
-                   chunk_rows=chunk_rows, dims=["image", "latent"])  # fmt: skip
+        group.attrs.update(
+            {
+                "generator": "latentdask synth-latents",
+                "seed": seed,
+                "n": n,
+                "dim": dim,
+                RECORD_KEY: staged.record,
+            }
+        )
+        write_rows(
+            group,
+            "z",
+            partial(_gaussian_rows, mean, factor),
+            n=n,
+            dim=dim,
+            seed=seed,
+            chunk_rows=chunk_rows,
+            dims=["image", "latent"],
+        )
     return out

@@ -1,4 +1,4 @@
-"""Render's one pass over the store, wired through the block-reduction driver of :mod:`latentdask.stats.reduce`.
+"""Render's one pass over the store, through the block-reduction driver (:mod:`latentdask.stats.reduce`).
 
 Reading two columns of a row-chunked store reads the whole store, so render reads it
 **once**: one task per range of whole chunks reads its chunks one at a time, keeps only
@@ -83,15 +83,24 @@ def aggregate_graph(
     attributes = points.attributes if coloured else None
     needs_pcs = any(p.kind == "pc" for p in projections)
     block_rows = int(points.source.chunks[0])
-    chunk = partial(aggregate_rows, block_rows=block_rows, projections=list(projections),
-                    mean=stats["mean"].values if needs_pcs else None,
-                    vectors=stats["pca_vectors"].values if needs_pcs else None)  # fmt: skip
+    chunk = partial(
+        aggregate_rows,
+        block_rows=block_rows,
+        projections=list(projections),
+        mean=stats["mean"].values if needs_pcs else None,
+        vectors=stats["pca_vectors"].values if needs_pcs else None,
+    )
     # one block per range: the store read inside the task, its lazy companions sliced alike
     blocks = [
-        (points.source, start, stop, None if keep is None else keep[start:stop],
-         None if attributes is None else attributes[start:stop])
+        (
+            points.source,
+            start,
+            stop,
+            None if keep is None else keep[start:stop],
+            None if attributes is None else attributes[start:stop],
+        )
         for start, stop in row_ranges(points.z.shape[0], block_rows, scheduler)
-    ]  # fmt: skip
+    ]
     return reduce_blocks(blocks, chunk=chunk, combine=sum_canvases, name="render", split_every=split_every)
 
 
@@ -106,8 +115,15 @@ def aggregate(
     split_every: int = SPLIT_EVERY,
 ) -> list[Aggregate]:
     """All projections over every selected z-point, reading the store once (see :func:`aggregate_graph`)."""
-    graph = aggregate_graph(points, projections, stats=stats, split=split, where=where, scheduler=scheduler,
-                            split_every=split_every)  # fmt: skip
+    graph = aggregate_graph(
+        points,
+        projections,
+        stats=stats,
+        split=split,
+        where=where,
+        scheduler=scheduler,
+        split_every=split_every,
+    )
     (merged,) = dask.compute(graph, scheduler=scheduler)
     return [
         Aggregate(p, counts, candidates) for p, (counts, candidates) in zip(projections, merged, strict=True)

@@ -21,7 +21,7 @@ from latentdask.stats.summary import select_rows
 
 #: a projection's columns over some rows: x, y (float32) and the colour column (or None)
 Columns = tuple[np.ndarray, np.ndarray, np.ndarray | None]
-#: a projection's counts over its canvas and its candidate count (selected points it holds, on the canvas or not)
+#: a projection's counts over its canvas and its candidate count (selected points, on the canvas or not)
 Canvas = tuple[np.ndarray, int]
 
 
@@ -35,8 +35,14 @@ class BlockColumns:
     outside: dict[float, np.ndarray]  # threshold → per kept row, the number of |z_j| ≥ t
 
     @classmethod
-    def of(cls, block: np.ndarray, keep: np.ndarray | None, projections: Sequence[Projection],
-           mean: np.ndarray | None, vectors: np.ndarray | None) -> BlockColumns:  # fmt: skip
+    def of(
+        cls,
+        block: np.ndarray,
+        keep: np.ndarray | None,
+        projections: Sequence[Projection],
+        mean: np.ndarray | None,
+        vectors: np.ndarray | None,
+    ) -> BlockColumns:
         z = np.asarray(block)
         rows, _, _ = select_rows(z, None, keep)  # the statistics' own row filter
         every = bool(rows.all())
@@ -139,9 +145,16 @@ def aggregate_rows(
     for r0 in range(start, stop, block_rows):
         r1 = min(r0 + block_rows, stop)
         within = slice(r0 - start, r1 - start)
-        parts.append(project_block(np.asarray(source[r0:r1]), None if keep is None else keep[within],
-                                   None if attributes is None else attributes[within],
-                                   projections=projections, mean=mean, vectors=vectors))  # fmt: skip
+        parts.append(
+            project_block(
+                np.asarray(source[r0:r1]),
+                None if keep is None else keep[within],
+                None if attributes is None else attributes[within],
+                projections=projections,
+                mean=mean,
+                vectors=vectors,
+            )
+        )
     return aggregate_columns(parts, projections=projections)
 
 

@@ -78,9 +78,16 @@ class Figure:
 
 
 def figures(
-    statistics: xr.Dataset, *, pairs: Sequence[str], top_correlated: int, pcs: int,
-    slice_threshold: float | None, slice_ranked: int, attribute: int | None, width: int,
-) -> list[Figure]:  # fmt: skip
+    statistics: xr.Dataset,
+    *,
+    pairs: Sequence[str],
+    top_correlated: int,
+    pcs: int,
+    slice_threshold: float | None,
+    slice_ranked: int,
+    attribute: int | None,
+    width: int,
+) -> list[Figure]:
     """The figures asked for, in file order: one per given pair, then the grids."""
     dim = statistics.sizes["latent"]
     chosen = [parse_pair(spec, statistics, slice_threshold) for spec in pairs]
@@ -169,13 +176,22 @@ def render(
     if color_by is not None:
         if color_by not in points.attribute_names:
             raise RenderError(
-                f"--color-by {color_by}: the store's attributes are {', '.join(points.attribute_names) or 'none'}"
+                f"--color-by {color_by}: the store's attributes are "
+                f"{', '.join(points.attribute_names) or 'none'}"
             )
         attribute = points.attribute_names.index(color_by)
 
     # 1. the figures and their canvases, from the statistics
-    shown = figures(statistics, pairs=pairs, top_correlated=top_correlated, pcs=pcs, slice_threshold=slice_threshold,
-                    slice_ranked=slice_ranked, attribute=attribute, width=width)  # fmt: skip
+    shown = figures(
+        statistics,
+        pairs=pairs,
+        top_correlated=top_correlated,
+        pcs=pcs,
+        slice_threshold=slice_threshold,
+        slice_ranked=slice_ranked,
+        attribute=attribute,
+        width=width,
+    )
     if not any(f.projections for f in shown):
         raise RenderError("nothing to render: give --pairs, --top-correlated, --pcs or --slice")
     drawn = [read_overlay(path) for path in overlays]
@@ -188,8 +204,14 @@ def render(
 
     # 2. one read of the store aggregates every projection of every figure
     started = time.perf_counter()
-    aggregates = aggregate(points, [p for f in shown for p in f.projections], stats=statistics, split=split,
-                           where=where, scheduler=scheduler)  # fmt: skip
+    aggregates = aggregate(
+        points,
+        [p for f in shown for p in f.projections],
+        stats=statistics,
+        split=split,
+        where=where,
+        scheduler=scheduler,
+    )
     aggregated = time.perf_counter() - started
 
     # 3. each figure drawn from its own aggregates, in order

@@ -63,8 +63,15 @@ def _png(pixels: np.ndarray, size: int) -> bytes:
 class Dashboard:
     """One browser session's widgets and plots, over an explorer shared by all sessions."""
 
-    def __init__(self, explorer: Explorer, *, dataset: Any = None, checkpoint: Any = None,
-                 filenames: np.ndarray | None = None, overlays: dict[str, np.ndarray] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        explorer: Explorer,
+        *,
+        dataset: Any = None,
+        checkpoint: Any = None,
+        filenames: np.ndarray | None = None,
+        overlays: dict[str, np.ndarray] | None = None,
+    ) -> None:
         import panel as pn
 
         self.explorer = explorer
@@ -116,16 +123,26 @@ class Dashboard:
 
     # ------------------------------------------------------------------ plots
 
-    def projection(self, mode: str, a: int, b: int, threshold: str, color_by: str, shading: str,
-                   x_range: Any = None, y_range: Any = None) -> Any:  # fmt: skip
+    def projection(
+        self,
+        mode: str,
+        a: int,
+        b: int,
+        threshold: str,
+        color_by: str,
+        shading: str,
+        x_range: Any = None,
+        y_range: Any = None,
+    ) -> Any:
         import holoviews as hv
 
         view = self.view(mode, a, b, threshold, color_by)
         try:
             full = self.explorer.projection(view)
         except LatentdaskError as exc:  # e.g. the same axis twice: say so where the projection would be
-            return hv.Image(np.full((2, 2), np.nan)).opts(width=CANVAS[0] + 120, height=CANVAS[1] + 60,
-                                                          title=str(exc))  # fmt: skip
+            return hv.Image(np.full((2, 2), np.nan)).opts(
+                width=CANVAS[0] + 120, height=CANVAS[1] + 60, title=str(exc)
+            )
         if view != self._last_view or x_range is None or y_range is None:
             x_range, y_range = full.x_range, full.y_range  # a new view starts from its full extent
         self._last_view = view
@@ -135,8 +152,15 @@ class Dashboard:
         shown = int(counts.sum())
         where = f", |x_j| < {view.threshold:g} elsewhere" if view.threshold is not None else ""
         title = f"{x_label} × {y_label}{where}: {shown:,} points in view"
-        common = {"width": CANVAS[0] + 120, "height": CANVAS[1] + 60, "tools": ["tap"], "title": title,
-                  "framewise": True, "xlabel": x_label, "ylabel": y_label}  # fmt: skip
+        common = {
+            "width": CANVAS[0] + 120,
+            "height": CANVAS[1] + 60,
+            "tools": ["tap"],
+            "title": title,
+            "framewise": True,
+            "xlabel": x_label,
+            "ylabel": y_label,
+        }
         if counts.ndim == 3:
             from latentdask.render.draw import category_rgba
 
@@ -190,15 +214,24 @@ class Dashboard:
 
         corr = self.explorer.stats["corr"].values
         dim = len(corr)
-        return hv.Image(corr[::-1], bounds=(-0.5, -0.5, dim - 0.5, dim - 0.5), kdims=["latent a", "latent b"],
-                        vdims=["r"]).opts(cmap="RdBu_r", clim=(-1, 1), colorbar=True, width=360, height=320,
-                                          tools=["tap", "hover"], title="correlation (click: show that pair)")  # fmt: skip
+        return hv.Image(
+            corr[::-1], bounds=(-0.5, -0.5, dim - 0.5, dim - 0.5), kdims=["latent a", "latent b"], vdims=["r"]
+        ).opts(
+            cmap="RdBu_r",
+            clim=(-1, 1),
+            colorbar=True,
+            width=360,
+            height=320,
+            tools=["tap", "hover"],
+            title="correlation (click: show that pair)",
+        )
 
     def headline_markdown(self) -> str:
         figures = headline(self.explorer.stats)
         slices = next(iter(figures["slice_populations"].items()), None)
         lines = [
-            f"**{figures['count']:,}** z-points ({figures['invalid']} invalid, {figures['nonfinite']} non-finite)",
+            f"**{figures['count']:,}** z-points ({figures['invalid']} invalid, "
+            f"{figures['nonfinite']} non-finite)",
             f"mean radius **{figures['mean_radius']:.3f}**",
             f"pairs with |r| ≥ 0.5: **{figures['strong_pairs_count']}**",
         ]
@@ -244,9 +277,16 @@ class Dashboard:
             z = self.explorer.latent_at(view, x, y).astype(np.float32)[None, :]
             pixels = decode_points(self.checkpoint.model, z)[0]
             self.decoded.objects = [
-                pn.pane.HTML(_figure(_png(pixels, 128), f"decoded at ({x:.3f}, {y:.3f}), other components at the mean",
-                                     128, alt="decoded"), width=140),
-            ]  # fmt: skip
+                pn.pane.HTML(
+                    _figure(
+                        _png(pixels, 128),
+                        f"decoded at ({x:.3f}, {y:.3f}), other components at the mean",
+                        128,
+                        alt="decoded",
+                    ),
+                    width=140,
+                ),
+            ]
 
     def _thumbnail(self, name: str) -> bytes:
         from PIL import Image
@@ -263,23 +303,37 @@ class Dashboard:
         import holoviews as hv
         import panel as pn
 
-        widgets: dict[str, Any] = {"mode": self.mode, "a": self.a, "b": self.b, "threshold": self.threshold,
-                   "color_by": self.color_by, "shading": self.shading}  # fmt: skip
+        widgets: dict[str, Any] = {
+            "mode": self.mode,
+            "a": self.a,
+            "b": self.b,
+            "threshold": self.threshold,
+            "color_by": self.color_by,
+            "shading": self.shading,
+        }
         ranges = hv.streams.RangeXY()
         projection = hv.DynamicMap(pn.bind(self.projection, **widgets), streams=[ranges])
-        overlays = hv.DynamicMap(pn.bind(self.overlay_points, mode=self.mode, a=self.a, b=self.b,
-                                         shown=self.shown_overlays))  # fmt: skip
+        overlays = hv.DynamicMap(
+            pn.bind(self.overlay_points, mode=self.mode, a=self.a, b=self.b, shown=self.shown_overlays)
+        )
         clicks = hv.streams.Tap(source=projection, x=None, y=None)
         clicks.add_subscriber(lambda x, y: self.show_point(x, y))
         heat = self.heatmap()
         picks = hv.streams.Tap(source=heat, x=None, y=None)
         picks.add_subscriber(lambda x, y: self.show_pair(x, y))
         controls = pn.Column(
-            pn.pane.Markdown("### latentdask"), self.mode, self.a, self.b, self.threshold, self.color_by,
-            self.shading, pn.pane.Markdown("overlays (red)") if self.overlays else None,
+            pn.pane.Markdown("### latentdask"),
+            self.mode,
+            self.a,
+            self.b,
+            self.threshold,
+            self.color_by,
+            self.shading,
+            pn.pane.Markdown("overlays (red)") if self.overlays else None,
             self.shown_overlays if self.overlays else None,
-            pn.pane.Markdown(self.headline_markdown()), width=260,
-        )  # fmt: skip
+            pn.pane.Markdown(self.headline_markdown()),
+            width=260,
+        )
         return pn.Row(
             controls,
             pn.Column(
@@ -341,7 +395,8 @@ def serve(
         checkpoint = load_checkpoint(str(model_path))
         if checkpoint.model.config.latent_dim != explorer.dim:
             raise ServeError(
-                f"{model_path} decodes {checkpoint.model.config.latent_dim} components; the store has {explorer.dim}"
+                f"{model_path} decodes {checkpoint.model.config.latent_dim} components; "
+                f"the store has {explorer.dim}"
             )
     overlays = {}
     for path in points or []:
@@ -354,8 +409,16 @@ def serve(
     explorer.frame(Dashboard(explorer).current_view())  # hold the first view's columns before anyone asks
 
     def session() -> Any:
-        return Dashboard(explorer, dataset=opened, checkpoint=checkpoint, filenames=filenames,
-                         overlays=overlays).layout()  # fmt: skip
+        return Dashboard(
+            explorer, dataset=opened, checkpoint=checkpoint, filenames=filenames, overlays=overlays
+        ).layout()
 
-    pn.serve({"/": session}, address=address, port=port, show=show, title="latentdask",
-             websocket_origin=[f"{address}:{port}", f"localhost:{port}"], print_url=True)  # fmt: skip
+    pn.serve(
+        {"/": session},
+        address=address,
+        port=port,
+        show=show,
+        title="latentdask",
+        websocket_origin=[f"{address}:{port}", f"localhost:{port}"],
+        print_url=True,
+    )

@@ -64,8 +64,17 @@ def spread(counts: np.ndarray) -> np.ndarray:
     return maximum_filter(counts, size=size, mode="constant")
 
 
-def draw(ax: Any, aggregate: Aggregate, *, how: Shading, stats: xr.Dataset, overlays: Sequence[Overlay] = (),
-         attribute: str | None = None, colour_bar: bool = True, small: bool = False) -> None:  # fmt: skip
+def draw(
+    ax: Any,
+    aggregate: Aggregate,
+    *,
+    how: Shading,
+    stats: xr.Dataset,
+    overlays: Sequence[Overlay] = (),
+    attribute: str | None = None,
+    colour_bar: bool = True,
+    small: bool = False,
+) -> None:
     """One projection into matplotlib axes: shaded counts, labels, origin, overlays."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
@@ -77,26 +86,54 @@ def draw(ax: Any, aggregate: Aggregate, *, how: Shading, stats: xr.Dataset, over
         ax.imshow(
             category_rgba(pixels), origin="lower", extent=extent, aspect="auto", interpolation="nearest"
         )
-        ax.legend(handles=[Patch(color=CATEGORY_COLOURS[1], label=f"{attribute} = +1"),
-                           Patch(color=CATEGORY_COLOURS[0], label=f"{attribute} = −1")],
-                  loc="upper right", fontsize=7)  # fmt: skip
+        ax.legend(
+            handles=[
+                Patch(color=CATEGORY_COLOURS[1], label=f"{attribute} = +1"),
+                Patch(color=CATEGORY_COLOURS[0], label=f"{attribute} = −1"),
+            ],
+            loc="upper right",
+            fontsize=7,
+        )
     else:
-        image = ax.imshow(np.ma.masked_equal(pixels, 0), origin="lower", extent=extent, aspect="auto",
-                          interpolation="nearest", cmap="viridis", norm=_norm(pixels, how))  # fmt: skip
+        image = ax.imshow(
+            np.ma.masked_equal(pixels, 0),
+            origin="lower",
+            extent=extent,
+            aspect="auto",
+            interpolation="nearest",
+            cmap="viridis",
+            norm=_norm(pixels, how),
+        )
         if colour_bar:
             bar = plt.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
             bar.set_label(f"points per pixel ({how})")
     if p.x_range[0] <= 0 <= p.x_range[1] and p.y_range[0] <= 0 <= p.y_range[1]:
-        ax.plot([0], [0], marker="+", color="black", markersize=10 if not small else 6, mew=1.2,
-                label="mean" if p.kind == "pc" else "origin")  # fmt: skip
+        ax.plot(
+            [0],
+            [0],
+            marker="+",
+            color="black",
+            markersize=10 if not small else 6,
+            mew=1.2,
+            label="mean" if p.kind == "pc" else "origin",
+        )
     for overlay in overlays:
         x, y = overlay_xy(p, overlay.z, stats)
         if overlay.special:
-            ax.scatter(x, y, marker="*", s=140 if not small else 50, c="orange", edgecolors="black", zorder=5,
-                       label=overlay.label)  # fmt: skip
+            ax.scatter(
+                x,
+                y,
+                marker="*",
+                s=140 if not small else 50,
+                c="orange",
+                edgecolors="black",
+                zorder=5,
+                label=overlay.label,
+            )
         else:
-            ax.scatter(x, y, s=6 if not small else 2, c="red", alpha=0.8, linewidths=0, zorder=4,
-                       label=overlay.label)  # fmt: skip
+            ax.scatter(
+                x, y, s=6 if not small else 2, c="red", alpha=0.8, linewidths=0, zorder=4, label=overlay.label
+            )
     ax.set_xlim(p.x_range)
     ax.set_ylim(p.y_range)
     x_label, y_label = p.labels
@@ -130,8 +167,16 @@ def _figure(width: int, height: int) -> Any:
     return plt.figure(figsize=(width / 100, height / 100), dpi=100)
 
 
-def save_single(aggregate: Aggregate, out: Path, *, width: int, how: Shading, stats: xr.Dataset,
-                overlays: Sequence[Overlay] = (), attribute: str | None = None) -> Path:  # fmt: skip
+def save_single(
+    aggregate: Aggregate,
+    out: Path,
+    *,
+    width: int,
+    how: Shading,
+    stats: xr.Dataset,
+    overlays: Sequence[Overlay] = (),
+    attribute: str | None = None,
+) -> Path:
     """A ``width`` × ``width`` PNG of one projection; the canvas fills the axes pixel for pixel."""
     import matplotlib.pyplot as plt
 
@@ -147,8 +192,16 @@ def save_single(aggregate: Aggregate, out: Path, *, width: int, how: Shading, st
     return out
 
 
-def save_grid(aggregates: Sequence[Aggregate], out: Path, *, title: str, width: int, how: Shading,
-              stats: xr.Dataset, overlays: Sequence[Overlay] = ()) -> Path:  # fmt: skip
+def save_grid(
+    aggregates: Sequence[Aggregate],
+    out: Path,
+    *,
+    title: str,
+    width: int,
+    how: Shading,
+    stats: xr.Dataset,
+    overlays: Sequence[Overlay] = (),
+) -> Path:
     """Projections in a square grid (4 × 4 for 16), one shared title, ``width`` px wide."""
     import matplotlib.pyplot as plt
 

@@ -48,9 +48,15 @@ class View:
 
 
 def frame_block(
-    block: np.ndarray, keep: np.ndarray | None, attributes: np.ndarray | None, start: int, *,
-    projection: Projection, mean: np.ndarray, vectors: np.ndarray,
-) -> Any:  # fmt: skip
+    block: np.ndarray,
+    keep: np.ndarray | None,
+    attributes: np.ndarray | None,
+    start: int,
+    *,
+    projection: Projection,
+    mean: np.ndarray,
+    vectors: np.ndarray,
+) -> Any:
     """The projection's columns x, y (float32), the store row and the colour column of one block."""
     import pandas as pd
 
@@ -59,16 +65,26 @@ def frame_block(
     rows = start + np.flatnonzero(columns.rows)
     if inside is None:
         inside = np.ones(len(x), dtype=bool)
-    frame = {"x": np.asarray(x[inside], dtype=np.float32), "y": np.asarray(y[inside], dtype=np.float32),
-             "row": rows[inside].astype(np.int64)}  # fmt: skip
+    frame = {
+        "x": np.asarray(x[inside], dtype=np.float32),
+        "y": np.asarray(y[inside], dtype=np.float32),
+        "row": rows[inside].astype(np.int64),
+    }
     if projection.color_by is not None:
         assert attributes is not None
         frame["c"] = category_column(np.asarray(attributes)[columns.rows][inside, projection.color_by])
     return pd.DataFrame(frame)
 
 
-def aggregate_frame(frame: Any, *, x_range: tuple[float, float], y_range: tuple[float, float], width: int,
-                    height: int, coloured: bool) -> np.ndarray:  # fmt: skip
+def aggregate_frame(
+    frame: Any,
+    *,
+    x_range: tuple[float, float],
+    y_range: tuple[float, float],
+    width: int,
+    height: int,
+    coloured: bool,
+) -> np.ndarray:
     """Datashader counts of one in-memory frame (runs on the worker that holds it)."""
     import datashader as ds
 
@@ -115,8 +131,9 @@ class Explorer:
             )
         if view.mode == "pc":
             return pc_projection(self.stats, view.a, view.b, (width, height))
-        return pair_projection(self.stats, view.a, view.b, (width, height), threshold=view.threshold,
-                               color_by=view.color_by)  # fmt: skip
+        return pair_projection(
+            self.stats, view.a, view.b, (width, height), threshold=view.threshold, color_by=view.color_by
+        )
 
     def frame(self, view: View) -> list[Any]:
         """The view's columns as futures of pandas DataFrames, one per worker thread, held in cluster memory.
@@ -136,25 +153,39 @@ class Explorer:
             (*block, start)
             for block, start in zip(row_blocks(z, self.points.valid, attributes), row_starts(z), strict=True)
         ]
-        chunk = partial(frame_block, projection=self.projection(view), mean=self.stats["mean"].values,
-                        vectors=self.stats["pca_vectors"].values)  # fmt: skip
+        chunk = partial(
+            frame_block,
+            projection=self.projection(view),
+            mean=self.stats["mean"].values,
+            vectors=self.stats["pca_vectors"].values,
+        )
         parts = map_blocks(blocks, chunk, name="dashboard_columns")
         # one frame per worker thread: a zoom is then a handful of tasks, not one per block
         groups = max(min(sum(self.client.nthreads().values()), len(parts)), 1)
         bounds = np.linspace(0, len(parts), groups + 1).astype(int)
-        joined = [delayed(pd.concat, pure=True)(parts[b0:b1], ignore_index=True)
-                  for b0, b1 in pairwise(bounds)]  # fmt: skip
+        joined = [
+            delayed(pd.concat, pure=True)(parts[b0:b1], ignore_index=True) for b0, b1 in pairwise(bounds)
+        ]
         futures = self.client.compute(joined)
         self._frames[view] = futures
         while len(self._frames) > self.capacity:
             self._frames.popitem(last=False)
         return futures
 
-    def aggregate(self, view: View, x_range: tuple[float, float], y_range: tuple[float, float],
-                  width: int, height: int) -> np.ndarray:  # fmt: skip
+    def aggregate(
+        self, view: View, x_range: tuple[float, float], y_range: tuple[float, float], width: int, height: int
+    ) -> np.ndarray:
         """Counts of the view's points over a canvas (zoomed or not), (height, width[, 2]), on the cluster."""
-        parts = self.client.map(aggregate_frame, self.frame(view), x_range=x_range, y_range=y_range, width=width,
-                                height=height, coloured=view.color_by is not None, pure=False)  # fmt: skip
+        parts = self.client.map(
+            aggregate_frame,
+            self.frame(view),
+            x_range=x_range,
+            y_range=y_range,
+            width=width,
+            height=height,
+            coloured=view.color_by is not None,
+            pure=False,
+        )
         return sum(self.client.gather(parts))
 
     def count(self, view: View) -> int:
@@ -167,8 +198,9 @@ class Explorer:
             1.0 / (projection.x_range[1] - projection.x_range[0]),
             1.0 / (projection.y_range[1] - projection.y_range[0]),
         )
-        parts = self.client.gather(self.client.map(nearest_in_frame, self.frame(view), x=x, y=y, scale=scale, k=k,
-                                                   pure=False))  # fmt: skip
+        parts = self.client.gather(
+            self.client.map(nearest_in_frame, self.frame(view), x=x, y=y, scale=scale, k=k, pure=False)
+        )
         distances = np.concatenate([d for d, _ in parts])
         rows = np.concatenate([r for _, r in parts])
         return [int(r) for r in rows[np.argsort(distances, kind="stable")[:k]]]

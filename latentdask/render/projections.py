@@ -134,20 +134,44 @@ def canvas_size(width: int, grid: int = 1) -> tuple[int, int]:
 
 
 def pair_projection(
-    stats: xr.Dataset, a: int, b: int, size: tuple[int, int], *, threshold: float | None = None,
-    color_by: int | None = None, note: str = "",
-) -> Projection:  # fmt: skip
+    stats: xr.Dataset,
+    a: int,
+    b: int,
+    size: tuple[int, int],
+    *,
+    threshold: float | None = None,
+    color_by: int | None = None,
+    note: str = "",
+) -> Projection:
     kind: Literal["pair", "slice"] = "pair" if threshold is None else "slice"
     name = f"pair-{a}-{b}" if threshold is None else f"slice-{threshold:g}-{a}-{b}"
-    return Projection(name=name, kind=kind, a=a, b=b, x_range=_component_range(stats, a),
-                      y_range=_component_range(stats, b), width=size[0], height=size[1], threshold=threshold,
-                      color_by=color_by, note=note)  # fmt: skip
+    return Projection(
+        name=name,
+        kind=kind,
+        a=a,
+        b=b,
+        x_range=_component_range(stats, a),
+        y_range=_component_range(stats, b),
+        width=size[0],
+        height=size[1],
+        threshold=threshold,
+        color_by=color_by,
+        note=note,
+    )
 
 
 def pc_projection(stats: xr.Dataset, i: int, k: int, size: tuple[int, int]) -> Projection:
     spread = [PC_SPREAD * math.sqrt(max(float(stats["pca_eigenvalues"].values[p]), 1e-12)) for p in (i, k)]
-    return Projection(name=f"pc-{i + 1}-{k + 1}", kind="pc", a=i, b=k, x_range=(-spread[0], spread[0]),
-                      y_range=(-spread[1], spread[1]), width=size[0], height=size[1])  # fmt: skip
+    return Projection(
+        name=f"pc-{i + 1}-{k + 1}",
+        kind="pc",
+        a=i,
+        b=k,
+        x_range=(-spread[0], spread[0]),
+        y_range=(-spread[1], spread[1]),
+        width=size[0],
+        height=size[1],
+    )
 
 
 # ---------------------------------------------------------------------------- overlays

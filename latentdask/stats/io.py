@@ -42,8 +42,11 @@ def stats_of(
         if mask is not None:
             raise StatsError("encode's shard states hold all valid rows; they cannot serve a subset")
         n, size = points.z.shape[0], points.shard_size
-        missing = [inputs.rows(start, min(start + size, n)) for start in range(0, n, size)
-                   if start // size not in known_states]  # fmt: skip
+        missing = [
+            inputs.rows(start, min(start + size, n))
+            for start in range(0, n, size)
+            if start // size not in known_states
+        ]
         state = summary_combine(
             [*known_states.values(), *first_pass(*missing, params=params, scheduler=scheduler)]
         )
@@ -51,12 +54,14 @@ def stats_of(
         (state,) = first_pass(inputs, params=params, scheduler=scheduler)
     if not (np.isfinite(state.moments.m2).all() and np.isfinite(state.moments.mean).all()):
         raise StatsError(
-            f"{points.path}: the co-moments overflow float64 (values reach {np.abs(state.moments.mean).max():.3g} "
+            f"{points.path}: the co-moments overflow float64 "
+            f"(values reach {np.abs(state.moments.mean).max():.3g} "
             "and more); z-points this large have no finite covariance: rescale them first"
         )
     centred = second_pass(inputs, state, params, scheduler=scheduler)
-    return summary_finalize(state, params, centred_radius=centred, attribute_names=points.attribute_names,
-                            selection=selection)  # fmt: skip
+    return summary_finalize(
+        state, params, centred_radius=centred, attribute_names=points.attribute_names, selection=selection
+    )
 
 
 STATS_KIND = "stats"

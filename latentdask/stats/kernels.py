@@ -49,17 +49,14 @@ def moments_merge(a: Moments, b: Moments) -> Moments:
     delta = b.mean - a.mean
     da, db = np.diag(a.m2), np.diag(b.m2)
     m2 = a.m2 + b.m2 + np.outer(delta, delta) * (a.n * b.n / n)
-    m3 = (
-        a.m3 + b.m3
-        + delta**3 * (a.n * b.n * (a.n - b.n) / n**2)
-        + 3 * delta * (a.n * db - b.n * da) / n
-    )  # fmt: skip
+    m3 = a.m3 + b.m3 + delta**3 * (a.n * b.n * (a.n - b.n) / n**2) + 3 * delta * (a.n * db - b.n * da) / n
     m4 = (
-        a.m4 + b.m4
+        a.m4
+        + b.m4
         + delta**4 * (a.n * b.n * (a.n**2 - a.n * b.n + b.n**2) / n**3)
         + 6 * delta**2 * (a.n**2 * db + b.n**2 * da) / n**2
         + 4 * delta * (a.n * b.m3 - b.n * a.m3) / n
-    )  # fmt: skip
+    )
     return Moments(
         n, a.mean + delta * (b.n / n), m2, m3, m4, np.minimum(a.min, b.min), np.maximum(a.max, b.max)
     )
@@ -113,8 +110,12 @@ class Counts1D(NamedTuple):
 
 
 def counts_combine(states: Sequence[Counts1D]) -> Counts1D:
-    return Counts1D(np.sum([s.counts for s in states], axis=0), sum(s.underflow for s in states),
-                    sum(s.overflow for s in states), float(np.sum([s.total for s in states])))  # fmt: skip
+    return Counts1D(
+        np.sum([s.counts for s in states], axis=0),
+        sum(s.underflow for s in states),
+        sum(s.overflow for s in states),
+        float(np.sum([s.total for s in states])),
+    )
 
 
 # ---------------------------------------------------------------------------- slices

@@ -257,7 +257,8 @@ def format_normality(result: dict[str, Any]) -> str:
             else f"HZ {hz['hz']:.4f}, p {hz['p']:.3g} → "
             + ("consistent with normal" if hz["normal"] else "not normal")
         ),
-        f"Mahalanobis² over {qq['vectors']:,} vectors: mean {qq['mean_d2']:.2f} (expected {qq['expected_mean_d2']:.2f}); "
+        f"Mahalanobis² over {qq['vectors']:,} vectors: mean {qq['mean_d2']:.2f} "
+        f"(expected {qq['expected_mean_d2']:.2f}); "
         f"beyond χ² {qq['beyond_tail']['p']:g} point: {qq['beyond_tail']['share']:.4f} "
         f"(normal: {qq['beyond_tail']['expected_share']:.4f})",
         f"{'p':>7} {'d²':>10} {'χ²':>10}",

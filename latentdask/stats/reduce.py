@@ -99,7 +99,10 @@ def map_blocks(blocks: Sequence[Sequence[Any]], chunk: Callable[..., S], *, name
 def tree_reduce(
     states: Sequence[Any], combine: Callable[[Sequence[S]], S], *, name: str, split_every: int = SPLIT_EVERY
 ) -> Delayed:
-    """Merge delayed states ``split_every`` at a time until one remains (``{name}_combine-{depth}-{i}-{token}``)."""
+    """Merge delayed states ``split_every`` at a time until one remains.
+
+    Its tasks are named ``{name}_combine-{depth}-{i}-{token}``.
+    """
     if not states:
         raise ValueError(f"{name}: no blocks to reduce")
     level = list(states)
@@ -148,8 +151,9 @@ def summary_graph(
     blocks = row_blocks(z, valid, attributes, selected)
     if not blocks:
         return delayed(summary_chunk)(np.zeros((0, z.shape[1]), np.float32), params=params)
-    return reduce_blocks(blocks, chunk=partial(summary_chunk, params=params), combine=summary_combine,
-                         name="summary")  # fmt: skip
+    return reduce_blocks(
+        blocks, chunk=partial(summary_chunk, params=params), combine=summary_combine, name="summary"
+    )
 
 
 def centred_radius_graph(
@@ -166,8 +170,12 @@ def centred_radius_graph(
         return delayed(counts_combine)(
             [Counts1D(np.zeros(len(params.radius_edges) - 1, np.int64), 0, 0, 0.0)]
         )
-    return reduce_blocks(blocks, chunk=partial(centred_radius_chunk, centre=centre, params=params),
-                         combine=counts_combine, name="centred_radius")  # fmt: skip
+    return reduce_blocks(
+        blocks,
+        chunk=partial(centred_radius_chunk, centre=centre, params=params),
+        combine=counts_combine,
+        name="centred_radius",
+    )
 
 
 class Inputs:
@@ -208,8 +216,9 @@ def second_pass(
     """Compute pass 2 (radii about the mean of ``state``); None when no row was kept."""
     if not state.moments.n:
         return None
-    graph = centred_radius_graph(inputs.z, valid=inputs.valid, selected=inputs.selected,
-                                 centre=state.moments.mean, params=params)  # fmt: skip
+    graph = centred_radius_graph(
+        inputs.z, valid=inputs.valid, selected=inputs.selected, centre=state.moments.mean, params=params
+    )
     (centred,) = dask.compute(graph, scheduler=scheduler)
     return centred
 

@@ -207,8 +207,13 @@ def scan_block(
     if n == 0:
         empty_scan = _scan(x[:0], keep[:0], np.zeros(dim), edges, thresholds, radius_edges)
         hist, _, _, _, _, radius, _, n0, c1, c2 = empty_scan
-        return BlockScan(moments_empty(dim), Histogram(hist[:, 1:-1].copy(), hist[:, 0].copy(), hist[:, -1].copy()),
-                         Counts1D(radius[1:-1].copy(), 0, 0, 0.0), Slices(n0, c1, c2), np.zeros((0, dim)))  # fmt: skip
+        return BlockScan(
+            moments_empty(dim),
+            Histogram(hist[:, 1:-1].copy(), hist[:, 0].copy(), hist[:, -1].copy()),
+            Counts1D(radius[1:-1].copy(), 0, 0, 0.0),
+            Slices(n0, c1, c2),
+            np.zeros((0, dim)),
+        )
     mean = _kept_mean(x, keep)
     centred = np.empty((n, dim))
     _centre(x, keep, mean, centred)
@@ -228,24 +233,39 @@ def centred_radius_counts(
     x: np.ndarray, keep: np.ndarray, *, centre: np.ndarray, radius_edges: np.ndarray
 ) -> Counts1D:
     """Histogram of |x - centre| over the kept rows, without a block-sized temporary."""
-    counts, total = _centred_radii(_as_block(x), np.ascontiguousarray(keep, dtype=bool),
-                                   np.asarray(centre, dtype=np.float64), np.asarray(radius_edges, dtype=np.float64))  # fmt: skip
+    counts, total = _centred_radii(
+        _as_block(x),
+        np.ascontiguousarray(keep, dtype=bool),
+        np.asarray(centre, dtype=np.float64),
+        np.asarray(radius_edges, dtype=np.float64),
+    )
     return Counts1D(counts[1:-1].copy(), int(counts[0]), int(counts[-1]), float(total))
 
 
 def moments_chunk(x: np.ndarray) -> Moments:
     """The moments state of all rows of ``x`` (one family alone, for tests and callers)."""
-    return scan_block(x, np.ones(len(x), bool), edges=np.array([0.0, 1.0]), thresholds=np.zeros(0),
-                      radius_edges=np.array([0.0, 1.0])).moments  # fmt: skip
+    return scan_block(
+        x,
+        np.ones(len(x), bool),
+        edges=np.array([0.0, 1.0]),
+        thresholds=np.zeros(0),
+        radius_edges=np.array([0.0, 1.0]),
+    ).moments
 
 
 def histogram_chunk(x: np.ndarray, edges: np.ndarray) -> Histogram:
     """The histogram state of all rows of ``x`` with ``edges``."""
-    return scan_block(x, np.ones(len(x), bool), edges=edges, thresholds=np.zeros(0),
-                      radius_edges=np.array([0.0, 1.0])).hist  # fmt: skip
+    return scan_block(
+        x, np.ones(len(x), bool), edges=edges, thresholds=np.zeros(0), radius_edges=np.array([0.0, 1.0])
+    ).hist
 
 
 def slices_chunk(x: np.ndarray, thresholds: np.ndarray) -> Slices:
     """The slice-count state of all rows of ``x`` at ``thresholds``."""
-    return scan_block(x, np.ones(len(x), bool), edges=np.array([0.0, 1.0]), thresholds=thresholds,
-                      radius_edges=np.array([0.0, 1.0])).slices  # fmt: skip
+    return scan_block(
+        x,
+        np.ones(len(x), bool),
+        edges=np.array([0.0, 1.0]),
+        thresholds=thresholds,
+        radius_edges=np.array([0.0, 1.0]),
+    ).slices

@@ -51,8 +51,13 @@ def scan_block_torch(
     import torch
 
     if not keep.any():
-        return scan_block(np.zeros((0, z.shape[1]), np.float32), keep[:0], edges=edges, thresholds=thresholds,
-                          radius_edges=radius_edges)  # fmt: skip
+        return scan_block(
+            np.zeros((0, z.shape[1]), np.float32),
+            keep[:0],
+            edges=edges,
+            thresholds=thresholds,
+            radius_edges=radius_edges,
+        )
     device = z.device
     x = z[torch.from_numpy(keep).to(device)].to(torch.float64)
     n, dim = x.shape

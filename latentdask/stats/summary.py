@@ -45,7 +45,7 @@ MAX_BINS = 65_536
 
 
 class SummaryParams(BaseModel):
-    """What to count: bin edges and thresholds are fixed before the pass (nothing is computed to find them)."""
+    """What to count: bin edges and thresholds are fixed before the pass (nothing computed to find them)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -142,11 +142,21 @@ def summary_chunk(
     if is_tensor(z):
         from latentdask.stats.scan_torch import scan_block_torch
 
-        scan = scan_block_torch(z, keep, edges=params.edges, thresholds=np.asarray(params.thresholds),
-                                radius_edges=params.radius_edges)  # fmt: skip
+        scan = scan_block_torch(
+            z,
+            keep,
+            edges=params.edges,
+            thresholds=np.asarray(params.thresholds),
+            radius_edges=params.radius_edges,
+        )
     else:
-        scan = scan_block(z, keep, edges=params.edges, thresholds=np.asarray(params.thresholds),
-                          radius_edges=params.radius_edges)  # fmt: skip
+        scan = scan_block(
+            z,
+            keep,
+            edges=params.edges,
+            thresholds=np.asarray(params.thresholds),
+            radius_edges=params.radius_edges,
+        )
     groups = None
     if attributes is not None and attributes.shape[1]:
         groups = groups_chunk(scan.centred, scan.moments.mean, np.asarray(attributes)[keep])

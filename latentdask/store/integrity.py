@@ -61,8 +61,16 @@ class CheckedArray:
     It is what dask's ``from_array`` and render's row-range tasks read from.
     """
 
-    def __init__(self, array: Any, expected: Sequence[int | None] | None, *, shard_size: int, column: str,
-                 store: str, skip: Sequence[int] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        array: Any,
+        expected: Sequence[int | None] | None,
+        *,
+        shard_size: int,
+        column: str,
+        store: str,
+        skip: Sequence[int] = (),
+    ) -> None:
         self.array = array
         self.expected = list(expected) if expected is not None else None
         self.shard_size = shard_size
@@ -187,15 +195,17 @@ class Verification:
 
     def lines(self) -> list[str]:
         if not self.damaged:
-            return [f"{self.store}: all {self.checked} finished shard(s) match their checksums"
-                    + (f"; {self.unfinished} unfinished" if self.unfinished else "")]  # fmt: skip
+            return [
+                f"{self.store}: all {self.checked} finished shard(s) match their checksums"
+                + (f"; {self.unfinished} unfinished" if self.unfinished else "")
+            ]
         return [f"{self.store}: {len(self.damaged)} of {self.checked} finished shard(s) damaged"] + [
             f"  shard {number}: {reason}" for number, reason in sorted(self.damaged.items())
         ]
 
 
 def verify_store(store: str | Path, *, client: Any = None) -> Verification:
-    """Check every finished shard of a latent store against its checksums (on ``client``'s workers if given)."""
+    """Check every finished shard of a latent store against its checksums (on ``client``'s workers)."""
     group = open_store(store)
     if CHECKSUM_ARRAY not in set(group.array_keys()):
         raise StoreError(f"{store} records no checksums (made before latentdask stores kept them)")
@@ -203,8 +213,13 @@ def verify_store(store: str | Path, *, client: Any = None) -> Verification:
     finished = [int(n) for n in np.flatnonzero(done)]
     path = str(Path(store).resolve())
     if client is not None:
-        futures = client.map(verify_shard, [path] * len(finished), finished, key=[
-            f"verify-shard-{number:06d}-{path}" for number in finished], pure=False)  # fmt: skip
+        futures = client.map(
+            verify_shard,
+            [path] * len(finished),
+            finished,
+            key=[f"verify-shard-{number:06d}-{path}" for number in finished],
+            pure=False,
+        )
         reasons = client.gather(futures)
     else:
         reasons = [verify_shard(path, number) for number in finished]

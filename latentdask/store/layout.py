@@ -60,8 +60,14 @@ def columns(recon_error: bool) -> tuple[str, ...]:
 
 #: metadata that must agree between a store and the run that resumes it
 RESUME_KEYS = (
-    "model_sha256", "manifest_sha256", "preprocessing", "precision", "shard_size", "latent_dim", "recon_error",
-)  # fmt: skip
+    "model_sha256",
+    "manifest_sha256",
+    "preprocessing",
+    "precision",
+    "shard_size",
+    "latent_dim",
+    "recon_error",
+)
 
 
 class StoreError(LatentdaskError):
@@ -99,9 +105,14 @@ def create_store(
 
     # 1. Arrays the tasks fill.
     group.create_array(
-        "z", shape=(n, latent_dim), chunks=(shard_size, latent_dim), dtype="float32",
-        fill_value=np.nan, dimension_names=["image", "latent"], compressors=None,
-    )  # fmt: skip
+        "z",
+        shape=(n, latent_dim),
+        chunks=(shard_size, latent_dim),
+        dtype="float32",
+        fill_value=np.nan,
+        dimension_names=["image", "latent"],
+        compressors=None,
+    )
     per_image("valid", bool, False)
     per_image("error", str, "")
     per_image("crop", str, "")
@@ -109,9 +120,13 @@ def create_store(
         per_image("recon_error", "float32", np.nan)
     names = columns(recon_error)
     checksums = group.create_array(
-        CHECKSUM_ARRAY, shape=(n_shards, len(names)), chunks=(1, len(names)), dtype="uint32", fill_value=0,
+        CHECKSUM_ARRAY,
+        shape=(n_shards, len(names)),
+        chunks=(1, len(names)),
+        dtype="uint32",
+        fill_value=0,
         dimension_names=["shard", "checksum_column"],
-    )  # fmt: skip
+    )
     checksums.attrs["columns"] = list(names)
     group.create_array(
         "shard_done", shape=(n_shards,), chunks=(1,), dtype=bool, fill_value=False, dimension_names=["shard"]
@@ -126,8 +141,13 @@ def create_store(
     column("filename", np.asarray(manifest.names, dtype=str), str, ["image"], (shard_size,))
     column("split", manifest.split.astype(np.int8), "int8", ["image"], (shard_size,))
     n_attr = len(manifest.attribute_names)
-    column("attributes", manifest.attributes.astype(np.int8), "int8", ["image", "attribute"],
-           (shard_size, max(n_attr, 1)))  # fmt: skip
+    column(
+        "attributes",
+        manifest.attributes.astype(np.int8),
+        "int8",
+        ["image", "attribute"],
+        (shard_size, max(n_attr, 1)),
+    )
     column("attribute", np.array(manifest.attribute_names, dtype=str), str, ["attribute"], (max(n_attr, 1),))
     column("latent", np.arange(latent_dim, dtype=np.int32), "int32", ["latent"], (latent_dim,))
 
@@ -168,8 +188,10 @@ def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
     if attrs.get("format") != FORMAT:
         raise StoreError(f"{path} is not a latentdask latent store (format {attrs.get('format')!r})")
     if int(attrs.get("format_version", 0)) > FORMAT_VERSION:  # type: ignore[arg-type]
-        raise StoreError(f"{path} has store format {attrs['format_version']}, newer than this latentdask "
-                         f"reads ({FORMAT_VERSION}); upgrade latentdask")  # fmt: skip
+        raise StoreError(
+            f"{path} has store format {attrs['format_version']}, newer than this latentdask "
+            f"reads ({FORMAT_VERSION}); upgrade latentdask"
+        )
     if not attrs.get("template_complete"):
         raise StoreError(f"{path} was not fully created (its creation was interrupted); use --overwrite")
     return group
@@ -216,12 +238,14 @@ def describe_store(path: str | Path) -> list[str]:
     invalid = ", ".join(f"{r}: {c}" for r, c in zip(reasons.tolist(), counts.tolist(), strict=True))
     return [
         f"store       {path} (latentdask latents v{attrs['format_version']})",
-        f"images      {attrs['n_images']} x {attrs['latent_dim']} latents, split {attrs.get('split_selection')}",
+        f"images      {attrs['n_images']} x {attrs['latent_dim']} latents, "
+        f"split {attrs.get('split_selection')}",
         f"shards      {int(done.sum())}/{len(done)} done, {attrs['shard_size']} images each",
         f"valid       {int(valid.sum())}"
         + (f"; invalid {int((finished & ~valid).sum())} ({invalid})" if invalid else ""),
         f"model       {attrs.get('model_path')} (sha256 {str(attrs.get('model_sha256'))[:12]}…)",
-        f"dataset     {attrs.get('dataset_root')} (manifest sha256 {str(attrs.get('manifest_sha256'))[:12]}…)",
+        f"dataset     {attrs.get('dataset_root')} "
+        f"(manifest sha256 {str(attrs.get('manifest_sha256'))[:12]}…)",
         f"created     {attrs.get('created')} by latentdask {attrs.get('package_version')}",
     ]
 

@@ -3,9 +3,9 @@
 The rule every command and workflow step follows (DESIGN.md, "Formats"):
 
 1. An output path that exists (other than an empty folder) is replaced only when it
-   carries this kind of output's record — otherwise the command stops, before any computing, with one line saying
-   why. There is no flag that overrides this: a folder without the record is never
-   deleted.
+   carries this kind of output's record — otherwise the command stops, before any
+   computing, with one line saying why. There is no flag that overrides this: a folder
+   without the record is never deleted.
 2. An output never equals or contains one of the command's inputs.
 3. The output is written under a temporary name beside its final path (same folder,
    so the final move is a rename) and moved into place only when complete: a reader
@@ -241,7 +241,7 @@ def save_figure(figure: Any, path: str | Path, kind: str, *, inputs: Sequence[st
 
 
 def write_html(path: str | Path, page: str, kind: str, *, inputs: Sequence[str | Path] = ()) -> Path:
-    """Write an HTML page with its record in a ``<meta>`` tag after ``<head>``, replacing only its own kind."""
+    """Write an HTML page, its record in a ``<meta>`` tag after ``<head>``, replacing only its own kind."""
     with owned_output(path, kind, inputs=inputs, folder=False) as staged:
         meta = f'<meta name="latentdask" content="{html.escape(json.dumps(staged.record), quote=True)}">'
         head, sep, rest = page.partition("<head>")
@@ -288,7 +288,7 @@ def _alive(pid: int) -> bool:
 
 
 def _move_into_place(staged: Path, path: Path, kind: str) -> None:
-    """Rename ``staged`` to ``path``; an existing ``path`` (checked again: it must be ``kind``) goes aside first."""
+    """Rename ``staged`` to ``path``; an existing ``path`` (checked again: ``kind``) goes aside first."""
     if not (path.exists() or path.is_symlink()):
         os.replace(staged, path) if staged.is_file() else staged.rename(path)
         return

@@ -56,8 +56,12 @@ def write_rows(
         dimension_names=dims,
     )
     sizes = (chunk_rows,) * (n // chunk_rows) + ((n % chunk_rows,) if n % chunk_rows else ())
-    rows = da.map_blocks(partial(_block, sampler, seed), chunks=(sizes, (dim,)), dtype=np.float32,
-                         meta=np.empty((0, 0), np.float32))  # fmt: skip
+    rows = da.map_blocks(
+        partial(_block, sampler, seed),
+        chunks=(sizes, (dim,)),
+        dtype=np.float32,
+        meta=np.empty((0, 0), np.float32),
+    )
     da.store(rows, target, lock=False)  # type: ignore[arg-type]  # blocks are Zarr chunks: one writer each
     return target
 
@@ -141,9 +145,12 @@ def open_zpoints(
 
 
 def _checked_z(
-    array: zarr.Array, path: Path, expected: list[int | None] | None, shard_size: int | None,
+    array: zarr.Array,
+    path: Path,
+    expected: list[int | None] | None,
+    shard_size: int | None,
     skip: Sequence[int] = (),
-) -> tuple[da.Array, CheckedArray]:  # fmt: skip
+) -> tuple[da.Array, CheckedArray]:
     if array.ndim != 2:
         raise StatsError(f"{path} holds z-points of shape {array.shape}; expected (n, N)")
     if array.dtype.kind != "f" or array.dtype.itemsize < 2:
@@ -157,7 +164,7 @@ def _checked_z(
 
 
 def _valid_rows(node: Any, points: ZPoints, include_unfinished: bool, skip: Sequence[int]) -> da.Array:
-    """``valid``, checked against its checksums, and false for unfinished (unless included) and skipped shards."""
+    """``valid``, checked against its checksums; false for unfinished (unless included) and skipped shards."""
     assert points.shard_size is not None
     size, n = points.shard_size, points.z.shape[0]
     done = np.asarray(node["shard_done"][:], dtype=bool)

@@ -116,8 +116,14 @@ def radius_plot(stats_path: Path, uniform: Path | None, b: float | None) -> str:
     width = float(np.diff(centres[:2])[0]) if len(centres) > 1 else 1.0
     fig, ax = plt.subplots(figsize=(7, 3.6))
     used = np.flatnonzero(counts)
-    ax.bar(centres[used], counts[used] / counts.sum() / width, width=width, color="#3b6ea5", alpha=0.7,
-           label=f"real z-points (mean {float(stats['radius_mean']):.2f})")  # fmt: skip
+    ax.bar(
+        centres[used],
+        counts[used] / counts.sum() / width,
+        width=width,
+        color="#3b6ea5",
+        alpha=0.7,
+        label=f"real z-points (mean {float(stats['radius_mean']):.2f})",
+    )
     dim = int(stats.sizes["latent"])
     if uniform is not None and b is not None and uniform.exists():
         z = np.asarray(zarr.open_array(str(uniform / "z"), mode="r")[:100_000], dtype=np.float64)
@@ -127,8 +133,12 @@ def radius_plot(stats_path: Path, uniform: Path | None, b: float | None) -> str:
         )
         theory = RadiusTheory(dim, b)
         grid = np.linspace(theory.mean - 5 * theory.std, theory.mean + 5 * theory.std, 200)
-        ax.plot(grid, np.exp(-0.5 * ((grid - theory.mean) / theory.std) ** 2) / (theory.std * np.sqrt(2 * np.pi)),
-                "k--", label=f"theory: mean {theory.mean:.3f}, sd {theory.std:.3f} (rms b√(N/3) = {theory.rms:.3f})")  # fmt: skip
+        ax.plot(
+            grid,
+            np.exp(-0.5 * ((grid - theory.mean) / theory.std) ** 2) / (theory.std * np.sqrt(2 * np.pi)),
+            "k--",
+            label=f"theory: mean {theory.mean:.3f}, sd {theory.std:.3f} (rms b√(N/3) = {theory.rms:.3f})",
+        )
     best = float(b_scan(stats)["best_b"])  # type: ignore[arg-type]
     best_theory = RadiusTheory(dim, best)
     ax.axvline(best_theory.mean, color="green", ls=":", label=f"uniform with the closest b = {best:g}")
@@ -169,30 +179,50 @@ def write_report(folder: str | Path) -> Path:
     stats_json = stats_json_path(paths.stats)
     if stats_json.is_file():
         figures = json.loads(stats_json.read_text())
-        parts.append(f"<h2>Statistics of every z-point</h2><p>{_esc(figures['count'], ',')} z-points "
-                     f"({_esc(figures['invalid'])} invalid, {_esc(figures['nonfinite'])} non-finite); mean "
-                     f"radius {_esc(figures['mean_radius'], '.3f')}</p>")  # fmt: skip
+        parts.append(
+            f"<h2>Statistics of every z-point</h2><p>{_esc(figures['count'], ',')} z-points "
+            f"({_esc(figures['invalid'])} invalid, {_esc(figures['nonfinite'])} non-finite); mean "
+            f"radius {_esc(figures['mean_radius'], '.3f')}</p>"
+        )
         if figures.get("selection"):
             parts.append(f"<p>rows: {_esc(figures['selection'])}</p>")
-        parts.append("<h3>Dominant components (the seed's mu/hw)</h3>" + _table(
-            ["latent", "peak (mu)", "FWHM (hw)", "mean"],
-            [[c["latent"], c["peak"], c["fwhm"], c["mean"]] for c in figures["dominant_components"][:TOP]],
-        ))  # fmt: skip
-        parts.append("<h3>Correlations</h3>" + _table(
-            ["|r| above", "pairs"], [[level, count] for level, count in figures["correlation_pairs_above"].items()]
-        ) + f"<p>{_esc(figures['strong_pairs_count'])} strong pairs; the strongest:</p>" + _table(
-            ["a", "b", "r"], figures["strong_pairs"][:TOP]))  # fmt: skip
+        parts.append(
+            "<h3>Dominant components (the seed's mu/hw)</h3>"
+            + _table(
+                ["latent", "peak (mu)", "FWHM (hw)", "mean"],
+                [
+                    [c["latent"], c["peak"], c["fwhm"], c["mean"]]
+                    for c in figures["dominant_components"][:TOP]
+                ],
+            )
+        )
+        parts.append(
+            "<h3>Correlations</h3>"
+            + _table(
+                ["|r| above", "pairs"],
+                [[level, count] for level, count in figures["correlation_pairs_above"].items()],
+            )
+            + f"<p>{_esc(figures['strong_pairs_count'])} strong pairs; the strongest:</p>"
+            + _table(["a", "b", "r"], figures["strong_pairs"][:TOP])
+        )
         for t, populations in figures["slice_populations"].items():
-            parts.append(f"<h3>Slice populations, |x_j| &lt; {_esc(t)} outside the pair</h3>"
-                         f"<p>{_esc(populations['origin_cube'], ',')} points inside the cube itself.</p>"
-                         + _table(["smallest: a", "b", "points"], populations["smallest"][:6])
-                         + _table(["largest: a", "b", "points"], populations["largest"][:6]))  # fmt: skip
+            parts.append(
+                f"<h3>Slice populations, |x_j| &lt; {_esc(t)} outside the pair</h3>"
+                f"<p>{_esc(populations['origin_cube'], ',')} points inside the cube itself.</p>"
+                + _table(["smallest: a", "b", "points"], populations["smallest"][:6])
+                + _table(["largest: a", "b", "points"], populations["largest"][:6])
+            )
         samplers = definition.get("generate", {}).get("samplers", [])
         uniform = next((s for s in samplers if s.get("name") == "uniform"), None)
         label = (uniform.get("label") or "uniform") if uniform else None
-        parts.append("<h3>Radii</h3>" + radius_plot(
-            paths.stats, paths.sampler_points(label) if label else None,
-            uniform.get("b") if uniform else None))  # fmt: skip
+        parts.append(
+            "<h3>Radii</h3>"
+            + radius_plot(
+                paths.stats,
+                paths.sampler_points(label) if label else None,
+                uniform.get("b") if uniform else None,
+            )
+        )
 
     normality = paths.normality
     if normality.is_file():
@@ -214,8 +244,10 @@ def write_report(folder: str | Path) -> Path:
     if scores.is_file():
         from latentdask.generate.score import format_scores
 
-        parts.append(f"<h2>Artificial z-points: scores beside real ones</h2><pre>"
-                     f"{_esc(format_scores(json.loads(scores.read_text())))}</pre>")  # fmt: skip
+        parts.append(
+            f"<h2>Artificial z-points: scores beside real ones</h2><pre>"
+            f"{_esc(format_scores(json.loads(scores.read_text())))}</pre>"
+        )
     rates = paths.face_rates
     if rates.is_file():
         from latentdask.generate.faces import format_face_rates
@@ -225,18 +257,29 @@ def write_report(folder: str | Path) -> Path:
     if grid.is_file():
         parts.append("<h3>Decoded</h3>" + _image(grid, "decoded samplers and reconstructions"))
 
-    parts.append("<h2>Steps</h2>" + _table(
-        ["step", "status", "seconds", "output", "parameters"],
-        [[name, s.get("status"), s.get("seconds"), s.get("output"), json.dumps(s.get("params"))]
-         for name, s in steps.items() if name != "report"],
-    ))  # fmt: skip
-    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
-             "font-size:13px;text-align:right;max-width:600px;overflow-wrap:anywhere}pre{background:#f6f6f6;"
-             "padding:.5em;overflow-x:auto}img{max-width:100%}")  # fmt: skip
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>latentdask: '
-            f"{_esc(record.get('workflow', ''))}</title><style>{style}</style></head><body>"
-            + "\n".join(parts) + "</body></html>")  # fmt: skip
+    parts.append(
+        "<h2>Steps</h2>"
+        + _table(
+            ["step", "status", "seconds", "output", "parameters"],
+            [
+                [name, s.get("status"), s.get("seconds"), s.get("output"), json.dumps(s.get("params"))]
+                for name, s in steps.items()
+                if name != "report"
+            ],
+        )
+    )
+    style = (
+        "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
+        "font-size:13px;text-align:right;max-width:600px;overflow-wrap:anywhere}pre{background:#f6f6f6;"
+        "padding:.5em;overflow-x:auto}img{max-width:100%}"
+    )
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>latentdask: '
+        f"{_esc(record.get('workflow', ''))}</title><style>{style}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>"
+    )
     return write_html(paths.report, page, REPORT_KIND)
 
 
@@ -263,7 +306,9 @@ def _run_figures(folder: Path) -> dict[str, Any]:
         "mean radius": figures.get("mean_radius"),
         "pairs |r| ≥ 0.5": figures.get("strong_pairs_count"),
         "smallest slice": (slices.get("smallest") or [[None, None, None]])[0][2],
-        "widest component (peak, FWHM)": f"{top.get('latent')}: {top.get('peak', 0):.3f}, {top.get('fwhm', 0):.3f}"
+        "widest component (peak, FWHM)": (
+            f"{top.get('latent')}: {top.get('peak', 0):.3f}, {top.get('fwhm', 0):.3f}"
+        )
         if top
         else None,
         "Henze–Zirkler p": (normality.get("henze_zirkler") or {}).get("p"),
@@ -323,9 +368,12 @@ def write_sweep_report(folder: str | Path, runs: list[Path], matrix: dict[str, l
         for link, figures in rows
     )
     swept = ", ".join(f"{_esc(k)} ∈ {_esc(str(v))}" for k, v in matrix.items())
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>latentdask sweep</title>'
-            f"<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid "
-            f"#ccc;padding:2px 8px;font-size:13px;text-align:right}}img{{max-width:100%}}</style></head><body>"
-            f"<h1>Sweep: {len(runs)} runs</h1><p>{swept}</p><table><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table><h2>Radii and principal axes</h2>{_figure_png(fig)}</body></html>")  # fmt: skip
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>latentdask sweep</title>'
+        f"<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}"
+        f"td,th{{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:right}}"
+        f"img{{max-width:100%}}</style></head><body>"
+        f"<h1>Sweep: {len(runs)} runs</h1><p>{swept}</p><table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{body}</tbody></table><h2>Radii and principal axes</h2>{_figure_png(fig)}</body></html>"
+    )
     return write_html(RunFolder(folder).report, page, SWEEP_REPORT_KIND)

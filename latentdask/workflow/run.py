@@ -66,8 +66,15 @@ class Runner:
         staged.write_text(json.dumps(self.record, indent=2, default=str) + "\n")
         staged.replace(self.paths.record)
 
-    def step(self, name: str, params: dict[str, Any], upstream: str, output: Path,
-             complete: Callable[[], bool], run: Callable[[bool], object]) -> str:  # fmt: skip
+    def step(
+        self,
+        name: str,
+        params: dict[str, Any],
+        upstream: str,
+        output: Path,
+        complete: Callable[[], bool],
+        run: Callable[[bool], object],
+    ) -> str:
         """Run one step unless done; ``run(same)`` is told whether the identity is unchanged."""
         ident = identity(params, upstream)
         previous = self.record["steps"].get(name, {})
@@ -77,8 +84,13 @@ class Runner:
             return ident
         verb = "continuing" if same and output.exists() else "running"
         console.print(f"{name}: {verb}")
-        self.record["steps"][name] = {"identity": ident, "params": params, "status": "running", "output": str(output),
-                                      "started": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+        self.record["steps"][name] = {
+            "identity": ident,
+            "params": params,
+            "status": "running",
+            "output": str(output),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         self._save()
         started = time.perf_counter()
         run(same)
@@ -96,8 +108,14 @@ class Runner:
         if w.dataset.synthetic is not None:
             data = w.data_dir or paths.data
             recipe = w.dataset.synthetic
-            upstream = self.step("synth", recipe.model_dump(), upstream, data, lambda: steps.synth_done(data, recipe),
-                                 lambda same: steps.synth(data, recipe))  # fmt: skip
+            upstream = self.step(
+                "synth",
+                recipe.model_dump(),
+                upstream,
+                data,
+                lambda: steps.synth_done(data, recipe),
+                lambda same: steps.synth(data, recipe),
+            )
         else:
             assert w.dataset.root is not None
             data = w.dataset.root
@@ -109,11 +127,19 @@ class Runner:
             upstream = identity({"checkpoint": str(checkpoint.resolve())}, upstream)
         else:
             checkpoint = paths.model
-            params = {"model": w.model.architecture().model_dump(mode="json"),
-                      "preprocessing": w.model.preprocessing().model_dump(mode="json"),
-                      "train": w.train.model_dump(mode="json")}  # fmt: skip
-            upstream = self.step("train", params, upstream, checkpoint, lambda: (checkpoint / CONFIG_FILE).is_file(),
-                                 lambda same: steps.train(data, checkpoint, model=w.model, options=w.train))  # fmt: skip
+            params = {
+                "model": w.model.architecture().model_dump(mode="json"),
+                "preprocessing": w.model.preprocessing().model_dump(mode="json"),
+                "train": w.train.model_dump(mode="json"),
+            }
+            upstream = self.step(
+                "train",
+                params,
+                upstream,
+                checkpoint,
+                lambda: (checkpoint / CONFIG_FILE).is_file(),
+                lambda same: steps.train(data, checkpoint, model=w.model, options=w.train),
+            )
 
         # encode (+ statistics of all valid z-points)
         store, stats = paths.store, paths.stats
@@ -129,12 +155,19 @@ class Runner:
         def normality(same: bool) -> None:
             from latentdask.stats.normality import format_normality
 
-            result = steps.normality(store, stats, paths.normality, options=w.normality, cluster=cluster,
-                                     plot=paths.normality_plot)  # fmt: skip
+            result = steps.normality(
+                store, stats, paths.normality, options=w.normality, cluster=cluster, plot=paths.normality_plot
+            )
             console.print(format_normality(result), highlight=False)
 
-        self.step("normality", w.normality.model_dump(mode="json"), upstream, paths.normality,
-                  paths.normality.is_file, normality)  # fmt: skip
+        self.step(
+            "normality",
+            w.normality.model_dump(mode="json"),
+            upstream,
+            paths.normality,
+            paths.normality.is_file,
+            normality,
+        )
 
         # generate: artificial z-points of each sampler, fitted on the statistics
         samplers = w.generate.samplers
@@ -149,8 +182,14 @@ class Runner:
                     steps.generate(stats, out, sampler=entry.spec, options=w.generate)
                     console.print(f"generated {w.generate.n} {entry.label} z-points")
 
-            upstream = self.step("generate", w.generate.model_dump(mode="json"), upstream, paths.points,
-                                 lambda: all((p / "z" / "zarr.json").is_file() for p in points), generate)  # fmt: skip
+            upstream = self.step(
+                "generate",
+                w.generate.model_dump(mode="json"),
+                upstream,
+                paths.points,
+                lambda: all((p / "z" / "zarr.json").is_file() for p in points),
+                generate,
+            )
 
             # score: each sampler's points beside held-out real points
             def score(same: bool) -> None:
@@ -169,30 +208,58 @@ class Runner:
             def decode(same: bool) -> None:
                 from latentdask.generate.faces import format_face_rates
 
-                decoded = steps.decode(checkpoint, paths.grid, options=w.decode, points=points, reconstruct=data,
-                                       faces_out=rates, title=DECODE_TITLE)  # fmt: skip
+                decoded = steps.decode(
+                    checkpoint,
+                    paths.grid,
+                    options=w.decode,
+                    points=points,
+                    reconstruct=data,
+                    faces_out=rates,
+                    title=DECODE_TITLE,
+                )
                 if decoded.note:
                     console.print(f"decode: {decoded.note}")
                 if decoded.rates is not None:
                     console.print(format_face_rates(decoded.rates), highlight=False)
 
-            self.step("decode", w.decode.model_dump(mode="json"), upstream, paths.grid,
-                      lambda: paths.grid.is_file() and (rates is None or rates.is_file()), decode)  # fmt: skip
+            self.step(
+                "decode",
+                w.decode.model_dump(mode="json"),
+                upstream,
+                paths.grid,
+                lambda: paths.grid.is_file() and (rates is None or rates.is_file()),
+                decode,
+            )
 
         # render: datashader projections of every z-point, the chosen samplers' points drawn over the pairs
         def render(same: bool) -> None:
             overlays = [paths.sampler_points(label) for label in w.render.overlay]
-            result = steps.render(store, paths.projections, options=w.render, cluster=cluster, stats=stats,
-                                  overlays=overlays)  # fmt: skip
-            console.print(f"{len(result.aggregates)} projections of every z-point → {paths.projections}",
-                          highlight=False)  # fmt: skip
+            result = steps.render(
+                store, paths.projections, options=w.render, cluster=cluster, stats=stats, overlays=overlays
+            )
+            console.print(
+                f"{len(result.aggregates)} projections of every z-point → {paths.projections}",
+                highlight=False,
+            )
 
-        self.step("render", w.render.model_dump(mode="json"), upstream, paths.projections,
-                  lambda: (paths.projections / "render.json").is_file(), render)  # fmt: skip
+        self.step(
+            "render",
+            w.render.model_dump(mode="json"),
+            upstream,
+            paths.projections,
+            lambda: (paths.projections / "render.json").is_file(),
+            render,
+        )
 
         # report: one self-contained page of everything above
-        self.step("report", {"format": 1}, upstream, paths.report, paths.report.is_file,
-                  lambda same: steps.report(paths.root))  # fmt: skip
+        self.step(
+            "report",
+            {"format": 1},
+            upstream,
+            paths.report,
+            paths.report.is_file,
+            lambda same: steps.report(paths.root),
+        )
         console.print(f"workflow {w.name} finished → {paths.report} (record: {paths.record})")
 
 

@@ -223,8 +223,11 @@ def expand_matrix(workflow: Workflow, source: str | Path = "workflow") -> list[W
         )
         for key, value in zip(workflow.matrix, combination, strict=True):
             set_key(data, key, value, what=f"matrix key {key!r}")
-        data |= {"name": f"{workflow.name}.{label}", "run_dir": str(workflow.folder / label),
-                 "data_dir": str(workflow.data_dir or workflow.paths.data)}  # fmt: skip
+        data |= {
+            "name": f"{workflow.name}.{label}",
+            "run_dir": str(workflow.folder / label),
+            "data_dir": str(workflow.data_dir or workflow.paths.data),
+        }
         try:
             runs.append(Workflow.model_validate(data))
         except ValidationError as exc:

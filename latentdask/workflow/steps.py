@@ -102,7 +102,7 @@ def synth_done(out: Path, options: SynthOptions) -> bool:
 
 
 def synth(out: Path, options: SynthOptions) -> float | None:
-    """Write the faces (replacing only synthetic faces made earlier); seconds taken, None when already there."""
+    """Write the faces (replacing only synthetic faces made earlier); seconds taken, None if already there."""
     import time
 
     from latentdask.data.synthetic_faces import synthesize
@@ -134,8 +134,12 @@ class ModelOptions(BaseModel):
     draft: bool = default_of(Preprocessing, "draft")
 
     def architecture_fields(self) -> dict[str, Any]:
-        return {"image_size": self.image_size, "latent_dim": self.latent_dim, "channels": self.channels,
-                "batch_norm": self.batch_norm}  # fmt: skip
+        return {
+            "image_size": self.image_size,
+            "latent_dim": self.latent_dim,
+            "channels": self.channels,
+            "batch_norm": self.batch_norm,
+        }
 
     def architecture(self) -> ModelConfig:
         """The ModelConfig; an architecture that cannot be built is one clear ModelConfigError."""
@@ -175,9 +179,14 @@ def encode(
 
 
 def normality(
-    store: Path, stats: Path, out: Path, *, options: NormalityOptions, cluster: Connection,
+    store: Path,
+    stats: Path,
+    out: Path,
+    *,
+    options: NormalityOptions,
+    cluster: Connection,
     plot: Path | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Write ``normality.json`` (and the QQ plot to ``plot``) for the store's selected z-points."""
     from latentdask.cluster.connect import check_paths_on_workers
     from latentdask.stats.normality import NORMALITY_KIND, QQ_PLOT_KIND, plot_qq, write_normality
@@ -188,9 +197,17 @@ def normality(
     if plot is not None:
         check_output(plot, QQ_PLOT_KIND, inputs=[store, stats])
     check_paths_on_workers(cluster.client, [store])
-    result = run_normality(store, stats, sample_size=options.sample_size, hz_size=options.hz_size,
-                           alpha=options.alpha, split=options.split, where=options.where, seed=options.seed,
-                           scheduler=cluster.client)  # fmt: skip
+    result = run_normality(
+        store,
+        stats,
+        sample_size=options.sample_size,
+        hz_size=options.hz_size,
+        alpha=options.alpha,
+        split=options.split,
+        where=options.where,
+        seed=options.seed,
+        scheduler=cluster.client,
+    )
     write_normality(result, out, inputs=[store, stats])
     if plot is not None:
         plot_qq(result, plot, inputs=[store, stats])
@@ -217,8 +234,16 @@ def score(
 
     inputs = [store, stats, *points]
     check_output(out, SCORES_KIND, inputs=inputs)
-    results = run_score(store, stats, points, reference_size=options.reference_size, pair=options.pair,
-                        threshold=options.threshold, seed=options.seed, scheduler=cluster.client)  # fmt: skip
+    results = run_score(
+        store,
+        stats,
+        points,
+        reference_size=options.reference_size,
+        pair=options.pair,
+        threshold=options.threshold,
+        seed=options.seed,
+        scheduler=cluster.client,
+    )
     write_scores(results, out, inputs=inputs)
     return results
 
@@ -247,11 +272,19 @@ class Decoded:
 
 
 def decode(
-    checkpoint: Path, out: Path, *, options: DecodeOptions, points: Sequence[Path] = (),
-    reconstruct: Path | None = None, dataset: Path | None = None, interpolate: Sequence[int] | None = None,
-    path: Sequence[int] | None = None, stats: Path | None = None, faces_out: Path | None = None,
+    checkpoint: Path,
+    out: Path,
+    *,
+    options: DecodeOptions,
+    points: Sequence[Path] = (),
+    reconstruct: Path | None = None,
+    dataset: Path | None = None,
+    interpolate: Sequence[int] | None = None,
+    path: Sequence[int] | None = None,
+    stats: Path | None = None,
+    faces_out: Path | None = None,
     title: str | None = None,
-) -> Decoded:  # fmt: skip
+) -> Decoded:
     """Decode z-points to a labelled grid PNG ``out``: a row per point set, then real images above their
     reconstructions, an interpolation between two images, a path in a plane; and the face rates."""
     from latentdask.errors import LatentdaskError
@@ -286,8 +319,17 @@ def decode(
         if stats is None or len(path) != 2:
             raise LatentdaskError("--path a,b needs two components, --stats, and --through centre|origin")
         real = open_stats(stats)
-        rows.append(path_row(loaded.model, real["mean"].values, real["std"].values, path[0], path[1],
-                             through=options.through, steps=options.per_row))  # fmt: skip
+        rows.append(
+            path_row(
+                loaded.model,
+                real["mean"].values,
+                real["std"].values,
+                path[0],
+                path[1],
+                through=options.through,
+                steps=options.per_row,
+            )
+        )
     grid = render_grid(
         rows, scale=options.scale, title=f"decoded by {checkpoint}" if title is None else title
     )
@@ -327,17 +369,37 @@ class RenderOptions(BaseModel):
 
 
 def render(
-    store: Path, out: Path, *, options: RenderOptions, cluster: Connection, stats: Path | None = None,
-    overlays: Sequence[Path] = (), points: Any = None,
-) -> RenderResult:  # fmt: skip
+    store: Path,
+    out: Path,
+    *,
+    options: RenderOptions,
+    cluster: Connection,
+    stats: Path | None = None,
+    overlays: Sequence[Path] = (),
+    points: Any = None,
+) -> RenderResult:
     """Write the projections' PNGs and render.json to ``out``; ``points``: the store already opened."""
     from latentdask.render.command import render as run_render
 
-    return run_render(store, out, stats=stats, pairs=options.pairs, top_correlated=options.top_correlated,
-                      pcs=options.pcs, slice_threshold=options.slice, slice_ranked=options.slice_ranked,
-                      overlays=overlays, special=options.special, color_by=options.color_by, width=options.width,
-                      how=options.how, split=options.split, where=options.where, scheduler=cluster.client,
-                      points=points)  # fmt: skip
+    return run_render(
+        store,
+        out,
+        stats=stats,
+        pairs=options.pairs,
+        top_correlated=options.top_correlated,
+        pcs=options.pcs,
+        slice_threshold=options.slice,
+        slice_ranked=options.slice_ranked,
+        overlays=overlays,
+        special=options.special,
+        color_by=options.color_by,
+        width=options.width,
+        how=options.how,
+        split=options.split,
+        where=options.where,
+        scheduler=cluster.client,
+        points=points,
+    )
 
 
 # ---------------------------------------------------------------------------- report
