@@ -32,10 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from distributed import Client, LocalCluster
 
-from latentdask.bench.report import BenchReport
-from latentdask.cluster.connect import ClusterChoice
+from latentdask.bench.report import BenchReport, local_client
 from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing, decode_rgb
 from latentdask.data.synthetic_faces import synthesize
@@ -197,16 +195,7 @@ def bench_encode(
                 f"latentdask encode: {workers} worker(s) x torch {torch_threads} "
                 f"+ decode {decode_threads} threads"
             )
-            with (
-                LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address=":0",
-                ) as cluster,
-                Client(cluster) as client,
-            ):
+            with local_client(workers) as client:
                 client.run(_import_torch)
                 options = EncodeOptions(
                     shard_size=shard_size,
@@ -219,7 +208,7 @@ def bench_encode(
                     checkpoint,
                     scratch / f"{name}.zarr",
                     options=options,
-                    cluster=ClusterChoice(scheduler=cluster.scheduler_address),
+                    client=client,
                     progress=False,
                 )
                 peaks = client.run(_peak_rss_mib)

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from distributed import Client, LocalCluster
 
-from latentdask.bench.report import BenchReport
+from latentdask.bench.report import BenchReport, local_client
 from latentdask.device import resolve_device
 from latentdask.generate.score import nearest_real_distance
 from latentdask.generate.synthetic import synthesize_latents
@@ -70,16 +69,7 @@ def bench_knn(
     report.add(GEMM, blocked_gemm_flops(queries, dim, block_rows, 4, device) / 1e9, "GFLOP/s")
     with tempfile.TemporaryDirectory() as scratch:
         store = synthesize_latents(Path(scratch) / "real.zarr", n=n, dim=dim, seed=0, chunk_rows=block_rows)
-        with (
-            LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=":0",
-            ) as cluster,
-            Client(cluster) as client,
-        ):
+        with local_client(workers) as client:
             corpus = open_zpoints(store)
             started = time.perf_counter()
             nearest_real_distance(corpus, queries, scheduler=client)

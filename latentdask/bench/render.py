@@ -23,9 +23,8 @@ from pathlib import Path
 import dask
 import numpy as np
 from dask.delayed import delayed
-from distributed import Client, LocalCluster
 
-from latentdask.bench.report import BenchReport
+from latentdask.bench.report import BenchReport, local_client
 from latentdask.generate.synthetic import synthesize_latents
 from latentdask.render.aggregate import aggregate
 from latentdask.render.columns import Columns, aggregate_columns
@@ -70,16 +69,7 @@ def bench_render(
     )
     with tempfile.TemporaryDirectory() as scratch:
         store = synthesize_latents(Path(scratch) / "points.zarr", n=n, dim=dim, seed=0, chunk_rows=chunk_rows)
-        with (
-            LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=":0",
-            ) as cluster,
-            Client(cluster) as client,
-        ):
+        with local_client(workers) as client:
             points = open_zpoints(store)
             stats_path = Path(scratch) / "stats.zarr"
             write_stats(

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from latentdask.progress import console
 from latentdask.store.output import write_json
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 #: the kind of output a benchmark's JSON is, in its ``latentdask`` record
 BENCH_KIND = "benchmark"
@@ -109,3 +115,17 @@ def _rss(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+@contextmanager
+def local_client(workers: int) -> Iterator[Client]:
+    """``workers`` single-threaded worker processes on this machine, and a client: every bench's layout."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client

@@ -26,9 +26,8 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
-from distributed import Client, LocalCluster
 
-from latentdask.bench.report import BenchReport, PeakMemory
+from latentdask.bench.report import BenchReport, PeakMemory, local_client
 from latentdask.generate.synthetic import synthesize_latents
 from latentdask.stats.reduce import Inputs, first_pass, second_pass
 from latentdask.stats.summary import SummaryParams
@@ -103,16 +102,7 @@ def bench_stats(
         store = synthesize_latents(Path(scratch) / "points.zarr", n=n, dim=dim, seed=0, chunk_rows=chunk_rows)
         rng = np.random.default_rng(0)
         pairs = [tuple(sorted(rng.choice(dim, size=2, replace=False).tolist())) for _ in range(PAIRS)]
-        with (
-            LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=":0",
-            ) as cluster,
-            Client(cluster) as client,
-        ):
+        with local_client(workers) as client:
             client.run(_compile_kernels, params)  # numba compiles (or loads) once per worker, untimed
             points = open_zpoints(store)
             inputs = Inputs(points.z)
