@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import resource
+import signal
 import struct
+import subprocess
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -126,3 +130,25 @@ def make_checkpoint(path: Path, **fields: object) -> Path:
     torch.manual_seed(0)
     config = ModelConfig(**({"image_size": 32, "latent_dim": 16, "channels": (8, 8, 16, 16)} | fields))  # type: ignore[arg-type]
     return save_checkpoint(path, Autoencoder(config), Preprocessing(image_size=config.image_size))
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, limit_file_bytes: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The ``latentdask`` command as a user runs it, a real subprocess.
+
+    ``limit_file_bytes`` fills the disk as the file-size limit does: writes past it fail with EFBIG.
+    """
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))  # type: ignore[arg-type]
+
+    return subprocess.run(
+        [sys.executable, "-m", "latentdask.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        preexec_fn=limit if limit_file_bytes is not None else None,
+    )

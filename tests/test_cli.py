@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "latentdask.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
-    )
+from tests.helpers import run_cli as run
 
 
 def test_synth_train_info(tmp_path: Path) -> None:

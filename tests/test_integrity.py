@@ -8,9 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +29,7 @@ from latentdask.store.integrity import DamagedShardError, verify_store
 from latentdask.store.layout import StoreError
 from latentdask.store.lock import StoreLockedError, lock_path
 from latentdask.store.points import open_zpoints
+from tests.helpers import run_cli
 
 SHARD = 32  # 120 faces: shards of 32, 32, 32 and 24 rows
 
@@ -63,20 +62,6 @@ def copy_of(store: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(store, tmp_path / store.name))
 
 
-def cli(*args: str, limit_file_bytes: int | None = None) -> subprocess.CompletedProcess[str]:
-    def limit() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))  # type: ignore[arg-type]
-
-    return subprocess.run(
-        [sys.executable, "-m", "latentdask.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=limit if limit_file_bytes else None,
-    )
-
-
 def damage(store: Path) -> None:
     """Shard 1 loses its z chunk; shard 2's valid chunk becomes garbage."""
     (store / "z" / "c" / "1" / "0").unlink()
@@ -96,12 +81,12 @@ def test_verify_names_every_damaged_shard(clean: Path, tmp_path: Path) -> None:
     assert sorted(found.damaged) == [1, 2]
     assert found.damaged[1] == "z does not match its checksum"
     assert found.damaged[2].startswith("valid unreadable (")
-    result = cli("verify", str(store))
+    result = run_cli("verify", str(store))
     assert result.returncode == 1, result.stderr
     assert (
         "2 of 4 finished shard(s) damaged" in result.stdout and "shard 1: z does not match" in result.stdout
     )
-    assert cli("verify", str(clean)).returncode == 0
+    assert run_cli("verify", str(clean)).returncode == 0
 
 
 def test_garbage_of_the_right_length_is_caught(clean: Path, tmp_path: Path) -> None:
@@ -118,11 +103,11 @@ def test_stats_refuse_a_damaged_store_or_leave_its_damaged_shards_out(clean: Pat
     damage(store)
     with pytest.raises(DamagedShardError):
         stats_of(open_zpoints(store), params=SummaryParams())
-    result = cli("stats", str(store), "--out", str(tmp_path / "s.zarr"))
+    result = run_cli("stats", str(store), "--out", str(tmp_path / "s.zarr"))
     assert result.returncode == 2
     assert "2 damaged shard(s): 1 (z does not match its checksum), 2 (valid unreadable" in result.stderr
     assert not (tmp_path / "s.zarr").exists()
-    result = cli("stats", str(store), "--out", str(tmp_path / "s.zarr"), "--skip-damaged")
+    result = run_cli("stats", str(store), "--out", str(tmp_path / "s.zarr"), "--skip-damaged")
     assert result.returncode == 0, result.stderr
     assert "leaving out 2 damaged shard(s): 1, 2" in result.stderr
     kept = np.r_[0:SHARD, 3 * SHARD : 120]
@@ -159,7 +144,7 @@ def test_unfinished_shards_are_left_out_unless_asked(clean: Path, tmp_path: Path
     assert points.unfinished_note() == f"1 of 4 shards of {store} unfinished: their rows are left out"
     assert int(stats_of(points, params=SummaryParams())["count"]) == 3 * SHARD
     assert int(stats_of(open_zpoints(store, include_unfinished=True), params=SummaryParams())["count"]) == 120
-    result = cli("stats", str(store), "--out", str(tmp_path / "s.zarr"))
+    result = run_cli("stats", str(store), "--out", str(tmp_path / "s.zarr"))
     assert result.returncode == 0 and "1 of 4 shards" in result.stderr
     assert json.loads((tmp_path / "s.json").read_text())["count"] == 3 * SHARD
 
@@ -227,10 +212,10 @@ def test_an_interrupted_template_never_sits_under_the_final_name(
 ) -> None:
     out = tmp_path / "latents.zarr"
     args = ("encode", str(faces), "--model", str(checkpoint), "--out", str(out), "--shard-size", str(SHARD))
-    failed = cli(*args, limit_file_bytes=2000)  # the template's writes hit the file-size limit
+    failed = run_cli(*args, limit_file_bytes=2000)  # the template's writes hit the file-size limit
     assert failed.returncode == 2 and "File too large" in failed.stderr, failed.stderr
     assert not out.exists()
-    done = cli(*args)  # no --overwrite needed: nothing half-made is in the way
+    done = run_cli(*args)  # no --overwrite needed: nothing half-made is in the way
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "latents-stats.json",
@@ -281,7 +266,7 @@ def test_render_refuses_a_damaged_store_with_the_list(clean: Path, tmp_path: Pat
     store = copy_of(clean, tmp_path)
     write_stats(stats_of(open_zpoints(store), params=SummaryParams()), tmp_path / "s.zarr", source="clean")
     damage(store)
-    result = cli(
+    result = run_cli(
         "render", str(store), "--stats", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "figures")
     )
     assert result.returncode == 2

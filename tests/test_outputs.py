@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,20 +24,7 @@ from latentdask.store.output import (
     save_png,
     write_json,
 )
-
-
-def run(*args: str, limit_file_bytes: int | None = None) -> subprocess.CompletedProcess[str]:
-    def limit() -> None:  # a full disk, as the file-size limit makes it: writes fail with EFBIG
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))  # type: ignore[arg-type]
-
-    return subprocess.run(
-        [sys.executable, "-m", "latentdask.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=limit if limit_file_bytes is not None else None,
-    )
+from tests.helpers import run_cli as run
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
