@@ -8,12 +8,14 @@ where a missing browser is a failure.
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,46 +121,57 @@ def needs_chromium() -> None:
 
 @contextmanager
 def serving(store: Path, folder: Path, *options: str) -> Iterator[str]:
-    """``latentdask serve STORE`` in its own process, on a free port of 127.0.0.1; yields its URL."""
-    port = free_port()
+    """``latentdask serve STORE`` in its own process, on a free port of 127.0.0.1; yields its URL.
+
+    The port is free when chosen, but the command's own Dask cluster binds ephemeral ports
+    before the app does and may take it: the helper waits for an HTTP answer (not just an open
+    port) and, when the command exits because the port was taken, tries another.
+    """
     spec = folder / "one.yaml"
     spec.write_text("kind: local\nworkers: 1\n")
     log = folder / "serve.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "latentdask.cli",
-                "serve",
-                str(store),
-                "--port",
-                str(port),
-                "--cluster",
-                str(spec),
-                *options,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"latentdask serve exited: {log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
+    for _ in range(3):
+        port = free_port()
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "latentdask.cli",
+                    "serve",
+                    str(store),
+                    "--port",
+                    str(port),
+                    "--cluster",
+                    str(spec),
+                    *options,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        url = f"http://127.0.0.1:{port}/"
+        if answers_http(process, url, deadline=time.monotonic() + 120):
+            break
         process.kill()
-        pytest.fail(f"latentdask serve did not listen: {log.read_text()}")
+        process.wait(timeout=30)
+    else:
+        pytest.fail(f"latentdask serve did not answer: {log.read_text()}")
     try:
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def answers_http(process: subprocess.Popen[bytes], url: str, *, deadline: float) -> bool:
+    """Whether the app answers ``url`` with HTTP before ``deadline``; False once ``process`` exits."""
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return bool(response.status == 200)
+        except (OSError, http.client.HTTPException):
+            time.sleep(0.5)
+    return False
 
 
 @pytest.fixture(scope="module")
