@@ -152,3 +152,18 @@ def run_cli(
         timeout=300,
         preexec_fn=limit if limit_file_bytes is not None else None,
     )
+
+
+#: ``latentdask train`` options for a model that trains in a second (one epoch, 16 × 16, 4 latents, CPU)
+TINY_TRAIN = (
+    "--epochs",
+    "1",
+    "--image-size",
+    "16",
+    "--latent-dim",
+    "4",
+    "--channels",
+    "4,4",
+    "--device",
+    "cpu",
+)

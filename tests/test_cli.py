@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import TINY_TRAIN
 from tests.helpers import run_cli as run
 
 
@@ -110,25 +111,7 @@ def test_bench_decode_reports_ratios(tmp_path: Path) -> None:
 
 def test_encode_and_info_store(faces: Path, tmp_path: Path) -> None:
     ckpt, store = tmp_path / "m", tmp_path / "latents.zarr"
-    assert (
-        run(
-            "train",
-            str(faces),
-            "--out",
-            str(ckpt),
-            "--epochs",
-            "1",
-            "--image-size",
-            "16",
-            "--latent-dim",
-            "4",
-            "--channels",
-            "4,4",
-            "--device",
-            "cpu",
-        ).returncode
-        == 0
-    )
+    assert run("train", str(faces), "--out", str(ckpt), *TINY_TRAIN).returncode == 0
     spec = tmp_path / "two.yaml"
     spec.write_text("kind: local\nworkers: 2\n")
     args = (

@@ -24,6 +24,7 @@ from latentdask.store.output import (
     save_png,
     write_json,
 )
+from tests.helpers import TINY_TRAIN
 from tests.helpers import run_cli as run
 
 
@@ -115,18 +116,7 @@ def _host() -> str:
 
 
 def test_train_refuses_before_training(faces: Path, tmp_path: Path) -> None:
-    args = (
-        "--epochs",
-        "1",
-        "--image-size",
-        "16",
-        "--latent-dim",
-        "4",
-        "--channels",
-        "4,4",
-        "--device",
-        "cpu",
-    )
+    args = TINY_TRAIN
     listing = sorted(p.name for p in faces.rglob("*"))
     line = one_error_line(run("train", str(faces), "--out", str(faces), *args))
     assert "is the input" in line
