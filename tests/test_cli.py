@@ -146,12 +146,13 @@ def test_option_defaults_are_the_options_models() -> None:
 
     from latentdask.cli import app
     from latentdask.encode.run import EncodeOptions
+    from latentdask.generate.options import DecodeOptions
     from latentdask.generate.score import ScoreOptions
     from latentdask.model.config import ModelConfig
+    from latentdask.render.options import RenderOptions
     from latentdask.stats.normality import NormalityOptions
     from latentdask.stats.summary import SummaryParams
     from latentdask.workflow.spec import RenderSection
-    from latentdask.workflow.steps import DecodeOptions, RenderOptions
 
     group: Any = typer.main.get_command(app)
     defaults = {

@@ -17,8 +17,9 @@ from latentdask.cli.options import (
     UnfinishedOption,
     WhereOption,
     cluster_choice,
-    open_points,
+    options_from,
     parse_ints,
+    reading_store,
     user_errors,
 )
 from latentdask.errors import LatentdaskError
@@ -29,8 +30,8 @@ SAMPLER = ModelDefaults("latentdask.generate.samplers:SamplerSpec")
 GENERATE = ModelDefaults("latentdask.generate.samplers:GenerateOptions")
 SCORE = ModelDefaults("latentdask.generate.score:ScoreOptions")
 NORMALITY = ModelDefaults("latentdask.stats.normality:NormalityOptions")
-DECODE = ModelDefaults("latentdask.workflow.steps:DecodeOptions")
-RENDER = ModelDefaults("latentdask.workflow.steps:RenderOptions")
+DECODE = ModelDefaults("latentdask.generate.options:DecodeOptions")
+RENDER = ModelDefaults("latentdask.render.options:RenderOptions")
 
 
 def summary_params(bin_width: float, value_range: tuple[float, float], thresholds: list[float] | None) -> Any:
@@ -73,23 +74,21 @@ def stats(
     """Every statistic of every z-point in one pass: histograms, correlations, slices, radii, PCA."""
     import time
 
-    from latentdask.cluster.connect import check_paths_on_workers, connect
     from latentdask.stats.io import check_stats_output, stats_of, write_stats
-    from latentdask.store.integrity import listing_damaged
 
     params = summary_params(bin_width, value_range, thresholds)
     check_stats_output(out, inputs=[store])
     choice = cluster_choice(cluster, scheduler, cluster_name)
     started = time.perf_counter()
-    with connect(choice) as client, listing_damaged(store, client=client):
-        check_paths_on_workers(client, [store])
-        points = open_points(store, client, skip_damaged=skip_damaged, include_unfinished=include_unfinished)
-        result = stats_of(points, params=params, split=split, where=where or [], scheduler=client)
+    with reading_store(store, choice, skip_damaged=skip_damaged, include_unfinished=include_unfinished) as (
+        connection,
+        points,
+    ):
+        result = stats_of(points, params=params, split=split, where=where or [], scheduler=connection.client)
     figures = write_stats(result, out, source=str(store), inputs=[store])
     console.print(
         f"statistics of {figures['count']} z-points ({figures['selection']}; {figures['invalid']} invalid, "
         f"{figures['nonfinite']} non-finite left out) in {time.perf_counter() - started:.1f} s → {out}",
-        highlight=False,
     )
 
 
@@ -131,7 +130,7 @@ def generate(
     from latentdask.workflow import steps
 
     spec = sampler_spec(sampler, b=b, quantile=quantile)
-    steps.generate(stats, out, sampler=spec, options=GenerateOptions(n=n, seed=seed))
+    steps.generate(stats, out, sampler=spec, options=options_from(GenerateOptions, locals()))
     console.print(f"wrote {n} {spec.name} z-points → {out}")
     if spec.name == "uniform":
         points = np.asarray(zarr.open_array(str(out / "z"), mode="r")[: min(n, 100_000)])
@@ -167,7 +166,7 @@ def score(
     chosen = parse_ints(pair, "--pair") if pair else None
     if chosen is not None and len(chosen) != 2:
         raise LatentdaskError(f"--pair expects two component numbers a,b, got {pair!r}")
-    options = ScoreOptions(reference_size=reference_size, pair=chosen, threshold=threshold, seed=seed)
+    options = options_from(ScoreOptions, locals(), pair=chosen)
     with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
         results = steps.score(store, stats, points, out, options=options, cluster=connection)
     typer.echo(format_scores(results))
@@ -196,14 +195,7 @@ def normality(
     from latentdask.stats.normality import NormalityOptions, format_normality
     from latentdask.workflow import steps
 
-    options = NormalityOptions(
-        sample_size=sample_size,
-        hz_size=hz_size,
-        alpha=alpha,
-        split=split,
-        where=tuple(where or ()),
-        seed=seed,
-    )
+    options = options_from(NormalityOptions, locals())
     with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
         result = steps.normality(store, stats, out, options=options, cluster=connection, plot=plot)
     typer.echo(format_normality(result))
@@ -236,9 +228,10 @@ def decode(
 ) -> None:
     """Decode z-points to a labelled image grid: samplers, reconstructions, interpolations, paths."""
     from latentdask.generate.faces import format_face_rates
+    from latentdask.generate.options import DecodeOptions
     from latentdask.workflow import steps
 
-    options = steps.DecodeOptions(per_row=per_row, scale=scale, through=through, face_rate=face_rate)  # type: ignore[arg-type]
+    options = options_from(DecodeOptions, locals())
     decoded = steps.decode(
         checkpoint,
         out,
@@ -299,31 +292,15 @@ def render(
     cluster_name: ClusterNameOption = None,
 ) -> None:
     """Datashader images of every z-point: pairs, top-correlated grid, principal axes, slices."""
-    from latentdask.cluster.connect import check_paths_on_workers
-    from latentdask.store.integrity import listing_damaged
+    from latentdask.render.options import RenderOptions
     from latentdask.workflow import steps
 
-    options = steps.RenderOptions(
-        pairs=tuple(pairs or ()),
-        top_correlated=top_correlated,
-        pcs=pcs,
-        slice=slice_threshold,
-        slice_ranked=slice_ranked,
-        special=special,
-        color_by=color_by,
-        width=width,
-        how=how,  # type: ignore[arg-type]
-        split=split,
-        where=tuple(where or ()),
-    )
-    with (
-        steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection,
-        listing_damaged(store, client=connection.client),
+    options = options_from(RenderOptions, locals(), slice=slice_threshold)
+    choice = cluster_choice(cluster, scheduler, cluster_name)
+    with reading_store(store, choice, skip_damaged=skip_damaged, include_unfinished=include_unfinished) as (
+        connection,
+        points,
     ):
-        check_paths_on_workers(connection.client, [store])
-        points = open_points(
-            store, connection.client, skip_damaged=skip_damaged, include_unfinished=include_unfinished
-        )
         result = steps.render(
             store,
             out,
@@ -336,7 +313,6 @@ def render(
     console.print(
         f"{len(result.aggregates)} projections of {result.points:,} rows aggregated in "
         f"{result.seconds['aggregate']:.1f} s, drawn in {result.seconds['draw']:.1f} s → {out}",
-        highlight=False,
     )
 
 
@@ -367,12 +343,11 @@ def serve(
 
     with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
         check_paths_on_workers(client, [store])
-        console.print(f"serving {store} on http://{address}:{port}/ (Ctrl-C stops)", highlight=False)
+        console.print(f"serving {store} on http://{address}:{port}/ (Ctrl-C stops)")
         if address not in ("127.0.0.1", "localhost", "::1"):
             console.print(
                 f"warning: bound to {address}: anyone who can reach it sees every image "
                 "and z-point; put it behind an authenticating proxy",
-                highlight=False,
             )
         run_serve(
             store,

@@ -30,7 +30,7 @@ def cluster_certs(
     paths = make_certificates(
         folder, hosts=host or ["127.0.0.1", "localhost"], days=days, overwrite=overwrite
     )
-    console.print(f"wrote {', '.join(p.name for p in paths.values())} → {folder}", highlight=False)
+    console.print(f"wrote {', '.join(p.name for p in paths.values())} → {folder}")
     ca = paths["ca"]
     console.print(
         f"scheduler: dask scheduler --protocol tls --tls-ca-file {ca} --tls-cert {paths['scheduler']} "
@@ -39,7 +39,6 @@ def cluster_certs(
         f"--tls-key {paths['worker-key']}\n"
         f"clients:   a spec of kind address with "
         f"tls: {{ca_file: {ca}, cert: {paths['client']}, key: {paths['client-key']}}}",
-        highlight=False,
     )
 
 
@@ -58,7 +57,6 @@ def cluster_up(
     typer.echo(name)
     console.print(
         f"started {name}; computing commands join it with --cluster {spec} --cluster-name {name}",
-        highlight=False,
     )
 
 
@@ -73,7 +71,7 @@ def cluster_scale(
     from latentdask.cluster.connect import ClusterChoice, cluster_scale
 
     cluster_scale(ClusterChoice(spec=spec).resolve(), name, workers)
-    console.print(f"{name}: scaling to {workers} worker(s)", highlight=False)
+    console.print(f"{name}: scaling to {workers} worker(s)")
 
 
 @app.command("list")
@@ -93,4 +91,4 @@ def cluster_down(name: Annotated[str, typer.Argument(help="Cluster name.")], spe
     from latentdask.cluster.connect import ClusterChoice, cluster_down
 
     cluster_down(ClusterChoice(spec=spec).resolve(), name)
-    console.print(f"{name}: stopped", highlight=False)
+    console.print(f"{name}: stopped")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -16,9 +17,13 @@ from latentdask.errors import LatentdaskError, describe_validation_error
 from latentdask.progress import console
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from latentdask.cluster.connect import ClusterChoice
+    from latentdask.workflow.steps import Connection
 
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound="BaseModel")
 
 
 def user_errors(func: F) -> F:
@@ -97,6 +102,20 @@ def resolve_defaults(command: Callable[..., Any]) -> None:
         )
 
 
+def options_from(model: type[M], parameters: dict[str, Any], **given: Any) -> M:
+    """The options model built from a command's parameters: those named as its fields.
+
+    A parameter left ``None`` that the model does not take as ``None`` (a repeatable option
+    given no value) takes the model's default; ``given`` names values the command computed.
+    """
+    values = {
+        name: parameters[name]
+        for name, field in model.model_fields.items()
+        if name in parameters and (parameters[name] is not None or field.get_default() is None)
+    }
+    return model(**(values | given))
+
+
 def comma_separated(values: tuple[int, ...] | None) -> str:
     """``(0, 20, 178, 198)`` as the option takes it, ``"0,20,178,198"``; None as ``"none"``."""
     return "none" if values is None else ",".join(str(v) for v in values)
@@ -162,6 +181,26 @@ def cluster_choice(cluster: Path | None, scheduler: str | None, name: str | None
     from latentdask.cluster.connect import ClusterChoice
 
     return ClusterChoice(spec=cluster, scheduler=scheduler, name=name)
+
+
+@contextmanager
+def reading_store(
+    store: Path, choice: ClusterChoice, *, skip_damaged: bool, include_unfinished: bool
+) -> Iterator[tuple[Connection, Any]]:
+    """The cluster and the z-points of a command that reads every shard of ``store``.
+
+    A shard found damaged on the way stops the command with the list of all damaged shards.
+    """
+    from latentdask.cluster.connect import check_paths_on_workers
+    from latentdask.store.integrity import listing_damaged
+    from latentdask.workflow.steps import Connection
+
+    with Connection(choice) as connection, listing_damaged(store, client=connection.client):
+        check_paths_on_workers(connection.client, [store])
+        points = open_points(
+            store, connection.client, skip_damaged=skip_damaged, include_unfinished=include_unfinished
+        )
+        yield connection, points
 
 
 def open_points(store: Path, client: Any, *, skip_damaged: bool, include_unfinished: bool) -> Any:

@@ -16,6 +16,7 @@ from latentdask.cli.options import (
     SplitOption,
     cluster_choice,
     comma_separated,
+    options_from,
     parse_crop,
     parse_ints,
     user_errors,
@@ -23,8 +24,8 @@ from latentdask.cli.options import (
 from latentdask.errors import LatentdaskError
 from latentdask.progress import console
 
-SYNTH = ModelDefaults("latentdask.workflow.steps:SynthOptions")
-MODEL = ModelDefaults("latentdask.workflow.steps:ModelOptions")
+SYNTH = ModelDefaults("latentdask.data.synthetic_faces:SynthOptions")
+MODEL = ModelDefaults("latentdask.model.config:ModelOptions")
 TRAIN = ModelDefaults("latentdask.model.train:TrainOptions")
 ENCODE = ModelDefaults("latentdask.encode.run:EncodeOptions")
 
@@ -36,9 +37,10 @@ def synth(
     seed: Annotated[int, typer.Option(help="Same seed, byte-identical files.")] = SYNTH.seed,
 ) -> None:
     """Write synthetic faces in CelebA's official layout (images, partition, attributes)."""
+    from latentdask.data.synthetic_faces import SynthOptions
     from latentdask.workflow import steps
 
-    seconds = steps.synth(out, steps.SynthOptions(n=n, seed=seed))
+    seconds = steps.synth(out, options_from(SynthOptions, locals()))
     if seconds is None:
         console.print(f"{out} already holds {n} synthetic faces with seed {seed}; nothing to do")
     else:
@@ -70,21 +72,15 @@ def train(
     workers: Annotated[int, typer.Option(help="Processes decoding images (0: this one).")] = TRAIN.workers,
 ) -> None:
     """Train the convolutional autoencoder; writes model.safetensors, config.json, training.json."""
+    from latentdask.model.config import ModelOptions
     from latentdask.model.train import TrainOptions
     from latentdask.workflow import steps
 
-    model = steps.ModelOptions(
-        image_size=image_size,
-        latent_dim=latent_dim,
-        channels=parse_ints(channels, "--channels"),
-        batch_norm=batch_norm,
-        crop=parse_crop(crop),
-        draft=draft,
+    parameters = locals()
+    model = options_from(
+        ModelOptions, parameters, channels=parse_ints(channels, "--channels"), crop=parse_crop(crop)
     )
-    options = TrainOptions(
-        epochs=epochs, batch_size=batch_size, lr=lr, split=split, device=device, seed=seed, workers=workers
-    )
-    steps.train(dataset, out, model=model, options=options)
+    steps.train(dataset, out, model=model, options=options_from(TrainOptions, parameters))
 
 
 @user_errors
@@ -182,18 +178,7 @@ def encode(
     from latentdask.encode.run import EncodeOptions
     from latentdask.workflow import steps
 
-    options = EncodeOptions(
-        shard_size=shard_size,
-        batch_size=batch_size,
-        split=split,
-        resume=resume,
-        overwrite=overwrite,
-        reconstruction_error=reconstruction_error,
-        device=device,
-        precision=precision,  # type: ignore[arg-type]
-        decode_threads=decode_threads,
-        torch_threads=torch_threads,
-    )
+    options = options_from(EncodeOptions, locals())
     with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
         steps.encode(dataset, model, out, options=options, cluster=connection)
 
@@ -221,4 +206,4 @@ def report(
     """Write report.html in a run folder: every figure and table of the study, images embedded."""
     from latentdask.workflow import steps
 
-    console.print(f"report → {steps.report(folder)}", highlight=False)
+    console.print(f"report → {steps.report(folder)}")

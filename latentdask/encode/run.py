@@ -254,7 +254,7 @@ def encode(
         stage_seconds=dict(stage_seconds),
     )
     if progress:
-        console.print("\n".join(summary.lines()), highlight=False)
+        console.print("\n".join(summary.lines()))
     return summary
 
 
@@ -330,7 +330,7 @@ def _reset_damaged(out: Path, group: zarr.Group, client: Any, progress: bool) ->
     for number in verification.damaged:
         store_array(group, "shard_done")[number] = False
     if verification.damaged and progress:
-        console.print("\n".join([*verification.lines(), "these shards are encoded again"]), highlight=False)
+        console.print("\n".join([*verification.lines(), "these shards are encoded again"]))
 
 
 def _job(

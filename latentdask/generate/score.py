@@ -21,22 +21,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
-import torch
 import xarray as xr
 import zarr
 from pydantic import BaseModel, ConfigDict, Field
 
-from latentdask.device import resolve_device
 from latentdask.errors import LatentdaskError
 from latentdask.stats.io import open_stats
 from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts
 from latentdask.stats.summary import select_rows
 from latentdask.store.output import write_json
 from latentdask.store.points import ZPoints, open_zpoints
+
+if TYPE_CHECKING:
+    import torch
 
 #: the kind of output scores.json is, in its ``latentdask`` record
 SCORES_KIND = "scores"
@@ -134,6 +135,8 @@ def _nearest_in_block(
     x = np.where(keep.reshape(-1, 1), x, 0.0).astype(np.float32)
     rows = start + np.arange(len(x))
     own_rows = query_rows if bool(((query_rows >= start) & (query_rows < start + len(x))).any()) else None
+    from latentdask.device import resolve_device  # torch, imported by the tasks only
+
     target = resolve_device(device)
     if target.type == "cuda":
         return _nearest_torch(x, keep, rows, queries, own_rows, target)
@@ -171,6 +174,8 @@ def _nearest_torch(
     own_rows: np.ndarray | None,
     device: torch.device,
 ) -> np.ndarray:
+    import torch
+
     best = np.full(len(queries), np.inf)
     x = torch.from_numpy(x_host).to(device)
     norms = (x * x).sum(dim=1)

@@ -88,6 +88,42 @@ def build_config(**fields: Any) -> ModelConfig:
         raise ModelConfigError(f"invalid model configuration: {describe_validation_error(exc)}") from None
 
 
+def _default(model: type[BaseModel], field: str) -> Any:
+    return model.model_fields[field].get_default(call_default_factory=True)
+
+
+class ModelOptions(BaseModel):
+    """The autoencoder to train and how it reads images: ``latentdask train`` and a workflow's ``model``.
+
+    The fields a user sets of :class:`~latentdask.model.config.ModelConfig` and
+    :class:`~latentdask.data.decode.Preprocessing`, with their defaults.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image_size: int = _default(ModelConfig, "image_size")
+    latent_dim: int = _default(ModelConfig, "latent_dim")
+    channels: tuple[int, ...] = _default(ModelConfig, "channels")
+    batch_norm: bool = _default(ModelConfig, "batch_norm")
+    crop: tuple[int, int, int, int] | None = _default(Preprocessing, "crop")
+    draft: bool = _default(Preprocessing, "draft")
+
+    def architecture_fields(self) -> dict[str, Any]:
+        return {
+            "image_size": self.image_size,
+            "latent_dim": self.latent_dim,
+            "channels": self.channels,
+            "batch_norm": self.batch_norm,
+        }
+
+    def architecture(self) -> ModelConfig:
+        """The ModelConfig; an architecture that cannot be built is one clear ModelConfigError."""
+        return build_config(**self.architecture_fields())
+
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(crop=self.crop, image_size=self.image_size, draft=self.draft)
+
+
 class CheckpointConfig(BaseModel):
     """What ``config.json`` holds."""
 

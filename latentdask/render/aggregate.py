@@ -105,25 +105,14 @@ def aggregate_graph(
 
 
 def aggregate(
-    points: ZPoints,
-    projections: Sequence[Projection],
-    *,
-    stats: xr.Dataset,
-    split: str = "all",
-    where: Sequence[str] = (),
-    scheduler: Any = None,
-    split_every: int = SPLIT_EVERY,
+    points: ZPoints, projections: Sequence[Projection], *, scheduler: Any = None, **graph_options: Any
 ) -> list[Aggregate]:
-    """All projections over every selected z-point, reading the store once (see :func:`aggregate_graph`)."""
-    graph = aggregate_graph(
-        points,
-        projections,
-        stats=stats,
-        split=split,
-        where=where,
-        scheduler=scheduler,
-        split_every=split_every,
-    )
+    """All projections over every selected z-point, reading the store once.
+
+    ``graph_options``: ``stats`` and optionally ``split``, ``where``, ``split_every``, as
+    :func:`aggregate_graph` takes them.
+    """
+    graph = aggregate_graph(points, projections, scheduler=scheduler, **graph_options)
     (merged,) = dask.compute(graph, scheduler=scheduler)
     return [
         Aggregate(p, counts, candidates) for p, (counts, candidates) in zip(projections, merged, strict=True)

@@ -159,12 +159,12 @@ def summary_graph(
 def centred_radius_graph(
     z: da.Array,
     *,
-    valid: da.Array | None,
-    selected: da.Array | None,
+    valid: da.Array | None = None,
+    selected: da.Array | None = None,
     centre: np.ndarray,
     params: SummaryParams,
 ) -> Delayed:
-    """A delayed histogram of |x - centre| (pass 2)."""
+    """A delayed histogram of |x - centre| (pass 2), over the rows :func:`summary_graph` keeps."""
     blocks = row_blocks(z, valid, selected)
     if not blocks:
         return delayed(counts_combine)(

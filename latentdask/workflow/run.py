@@ -158,7 +158,7 @@ class Runner:
             result = steps.normality(
                 store, stats, paths.normality, options=w.normality, cluster=cluster, plot=paths.normality_plot
             )
-            console.print(format_normality(result), highlight=False)
+            console.print(format_normality(result))
 
         self.step(
             "normality",
@@ -196,7 +196,7 @@ class Runner:
                 from latentdask.generate.score import format_scores
 
                 results = steps.score(store, stats, points, paths.scores, options=w.score, cluster=cluster)
-                console.print(format_scores(results), highlight=False)
+                console.print(format_scores(results))
 
             self.step(
                 "score", w.score.model_dump(mode="json"), upstream, paths.scores, paths.scores.is_file, score
@@ -220,7 +220,7 @@ class Runner:
                 if decoded.note:
                     console.print(f"decode: {decoded.note}")
                 if decoded.rates is not None:
-                    console.print(format_face_rates(decoded.rates), highlight=False)
+                    console.print(format_face_rates(decoded.rates))
 
             self.step(
                 "decode",
@@ -239,7 +239,6 @@ class Runner:
             )
             console.print(
                 f"{len(result.aggregates)} projections of every z-point → {paths.projections}",
-                highlight=False,
             )
 
         self.step(

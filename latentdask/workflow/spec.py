@@ -3,7 +3,7 @@
 A workflow names the dataset, the model, and the parameters of each step. Each step's section
 *is* the options model of the command that runs the step alone (``encode:`` is
 :class:`~latentdask.encode.run.EncodeOptions`, ``render:`` is
-:class:`~latentdask.workflow.steps.RenderOptions`, ...), so every default is written once; a
+:class:`~latentdask.render.options.RenderOptions`, ...), so every default is written once; a
 section adds only what exists in a workflow alone (the model's ``checkpoint``, generate's
 ``samplers``, render's ``overlay``) and says so where a run's default differs from the command's.
 """
@@ -20,16 +20,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from latentdask.cluster.spec import ClusterSpec, ConfigError, read_yaml
+from latentdask.data.synthetic_faces import SynthOptions
 from latentdask.encode.run import EncodeOptions
 from latentdask.errors import describe_validation_error
+from latentdask.generate.options import DecodeOptions, FaceRate
 from latentdask.generate.samplers import GenerateOptions, SamplerSpec
 from latentdask.generate.score import ScoreOptions
-from latentdask.model.config import ModelConfig
+from latentdask.model.config import ModelConfig, ModelOptions
 from latentdask.model.train import TrainOptions
+from latentdask.render.options import RenderOptions
 from latentdask.stats.normality import NormalityOptions
 from latentdask.stats.summary import SummaryParams
 from latentdask.store.paths import RunFolder
-from latentdask.workflow.steps import DecodeOptions, FaceRate, ModelOptions, RenderOptions, SynthOptions
 
 
 class DatasetSection(BaseModel):

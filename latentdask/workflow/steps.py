@@ -10,9 +10,6 @@ Contract of a step function:
 3. it writes its outputs and returns what it made; it prints nothing of its own, so the
    command and the runner each end with their own summary line.
 
-Options models that have no home in their stage's package yet live here: :class:`SynthOptions`
-(for data/synthetic_faces.py), :class:`ModelOptions` (for model/config.py), :class:`DecodeOptions`
-(for generate/grids.py) and :class:`RenderOptions` (for render/, beside ``render()``).
 """
 
 from __future__ import annotations
@@ -21,28 +18,33 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from latentdask.data.decode import Preprocessing
-from latentdask.model.config import ModelConfig, build_config
+from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from distributed import Client
 
     from latentdask.cluster.connect import ClusterChoice
+    from latentdask.data.synthetic_faces import SynthOptions
     from latentdask.encode.run import EncodeOptions, EncodeSummary
+    from latentdask.generate.options import DecodeOptions
     from latentdask.generate.samplers import GenerateOptions, SamplerSpec
     from latentdask.generate.score import ScoreOptions
+    from latentdask.model.config import ModelOptions
     from latentdask.model.train import TrainOptions
     from latentdask.render.command import RenderResult
+    from latentdask.render.options import RenderOptions
     from latentdask.stats.normality import NormalityOptions
 
 
-def default_of(model: type[BaseModel], field: str) -> Any:
-    """The default of ``field`` in ``model``: for a model whose fields are another model's."""
-    return model.model_fields[field].get_default(call_default_factory=True)
+def keywords(options: BaseModel, model: type[BaseModel], **renamed: str) -> dict[str, Any]:
+    """The fields of ``model`` in ``options`` as a stage function's keyword arguments.
+
+    ``options`` may be a workflow section that adds fields of its own (render's ``overlay``);
+    ``renamed`` maps a field to the stage's name for it (``slice="slice_threshold"``).
+    """
+    return {renamed.get(name, name): getattr(options, name) for name in model.model_fields}
 
 
 class Connection:
@@ -78,22 +80,6 @@ class Connection:
 # ---------------------------------------------------------------------------- synth
 
 
-class SynthOptions(BaseModel):
-    """Synthetic faces: ``latentdask synth`` and a workflow's ``dataset.synthetic``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    n: int = 2000
-    seed: int = 0
-
-    @field_validator("n")
-    @classmethod
-    def _at_least_one(cls, n: int) -> int:
-        if n < 1:
-            raise ValueError(f"must be at least 1, got {n}")
-        return n
-
-
 def synth_done(out: Path, options: SynthOptions) -> bool:
     """Whether ``out`` already holds exactly these faces."""
     from latentdask.data.synthetic_faces import read_recipe, synthetic_recipe
@@ -115,38 +101,6 @@ def synth(out: Path, options: SynthOptions) -> float | None:
 
 
 # ---------------------------------------------------------------------------- train
-
-
-class ModelOptions(BaseModel):
-    """The autoencoder to train and how it reads images: ``latentdask train`` and a workflow's ``model``.
-
-    The fields a user sets of :class:`~latentdask.model.config.ModelConfig` and
-    :class:`~latentdask.data.decode.Preprocessing`, with their defaults.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    image_size: int = default_of(ModelConfig, "image_size")
-    latent_dim: int = default_of(ModelConfig, "latent_dim")
-    channels: tuple[int, ...] = default_of(ModelConfig, "channels")
-    batch_norm: bool = default_of(ModelConfig, "batch_norm")
-    crop: tuple[int, int, int, int] | None = default_of(Preprocessing, "crop")
-    draft: bool = default_of(Preprocessing, "draft")
-
-    def architecture_fields(self) -> dict[str, Any]:
-        return {
-            "image_size": self.image_size,
-            "latent_dim": self.latent_dim,
-            "channels": self.channels,
-            "batch_norm": self.batch_norm,
-        }
-
-    def architecture(self) -> ModelConfig:
-        """The ModelConfig; an architecture that cannot be built is one clear ModelConfigError."""
-        return build_config(**self.architecture_fields())
-
-    def preprocessing(self) -> Preprocessing:
-        return Preprocessing(crop=self.crop, image_size=self.image_size, draft=self.draft)
 
 
 def train(dataset: Path, out: Path, *, model: ModelOptions, options: TrainOptions) -> None:
@@ -189,7 +143,13 @@ def normality(
 ) -> dict[str, Any]:
     """Write ``normality.json`` (and the QQ plot to ``plot``) for the store's selected z-points."""
     from latentdask.cluster.connect import check_paths_on_workers
-    from latentdask.stats.normality import NORMALITY_KIND, QQ_PLOT_KIND, plot_qq, write_normality
+    from latentdask.stats.normality import (
+        NORMALITY_KIND,
+        QQ_PLOT_KIND,
+        NormalityOptions,
+        plot_qq,
+        write_normality,
+    )
     from latentdask.stats.normality import normality as run_normality
     from latentdask.store.output import check_output
 
@@ -197,17 +157,7 @@ def normality(
     if plot is not None:
         check_output(plot, QQ_PLOT_KIND, inputs=[store, stats])
     check_paths_on_workers(cluster.client, [store])
-    result = run_normality(
-        store,
-        stats,
-        sample_size=options.sample_size,
-        hz_size=options.hz_size,
-        alpha=options.alpha,
-        split=options.split,
-        where=options.where,
-        seed=options.seed,
-        scheduler=cluster.client,
-    )
+    result = run_normality(store, stats, **keywords(options, NormalityOptions), scheduler=cluster.client)
     write_normality(result, out, inputs=[store, stats])
     if plot is not None:
         plot_qq(result, plot, inputs=[store, stats])
@@ -228,40 +178,18 @@ def score(
     store: Path, stats: Path, points: Sequence[Path], out: Path, *, options: ScoreOptions, cluster: Connection
 ) -> dict[str, Any]:
     """Write ``scores.json``: each point set's scores beside held-out real points."""
-    from latentdask.generate.score import SCORES_KIND, write_scores
+    from latentdask.generate.score import SCORES_KIND, ScoreOptions, write_scores
     from latentdask.generate.score import score as run_score
     from latentdask.store.output import check_output
 
     inputs = [store, stats, *points]
     check_output(out, SCORES_KIND, inputs=inputs)
-    results = run_score(
-        store,
-        stats,
-        points,
-        reference_size=options.reference_size,
-        pair=options.pair,
-        threshold=options.threshold,
-        seed=options.seed,
-        scheduler=cluster.client,
-    )
+    results = run_score(store, stats, points, **keywords(options, ScoreOptions), scheduler=cluster.client)
     write_scores(results, out, inputs=inputs)
     return results
 
 
 # ---------------------------------------------------------------------------- decode
-
-FaceRate = Annotated[int, Field(ge=0)]
-
-
-class DecodeOptions(BaseModel):
-    """The decoded grid: ``latentdask decode`` and a workflow's ``decode`` section."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    per_row: int = Field(default=12, ge=1)
-    scale: int = Field(default=2, ge=1)  # pixels per image pixel
-    through: Literal["centre", "origin"] = "centre"  # where a --path crosses its plane
-    face_rate: FaceRate = 0  # decoded images per point set the face rate is measured on (0: none)
 
 
 @dataclass(frozen=True)
@@ -350,24 +278,6 @@ def decode(
 # ---------------------------------------------------------------------------- render
 
 
-class RenderOptions(BaseModel):
-    """Datashader projections of every z-point: ``latentdask render`` and a workflow's ``render``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    pairs: tuple[str, ...] = ()  # "a,b" by number, "corr:K", "smallest-slice:K", "largest-slice:K" by rank
-    top_correlated: int = Field(default=16, ge=0)
-    pcs: int = Field(default=4, ge=0)
-    slice: float | None = None  # slice projections at this threshold (None: none)
-    slice_ranked: int = Field(default=4, ge=0)
-    special: int | None = None  # the row of one real point drawn in orange
-    color_by: str | None = None
-    width: int = Field(default=800, ge=100)
-    how: Literal["eq_hist", "log"] = "eq_hist"
-    split: str = "all"
-    where: tuple[str, ...] = ()
-
-
 def render(
     store: Path,
     out: Path,
@@ -380,23 +290,14 @@ def render(
 ) -> RenderResult:
     """Write the projections' PNGs and render.json to ``out``; ``points``: the store already opened."""
     from latentdask.render.command import render as run_render
+    from latentdask.render.options import RenderOptions
 
     return run_render(
         store,
         out,
         stats=stats,
-        pairs=options.pairs,
-        top_correlated=options.top_correlated,
-        pcs=options.pcs,
-        slice_threshold=options.slice,
-        slice_ranked=options.slice_ranked,
         overlays=overlays,
-        special=options.special,
-        color_by=options.color_by,
-        width=options.width,
-        how=options.how,
-        split=options.split,
-        where=options.where,
+        **keywords(options, RenderOptions, slice="slice_threshold"),
         scheduler=cluster.client,
         points=points,
     )
