@@ -22,10 +22,11 @@ from latentdask.generate.score import (
     outside_counts,
     score,
 )
-from latentdask.stats.io import open_stats, write_stats
+from latentdask.stats.io import open_stats, stats_of, write_stats
 from latentdask.stats.reduce import summarize
 from latentdask.stats.summary import SummaryParams
 from latentdask.store.points import open_zpoints
+from latentdask.store.rows import heldout_rows, selection_mask
 
 
 @pytest.fixture(scope="module")
@@ -102,15 +103,37 @@ def test_outside_range_uses_full_corpus_quantiles(corpus: tuple[Path, Path, np.n
 
 
 def test_scores_side_by_side(corpus: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path) -> None:
-    store, stats_path, _, _ = corpus
+    store, all_rows, _, valid = corpus
+    stats_path = tmp_path / "train-stats.zarr"  # the fit: the train split only
+    params = SummaryParams(thresholds=(1.5,))
+    write_stats(stats_of(open_zpoints(store), params=params, split="train"), stats_path, source="t")
     uniform = generate(stats_path, tmp_path / "uniform.zarr", spec=sampler_spec("uniform", b=1.5), n=500)
     mvn = generate(stats_path, tmp_path / "mvn.zarr", spec=sampler_spec("mvn"), n=500)
     results = score(store, stats_path, [uniform, mvn], reference_size=400)
+    assert results["fit"] == "valid rows; split=train"
+    assert results["fit_rows"] == valid[:2400].sum()
+    assert results["heldout_rows"] == 400 and results["heldout_rows_in_fit"] == 0
     sets = results["sets"]
     real, fitted = sets["real (held out)"], sets["mvn (mvn.zarr)"]
     assert real["points"] == 400
+    with pytest.raises(ScoreError, match="no real point is held out of the fit"):
+        score(store, all_rows, [mvn])
     # the fitted normal lands where the real points are; the uniform cube near the origin does not
     assert abs(fitted["mahalanobis"]["q50"] - real["mahalanobis"]["q50"]) < 0.5
     assert sets["uniform (uniform.zarr)"]["mahalanobis"]["q50"] > real["mahalanobis"]["q50"] + 0.5
     with pytest.raises(ScoreError, match="not among the statistics"):
         score(store, stats_path, [mvn], threshold=0.7)
+
+
+def test_held_out_share_without_a_split(corpus: tuple[Path, Path, np.ndarray, np.ndarray]) -> None:
+    """split=heldout: a seeded 10 % of the rows, the same whatever the chunks; split=fit: the others."""
+    store, _, _, _ = corpus
+    points = open_zpoints(store)
+    heldout, words = selection_mask(points, "heldout", [])
+    fit, _ = selection_mask(points, "fit", [])
+    held = np.asarray(heldout.compute())
+    assert words.endswith("split=heldout")
+    assert (held ^ np.asarray(fit.compute())).all()
+    assert held.mean() == pytest.approx(0.1, abs=0.02)
+    assert np.array_equal(held, heldout_rows(np.arange(len(held))))
+    assert np.array_equal(held[1000:1500], heldout_rows(np.arange(1000, 1500)))  # by row number alone

@@ -65,6 +65,7 @@ def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
         "run.json",
         "points/uniform.zarr/z/zarr.json",
         "points/full-gaussian.zarr/z/zarr.json",
+        "fit-stats.zarr/zarr.json",
         "scores.json",
         "grids/samplers.png",
         "grids/face_rate.json",
@@ -77,9 +78,24 @@ def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
     ):
         assert (folder / output).exists(), output
     record = json.loads((folder / "run.json").read_text())
-    steps = ("synth", "train", "encode", "normality", "generate", "score", "decode", "render", "report")
+    steps = (
+        "synth",
+        "train",
+        "encode",
+        "normality",
+        "fit",
+        "generate",
+        "score",
+        "decode",
+        "render",
+        "report",
+    )
     assert [record["steps"][s]["status"] for s in steps] == ["done"] * len(steps)
     assert json.loads((folder / "normality.json").read_text())["mahalanobis_qq"]["vectors"] == 80
+    scores = json.loads((folder / "scores.json").read_text())
+    fitted = json.loads((folder / "fit-stats.json").read_text())["count"]
+    assert scores["fit"] == "valid rows; split=train" and scores["fit_rows"] == fitted < 80
+    assert scores["heldout_rows"] == 80 - fitted and scores["heldout_rows_in_fit"] == 0
     rates = json.loads((folder / "grids" / "face_rate.json").read_text())
     assert set(rates["sets"]) == {"uniform (uniform.zarr)", "mvn (full-gaussian.zarr)"}
     assert rates["reference"]["real reconstructions"]["images"] == 80

@@ -74,7 +74,8 @@ def stats(
     """Every statistic of every z-point in one pass: histograms, correlations, slices, radii, PCA."""
     import time
 
-    from latentdask.stats.io import check_stats_output, stats_of, write_stats
+    from latentdask.stats.io import check_stats_output
+    from latentdask.workflow import steps
 
     params = summary_params(bin_width, value_range, thresholds)
     check_stats_output(out, inputs=[store])
@@ -84,8 +85,9 @@ def stats(
         connection,
         points,
     ):
-        result = stats_of(points, params=params, split=split, where=where or [], scheduler=connection.client)
-    figures = write_stats(result, out, source=str(store), inputs=[store])
+        figures = steps.statistics(
+            store, out, params=params, split=split, where=where or [], cluster=connection, points=points
+        )
     console.print(
         f"statistics of {figures['count']} z-points ({figures['selection']}; {figures['invalid']} invalid, "
         f"{figures['nonfinite']} non-finite left out) in {time.perf_counter() - started:.1f} s → {out}",
@@ -178,20 +180,28 @@ def normality(
     store: Annotated[Path, typer.Argument(help="The real latent store.")],
     stats: Annotated[Path, typer.Argument(help="Its stats.zarr (mean, covariance, moments).")],
     out: Annotated[Path, typer.Option("--out", help="normality.json to write.")],
-    plot: Annotated[Path | None, typer.Option(help="PNG of the Mahalanobis²-vs-χ² QQ comparison.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="PNG of the QQ comparison of Mahalanobis² with its normal law.")
+    ] = None,
     sample_size: Annotated[
         int, typer.Option(help="Points in the Shapiro–Wilk sample (≤ 5,000).")
     ] = NORMALITY.sample_size,
     hz_size: Annotated[int, typer.Option(help="Points in the Henze–Zirkler sample.")] = NORMALITY.hz_size,
+    skewness_rows: Annotated[
+        int,
+        typer.Option(help="Mardia's skewness over every row up to this many, a seeded sample of it above."),
+    ] = NORMALITY.skewness_rows,
     alpha: Annotated[float, typer.Option(help="Significance level of the tests.")] = NORMALITY.alpha,
-    split: SplitOption = NORMALITY.split,
+    split: Annotated[
+        str | None, typer.Option(help="Rows to test; default and only choice: the statistics' own.")
+    ] = NORMALITY.split,
     where: WhereOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the samples.")] = NORMALITY.seed,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
     cluster_name: ClusterNameOption = None,
 ) -> None:
-    """How normal the real z-points are: moments, Shapiro–Wilk, Henze–Zirkler, Mahalanobis² vs χ²."""
+    """How normal the real z-points are: moments, Shapiro–Wilk, Mardia, Henze–Zirkler, Mahalanobis²."""
     from latentdask.stats.normality import NormalityOptions, format_normality
     from latentdask.workflow import steps
 

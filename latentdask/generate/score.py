@@ -1,6 +1,13 @@
 """In-distribution scores of point sets against the real corpus, beside held-out real points.
 
-For each point set (artificial z-points, and always a sample of real points as the
+The statistics are the fit: the mean, covariance and component ranges every score uses, and
+every sampler's parameters, come from the rows they describe (their split and attribute
+conditions, e.g. ``--split train``). The real reference points are drawn from the valid rows
+*outside* that fit, so they are held out in fact; scores.json records the fit's rows, the
+reference's rows and how many of them the fit saw (0). Statistics of every row leave nothing
+to hold out, and scoring refuses them.
+
+For each point set (artificial z-points, and always the held-out real points as the
 reference):
 
 1. **Mahalanobis distance** to the real mean under the real covariance: its
@@ -8,9 +15,9 @@ reference):
 2. **Components outside the real range**: per point, how many components lie outside
    the real per-component [0.5 %, 99.5 %] range (read off the full-corpus histograms),
    and the distribution of that count.
-3. **Distance to the nearest real z-point**, exact, by brute force against ALL valid real
-   vectors, one task per block of the store (|q|² + |x|² − 2 q·x, a GEMM per block),
-   merged by minimum. Real query points do not count themselves.
+3. **Distance to the nearest real z-point of the fit**, exact, by brute force against every
+   row of the fit, one task per block of the store (|q|² + |x|² − 2 q·x, a GEMM per block),
+   merged by minimum; real and artificial points are measured against the same rows.
 4. **Slice membership**: for a pair (a, b) and threshold t, the fraction of points with
    |x_j| < t for all j outside the pair, beside the real fraction (slice_count / count).
 """
@@ -30,11 +37,12 @@ import zarr
 from pydantic import BaseModel, ConfigDict, Field
 
 from latentdask.errors import LatentdaskError
-from latentdask.stats.io import open_stats
+from latentdask.stats.io import fitted_rows, open_stats
 from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts
 from latentdask.stats.summary import select_rows
 from latentdask.store.output import write_json
 from latentdask.store.points import ZPoints, open_zpoints
+from latentdask.store.rows import selection_mask
 
 if TYPE_CHECKING:
     import torch
@@ -205,22 +213,21 @@ def nearest_real_distance(
     queries: np.ndarray,
     *,
     query_rows: np.ndarray | None = None,
+    keep: Any = None,
     device: str = "auto",
     scheduler: Any = None,
 ) -> np.ndarray:
-    """Exact distance from each query to its nearest valid real z-point: one task per block.
-
-    Each task runs on its worker's GPU when it has one (``device="auto"``).
+    """Exact distance from each query to its nearest valid (and ``keep``-selected) real z-point:
+    one task per block. Each task runs on its worker's GPU when it has one (``device="auto"``).
     """
     query_rows = np.full(len(queries), -1) if query_rows is None else np.asarray(query_rows)
     # on a cluster the queries travel once to every worker, not inside each task
     shipped = scheduler.scatter(queries, broadcast=True) if hasattr(scheduler, "scatter") else queries
     kernel = partial(_nearest_in_block, query_rows=query_rows, device=device)
+    searched = corpus.valid if keep is None else (keep if corpus.valid is None else corpus.valid & keep)
     blocks = [
-        (block, start, shipped, valid)
-        for (block, valid), start in zip(
-            row_blocks(corpus.z, corpus.valid), row_starts(corpus.z), strict=True
-        )
+        (block, start, shipped, rows)
+        for (block, rows), start in zip(row_blocks(corpus.z, searched), row_starts(corpus.z), strict=True)
     ]
     graph = reduce_blocks(blocks, chunk=kernel, combine=_nearest_combine, name="nearest_real")
     (squared,) = dask.compute(graph, scheduler=scheduler)
@@ -241,18 +248,9 @@ def in_slice(points: np.ndarray, a: int, b: int, t: float) -> np.ndarray:
 
 
 def real_sample(
-    corpus: ZPoints,
-    n: int,
-    seed: int,
-    scheduler: Any = None,
-    *,
-    prefer_test: bool = True,
-    keep: Any = None,
+    corpus: ZPoints, n: int, seed: int, scheduler: Any = None, *, keep: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``n`` valid (and ``keep``-selected) real points and their rows.
-
-    With ``prefer_test`` they come from the test split when the store has one.
-    """
+    """Up to ``n`` valid (and ``keep``-selected) real points, drawn with ``seed``, and their rows."""
     valid = (
         np.ones(corpus.z.shape[0], dtype=bool)
         if corpus.valid is None
@@ -260,10 +258,6 @@ def real_sample(
     )
     if keep is not None:
         valid = valid & np.asarray(keep.compute(scheduler=scheduler), dtype=bool)
-    if prefer_test and corpus.split is not None:
-        test = corpus.split.compute(scheduler=scheduler) == 2
-        if (valid & test).any():
-            valid = valid & test
     rows = np.flatnonzero(valid)
     rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, len(rows)), replace=False))
     return np.asarray(corpus.z[rows].compute(scheduler=scheduler), dtype=np.float32), rows
@@ -274,7 +268,7 @@ class ScoreOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    reference_size: int = Field(default=2000, ge=1)  # held-out real points scored beside the sets
+    reference_size: int = Field(default=2000, ge=1)  # real points outside the fit scored beside the sets
     pair: tuple[int, int] | None = None  # None: the pair whose slice the real points fill least
     threshold: float | None = None  # None: the statistics' first slice threshold
     seed: int = 0
@@ -306,7 +300,17 @@ def score(
         population[np.tril_indices(dim)] = np.inf
         pair = tuple(int(v) for v in np.unravel_index(np.argmin(population), population.shape))  # type: ignore[assignment]
     a, b = pair  # type: ignore[misc]
-    real, rows = real_sample(corpus, reference_size, seed, scheduler)
+    fit, fit_selection = selection_mask(corpus, *fitted_rows(statistics))
+    if fit is None:
+        raise ScoreError(
+            f"the statistics {stats} describe every valid row ({fit_selection}), so no real point is held "
+            "out of the fit: compute them on the rows to fit (latentdask stats --split train, or --split fit "
+            "for a seeded 90 %) and score against the others"
+        )
+    real, rows = real_sample(corpus, reference_size, seed, scheduler, keep=~fit)
+    if len(rows) == 0:
+        raise ScoreError(f"no valid row of {store} lies outside the fit ({fit_selection}) to compare with")
+    in_fit = np.asarray(fit.compute(scheduler=scheduler), dtype=bool)
     sets: dict[str, tuple[np.ndarray, np.ndarray | None]] = {"real (held out)": (real, rows)}
     for path in point_sets:
         node = zarr.open_group(str(path), mode="r")
@@ -316,6 +320,11 @@ def score(
         sets[str(node.attrs.get("sampler", Path(path).stem)) + f" ({Path(path).name})"] = (z, None)
     k = int(np.flatnonzero(reference.thresholds == t)[0])
     results: dict[str, Any] = {
+        "fit": fit_selection,
+        "fit_rows": int(statistics["count"]),
+        "heldout": f"valid rows outside the fit, {len(rows):,} drawn with seed {seed}",
+        "heldout_rows": len(rows),
+        "heldout_rows_in_fit": int(in_fit[rows].sum()),
         "pair": [a, b],
         "threshold": t,
         "real_slice_fraction": float(reference.slice_fraction[k, a, b]),
@@ -323,7 +332,7 @@ def score(
         "sets": {},
     }
     for name, (points, query_rows) in sets.items():
-        nearest = nearest_real_distance(corpus, points, query_rows=query_rows, scheduler=scheduler)
+        nearest = nearest_real_distance(corpus, points, query_rows=query_rows, keep=fit, scheduler=scheduler)
         outside = outside_counts(points, reference)
         results["sets"][name] = {
             "points": len(points),
@@ -348,6 +357,11 @@ def format_scores(results: dict[str, Any]) -> str:
             f"{s['slice_fraction']:>9.4f}"
         )
     a, b = results["pair"]
+    lines.insert(
+        0,
+        f"fit: {results['fit']} ({results['fit_rows']:,} rows); real (held out): {results['heldout']}, "
+        f"{results['heldout_rows_in_fit']} of them in the fit",
+    )
     lines.append(
         f"slice: pair ({a}, {b}), |x_j| < {results['threshold']:g} elsewhere; real fraction "
         f"{results['real_slice_fraction']:.4f}"

@@ -61,7 +61,15 @@ def stats_of(
     centred = second_pass(inputs, state, params, scheduler=scheduler)
     return summary_finalize(
         state, params, centred_radius=centred, attribute_names=points.attribute_names, selection=selection
-    )
+    ).assign_attrs(split=split, where=list(where))
+
+
+def fitted_rows(stats: xr.Dataset) -> tuple[str, tuple[str, ...]]:
+    """The split and attribute conditions of the rows ``stats`` describe (the rows a fit saw).
+
+    Statistics written before they recorded it describe all valid rows.
+    """
+    return str(stats.attrs.get("split", "all")), tuple(stats.attrs.get("where", ()))
 
 
 STATS_KIND = "stats"

@@ -10,8 +10,9 @@ Run folder (``runs/<name>`` by default)::
     model/                the checkpoint (unless the workflow names one)
     latents.zarr          the latent store; latents-stats.zarr and .json beside it
     normality.json        normality of the real z-points; normality-qq.png
+    fit-stats.zarr        statistics of the rows the samplers are fitted on (train; .json beside it)
     points/LABEL.zarr     each sampler's artificial z-points
-    scores.json           their scores beside held-out real points
+    scores.json           their scores beside real points held out of the fit
     grids/samplers.png    decoded points and reconstructions; grids/face_rate.json
     projections/          datashader images (render.json lists them)
     report.html           everything above on one page
@@ -68,6 +69,10 @@ class RunFolder:
     @property
     def normality_plot(self) -> Path:
         return self.root / "normality-qq.png"
+
+    @property
+    def fit_stats(self) -> Path:
+        return self.root / "fit-stats.zarr"
 
     @property
     def points(self) -> Path:

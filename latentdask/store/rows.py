@@ -1,14 +1,54 @@
-"""Which rows a pass reads: the split and attribute conditions (``--split``, ``--where``), as lazy masks."""
+"""Which rows a pass reads: the split and attribute conditions (``--split``, ``--where``), as lazy masks.
+
+Besides the dataset's own splits (train, valid, test), every store has two more: ``heldout``, a
+seeded share of :data:`HOLDOUT_SHARE` of the rows chosen by a hash of the row number (the same
+rows for every store of the same length, whatever its chunks), and ``fit``, the others. They
+serve stores whose dataset has no split: fit the statistics on ``fit``, compare with ``heldout``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import dask.array as da
+import numpy as np
 
 from latentdask.data.celeba_names import SPLITS
 from latentdask.errors import StatsError
 from latentdask.store.points import ZPoints
+
+#: the share of rows in the ``heldout`` split, and the seed of the hash that picks them
+HOLDOUT_SHARE = 0.1
+HOLDOUT_SEED = 0
+SPLIT_NAMES = ("all", *SPLITS, "fit", "heldout")
+
+
+def heldout_rows(rows: np.ndarray) -> np.ndarray:
+    """Whether each row number is in the seeded held-out share (splitmix64 of the row, below the share)."""
+    with np.errstate(over="ignore"):
+        h = rows.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15 * (HOLDOUT_SEED + 1) % 2**64)
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        h = h ^ (h >> np.uint64(31))
+    return h < np.uint64(HOLDOUT_SHARE * 2**64)
+
+
+def split_mask(points: ZPoints, split: str) -> da.Array | None:
+    """The rows of ``split`` (lazy, chunked like the points); None for all rows."""
+    if split == "all":
+        return None
+    if split in ("fit", "heldout"):
+        rows = da.arange(points.z.shape[0], chunks=points.z.chunks[0], dtype=np.int64)
+        heldout = rows.map_blocks(heldout_rows, dtype=bool)
+        return heldout if split == "heldout" else ~heldout
+    if split not in SPLITS:
+        raise StatsError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_NAMES)}")
+    if points.split is None:
+        raise StatsError(
+            f"--split {split} asked for, but {points.path} has no split column "
+            "(--split fit holds out a seeded 10 % instead)"
+        )
+    return points.split == SPLITS[split]
 
 
 def parse_where(conditions: Sequence[str], names: Sequence[str]) -> list[tuple[str, int]]:
@@ -28,13 +68,8 @@ def parse_where(conditions: Sequence[str], names: Sequence[str]) -> list[tuple[s
 def selection_mask(points: ZPoints, split: str, where: Sequence[str]) -> tuple[da.Array | None, str]:
     """Rows chosen by split and attribute conditions (lazy), and words saying which."""
     words = ["valid rows" if points.valid is not None else "all rows"]
-    mask: da.Array | None = None
+    mask = split_mask(points, split)
     if split != "all":
-        if split not in SPLITS:
-            raise StatsError(f"unknown split {split!r}; choose one of all, {', '.join(SPLITS)}")
-        if points.split is None:
-            raise StatsError(f"--split {split} asked for, but {points.path} has no split column")
-        mask = points.split == SPLITS[split]
         words.append(f"split={split}")
     for name, value in parse_where(where, points.attribute_names):
         if points.attributes is None:

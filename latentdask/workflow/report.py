@@ -232,7 +232,11 @@ def write_report(folder: str | Path) -> Path:
             f"<h2>Normality</h2><pre>{_esc(format_normality(json.loads(normality.read_text())))}</pre>"
         )
         if paths.normality_plot.is_file():
-            parts.append(_image(paths.normality_plot, "Mahalanobis² against χ² quantiles", 420))
+            parts.append(
+                _image(
+                    paths.normality_plot, "Mahalanobis² against the quantiles of its law under normality", 420
+                )
+            )
 
     projections = paths.projections
     if (projections / "render.json").is_file():
@@ -293,6 +297,9 @@ def _run_figures(folder: Path) -> dict[str, Any]:
     figures = read(stats_json_path(paths.stats)) or {}
     training = read(paths.model / TRAINING_FILE) or {}
     normality = read(paths.normality) or {}
+    kurtosis: dict[str, Any] = next(
+        (t for t in normality.get("multivariate", []) if t["test"] == "mardia_kurtosis"), {}
+    )
     scores = (read(paths.scores) or {}).get("sets", {})
     rates = read(paths.face_rates) or {}
     epochs = training.get("epochs") or [{}]
@@ -311,8 +318,10 @@ def _run_figures(folder: Path) -> dict[str, Any]:
         )
         if top
         else None,
-        "Henze–Zirkler p": (normality.get("henze_zirkler") or {}).get("p"),
-        "beyond χ² 99.73 %": ((normality.get("mahalanobis_qq") or {}).get("beyond_tail") or {}).get("share"),
+        "Mardia kurtosis p": kurtosis.get("p_value") if kurtosis.get("informative") else None,
+        "beyond the normal d² law's 99.73 %": (
+            ((normality.get("mahalanobis_qq") or {}).get("beyond_tail") or {}).get("share")
+        ),
         "nearest real q50: real / uniform / mvn": " / ".join(
             f"{nearest[k]:.2f}" if k in nearest else "—" for k in ("real", "uniform", "mvn")
         ),

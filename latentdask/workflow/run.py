@@ -151,7 +151,7 @@ class Runner:
 
         upstream = self.step("encode", params, upstream, store, lambda: _store_complete(store), encode)
 
-        # normality of the real z-points (moments, Shapiro–Wilk, Henze–Zirkler, Mahalanobis² vs χ²)
+        # normality of the real z-points (moments, Shapiro–Wilk, Mardia, Henze–Zirkler, Mahalanobis²)
         def normality(same: bool) -> None:
             from latentdask.stats.normality import format_normality
 
@@ -169,17 +169,31 @@ class Runner:
             normality,
         )
 
-        # generate: artificial z-points of each sampler, fitted on the statistics
+        # generate: artificial z-points of each sampler, fitted on the statistics of the fit's rows
         samplers = w.generate.samplers
         points = [paths.sampler_points(entry.label) for entry in samplers]
         if samplers:
+            fit_stats, fit_split = paths.fit_stats, w.generate.fit or steps.fit_rows_of(store)
+
+            def fit(same: bool) -> None:
+                figures = steps.statistics(store, fit_stats, params=w.stats, split=fit_split, cluster=cluster)
+                console.print(f"fitted on {figures['count']:,} z-points ({figures['selection']})")
+
+            upstream = self.step(
+                "fit",
+                {"split": fit_split, "stats": w.stats.model_dump(mode="json")},
+                upstream,
+                fit_stats,
+                lambda: (fit_stats / "zarr.json").is_file(),
+                fit,
+            )
 
             def generate(same: bool) -> None:
                 paths.points.mkdir(parents=True, exist_ok=True)
                 for entry, out in zip(
                     samplers, points, strict=True
                 ):  # each replaces only points generated earlier
-                    steps.generate(stats, out, sampler=entry.spec, options=w.generate)
+                    steps.generate(fit_stats, out, sampler=entry.spec, options=w.generate)
                     console.print(f"generated {w.generate.n} {entry.label} z-points")
 
             upstream = self.step(
@@ -195,7 +209,9 @@ class Runner:
             def score(same: bool) -> None:
                 from latentdask.generate.score import format_scores
 
-                results = steps.score(store, stats, points, paths.scores, options=w.score, cluster=cluster)
+                results = steps.score(
+                    store, fit_stats, points, paths.scores, options=w.score, cluster=cluster
+                )
                 console.print(format_scores(results))
 
             self.step(

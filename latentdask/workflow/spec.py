@@ -101,6 +101,9 @@ class SamplerEntry(SamplerSpec):
 
 class GenerateSection(GenerateOptions):
     samplers: tuple[SamplerEntry, ...] = ()
+    # the rows the samplers are fitted on and scores measured against (the others are held out):
+    # a split, or "fit" (all but a seeded 10 %); None: train when the dataset has it, else fit
+    fit: str | None = None
 
 
 class DecodeSection(DecodeOptions):

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from latentdask.render.command import RenderResult
     from latentdask.render.options import RenderOptions
     from latentdask.stats.normality import NormalityOptions
+    from latentdask.stats.summary import SummaryParams
+    from latentdask.store.points import ZPoints
 
 
 def keywords(options: BaseModel, model: type[BaseModel], **renamed: str) -> dict[str, Any]:
@@ -127,6 +129,45 @@ def encode(
 
     client = cluster.client if cluster.for_run else None
     return run_encode(dataset, checkpoint, out, options=options, cluster=cluster.choice, client=client)
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+def statistics(
+    store: Path,
+    out: Path,
+    *,
+    params: SummaryParams,
+    split: str = "all",
+    where: Sequence[str] = (),
+    cluster: Connection,
+    points: ZPoints | None = None,
+) -> dict[str, Any]:
+    """Write the statistics of the store's selected z-points to ``out`` (and stats.json beside it).
+
+    ``points``: the store already opened (e.g. leaving out damaged shards). Returns the headline.
+    """
+    from latentdask.cluster.connect import check_paths_on_workers
+    from latentdask.stats.io import check_stats_output, stats_of, write_stats
+    from latentdask.store.points import open_zpoints
+
+    check_stats_output(out, inputs=[store])
+    if points is None:
+        check_paths_on_workers(cluster.client, [store])
+        points = open_zpoints(store)
+    result = stats_of(points, params=params, split=split, where=where, scheduler=cluster.client)
+    return write_stats(result, out, source=str(store), inputs=[store])
+
+
+def fit_rows_of(store: Path) -> str:
+    """The rows a run fits on by default: the train split when the store has one, else ``fit``."""
+    from latentdask.data.celeba_names import SPLITS
+    from latentdask.store.points import open_zpoints
+
+    split = open_zpoints(store).split
+    has_train = split is not None and bool((split == SPLITS["train"]).any().compute())
+    return "train" if has_train else "fit"
 
 
 # ---------------------------------------------------------------------------- normality
