@@ -1,7 +1,8 @@
 """The dashboard served by ``latentdask serve`` and driven in headless Chromium (Debian's package).
 
-The page must load with no request leaving 127.0.0.1 (no CDN, no remote fonts), show the
-projection, re-render when a widget changes, show images on a click, and log no errors.
+The page must load with no request leaving 127.0.0.1 (no CDN, no remote fonts), show what
+numpy finds in the store (the count of points in view after a zoom, the pair or principal axes
+its title names, an overlay's points), show images on a click, and log no errors.
 Without Chromium the tests are skipped, unless LATENTDASK_REQUIRE_BROWSER=1 (set by CI),
 where a missing browser is a failure.
 """
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import zarr
 from distributed import Client, LocalCluster
 
 from latentdask.cluster.connect import ClusterChoice
@@ -34,6 +36,7 @@ from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig
 from latentdask.render.explore import Explorer, View
+from latentdask.render.projections import PC_SPREAD
 from latentdask.stats.io import open_stats
 from latentdask.store.paths import default_stats_path
 
@@ -175,13 +178,16 @@ def answers_http(process: subprocess.Popen[bytes], url: str, *, deadline: float)
 
 
 @pytest.fixture(scope="module")
-def server(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def uniform_points(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 points of the uniform sampler in [-1.5, 1.5], fitted on the store's statistics."""
+    out = tmp_path_factory.mktemp("points") / "uniform.zarr"
+    return generate(default_stats_path(store), out, spec=sampler_spec("uniform", b=1.5), n=300, seed=0)
+
+
+@pytest.fixture(scope="module")
+def server(store: Path, uniform_points: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     needs_chromium()
-    folder = tmp_path_factory.mktemp("serve")
-    points = generate(
-        default_stats_path(store), folder / "uniform.zarr", spec=sampler_spec("uniform", b=1.5), n=300, seed=0
-    )
-    with serving(store, folder, "--points", str(points)) as url:
+    with serving(store, tmp_path_factory.mktemp("serve"), "--points", str(uniform_points)) as url:
         yield url
 
 
@@ -201,9 +207,92 @@ def launch(playwright: Any) -> Any:
     )
 
 
-def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
+#: what the page shows, read from its Bokeh models: the projection's title, ranges and red points,
+#: and the two axis widgets (null until the document is there)
+PAGE_STATE = """() => {
+  if (!window.Bokeh || Bokeh.documents.length === 0) return null;
+  const models = [...Bokeh.documents[0].all_models];
+  const plot = models.find((m) => m.title?.text?.endsWith(" points in view"));
+  const widget = (label) => models.find((m) => typeof m.title === "string" && m.title.startsWith(label));
+  if (plot === undefined) return null;
+  const red = plot.renderers.find((r) => r.glyph?.type === "Scatter");
+  return {
+    title: plot.title.text,
+    x_range: [plot.x_range.start, plot.x_range.end],
+    y_range: [plot.y_range.start, plot.y_range.end],
+    red_x: red === undefined ? [] : Array.from(red.data_source.data.x),
+    a: widget("x axis")?.value,
+    b: widget("y axis")?.value,
+  };
+}"""
+
+#: a box zoom as Bokeh's zoom tools make it: new ranges for the projection, then the plot's
+#: RangesUpdate event, which is what the app's range stream listens to
+ZOOM = """([x0, x1, y0, y1]) => {
+  const plot = [...Bokeh.documents[0].all_models].find((m) => m.title?.text?.endsWith(" points in view"));
+  const view = Bokeh.index.find_one(plot);
+  view.update_range({
+    xrs: new Map([[plot.x_range, {start: x0, end: x1}]]),
+    yrs: new Map([[plot.y_range, {start: y0, end: y1}]]),
+  });
+  view.trigger_ranges_update_event();
+}"""
+
+#: where on the page the correlation heatmap draws cell (a, b): x is component a, y component b
+HEATMAP_CELL = """([a, b]) => {
+  const plot = [...Bokeh.documents[0].all_models].find((m) => m.title?.text?.startsWith("correlation"));
+  const view = Bokeh.index.find_one(plot);
+  const canvas = view.canvas_view.el.getBoundingClientRect();
+  return [canvas.left + view.frame.x_scale.compute(a), canvas.top + view.frame.y_scale.compute(b)];
+}"""
+
+
+def shows(
+    page: Any, what: str, ok: Callable[[dict[str, Any]], bool], timeout_s: float = 60
+) -> dict[str, Any]:
+    """The page's state once ``ok`` holds for it (polled); a failure names ``what`` and the last state."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = page.evaluate(PAGE_STATE)
+        if state is not None and ok(state):
+            return dict(state)
+        if time.monotonic() > deadline:
+            pytest.fail(f"the page does not show {what}; it shows {state}")
+        page.wait_for_timeout(100)  # the poll's interval, not a guess at how long the app takes
+
+
+def valid_z(store: Path) -> np.ndarray:
+    """The store's valid, finite z-points as float64, read with zarr: the reference for every count."""
+    z = np.asarray(zarr.open_array(str(store / "z"), mode="r")[...], dtype=np.float64)
+    valid = np.asarray(zarr.open_array(str(store / "valid"), mode="r")[...], dtype=bool)
+    return z[valid & np.isfinite(z).all(axis=1)]
+
+
+def in_box(x: np.ndarray, y: np.ndarray, box: tuple[float, float, float, float]) -> int:
+    """Points inside the closed box (x0, x1, y0, y1), as datashader bins them (both ends kept)."""
+    x0, x1, y0, y1 = box
+    return int(((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)).sum())
+
+
+def in_view(x_label: str, y_label: str, count: int) -> str:
+    return f"{x_label} × {y_label}: {count:,} points in view"
+
+
+def test_dashboard_in_headless_chromium(
+    server: str, store: Path, uniform_points: Path, tmp_path: Path
+) -> None:
+    """What the page shows is checked against numpy on the store: the count in view after a zoom,
+    the pair in the title after a pick, the principal axes, the red points of an overlay."""
     from playwright.sync_api import sync_playwright
 
+    z = valid_z(store)
+    n = len(z)
+    uniform = np.asarray(zarr.open_array(str(uniform_points / "z"), mode="r")[...], dtype=np.float64)
+    eigenvalues, vectors = np.linalg.eigh(np.cov(z.T))
+    first = np.argsort(eigenvalues)[::-1][:2]
+    pcs = (z - z.mean(axis=0)) @ vectors[:, first]
+    spread = PC_SPREAD * np.sqrt(eigenvalues[first])
+    in_pc_view = int((np.abs(pcs) <= spread).all(axis=1).sum())
     errors: list[str] = []
     remote: list[str] = []
     with sync_playwright() as playwright:
@@ -221,34 +310,51 @@ def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
 
         page.route("**/*", route)
         page.goto(server, wait_until="networkidle")
-        page.wait_for_selector("canvas", timeout=60_000)
-        page.wait_for_timeout(2000)
+        first_pair = shows(
+            page,
+            "the axis widgets' pair with every point in view",
+            lambda s: s["title"] == in_view(f"latent {s['a']}", f"latent {s['b']}", n),
+        )
         projection = page.locator("canvas").first.bounding_box()
         assert projection is not None and projection["width"] > 400
-        loaded = page.screenshot(path=str(tmp_path / "loaded.png"))
 
-        # a widget change re-renders the projection: principal axes instead of components
+        # principal axes instead of components: PC 1 and PC 2, the points within ±5 sd of each
         page.get_by_text("pc", exact=True).click()
-        page.wait_for_timeout(3000)
-        assert page.screenshot(path=str(tmp_path / "pcs.png")) != loaded
+        shows(page, "the principal axes", lambda s: s["title"] == in_view("PC 1", "PC 2", in_pc_view))
         page.get_by_text("pair", exact=True).click()
-        page.wait_for_timeout(3000)
-        after_pair = page.screenshot()
+        shows(page, "the first pair again", lambda s: s["title"] == first_pair["title"])
 
-        # the uniform sampler's points drawn over the projection
+        # the uniform sampler's points drawn in red over the projection, in the pair's plane
         page.get_by_label("uniform (300)").check()
-        page.wait_for_timeout(3000)
-        overlaid = page.screenshot(path=str(tmp_path / "overlay.png"))
-        assert overlaid != after_pair
+        expected_red = sorted(uniform[:, first_pair["a"]])
+        shows(page, "the uniform points of component a", lambda s: sorted(s["red_x"]) == expected_red)
 
-        # a click on the correlation heatmap selects that pair
-        heat = page.locator("canvas").nth(page.locator("canvas").count() - 1).bounding_box()
-        assert heat is not None
-        x_axis = page.get_by_label("x axis", exact=False)
-        before_pick = x_axis.input_value()
-        page.mouse.click(heat["x"] + 0.75 * heat["width"] * 0.8, heat["y"] + 0.3 * heat["height"])
-        page.wait_for_timeout(3000)
-        assert x_axis.input_value() != before_pick
+        # a click on the correlation heatmap's cell (a, b) selects that pair; the title names it
+        r = np.abs(np.corrcoef(z.T)) + np.eye(z.shape[1])
+        a, b = (int(k) for k in np.unravel_index(np.argmin(r), r.shape))  # the least correlated pair
+        assert (a, b) != (first_pair["a"], first_pair["b"])
+        page.mouse.click(*page.evaluate(HEATMAP_CELL, [a, b]))
+        shows(
+            page,
+            f"the picked pair ({a}, {b}) in the title",
+            lambda s: (s["a"], s["b"]) == (a, b) and s["title"] == in_view(f"latent {a}", f"latent {b}", n),
+        )
+
+        # a zoom: the count in view is numpy's count of the store's points inside the box
+        x, y = z[:, a], z[:, b]
+        box = (*np.quantile(x, [0.2, 0.9]).tolist(), *np.quantile(y, [0.1, 0.7]).tolist())
+        expected = in_box(x, y, box)
+        assert 0 < expected < n  # a count that ignored the zoom would differ
+        page.evaluate(ZOOM, list(box))
+        shows(
+            page,
+            f"{expected} points in the zoomed box {box}",
+            lambda s: (
+                s["title"] == in_view(f"latent {a}", f"latent {b}", expected)
+                and [*s["x_range"], *s["y_range"]] == list(box)
+            ),
+        )
+        page.screenshot(path=str(tmp_path / "zoomed.png"))
 
         # a click in the projection: the nearest real images and what the decoder makes there
         page.mouse.click(
@@ -268,7 +374,7 @@ def test_dashboard_in_headless_chromium(server: str, tmp_path: Path) -> None:
 
 def test_file_names_are_shown_as_text(hostile_store: Path, tmp_path: Path) -> None:
     """A file name built to close the alt attribute and add a handler runs no script and reads as written."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     errors: list[str] = []
     dialogs: list[str] = []
@@ -278,15 +384,15 @@ def test_file_names_are_shown_as_text(hostile_store: Path, tmp_path: Path) -> No
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         page.goto(url, wait_until="networkidle")
-        page.wait_for_selector("canvas", timeout=60_000)
-        page.wait_for_timeout(2000)
+        shows(page, "the projection", lambda s: s["title"].endswith(" points in view"))
         projection = page.locator("canvas").first.bounding_box()
         assert projection is not None
         page.mouse.click(
             projection["x"] + 0.4 * projection["width"], projection["y"] + 0.45 * projection["height"]
         )
         page.wait_for_selector("img[alt='decoded']", timeout=30_000)
-        page.wait_for_timeout(1000)  # an onload handler would have run by now
+        for image in page.locator("img").all():  # an image is complete once its load event has run
+            expect(image).to_have_js_property("complete", True)
         captions = page.locator("figcaption").all_text_contents()
         alts = page.locator("img").evaluate_all("images => images.map(i => i.alt)")
         handlers = page.locator("img").evaluate_all(

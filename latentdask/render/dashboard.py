@@ -171,19 +171,25 @@ class Dashboard:
         )
 
     def overlay_points(self, mode: str, a: int, b: int, shown: list[str]) -> Any:
+        """The shown overlays' points, all in one red Points element.
+
+        Always that one type: a DynamicMap must return the same type every time, and an Overlay
+        returned once a box was ticked (Points before) broke the projection until a reload.
+        """
         import holoviews as hv
 
         from latentdask.render.projections import overlay_xy
 
+        xs, ys = [np.empty(0)], [np.empty(0)]
         try:
             projection = self.explorer.projection(self.view(mode, a, b, "none", "none"))
         except LatentdaskError:  # the projection says why; nothing to draw over it
-            return hv.Points([]).opts(size=0)
-        layers = []
+            shown = []
         for name in shown:
             x, y = overlay_xy(projection, self.overlays[name], self.explorer.stats)
-            layers.append(hv.Points((x, y), label=name).opts(color="red", size=3, alpha=0.7))
-        return hv.Overlay(layers) if layers else hv.Points([]).opts(size=0)
+            xs.append(x)
+            ys.append(y)
+        return hv.Points((np.concatenate(xs), np.concatenate(ys))).opts(color="red", size=3, alpha=0.7)
 
     def histograms(self, mode: str, a: int, b: int) -> Any:
         import holoviews as hv
