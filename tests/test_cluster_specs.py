@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from distributed import Client, LocalCluster
@@ -22,6 +25,18 @@ from latentdask.cluster.spec import ConfigError, CudaSpec, KubernetesSpec, Slurm
 SHIPPED = Path(__file__).resolve().parent.parent / "cluster"
 
 
+def require_extra(module: str) -> ModuleType:
+    """``module`` of the ``test`` extra, imported; where it is missing the test is skipped, or fails
+    under LATENTDASK_REQUIRE_EXTRAS=1 (set by CI, so that a broken install cannot pass as skips)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        missing = str(exc)
+    if os.environ.get("LATENTDASK_REQUIRE_EXTRAS") == "1":
+        pytest.fail(f"{module} is required here (pip install -e '.[test]'): {missing}", pytrace=False)
+    pytest.skip(f"needs {module} (pip install -e '.[test]')")
+
+
 def test_cuda_workers_one_per_gpu_each_declaring_a_gpu() -> None:
     kwargs = cuda_cluster_kwargs(CudaSpec(kind="cuda", devices=[0, 2], device_memory_limit="20GB"))
     assert kwargs["CUDA_VISIBLE_DEVICES"] == "0,2"
@@ -31,7 +46,7 @@ def test_cuda_workers_one_per_gpu_each_declaring_a_gpu() -> None:
 
 
 def test_slurm_gpu_job_script_runs_dask_cuda_workers(tmp_path: Path) -> None:
-    dask_jobqueue = pytest.importorskip("dask_jobqueue")
+    dask_jobqueue = require_extra("dask_jobqueue")
     spec = SlurmSpec(
         kind="slurm",
         queue="gpu",
@@ -56,7 +71,7 @@ def test_slurm_gpu_job_script_runs_dask_cuda_workers(tmp_path: Path) -> None:
 
 
 def test_slurm_cpu_job_script_uses_plain_workers() -> None:
-    dask_jobqueue = pytest.importorskip("dask_jobqueue")
+    dask_jobqueue = require_extra("dask_jobqueue")
     cluster = dask_jobqueue.SLURMCluster(
         **slurm_cluster_kwargs(SlurmSpec(kind="slurm", cores=8, processes=4, tls=False))
     )
@@ -70,7 +85,7 @@ def test_slurm_cpu_job_script_uses_plain_workers() -> None:
 
 
 def test_kubernetes_gpu_worker_group() -> None:
-    pytest.importorskip("dask_kubernetes")
+    require_extra("dask_kubernetes")
     manifest = kubernetes_cluster_spec(
         KubernetesSpec(
             kind="kubernetes", name="faces", gpus=1, workers=3, image="ghcr.io/example/latentdask:1"

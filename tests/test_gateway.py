@@ -6,6 +6,7 @@ environment; the password is read from the environment as a user would set it.
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -28,9 +30,20 @@ from latentdask.model.checkpoint import load_checkpoint, save_checkpoint
 from latentdask.model.config import ModelConfig
 from latentdask.store import open_latents
 
-pytest.importorskip("dask_gateway_server")
 DASK = str(Path(sys.executable).parent / "dask")
 PASSWORD = "correct horse battery staple"
+
+
+def require_extra(module: str) -> ModuleType:
+    """``module`` of the ``test`` extra, imported; where it is missing the test is skipped, or fails
+    under LATENTDASK_REQUIRE_EXTRAS=1 (set by CI, so that a broken install cannot pass as skips)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        missing = str(exc)
+    if os.environ.get("LATENTDASK_REQUIRE_EXTRAS") == "1":
+        pytest.fail(f"{module} is required here (pip install -e '.[test]'): {missing}", pytrace=False)
+    pytest.skip(f"needs {module} (pip install -e '.[test]')")
 
 
 def free_port() -> int:
@@ -42,6 +55,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The server, and a spec file pointing at it."""
+    require_extra("dask_gateway_server")
+    require_extra("dask_gateway")
     root = tmp_path_factory.mktemp("gateway")
     api, proxy, tcp = free_port(), free_port(), free_port()
     (root / "config.py").write_text(f"""
