@@ -35,6 +35,7 @@ COMMANDS = {
     "synth-latents": "analysis:synth_latents",
     "run": "pipeline:run",
     "report": "pipeline:report",
+    "gmm": "analysis:gmm",
     "generate": "analysis:generate",
     "score": "analysis:score",
     "normality": "analysis:normality",

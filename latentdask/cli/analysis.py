@@ -30,6 +30,7 @@ SAMPLER = ModelDefaults("latentdask.generate.samplers:SamplerSpec")
 GENERATE = ModelDefaults("latentdask.generate.samplers:GenerateOptions")
 SCORE = ModelDefaults("latentdask.generate.score:ScoreOptions")
 NORMALITY = ModelDefaults("latentdask.stats.normality:NormalityOptions")
+GMM = ModelDefaults("latentdask.generate.gmm:GMMOptions")
 DECODE = ModelDefaults("latentdask.generate.options:DecodeOptions")
 RENDER = ModelDefaults("latentdask.render.options:RenderOptions")
 
@@ -110,10 +111,53 @@ def synth_latents(
 
 
 @user_errors
+def gmm(
+    store: Annotated[Path, typer.Argument(help="The real latent store.")],
+    out: Annotated[Path, typer.Option("--out", help="GMM.zarr to write.")],
+    components: Annotated[
+        str, typer.Option(help="K, or 'auto': K = 1 … --max-components by held-out log-likelihood.")
+    ] = GMM.components.map(str),
+    max_components: Annotated[int, typer.Option(help="The largest K tried by 'auto'.")] = GMM.max_components,
+    covariance: Annotated[str, typer.Option(help="full or diag.")] = GMM.covariance,
+    split: Annotated[
+        str | None, typer.Option(help="Rows fitted (default: train when the store has it, else fit).")
+    ] = GMM.split,
+    where: WhereOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the initial sample.")] = GMM.seed,
+    max_iter: Annotated[int, typer.Option(help="EM iterations at most.")] = GMM.max_iter,
+    tol: Annotated[float, typer.Option(help="Stop when the mean log-likelihood gains less.")] = GMM.tol,
+    reg_covar: Annotated[float, typer.Option(help="Added to the covariances' diagonals.")] = GMM.reg_covar,
+    cluster: ClusterOption = None,
+    scheduler: SchedulerOption = None,
+    cluster_name: ClusterNameOption = None,
+) -> None:
+    """A Gaussian mixture fitted by EM over every z-point of the fit, for the gmm sampler."""
+    from latentdask.cluster.connect import check_paths_on_workers
+    from latentdask.generate.gmm import GMM_KIND, GMMOptions, fit_gmm, write_gmm
+    from latentdask.store.output import check_output
+    from latentdask.workflow import steps
+
+    chosen = components if components == "auto" else int(components)
+    options = options_from(GMMOptions, locals(), components=chosen)
+    check_output(out, GMM_KIND, inputs=[store])
+    with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
+        check_paths_on_workers(connection.client, [store])
+        fitted = fit_gmm(store, options=options, scheduler=connection.client)
+    write_gmm(fitted, out, inputs=[store])
+    console.print(
+        f"{fitted.attrs['components']} components ({fitted.attrs['rule']}) fitted on "
+        f"{fitted.attrs['fit_rows']:,} z-points ({fitted.attrs['selection']}), mean log-likelihood "
+        f"{fitted.attrs['log_likelihood']:.4f} → {out}"
+    )
+
+
+@user_errors
 def generate(
-    stats: Annotated[Path, typer.Argument(help="stats.zarr the samplers are fitted on.")],
+    stats: Annotated[Path, typer.Argument(help="stats.zarr the samplers are fitted on (a GMM.zarr for --sampler gmm).")],
     out: Annotated[Path, typer.Option("--out", help="POINTS.zarr to write.")],
-    sampler: Annotated[str, typer.Option(help="uniform, gaussian, empirical, mvn or mvn-core.")] = "uniform",
+    sampler: Annotated[
+        str, typer.Option(help="uniform, gaussian, empirical, mvn, mvn-core, or gmm (from a GMM.zarr).")
+    ] = "uniform",
     b: Annotated[float, typer.Option("--b", help="uniform: half-width of [-b, b].")] = SAMPLER.b,
     quantile: Annotated[
         float, typer.Option(help="mvn-core: χ² quantile of the kept core.")

@@ -8,7 +8,9 @@ Samplers (fitted on a ``stats.zarr``):
   bin), independently;
 - ``mvn``: the multivariate normal with the fitted mean and covariance;
 - ``mvn-core``: the same, restricted to Mahalanobis radius ≤ r with r² the χ²(N)
-  quantile ``quantile`` (default 0.9973: r ≈ 17.98 for N = 256).
+  quantile ``quantile`` (default 0.9973: r ≈ 17.98 for N = 256);
+- ``gmm``: the Gaussian mixture of a ``GMM.zarr`` (:mod:`latentdask.generate.gmm`), given in
+  place of the statistics.
 
 Points are written block by block (:mod:`latentdask.store.points`), so n can be large and the
 same seed gives the same points however they are computed.
@@ -37,7 +39,7 @@ from latentdask.store.points import BlockSampler, write_rows
 
 #: the kind of output a POINTS.zarr group is, in its ``latentdask`` attribute
 POINTS_KIND = "points"
-SamplerName = Literal["uniform", "gaussian", "empirical", "mvn", "mvn-core"]
+SamplerName = Literal["uniform", "gaussian", "empirical", "mvn", "mvn-core", "gmm"]
 
 
 class GenerateError(LatentdaskError):
@@ -174,6 +176,8 @@ def generate(
 ) -> Path:
     """Write ``n`` artificial z-points of ``spec``, fitted on ``stats``, to the group ``out``.
 
+    For the ``gmm`` sampler, ``stats`` is the ``GMM.zarr`` to sample.
+
     Examples
     --------
     >>> uniform = sampler_spec("uniform", b=1.5)
@@ -185,8 +189,15 @@ def generate(
         raise GenerateError(f"--n must be at least 1, got {n}")
     out = Path(out)
     check_output(out, POINTS_KIND, inputs=[stats])
-    fitted = Fitted.from_stats(open_stats(stats))
-    sampler = block_sampler(spec, fitted)
+    sampler: BlockSampler
+    if spec.name == "gmm":
+        from latentdask.generate.gmm import open_gmm
+
+        mixture = open_gmm(stats)
+        sampler, dim = mixture.sample, mixture.means.shape[1]
+    else:
+        fitted = Fitted.from_stats(open_stats(stats))
+        sampler, dim = block_sampler(spec, fitted), fitted.dim
     with owned_output(out, POINTS_KIND, inputs=[stats], zarr=True) as staged:
         group = zarr.open_group(str(staged.path), mode="w")
         group.attrs.update(
@@ -205,7 +216,7 @@ def generate(
             "z",
             sampler,
             n=n,
-            dim=fitted.dim,
+            dim=dim,
             seed=seed,
             chunk_rows=min(chunk_rows, n),
             dims=["point", "latent"],

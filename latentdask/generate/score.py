@@ -222,7 +222,10 @@ def nearest_real_distance(
     """
     query_rows = np.full(len(queries), -1) if query_rows is None else np.asarray(query_rows)
     # on a cluster the queries travel once to every worker, not inside each task
-    shipped = scheduler.scatter(queries, broadcast=True) if hasattr(scheduler, "scatter") else queries
+    # hash=False: two equal query sets in a row must not share (and release) one key
+    shipped = (
+        scheduler.scatter(queries, broadcast=True, hash=False) if hasattr(scheduler, "scatter") else queries
+    )
     kernel = partial(_nearest_in_block, query_rows=query_rows, device=device)
     searched = corpus.valid if keep is None else (keep if corpus.valid is None else corpus.valid & keep)
     blocks = [
