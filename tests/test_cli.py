@@ -100,15 +100,6 @@ def test_a_workflow_is_checked_whole_before_its_first_step(tmp_path: Path) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.yaml"]
 
 
-def test_bench_decode_reports_ratios(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    result = run("bench", "decode", "--n", "30", "--json", str(out))
-    assert result.returncode == 0, result.stderr
-    rows = {row["name"]: row for row in json.loads(out.read_text())["rows"]}
-    assert rows["latentdask decode (draft)"]["baseline"] == "plain PIL loop"
-    assert rows["latentdask decode (draft)"]["ratio"] > 0
-
-
 def test_encode_and_info_store(faces: Path, tmp_path: Path) -> None:
     ckpt, store = tmp_path / "m", tmp_path / "latents.zarr"
     assert run("train", str(faces), "--out", str(ckpt), *TINY_TRAIN).returncode == 0

@@ -10,20 +10,27 @@ Measured in one run over the same synthetic files and the same (default, 64 × 6
           pixels = np.stack([decode(f) for f in batch])
           np.save(out, model.encode(torch.from_numpy(pixels)).numpy())
 
-- **ceiling** — cores ÷ (decode time + encoder time per image, each measured on one
-  thread, the encoder as the workers run it): on a CPU machine decoding and encoding
+- **ceiling** (a bound) — cores ÷ (decode time + encoder time per image, each measured on
+  one thread, the encoder as the workers run it): on a CPU machine decoding and encoding
   share the cores, so no layout of processes and threads can beat it.
-- **multi-process loop** — one plain process per core, each decoding and encoding its
-  share of the files with one torch thread, no Dask: what the cores deliver when all
-  of them work at once (on a shared VM, less than the ceiling).
+- **multi-process loop** — one plain process per core, no Dask, each decoding and
+  encoding whole shards with one torch thread and writing them into a Zarr array on
+  disk laid out as the store's ``z`` (and ``valid``): what the cores deliver when all of
+  them work at once (on a shared VM, less than the ceiling).
 - **pipeline** — ``latentdask encode`` on a LocalCluster with each worker layout;
   images/s from the first task submitted to the last result (cluster start-up apart),
-  and the peak resident memory of each worker process.
+  and the peak resident memory of each worker process. It also writes the error and
+  crop columns and checksums and computes the sidecar statistics, which the loops do
+  not (their seconds are in ``stage seconds``).
+
+The loops' latents must equal the pipeline's (first layout) within float32 rounding of
+torch on other thread counts: largest |difference| ≤ 1e-4 × the largest |latent|.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import tempfile
 import time
@@ -32,8 +39,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import zarr
 
-from latentdask.bench.report import BenchReport, local_client
+from latentdask.bench.report import BenchReport, local_client, relative_difference, warm_up
 from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing, decode_rgb
 from latentdask.data.synthetic_faces import synthesize
@@ -41,6 +49,9 @@ from latentdask.encode.run import EncodeOptions, encode
 from latentdask.model.autoencoder import Autoencoder, for_inference
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig
+
+#: float32 latents from torch on other thread counts and weight layouts: relative to the largest |latent|
+LATENT_TOLERANCE = 1e-4
 
 
 def plain_loop(
@@ -77,48 +88,91 @@ def single_thread_seconds(
     return decode, encoder
 
 
-def _process_share(paths: list[str], checkpoint: str, batch_size: int) -> int:
-    """One process of the multi-process loop: decode and encode its files, one torch thread."""
-    torch.set_num_threads(1)
+@functools.cache
+def _inference_model(checkpoint: str) -> tuple[Autoencoder, Preprocessing]:
+    """The checkpoint's model as the workers run it, loaded once per process."""
     from latentdask.model.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(checkpoint)
-    model = for_inference(loaded.model, torch.device("cpu"))
-    prep = loaded.preprocessing
+    return for_inference(loaded.model, torch.device("cpu")), loaded.preprocessing
+
+
+def _start_process(checkpoint: str) -> None:
+    """Every process of the multi-process loop, before its first task (untimed): one torch
+    thread, the warm-up the pipeline's workers get, the model loaded and run once."""
+    torch.set_num_threads(1)
+    warm_up()
+    model, prep = _inference_model(checkpoint)
     with torch.inference_mode():
-        for start in range(0, len(paths), batch_size):
-            pixels = np.stack(
-                [decode_rgb(Path(p).read_bytes(), prep)[0] for p in paths[start : start + batch_size]]
-            )
-            model.encode(torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0)
-    return len(paths)
+        model.encode(torch.zeros(1, 3, prep.image_size, prep.image_size))
 
 
-def multi_process_loop(paths: list[str], checkpoint: str, batch_size: int, processes: int) -> float:
-    """Images/s of ``processes`` plain processes sharing the files, no Dask: what the
-    cores deliver when they all decode and encode at once (start-up excluded)."""
+def _process_share(
+    shards: list[tuple[int, int]], paths: list[str], checkpoint: str, batch_size: int, store: str
+) -> int:
+    """One process of the multi-process loop: decode and encode its shards with one torch
+    thread, and write each into the Zarr arrays ``z`` and ``valid`` at ``store``."""
+    model, prep = _inference_model(checkpoint)
+    group = zarr.open_group(store, mode="r+")
+    z, valid = group["z"], group["valid"]
+    assert isinstance(z, zarr.Array) and isinstance(valid, zarr.Array)
+    done = 0
+    with torch.inference_mode():
+        for start, stop in shards:
+            latents = []
+            for b0 in range(start, stop, batch_size):
+                pixels = np.stack(
+                    [
+                        decode_rgb(Path(p).read_bytes(), prep)[0]
+                        for p in paths[b0 : min(b0 + batch_size, stop)]
+                    ]
+                )
+                images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
+                latents.append(model.encode(images).numpy())
+            z[start:stop] = np.concatenate(latents)
+            valid[start:stop] = True
+            done += stop - start
+    return done
+
+
+def multi_process_loop(
+    paths: list[str], checkpoint: str, *, batch_size: int, shard_size: int, latent_dim: int, store: Path
+) -> float:
+    """Images/s of one plain process per core sharing the shards, no Dask: what the cores
+    deliver when they all decode, encode and write at once (start-up excluded)."""
     import multiprocessing
 
-    shares = [paths[k::processes] for k in range(processes)]
-    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(
-            pool.map(
-                _process_share,
-                [s[:batch_size] for s in shares],
-                [checkpoint] * processes,
-                [batch_size] * processes,
-            )
-        )
+    n, processes = len(paths), os.cpu_count() or 1
+    group = zarr.open_group(str(store), mode="w")
+    # laid out as the store's own arrays (store/layout.py): a shard per chunk, z uncompressed
+    group.create_array(
+        "z",
+        shape=(n, latent_dim),
+        chunks=(shard_size, latent_dim),
+        dtype="float32",
+        fill_value=np.nan,
+        compressors=None,
+    )
+    group.create_array("valid", shape=(n,), chunks=(shard_size,), dtype=bool, fill_value=False)
+    shards = [(start, min(start + shard_size, n)) for start in range(0, n, shard_size)]
+    shares = [shards[k::processes] for k in range(processes)]
+    common = (
+        [checkpoint] * processes,
+        [batch_size] * processes,
+        [str(store)] * processes,
+    )
+    with ProcessPoolExecutor(
+        processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_process,
+        initargs=(checkpoint,),
+    ) as pool:
+        # every process started and warm before the clock starts
+        list(pool.map(_start_process, [checkpoint] * processes))
         started = time.perf_counter()
-        done = sum(pool.map(_process_share, shares, [checkpoint] * processes, [batch_size] * processes))
-    return done / (time.perf_counter() - started)
-
-
-def _import_torch() -> None:
-    """Warm-up: a fresh worker process pays ~1 s to import torch, once in its life."""
-    import torch  # noqa: F401
-
-    import latentdask.model.checkpoint  # noqa: F401
+        done = sum(pool.map(_process_share, shares, [paths] * processes, *common))
+        seconds = time.perf_counter() - started  # before the pool shuts its processes down
+    return done / seconds
 
 
 def _peak_rss_mib() -> float:
@@ -152,6 +206,9 @@ def bench_encode(
             "cores": cores,
         },
     )
+    ceiling = "ceiling: cores / (decode + encode per image, one thread each)"
+    plain = "plain loop (one process, torch on all cores, np.save per batch)"
+    multi = f"multi-process loop ({cores} processes x 1 thread, no Dask, Zarr on disk)"
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         root = synthesize(scratch / "faces", n=n, seed=0, progress=False)
@@ -162,9 +219,8 @@ def bench_encode(
         dataset = open_dataset(root)
         files = [dataset.read(row) for row in range(len(dataset.manifest))]
 
-        # ceiling
         decode, encoder = single_thread_seconds(files, model, prep, batch_size)
-        report.add("ceiling: cores / (decode + encode per image)", cores / (decode + encoder), "images/s")
+        report.add(ceiling, cores / (decode + encoder), "images/s", kind="bound")
         report.setup |= {
             "decode_ms_per_image": round(decode * 1e3, 3),
             "encode_ms_per_image": round(encoder * 1e3, 3),
@@ -175,28 +231,33 @@ def bench_encode(
         torch.set_num_threads(cores)
         started = time.perf_counter()
         plain_loop([dataset.read(row) for row in range(n)], model, prep, batch_size, scratch / "plain")
-        report.add(
-            "plain loop (one process, torch on all cores)", n / (time.perf_counter() - started), "images/s"
-        )
+        report.add(plain, n / (time.perf_counter() - started), "images/s", kind="baseline")
+        batches = sorted((scratch / "plain").glob("*.npy"), key=lambda path: int(path.stem))
+        plain_z = np.concatenate([np.load(path) for path in batches])
 
         # all cores busy at once, no Dask: shows what sharing the cores costs on this machine
         folder = Path(getattr(dataset.container, "folder", root))
         paths = [str(folder / name) for name in dataset.manifest.names]
-        report.add(
-            f"multi-process loop ({cores} processes x 1 thread, no Dask)",
-            multi_process_loop(paths, str(checkpoint), batch_size, cores),
-            "images/s",
-            baseline="ceiling: cores / (decode + encode per image)",
+        rate = multi_process_loop(
+            paths,
+            str(checkpoint),
+            batch_size=batch_size,
+            shard_size=shard_size,
+            latent_dim=latent_dim,
+            store=scratch / "loop.zarr",
         )
+        report.add(multi, rate, "images/s", kind="baseline", vs=[ceiling])
+        multi_z = np.asarray(zarr.open_array(str(scratch / "loop.zarr" / "z"), mode="r")[:])
 
         # the pipeline, per layout
+        reference: np.ndarray | None = None
         for workers, torch_threads, decode_threads in layouts:
             name = (
                 f"latentdask encode: {workers} worker(s) x torch {torch_threads} "
                 f"+ decode {decode_threads} threads"
             )
             with local_client(workers) as client:
-                client.run(_import_torch)
+                client.run(warm_up, "latentdask.encode.task")
                 options = EncodeOptions(
                     shard_size=shard_size,
                     batch_size=batch_size,
@@ -212,26 +273,19 @@ def bench_encode(
                     progress=False,
                 )
                 peaks = client.run(_peak_rss_mib)
-            row = report.add(
-                name,
-                summary.images_per_second,
-                "images/s",
-                baseline="plain loop (one process, torch on all cores)",
-            )
-            report.add(
-                f"{name}: share of ceiling",
-                row.value,
-                "images/s",
-                baseline="ceiling: cores / (decode + encode per image)",
-            )
-            report.add(
-                f"{name}: share of multi-process loop",
-                row.value,
-                "images/s",
-                baseline=f"multi-process loop ({cores} processes x 1 thread, no Dask)",
-            )
+            if reference is None:
+                reference = np.asarray(zarr.open_array(str(summary.store / "z"), mode="r")[:])
+            report.add(name, summary.images_per_second, "images/s", vs=[plain, multi, ceiling])
             report.add(f"{name}: peak RSS per worker", max(peaks.values()), "MiB")
             report.setup[f"stage seconds, {workers} worker(s)"] = {
                 k: round(v, 2) for k, v in summary.stage_seconds.items()
             }
+    if reference is not None:
+        for baseline, theirs in ((plain, plain_z), (multi, multi_z)):
+            report.check(
+                baseline,
+                "latents: largest |difference| / largest |latent|",
+                relative_difference(reference, theirs),
+                LATENT_TOLERANCE,
+            )
     return report

@@ -1,47 +1,78 @@
 """``latentdask bench render``: one-read rendering and in-memory zoom against datashader on pandas.
 
-One run on a synthetic store (``synth-latents``) and its statistics:
+One run on a synthetic store (``synth-latents``) and its statistics, every comparison on
+the same cores (``workers`` single-threaded worker processes against ``workers`` threads):
 
 (a) **render** — :func:`latentdask.render.aggregate.aggregate` of the 16 most correlated pairs on a
     local cluster, store read included (PNG drawing timed and reported apart), against
     the sum of a **bare read pass** over the store (every block read and decompressed,
     nothing computed, on the same cluster) and **datashader on in-memory pandas
-    DataFrames** for the same 16 projections (the columns loaded beforehand, untimed).
+    DataFrames** for the same 16 projections, ``workers`` projections at a time on as many
+    threads (datashader's kernels release the GIL; the columns loaded beforehand, untimed).
 (b) **zoom** — re-aggregating a zoomed view (the central quarter of each axis) from the
     columns the dashboard holds persisted across the workers (:class:`~latentdask.render.explore.Explorer`),
     in points/s, against datashader on an in-memory pandas DataFrame of the same two
-    columns, same canvas. Each is timed as the best of ``repeats``.
+    columns, same canvas, cut in ``workers`` parts aggregated on as many threads and summed.
+    Each is timed as the best of ``repeats``.
+
+The baselines' canvases must equal latentdask's, count for count.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import dask
 import numpy as np
 from dask.delayed import delayed
 
-from latentdask.bench.report import BenchReport, local_client
+from latentdask.bench.report import BenchReport, count_difference, local_client, warm_up
 from latentdask.generate.synthetic import synthesize_latents
 from latentdask.render.aggregate import aggregate
 from latentdask.render.columns import Columns, aggregate_columns
 from latentdask.render.draw import save_grid
 from latentdask.render.explore import Explorer, View
-from latentdask.render.projections import canvas_size, pair_projection, ranked_pairs
+from latentdask.render.projections import Projection, canvas_size, pair_projection, ranked_pairs
 from latentdask.stats.io import open_stats, stats_of, write_stats
 from latentdask.stats.summary import SummaryParams
 from latentdask.store.points import open_zpoints
 
 PROJECTIONS = 16
-READ = "bare read pass + datashader on pandas (16 projections)"
-PANDAS_ZOOM = "datashader on an in-memory pandas DataFrame (zoomed)"
 
 
 def _rows(block: np.ndarray) -> int:
     return len(np.asarray(block))
+
+
+def pandas_counts(frame: Any, projection: Projection) -> np.ndarray:
+    """Datashader counts of an in-memory x/y pandas frame over the projection's canvas."""
+    import datashader as ds
+
+    canvas = ds.Canvas(
+        plot_width=projection.width,
+        plot_height=projection.height,
+        x_range=projection.x_range,
+        y_range=projection.y_range,
+    )
+    return np.asarray(canvas.points(frame, "x", "y", agg=ds.count()).values, dtype=np.int64)
+
+
+def pandas_projections(
+    pool: ThreadPoolExecutor, frames: Sequence[Any], projections: Sequence[Projection]
+) -> list[np.ndarray]:
+    """Every projection from its own frame, as many at a time as the pool has threads."""
+    return list(pool.map(pandas_counts, frames, projections))
+
+
+def pandas_zoom(pool: ThreadPoolExecutor, parts: Sequence[Any], projection: Projection) -> np.ndarray:
+    """One zoomed canvas from a frame cut in parts, aggregated on the pool's threads and summed."""
+    return sum(pool.map(pandas_counts, parts, [projection] * len(parts)))  # type: ignore[return-value]
 
 
 def bench_render(
@@ -53,9 +84,14 @@ def bench_render(
     width: int = 800,
     repeats: int = 3,
 ) -> BenchReport:
-    import datashader as ds
     import pandas as pd
 
+    read_baseline = (
+        f"bare read pass + datashader on in-memory pandas, {PROJECTIONS} projections on {workers} threads"
+    )
+    zoom_baseline = (
+        f"datashader on an in-memory pandas DataFrame, zoomed, in {workers} parts on {workers} threads"
+    )
     report = BenchReport(
         "rendering every z-point",
         setup={
@@ -63,13 +99,18 @@ def bench_render(
             "dim": dim,
             "chunk_rows": chunk_rows,
             "workers": workers,
+            "baseline_threads": workers,
             "projections": PROJECTIONS,
             "grid_width": width,
         },
     )
-    with tempfile.TemporaryDirectory() as scratch:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        ThreadPoolExecutor(workers, thread_name_prefix="bench-pandas") as pool,
+    ):
         store = synthesize_latents(Path(scratch) / "points.zarr", n=n, dim=dim, seed=0, chunk_rows=chunk_rows)
         with local_client(workers) as client:
+            client.run(warm_up, "latentdask.render.columns", "latentdask.render.explore")
             points = open_zpoints(store)
             stats_path = Path(scratch) / "stats.zarr"
             write_stats(
@@ -100,21 +141,30 @@ def bench_render(
             # one x/y frame per projection: datashader compiles its kernel per column name
             frames = [pd.DataFrame({"x": loaded[p.a], "y": loaded[p.b]}, copy=False) for p in projections]
             started = time.perf_counter()
-            for p, frame in zip(projections, frames, strict=True):
-                canvas = ds.Canvas(
-                    plot_width=p.width, plot_height=p.height, x_range=p.x_range, y_range=p.y_range
-                )
-                canvas.points(frame, "x", "y", agg=ds.count())
+            theirs = pandas_projections(pool, frames, projections)
             in_memory = time.perf_counter() - started
             del frames, loaded
-            report.add("bare read pass over the store", read, "s")
-            report.add("datashader on in-memory pandas, 16 projections", in_memory, "s")
-            report.add(READ, read + in_memory, "s")
+            report.add("bare read pass over the store, on the cluster", read, "s", kind="detail")
+            report.add(
+                f"datashader on in-memory pandas, {PROJECTIONS} projections on {workers} threads",
+                in_memory,
+                "s",
+                kind="detail",
+            )
+            report.add(read_baseline, read + in_memory, "s", kind="baseline")
 
             started = time.perf_counter()
             aggregates = aggregate(points, projections, stats=stats, scheduler=client)
             rendered = time.perf_counter() - started
-            report.add("latentdask render: aggregation, store read included", rendered, "s", baseline=READ)
+            report.check(
+                read_baseline,
+                "counts of every canvas: largest |difference|",
+                max(count_difference(a.counts, counts) for a, counts in zip(aggregates, theirs, strict=True)),
+                0,
+            )
+            report.add(
+                "latentdask render: aggregation, store read included", rendered, "s", vs=[read_baseline]
+            )
             started = time.perf_counter()
             save_grid(
                 aggregates, Path(scratch) / "grid.png", title="bench", width=width, how="eq_hist", stats=stats
@@ -122,9 +172,9 @@ def bench_render(
             report.add("latentdask render: drawing the PNG (apart)", time.perf_counter() - started, "s")
 
             # (b) zoom from persisted columns against pandas in memory
-            a, b = projections[0].a, projections[0].b
+            full = projections[0]
             explorer = Explorer(store, stats_path, client)
-            view = View("pair", a, b)
+            view = View("pair", full.a, full.b)
             started = time.perf_counter()
             held = explorer.count(view)  # reads the store once and persists the two columns
             report.add(
@@ -132,37 +182,31 @@ def bench_render(
                 time.perf_counter() - started,
                 "s",
             )
-            full = projections[0]
-            x_range = _central(full.x_range)
-            y_range = _central(full.y_range)
             zoom_w, zoom_h = canvas_size(width)
-            explorer.aggregate(view, x_range, y_range, zoom_w, zoom_h)  # warm-up, as for pandas below
-            persisted = min(
-                _timed(lambda: explorer.aggregate(view, x_range, y_range, zoom_w, zoom_h))
-                for _ in range(repeats)
+            zoom = Projection(
+                "zoom", "pair", full.a, full.b, _central(full.x_range), _central(full.y_range), zoom_w, zoom_h
             )
+
+            def dashboard() -> np.ndarray:
+                return explorer.aggregate(view, zoom.x_range, zoom.y_range, zoom.width, zoom.height)
+
+            ours = dashboard()  # warm-up, as for pandas below
+            persisted = min(_timed(dashboard) for _ in range(repeats))
             two = pd.concat(client.gather(explorer.frame(view)), ignore_index=True)[["x", "y"]]
-            canvas = ds.Canvas(plot_width=zoom_w, plot_height=zoom_h, x_range=x_range, y_range=y_range)
-            canvas.points(two, "x", "y", agg=ds.count())
-            in_pandas = min(
-                _timed(lambda: canvas.points(two, "x", "y", agg=ds.count())) for _ in range(repeats)
+            bounds = np.linspace(0, len(two), workers + 1).astype(int)
+            parts = [two.iloc[b0:b1] for b0, b1 in pairwise(bounds)]
+            zoomed = pandas_zoom(pool, parts, zoom)  # warm-up
+            in_pandas = min(_timed(lambda: pandas_zoom(pool, parts, zoom)) for _ in range(repeats))
+            report.add(zoom_baseline, len(two) / in_pandas / 1e6, "Mpoints/s", kind="baseline")
+            report.check(
+                zoom_baseline, "zoomed canvas counts: largest |difference|", count_difference(ours, zoomed), 0
             )
-            report.add(PANDAS_ZOOM, len(two) / in_pandas / 1e6, "Mpoints/s")
             report.add(
-                "dashboard zoom from persisted columns",
+                f"dashboard zoom from columns persisted on {workers} workers x 1 thread",
                 held / persisted / 1e6,
                 "Mpoints/s",
-                baseline=PANDAS_ZOOM,
+                vs=[zoom_baseline],
             )
-    totals = {row.name: row for row in report.rows}
-    report.setup |= {
-        "render / (read + pandas) (goal <= 1.5)": round(
-            totals["latentdask render: aggregation, store read included"].value / totals[READ].value, 2
-        ),
-        "zoom vs pandas (goal >= 0.5)": round(
-            totals["dashboard zoom from persisted columns"].ratio or 0.0, 2
-        ),
-    }
     return report
 
 

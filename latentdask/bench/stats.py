@@ -1,19 +1,35 @@
-"""``latentdask bench stats``: the fused one-pass summary against the ways people do it now.
+"""``latentdask bench stats``: the fused one-pass summary against the ways people compute its figures.
 
-All on the same synthetic store (``synth-latents``), in one run:
+All on the same synthetic store (``synth-latents``), in one run. The figures compared are
+the covariance (or correlation), the per-component histograms on the statistics' bin
+edges, and slice populations — for a pair (a, b) at threshold t, the rows with |x_j| < t
+for every j outside {a, b}:
 
-- **fused** — ``latentdask stats``: every family, all 32,640 pair slice populations
-  per threshold, on the local cluster, store read included (pass 2 timed apart).
-- **seed method, in RAM** — as the seed study writes it, after loading the array::
+- **fused** — ``latentdask stats``: every family (moments to the 4th, min/max, histograms,
+  radii, all N(N−1)/2 pair slice populations at every threshold) on the local cluster,
+  store read included; pass 2 (radii about the mean) timed apart. Every numba kernel of
+  both passes is compiled on the workers before the clock starts.
+- **the seed study's code, in RAM** — after loading the array, as its parts I–IV do it::
 
       np.corrcoef(X.T)
       for j in range(N): np.histogram(X[:, j], bins=edges)
-      for a, b in 16 pairs: (abs(X[:, others]) < t).all(axis=1).sum()
+      for a, b in 16 pairs:                    # three filters on column slices
+          Y = X[(abs(X[:, :a]) < t).all(1)]
+          Y = Y[(abs(Y[:, a+1:b]) < t).all(1)]
+          len(Y[(abs(Y[:, b+1:]) < t).all(1)])
 
-- **dask.array equivalents** — ``da.cov`` (via ``da.corrcoef``), ``da.histogram`` per
-  component, the same mask count per pair for 16 pairs, on the same cluster.
-- **float32 XᵀX** — ``(x.T @ x)`` over the same chunks: the least any covariance pass
-  must do.
+- **numpy in RAM, all pairs** — what a numpy expert writes for the same figures: float64
+  ``np.cov``; per block of rows ONE ``np.bincount`` for all N histograms (each column's bin
+  index offset by column × bins); all pair populations at once from the per-row count of
+  components outside ±t (:func:`pair_populations`).
+- **dask.array, all pairs** — the same on the cluster: ``da.cov`` in float64, and the
+  two block kernels through ``map_blocks`` and a sum, in one ``dask.compute``.
+- **bound: float32 XᵀX** over the same chunks — the least any covariance pass must do; it
+  computes no figure.
+
+Each baseline's figures are checked against the fused pass's: slice counts and
+histograms equal, covariance (correlation for the seed's code) within 1e-6 of its
+largest entry.
 """
 
 from __future__ import annotations
@@ -21,72 +37,189 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
 import zarr
 
-from latentdask.bench.report import BenchReport, PeakMemory, local_client
+from latentdask.bench.report import (
+    BenchReport,
+    PeakMemory,
+    count_difference,
+    local_client,
+    relative_difference,
+    warm_up,
+)
 from latentdask.generate.synthetic import synthesize_latents
+from latentdask.stats.kernels import slice_population
 from latentdask.stats.reduce import Inputs, first_pass, second_pass
-from latentdask.stats.summary import SummaryParams
+from latentdask.stats.summary import SummaryParams, SummaryState
 from latentdask.store.points import open_zpoints
 
+#: pairs the seed study's code counts (all 32,640 pairs would take it hours)
 PAIRS = 16
+#: covariance and correlation: largest |difference| relative to the largest entry
+COVARIANCE_TOLERANCE = 1e-6
+
+SEED = "the seed study's code in RAM, total (load included)"
+NUMPY = "numpy in RAM, all pairs, total (load included)"
+DASK = "dask.array, all pairs, total (one compute)"
+BOUND = "bound: float32 X^T X over the same chunks (no figure)"
 
 
-def seed_method(x: np.ndarray, edges: np.ndarray, pairs: list[tuple[int, int]], t: float) -> dict[str, float]:
-    """The seed study's way, on an array in RAM; seconds per part."""
+# ----------------------------------------------------------------------- the baselines' kernels
+
+
+def block_histograms(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """(N, bins) counts of one block, binned as ``np.histogram`` bins them, with ONE ``np.bincount``.
+
+    For uniform edges whose bins per unit are a power of two (the default 8): ``x`` times
+    that is exact, so its floor is the bin. Each column's bins are offset by column ×
+    (bins + 2), one bin below and one above for values outside; the right edge itself
+    belongs to the last bin, as in ``np.histogram``.
+    """
+    low, high = float(edges[0]), float(edges[-1])
+    bins = len(edges) - 1
+    scale = bins / (high - low)
+    if np.frexp(scale)[0] != 0.5 or low * scale != round(low * scale):
+        raise ValueError(f"binning by scaling is exact for power-of-two bins per unit, not {scale:g}")
+    dim = x.shape[1]
+    index = np.floor(x * np.float32(scale)).astype(np.intp)
+    index -= round(low * scale) - 1  # bin 0 of each column holds the values below
+    np.clip(index, 0, bins + 1, out=index)
+    index += np.arange(dim) * (bins + 2)
+    counts = np.bincount(index.ravel(), minlength=dim * (bins + 2)).reshape(dim, bins + 2)[:, 1:-1]
+    counts[:, -1] += (x == np.float32(high)).sum(axis=0)  # the right edge, counted above
+    return counts
+
+
+def pair_populations(x: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """(T, N, N) slice populations of every pair at every threshold, one block (diagonal 0).
+
+    A row belongs to the slice of (a, b) when every component outside {a, b} lies within
+    ±t: rows with no component outside count for every pair, rows with one outside
+    component c for the pairs holding c, rows with exactly (c1, c2) outside for that pair.
+    """
+    dim = x.shape[1]
+    populations = np.zeros((len(thresholds), dim, dim), np.int64)
+    magnitude = np.abs(x)
+    for k, t in enumerate(thresholds):
+        outside = magnitude >= np.float64(t)  # compared in float64, as the statistics do
+        count = outside.sum(axis=1)
+        one = np.bincount(outside[count == 1].argmax(axis=1), minlength=dim)
+        _, columns = np.nonzero(outside[count == 2])  # row-major: each row's two columns, a < b
+        first, second = columns[0::2], columns[1::2]
+        two = np.bincount(first * dim + second, minlength=dim * dim).reshape(dim, dim)
+        populations[k] = int((count == 0).sum()) + one[:, None] + one[None, :] + two + two.T
+        np.fill_diagonal(populations[k], 0)
+    return populations
+
+
+def _histograms_task(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    return block_histograms(x, edges)[None]
+
+
+def _populations_task(x: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    return pair_populations(x, thresholds)[None]
+
+
+# ------------------------------------------------------------------------------- the baselines
+
+
+def seed_code(
+    x: np.ndarray, edges: np.ndarray, pairs: list[tuple[int, int]], t: float
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The seed study's way, on an array in RAM: seconds per part, and its figures."""
     seconds = {}
     started = time.perf_counter()
-    np.corrcoef(x.T)
-    seconds["correlation"] = time.perf_counter() - started
+    correlation = np.corrcoef(x.T)
+    seconds["np.corrcoef"] = time.perf_counter() - started
     started = time.perf_counter()
-    for j in range(x.shape[1]):
-        np.histogram(x[:, j], bins=edges)
-    seconds["histograms"] = time.perf_counter() - started
-    started = time.perf_counter()
-    for a, b in pairs:
-        others = [j for j in range(x.shape[1]) if j not in (a, b)]
-        (np.abs(x[:, others]) < t).all(axis=1).sum()
-    seconds[f"slices ({len(pairs)} pairs)"] = time.perf_counter() - started
-    return seconds
-
-
-def dask_equivalents(
-    z: da.Array, edges: np.ndarray, pairs: list[tuple[int, int]], t: float
-) -> dict[str, float]:
-    """dask.array's own functions for the same figures; seconds per part."""
-    seconds = {}
-    started = time.perf_counter()
-    da.corrcoef(z.T).compute()
-    seconds["correlation"] = time.perf_counter() - started
-    started = time.perf_counter()
-    dask.compute(*[da.histogram(z[:, j], bins=edges)[0] for j in range(z.shape[1])])
-    seconds["histograms"] = time.perf_counter() - started
+    hist = np.stack([np.histogram(x[:, j], bins=edges)[0] for j in range(x.shape[1])])
+    seconds[f"np.histogram x {x.shape[1]}"] = time.perf_counter() - started
     started = time.perf_counter()
     counts = []
     for a, b in pairs:
-        others = [j for j in range(z.shape[1]) if j not in (a, b)]
-        counts.append((da.fabs(z[:, others]) < t).all(axis=1).sum())
-    dask.compute(*counts)
-    seconds[f"slices ({len(pairs)} pairs)"] = time.perf_counter() - started
-    return seconds
+        y = x[(np.abs(x[:, :a]) < t).all(axis=1)]
+        y = y[(np.abs(y[:, a + 1 : b]) < t).all(axis=1)]
+        counts.append(len(y[(np.abs(y[:, b + 1 :]) < t).all(axis=1)]))
+    seconds[f"slices of {len(pairs)} pairs at t={t:g}, three column-slice filters each"] = (
+        time.perf_counter() - started
+    )
+    return seconds, {"corr": correlation, "hist": hist, "pairs": np.array(counts)}
 
 
-def _compile_kernels(params: SummaryParams) -> None:
-    from latentdask.stats.summary import summary_chunk
+def numpy_all_pairs(
+    x: np.ndarray, edges: np.ndarray, thresholds: np.ndarray, block_rows: int
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """What a numpy expert writes for the same figures, in RAM: seconds per part, and the figures."""
+    seconds = {}
+    started = time.perf_counter()
+    cov = np.cov(x, rowvar=False)  # float64
+    seconds["np.cov (float64)"] = time.perf_counter() - started
+    started = time.perf_counter()
+    hist = sum(block_histograms(x[r : r + block_rows], edges) for r in range(0, len(x), block_rows))
+    seconds["one np.bincount per block for all histograms"] = time.perf_counter() - started
+    started = time.perf_counter()
+    populations = sum(
+        pair_populations(x[r : r + block_rows], thresholds) for r in range(0, len(x), block_rows)
+    )
+    seconds["all pair populations from per-row outside counts"] = time.perf_counter() - started
+    return seconds, {"cov": cov, "hist": np.asarray(hist), "populations": np.asarray(populations)}
 
-    summary_chunk(np.zeros((4, 3), np.float32), params=params)
+
+def dask_all_pairs(
+    z: da.Array, edges: np.ndarray, thresholds: np.ndarray, client: Any
+) -> dict[str, np.ndarray]:
+    """The same figures with dask.array on the cluster, in one compute."""
+    blocks = len(z.chunks[0])
+    dim = z.shape[1]
+    hist = da.map_blocks(
+        _histograms_task,
+        z,
+        edges=edges,
+        chunks=((1,) * blocks, (dim,), (len(edges) - 1,)),
+        new_axis=2,
+        dtype=np.int64,
+    ).sum(axis=0)
+    populations = da.map_blocks(
+        _populations_task,
+        z,
+        thresholds=thresholds,
+        chunks=((1,) * blocks, (len(thresholds),), (dim,), (dim,)),
+        new_axis=[2, 3],
+        dtype=np.int64,
+    ).sum(axis=0)
+    cov, hist, populations = dask.compute(
+        da.cov(z.astype(np.float64), rowvar=False), hist, populations, scheduler=client
+    )
+    return {"cov": cov, "hist": hist, "populations": populations}
+
+
+# ------------------------------------------------------------------------------- the benchmark
+
+
+def _fused_figures(state: SummaryState) -> dict[str, np.ndarray]:
+    m = state.moments
+    cov = m.m2 / (m.n - 1)
+    std = np.sqrt(np.diag(cov))
+    return {
+        "cov": cov,
+        "corr": cov / np.outer(std, std),
+        "hist": state.hist.counts,
+        "populations": slice_population(state.slices),
+    }
 
 
 def bench_stats(
     *, n: int = 2_000_000, dim: int = 256, chunk_rows: int = 65_536, workers: int = 2, baselines: bool = True
 ) -> BenchReport:
-    """Run all four on one synthetic store (the fused pass alone without ``baselines``)."""
+    """The fused pass, and with ``baselines`` the bound and the three baselines, on one synthetic store."""
     params = SummaryParams()
-    t = params.thresholds[0]
+    thresholds = np.asarray(params.thresholds)
+    t = float(thresholds[0])
     report = BenchReport(
         "statistics pass",
         setup={
@@ -94,16 +227,19 @@ def bench_stats(
             "dim": dim,
             "chunk_rows": chunk_rows,
             "workers": workers,
+            "thresholds": list(params.thresholds),
             "pairs_fused": dim * (dim - 1) // 2,
-            "pairs_baselines": PAIRS,
+            "pairs_seed_code": PAIRS,
         },
     )
+    rng = np.random.default_rng(0)
+    pairs = [
+        (int(a), int(b)) for a, b in (sorted(rng.choice(dim, size=2, replace=False)) for _ in range(PAIRS))
+    ]
     with tempfile.TemporaryDirectory() as scratch:
         store = synthesize_latents(Path(scratch) / "points.zarr", n=n, dim=dim, seed=0, chunk_rows=chunk_rows)
-        rng = np.random.default_rng(0)
-        pairs = [tuple(sorted(rng.choice(dim, size=2, replace=False).tolist())) for _ in range(PAIRS)]
         with local_client(workers) as client:
-            client.run(_compile_kernels, params)  # numba compiles (or loads) once per worker, untimed
+            client.run(warm_up, "latentdask.stats.reduce")  # every numba kernel of both passes, untimed
             points = open_zpoints(store)
             inputs = Inputs(points.z)
             with PeakMemory() as memory:
@@ -113,39 +249,78 @@ def bench_stats(
                 started = time.perf_counter()
                 second_pass(inputs, state, params, scheduler=client)
                 two = time.perf_counter() - started
-            report.add("fused pass 1: every family, all pairs (store read included)", one, "s")
-            report.add("fused pass 2: radii about the mean", two, "s")
-            fused = one + two
-            report.add("fused, total", fused, "s")
-            report.add("fused: peak RSS, client + scheduler + workers", memory.peak_bytes / 2**20, "MiB")
-            if not baselines:
-                return report
-
+            fused = _fused_figures(state)
+            if baselines:
+                started = time.perf_counter()
+                dask.compute(points.z.T @ points.z, scheduler=client)
+                report.add(BOUND, time.perf_counter() - started, "s", kind="bound")
+                started = time.perf_counter()
+                theirs = dask_all_pairs(points.z, params.edges, thresholds, client)
+                report.add(DASK, time.perf_counter() - started, "s", kind="baseline")
+                _check_all_pairs(report, DASK, fused, theirs)
+        if baselines:
             started = time.perf_counter()
-            (z32,) = dask.compute(points.z.T @ points.z)
-            report.add("float32 X^T X over the same chunks", time.perf_counter() - started, "s")
-            del z32
-
-            parts = dask_equivalents(points.z, params.edges, pairs, t)
+            x = np.asarray(zarr.open_array(str(store / "z"), mode="r")[:])
+            load = time.perf_counter() - started
+            report.add("loading the array into RAM (both in-RAM baselines)", load, "s", kind="detail")
+            parts, seed = seed_code(x, params.edges, pairs, t)
             for name, seconds in parts.items():
-                report.add(f"dask.array: {name}", seconds, "s")
-            report.add("dask.array, total", sum(parts.values()), "s")
+                report.add(f"the seed study's code: {name}", seconds, "s", kind="detail")
+            report.add(SEED, load + sum(parts.values()), "s", kind="baseline")
+            report.check(
+                SEED,
+                "correlation: largest |difference| / largest entry",
+                relative_difference(fused["corr"], seed["corr"]),
+                COVARIANCE_TOLERANCE,
+            )
+            report.check(
+                SEED,
+                "histograms: largest |count difference|",
+                count_difference(fused["hist"], seed["hist"]),
+                0,
+            )
+            ours = np.array([fused["populations"][0, a, b] for a, b in pairs])
+            report.check(
+                SEED,
+                f"slice counts of {PAIRS} pairs at t={t:g}: largest |difference|",
+                count_difference(ours, seed["pairs"]),
+                0,
+            )
+            parts, expert = numpy_all_pairs(x, params.edges, thresholds, chunk_rows)
+            del x
+            for name, seconds in parts.items():
+                report.add(f"numpy in RAM: {name}", seconds, "s", kind="detail")
+            report.add(NUMPY, load + sum(parts.values()), "s", kind="baseline")
+            _check_all_pairs(report, NUMPY, fused, expert)
 
-        started = time.perf_counter()
-        x = zarr.open_array(str(store / "z"), mode="r")[:]
-        load = time.perf_counter() - started
-        parts = seed_method(x, params.edges, pairs, t)  # type: ignore[arg-type]
-        del x
-        report.add("seed method: load into RAM", load, "s")
-        for name, seconds in parts.items():
-            report.add(f"seed method: {name}", seconds, "s")
-        report.add("seed method, total (load included)", load + sum(parts.values()), "s")
-
-    # speed-ups: baseline seconds / fused seconds (higher is better)
-    totals = {row.name: row.value for row in report.rows}
-    report.setup |= {
-        "speedup vs seed method": round(totals["seed method, total (load included)"] / fused, 2),
-        "speedup vs dask.array": round(totals["dask.array, total"] / fused, 2),
-        "throughput vs float32 XtX (pass 1)": round(totals["float32 X^T X over the same chunks"] / one, 2),
-    }
+    compared = [SEED, NUMPY, DASK] if baselines else []
+    report.add(
+        "fused pass 1: every family, all pairs (store read included)",
+        one,
+        "s",
+        vs=[BOUND] if baselines else [],
+    )
+    report.add("fused pass 2: radii about the mean", two, "s")
+    report.add("fused, total", one + two, "s", vs=compared)
+    report.add("fused: peak RSS, client + scheduler + workers", memory.peak_bytes / 2**20, "MiB")
     return report
+
+
+def _check_all_pairs(
+    report: BenchReport, baseline: str, fused: dict[str, np.ndarray], theirs: dict[str, np.ndarray]
+) -> None:
+    report.check(
+        baseline,
+        "covariance: largest |difference| / largest entry",
+        relative_difference(fused["cov"], theirs["cov"]),
+        COVARIANCE_TOLERANCE,
+    )
+    report.check(
+        baseline, "histograms: largest |count difference|", count_difference(fused["hist"], theirs["hist"]), 0
+    )
+    report.check(
+        baseline,
+        "slice counts, all pairs and thresholds: largest |difference|",
+        count_difference(fused["populations"], theirs["populations"]),
+        0,
+    )

@@ -6,18 +6,38 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from latentdask.cli.options import run_bench, user_errors
+from latentdask.cli.options import parse_ints, run_bench, user_errors
+from latentdask.errors import LatentdaskError
+
+if TYPE_CHECKING:
+    from latentdask.bench.report import BenchReport
 
 app = typer.Typer(help="Measure against baselines run in the same process.", no_args_is_help=True)
 
 DimOption = Annotated[int, typer.Option(help="Latent dimension.")]
 WorkersOption = Annotated[int, typer.Option(help="Local worker processes.")]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="Also save the figures as JSON.")]
+ChunkRowsOption = Annotated[int, typer.Option(help="Rows per chunk of the synthetic store.")]
+
+
+def _run(json_out: Path | None, measure: Callable[[], BenchReport]) -> None:
+    """Measure, show and save; then exit 1 if a baseline did not compute latentdask's figures."""
+    measured: list[BenchReport] = []
+
+    def keep() -> BenchReport:
+        measured.append(measure())
+        return measured[0]
+
+    run_bench(json_out, keep)
+    if measured and measured[0].disagreements():
+        typer.echo("error: a baseline does not compute latentdask's figures (see above)", err=True)
+        raise typer.Exit(1)
 
 
 @app.command("decode")
@@ -31,7 +51,7 @@ def bench_decode(
     """Decode + preprocess images/s on one core against a plain PIL loop."""
     from latentdask.bench.decode import bench_decode as run
 
-    run_bench(json_out, functools.partial(run, dataset=dataset, n=n, image_size=image_size))
+    _run(json_out, functools.partial(run, dataset=dataset, n=n, image_size=image_size))
 
 
 @app.command("train")
@@ -47,7 +67,7 @@ def bench_train(
     """Training images/s of the default autoencoder on this machine."""
     from latentdask.bench.train import bench_train as run
 
-    run_bench(
+    _run(
         json_out,
         functools.partial(
             run,
@@ -67,15 +87,29 @@ def bench_encode(
     shard_size: Annotated[int, typer.Option(help="Images per shard.")] = 1024,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
     image_size: Annotated[int, typer.Option(help="Model input side.")] = 64,
+    latent_dim: Annotated[int, typer.Option(help="Latent dimension.")] = 256,
+    layout: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Worker layout WORKERS,TORCH_THREADS,DECODE_THREADS, repeatable "
+            "(default: 1,2,2, 2,1,1 and 2,1,0)."
+        ),
+    ] = None,
     json_out: JsonOption = None,
 ) -> None:
-    """Encode pipeline images/s with 1 and 2 workers against a plain loop and the CPU ceiling."""
+    """Encode pipeline images/s per worker layout against a plain loop, a multi-process loop and the
+    CPU ceiling."""
     from latentdask.bench.encode import bench_encode as run
 
-    run_bench(
-        json_out,
-        functools.partial(run, n=n, shard_size=shard_size, batch_size=batch_size, image_size=image_size),
+    measure = functools.partial(
+        run, n=n, shard_size=shard_size, batch_size=batch_size, image_size=image_size, latent_dim=latent_dim
     )
+    if layout:
+        layouts = tuple(parse_ints(text, "--layout") for text in layout)
+        if any(len(item) != 3 for item in layouts):
+            raise LatentdaskError(f"--layout expects WORKERS,TORCH_THREADS,DECODE_THREADS, got {layout}")
+        measure = functools.partial(measure, layouts=layouts)
+    _run(json_out, measure)
 
 
 @app.command("stats")
@@ -83,6 +117,7 @@ def bench_encode(
 def bench_stats(
     n: Annotated[int, typer.Option("--n", help="Rows of the synthetic store.")] = 2_000_000,
     dim: DimOption = 256,
+    chunk_rows: ChunkRowsOption = 65_536,
     workers: WorkersOption = 2,
     baselines: Annotated[
         bool,
@@ -92,10 +127,14 @@ def bench_stats(
     ] = True,
     json_out: JsonOption = None,
 ) -> None:
-    """The fused statistics pass against the seed's method, dask.array, and a float32 XᵀX pass."""
+    """The fused statistics pass against the seed study's code, numpy and dask.array (all pairs), and a
+    float32 XᵀX bound; every baseline's figures checked against latentdask's."""
     from latentdask.bench.stats import bench_stats as run
 
-    run_bench(json_out, functools.partial(run, n=n, dim=dim, workers=workers, baselines=baselines))
+    _run(
+        json_out,
+        functools.partial(run, n=n, dim=dim, chunk_rows=chunk_rows, workers=workers, baselines=baselines),
+    )
 
 
 @app.command("knn")
@@ -103,13 +142,19 @@ def bench_stats(
 def bench_knn(
     n: Annotated[int, typer.Option("--n", help="Real vectors.")] = 2_000_000,
     queries: Annotated[int, typer.Option(help="Query points.")] = 10_000,
+    dim: DimOption = 256,
+    chunk_rows: ChunkRowsOption = 65_536,
     workers: WorkersOption = 2,
     json_out: JsonOption = None,
 ) -> None:
-    """Exact nearest-real-neighbour search in GFLOP/s against a blocked in-memory float32 GEMM."""
+    """Exact nearest-real-neighbour search in GFLOP/s against the same brute force in RAM (same library,
+    batch shape and threads) and a torch GEMM bound."""
     from latentdask.bench.knn import bench_knn as run
 
-    run_bench(json_out, functools.partial(run, n=n, n_queries=queries, workers=workers))
+    _run(
+        json_out,
+        functools.partial(run, n=n, queries=queries, dim=dim, chunk_rows=chunk_rows, workers=workers),
+    )
 
 
 @app.command("render")
@@ -117,11 +162,19 @@ def bench_knn(
 def bench_render(
     n: Annotated[int, typer.Option("--n", help="Rows of the synthetic store.")] = 10_000_000,
     dim: DimOption = 256,
+    chunk_rows: ChunkRowsOption = 65_536,
     workers: WorkersOption = 2,
     width: Annotated[int, typer.Option(help="Grid image width in pixels.")] = 800,
+    repeats: Annotated[int, typer.Option(help="Zoom timings; the best is kept.")] = 3,
     json_out: JsonOption = None,
 ) -> None:
-    """Render's one-read aggregation and the dashboard's in-memory zoom against datashader on pandas."""
+    """Render's one-read aggregation and the dashboard's in-memory zoom against datashader on pandas,
+    on the same cores."""
     from latentdask.bench.render import bench_render as run
 
-    run_bench(json_out, functools.partial(run, n=n, dim=dim, workers=workers, width=width))
+    _run(
+        json_out,
+        functools.partial(
+            run, n=n, dim=dim, chunk_rows=chunk_rows, workers=workers, width=width, repeats=repeats
+        ),
+    )

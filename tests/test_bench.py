@@ -1,0 +1,223 @@
+"""``latentdask bench``: every subcommand at tiny sizes through the CLI and the agreement checks that
+gate its ratios; the baselines' kernels against plain references."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from latentdask.bench.report import BenchReport
+from tests.helpers import run_cli
+
+BENCHES = ("decode", "train", "encode", "stats", "knn", "render")
+
+
+def tiny_command(name: str) -> list[str]:
+    """The command ``bench all --scale tiny`` records for a benchmark (so the test runs it as printed)."""
+    from latentdask.bench.suite import command, sizes
+
+    words = command(name, sizes(name, "tiny")).split()
+    assert words[:3] == ["latentdask", "bench", name]
+    return words[1:]
+
+
+def bench(name: str, tmp_path: Path) -> dict[str, Any]:
+    out = tmp_path / f"{name}.json"
+    result = run_cli(*tiny_command(name), "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = json.loads(out.read_text())
+    assert report["latentdask"]["kind"] == "benchmark"
+    return report
+
+
+def rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["name"]: row for row in report["rows"]}
+
+
+def assert_checked(report: dict[str, Any], baselines: int) -> None:
+    """Every baseline checked and agreeing; every ratio the speed-up its two rows' values give."""
+    by_name = rows(report)
+    checked = [row for row in report["rows"] if row["kind"] == "baseline"]
+    assert len(checked) == baselines
+    for row in checked:
+        assert row["check"], row["name"]
+        assert row["agrees"] is True, row["check"]
+        assert all(c["agrees"] and c["difference"] <= c["tolerance"] for c in row["check"].values())
+    assert report["agrees"] is True
+    for row in report["rows"]:
+        for other, ratio in row["ratios"].items():
+            theirs = by_name[other]
+            assert theirs["kind"] in ("baseline", "bound")
+            expected = (
+                theirs["value"] / row["value"] if row["unit"] == "s" else row["value"] / theirs["value"]
+            )
+            assert ratio == pytest.approx(expected)
+
+
+def test_bench_decode(tmp_path: Path) -> None:
+    report = bench("decode", tmp_path)
+    assert report["setup"]["images"] == 20
+    assert_checked(report, baselines=1)
+    by_name = rows(report)
+    check = by_name["plain PIL loop"]["check"]
+    assert check["pixels against a full decode: largest |difference|"]["difference"] == 0.0
+    for name in ("latentdask decode (draft)", "latentdask decode (no draft)"):
+        assert list(by_name[name]["ratios"]) == ["plain PIL loop"]
+
+
+def test_bench_train(tmp_path: Path) -> None:
+    report = bench("train", tmp_path)
+    assert report["setup"]["steps"] == 2
+    assert [row["name"] for row in report["rows"]] == ["training", "encoder forward (inference)"]
+    assert all(row["value"] > 0 and row["kind"] == "latentdask" for row in report["rows"])
+    assert_checked(report, baselines=0)
+
+
+def test_bench_encode(tmp_path: Path) -> None:
+    report = bench("encode", tmp_path)
+    assert_checked(report, baselines=2)
+    kinds = {row["name"]: row["kind"] for row in report["rows"]}
+    assert sorted(kinds.values()) == ["baseline", "baseline", "bound", "latentdask", "latentdask"]
+    pipeline = rows(report)["latentdask encode: 2 worker(s) x torch 1 + decode 1 threads"]
+    assert len(pipeline["ratios"]) == 3  # the plain loop, the multi-process loop, the ceiling
+    multi = next(row for row in report["rows"] if row["name"].startswith("multi-process loop"))
+    assert "Zarr on disk" in multi["name"]
+
+
+def test_bench_stats(tmp_path: Path) -> None:
+    report = bench("stats", tmp_path)
+    assert_checked(report, baselines=3)
+    total = rows(report)["fused, total"]
+    baselines = [row["name"] for row in report["rows"] if row["kind"] == "baseline"]
+    assert sorted(total["ratios"]) == sorted(baselines)
+    for name in baselines:
+        figures = " ".join(rows(report)[name]["check"])
+        assert "histograms" in figures and "slice counts" in figures
+        assert "covariance" in figures or "correlation" in figures
+
+
+def test_bench_knn(tmp_path: Path) -> None:
+    report = bench("knn", tmp_path)
+    assert_checked(report, baselines=1)
+    # the baseline runs the tasks' library on as many threads as the search's workers have
+    assert report["setup"]["blas_threads_baseline"] == report["setup"]["workers"] == 2
+    assert report["setup"]["blas_threads_per_task_worker"] == [1]
+    assert report["setup"]["query_batch"] == 256
+
+
+def test_bench_render(tmp_path: Path) -> None:
+    report = bench("render", tmp_path)
+    assert_checked(report, baselines=2)
+    zoom = next(row for row in report["rows"] if row["name"].startswith("dashboard zoom"))
+    (baseline,) = zoom["ratios"]
+    assert "on 2 threads" in baseline and "2 workers" in zoom["name"]  # the same cores
+
+
+def test_bench_options_default_to_the_functions_defaults() -> None:
+    """`bench <name>` with no options runs what `bench all` runs at its default scale."""
+    import typer
+
+    from latentdask.bench.suite import sizes
+    from latentdask.cli import app
+
+    group: Any = typer.main.get_command(app)
+    benches = group.get_command(None, "bench")
+    for name in BENCHES:
+        options = {param.name: param.default for param in benches.get_command(None, name).params}
+        for key, value in sizes(name, "default").items():
+            if key == "layouts":
+                assert options["layout"] is None  # None: the function's own layouts
+            else:
+                assert options[key] == value, (name, key)
+
+
+# ---------------------------------------------------------------------------- the agreement gate
+
+
+def disagreeing_report() -> BenchReport:
+    report = BenchReport("gate")
+    report.add("baseline in RAM", 4.0, "s", kind="baseline")
+    report.check("baseline in RAM", "counts: largest |difference|", 3, 0)
+    report.add("good baseline", 8.0, "s", kind="baseline")
+    report.check("good baseline", "counts: largest |difference|", 0, 0)
+    report.add("latentdask", 2.0, "s", vs=["baseline in RAM", "good baseline"])
+    return report
+
+
+def test_a_baseline_that_disagrees_withholds_its_ratio() -> None:
+    payload = disagreeing_report().payload()
+    assert payload["agrees"] is False
+    by_name = rows(payload)
+    assert by_name["baseline in RAM"]["agrees"] is False
+    assert by_name["latentdask"]["ratios"] == {"baseline in RAM": None, "good baseline": 4.0}
+    (line,) = disagreeing_report().disagreements()
+    assert "'baseline in RAM' does not compute latentdask's figures" in line and "3 > 0" in line
+
+
+def test_an_unchecked_baseline_counts_as_disagreeing() -> None:
+    report = BenchReport("unchecked")
+    report.add("baseline", 1.0, "images/s", kind="baseline")
+    report.add("latentdask", 3.0, "images/s", vs=["baseline"])
+    assert report.ratio(report.row("latentdask"), "baseline") is None
+    assert "never checked" in report.disagreements()[0]
+
+
+def test_the_cli_exits_1_when_a_baseline_disagrees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import latentdask.bench.decode
+    from latentdask.cli import app
+
+    def measure(**options: object) -> BenchReport:
+        return disagreeing_report()
+
+    monkeypatch.setattr(latentdask.bench.decode, "bench_decode", measure)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "decode", "--json", str(out)])
+    assert result.exit_code == 1
+    assert "error: a baseline does not compute latentdask's figures" in result.output
+    assert json.loads(out.read_text())["agrees"] is False  # saved all the same
+
+
+# ---------------------------------------------------------------------------- the baselines' kernels
+
+
+def test_block_histograms_bin_as_np_histogram() -> None:
+    from latentdask.bench.stats import block_histograms
+    from latentdask.stats.summary import SummaryParams
+
+    edges = SummaryParams().edges
+    x = (np.random.default_rng(0).standard_normal((3000, 5)) * 4).astype(np.float32)
+    # edges, a hair below an edge and below zero, the outer edges, outside both ways
+    x[:8, 0] = [0.0, -1e-30, np.nextafter(np.float32(0.125), np.float32(0)), 0.125, -16, 16, -17, 30]
+    expected = np.stack([np.histogram(x[:, j], bins=edges)[0] for j in range(5)])
+    np.testing.assert_array_equal(block_histograms(x, edges), expected)
+
+
+def test_pair_populations_count_as_a_mask_per_pair() -> None:
+    from latentdask.bench.stats import pair_populations
+
+    x = (np.random.default_rng(1).standard_normal((4000, 7)) * 1.3).astype(np.float32)
+    x[0] = 1.5  # on the threshold: outside
+    thresholds = np.array([1.5, 2.0])
+    populations = pair_populations(x, thresholds)
+    for k, t in enumerate(thresholds):
+        for a in range(7):
+            for b in range(7):
+                others = [j for j in range(7) if j not in (a, b)]
+                expected = 0 if a == b else int((np.abs(x[:, others]) < t).all(axis=1).sum())
+                assert populations[k, a, b] == expected
+
+
+def test_brute_force_finds_the_nearest_distance() -> None:
+    from latentdask.bench.knn import brute_force_numpy
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1000, 6)).astype(np.float32)
+    queries = rng.standard_normal((300, 6)).astype(np.float32)
+    expected = np.sqrt(((queries[:, None].astype(np.float64) - x[None]) ** 2).sum(axis=2).min(axis=1))
+    np.testing.assert_allclose(brute_force_numpy(x, queries, 128, 64), expected, rtol=1e-12)
