@@ -1,5 +1,5 @@
-"""``latentdask bench``: every subcommand at tiny sizes through the CLI and the agreement checks that
-gate its ratios; the baselines' kernels against plain references."""
+"""``latentdask bench``: every subcommand at tiny sizes through the CLI, the agreement checks that
+gate its ratios, ``bench all`` and ``bench readme``; the baselines' kernels against plain references."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from latentdask.bench.report import BenchReport
+from latentdask.bench.tables import BEGIN, END, bench_table
 from tests.helpers import run_cli
 
 BENCHES = ("decode", "train", "encode", "stats", "knn", "render")
@@ -135,6 +136,63 @@ def test_bench_options_default_to_the_functions_defaults() -> None:
                 assert options[key] == value, (name, key)
 
 
+@pytest.fixture(scope="module")
+def suite_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("all") / "bench.json"
+    result = run_cli("bench", "all", "--scale", "tiny", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_bench_all_tiny(suite_json: Path) -> None:
+    suite = json.loads(suite_json.read_text())
+    assert suite["latentdask"]["kind"] == "benchmark"
+    assert suite["scale"] == "tiny" and suite["agrees"] is True
+    assert suite["date"].endswith("+00:00")
+    assert {"cpu", "cores", "ram_gib", "gpu", "platform"} <= set(suite["machine"])
+    assert suite["machine"]["cores"] >= 1 and suite["machine"]["ram_gib"] > 0
+    for package in ("python", "numpy", "dask", "distributed", "zarr", "torch", "datashader", "latentdask"):
+        assert suite["versions"][package][0].isdigit(), package
+    assert list(suite["benches"]) == list(BENCHES)
+    for name, report in suite["benches"].items():
+        assert report["command"].startswith(f"latentdask bench {name} ")
+        assert report["agrees"] is True
+        assert report["seconds"] >= 0 and report["rows"]
+    assert suite["benches"]["stats"]["sizes"]["n"] == 20_000
+    assert "--layout 2,1,1" in suite["benches"]["encode"]["command"]
+
+
+def test_bench_readme_replaces_only_between_markers(suite_json: Path, tmp_path: Path) -> None:
+    head = "# Project\n\nProse before | with a pipe.\n\n## Benchmarks\n\nShort prose.\n\n"
+    tail = "\n\nProse after the tables.\n\n## Layout\n"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{head}{BEGIN}\nold figures\n{END}{tail}")
+    result = run_cli("bench", "readme", str(suite_json), "--readme", str(readme))
+    assert result.returncode == 0, result.stderr
+    text = readme.read_text()
+    assert text.startswith(f"{head}{BEGIN}\n") and text.endswith(f"\n{END}{tail}")
+    between = text[len(head) + len(BEGIN) : -len(END) - len(tail)]
+    assert "old figures" not in between
+    assert "--scale tiny" in between  # a tiny run says so
+    suite = json.loads(suite_json.read_text())
+    for name, report in suite["benches"].items():
+        assert f"Reproduce: `{report['command']}`" in between, name
+    assert between.count(suite["date"]) == len(BENCHES)  # every table says where it came from
+    assert between.count(suite["machine"]["cpu"]) == len(BENCHES)
+    assert between.count(f"datashader {suite['versions']['datashader']}") == len(BENCHES)
+
+
+def test_bench_readme_needs_its_markers(suite_json: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Project\n\n{END}\n{BEGIN}\n")
+    result = run_cli("bench", "readme", str(suite_json), "--readme", str(readme))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {readme} needs one {BEGIN} line followed by one {END} line"
+    ]
+    assert readme.read_text() == f"# Project\n\n{END}\n{BEGIN}\n"
+
+
 # ---------------------------------------------------------------------------- the agreement gate
 
 
@@ -156,6 +214,10 @@ def test_a_baseline_that_disagrees_withholds_its_ratio() -> None:
     assert by_name["latentdask"]["ratios"] == {"baseline in RAM": None, "good baseline": 4.0}
     (line,) = disagreeing_report().disagreements()
     assert "'baseline in RAM' does not compute latentdask's figures" in line and "3 > 0" in line
+    table = bench_table("gate", payload | {"command": "latentdask bench gate", "seconds": 1.0}, "")
+    assert "withheld: #1 does not compute the same figures" in table
+    assert "**4.00×** vs #2" in table
+    assert "**NO**: counts: largest |difference| 3 > 0" in table
 
 
 def test_an_unchecked_baseline_counts_as_disagreeing() -> None:

@@ -1,6 +1,7 @@
 """Measurements against baselines run in the same process.
 
-``latentdask bench decode|train|encode|stats|knn|render``.
+``latentdask bench decode|train|encode|stats|knn|render``, ``bench all`` (every one, one
+JSON) and ``bench readme`` (the README's tables from that JSON).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -17,6 +18,7 @@ from latentdask.errors import LatentdaskError
 
 if TYPE_CHECKING:
     from latentdask.bench.report import BenchReport
+    from latentdask.bench.suite import Suite
 
 app = typer.Typer(help="Measure against baselines run in the same process.", no_args_is_help=True)
 
@@ -26,11 +28,11 @@ JsonOption = Annotated[Path | None, typer.Option("--json", help="Also save the f
 ChunkRowsOption = Annotated[int, typer.Option(help="Rows per chunk of the synthetic store.")]
 
 
-def _run(json_out: Path | None, measure: Callable[[], BenchReport]) -> None:
+def _run(json_out: Path | None, measure: Callable[[], BenchReport | Suite]) -> None:
     """Measure, show and save; then exit 1 if a baseline did not compute latentdask's figures."""
-    measured: list[BenchReport] = []
+    measured: list[BenchReport | Suite] = []
 
-    def keep() -> BenchReport:
+    def keep() -> BenchReport | Suite:
         measured.append(measure())
         return measured[0]
 
@@ -178,3 +180,39 @@ def bench_render(
             run, n=n, dim=dim, chunk_rows=chunk_rows, workers=workers, width=width, repeats=repeats
         ),
     )
+
+
+@app.command("all")
+@user_errors
+def bench_all(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON of every benchmark.")],
+    scale: Annotated[
+        Literal["default", "tiny"],
+        typer.Option(
+            help="default: every benchmark at its own command's defaults — decode 2,000 images; train 10 "
+            "steps of 128 at 64 x 64; encode 8,192 images; stats 2,000,000 x 256; knn 10,000 queries "
+            "against 2,000,000 x 256; render 10,000,000 x 256 (about 15 minutes on 2 cores, a 10 GB "
+            "store on disk). tiny: seconds in all, for tests; its figures say nothing about speed."
+        ),
+    ] = "default",
+) -> None:
+    """Rerun every benchmark and write one JSON: date, machine, versions and each benchmark's report.
+
+    `latentdask bench readme OUT` then writes the README's tables from it.
+    """
+    from latentdask.bench.suite import run_all
+
+    _run(out, functools.partial(run_all, scale=scale))
+
+
+@app.command("readme")
+@user_errors
+def bench_readme(
+    suite: Annotated[Path, typer.Argument(help="JSON written by `latentdask bench all --out`.")],
+    readme: Annotated[Path, typer.Option(help="The README whose tables to replace.")] = Path("README.md"),
+) -> None:
+    """Write the README's benchmark tables from a `bench all` JSON, between its two marker comments."""
+    from latentdask.bench.tables import BEGIN, END, write_readme
+
+    write_readme(suite, readme)
+    typer.echo(f"wrote the benchmark tables of {readme} (between {BEGIN} and {END}) from {suite}")
