@@ -37,7 +37,7 @@ def latent_sample(n: int = 3000, dim: int = 12, seed: int = 0, shift: float = 0.
 
 
 def slice_reference(x: np.ndarray, t: float) -> np.ndarray:
-    """The seed's method: for each pair, a boolean mask over all other components."""
+    """The CelebA study's method: for each pair, a boolean mask over all other components."""
     dim = x.shape[1]
     population = np.zeros((dim, dim), dtype=np.int64)
     for a in range(dim):
@@ -56,7 +56,9 @@ def check_against_references(stats: object, x: np.ndarray, params: SummaryParams
     np.testing.assert_allclose(s["corr"].values, np.corrcoef(x64.T), rtol=1e-9, atol=1e-12)  # type: ignore[index]
     np.testing.assert_allclose(s["skewness"].values, scipy.stats.skew(x64), rtol=1e-8, atol=1e-10)  # type: ignore[index]
     np.testing.assert_allclose(s["kurtosis"].values, scipy.stats.kurtosis(x64), rtol=1e-8, atol=1e-10)  # type: ignore[index]
+    np.testing.assert_allclose(s["std"].values, x64.std(axis=0, ddof=1), rtol=1e-10)  # type: ignore[index]
     np.testing.assert_array_equal(s["min"].values, x64.min(axis=0))  # type: ignore[index]
+    np.testing.assert_array_equal(s["max"].values, x64.max(axis=0))  # type: ignore[index]
     for j in range(x.shape[1]):
         counts, _ = np.histogram(x[:, j], bins=params.edges)
         np.testing.assert_array_equal(s["hist"].values[j], counts)  # type: ignore[index]
