@@ -103,7 +103,7 @@ def synth_latents(
     seed: Annotated[int, typer.Option(help="Same seed, same numbers.")] = 0,
     chunk_rows: Annotated[int, typer.Option(help="Rows per chunk (and per block generated).")] = 65_536,
 ) -> None:
-    """Write (n, dim) float32 z-points from a known Gaussian shaped like the seed's finding."""
+    """Write (n, dim) float32 z-points from a known Gaussian shaped like the CelebA study's latents."""
     from latentdask.generate.synthetic import synthesize_latents
 
     synthesize_latents(out, n=n, dim=dim, seed=seed, chunk_rows=chunk_rows)
@@ -165,7 +165,7 @@ def generate(
     n: Annotated[int, typer.Option("--n", help="Points.")] = GENERATE.n,
     seed: Annotated[int, typer.Option(help="Same seed, same points.")] = GENERATE.seed,
 ) -> None:
-    """Artificial z-points from the seed's uniform sampler or samplers fitted on real statistics."""
+    """Artificial z-points: the CelebA study's uniform sampler in [-b, b], or samplers fitted on stats."""
     import json
 
     import numpy as np

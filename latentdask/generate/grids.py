@@ -2,8 +2,9 @@
 
 Rows come from point sets (a row per sampler), from real images (originals above
 their reconstructions), from an interpolation between two real images, and from a
-path in a coordinate plane (a, b) through the real centre or the origin (the seed's
-part VI). :func:`render_grid` lays them out with their labels in one PNG.
+path in a coordinate plane (a, b) through the real centre or the origin (in the CelebA study
+the origin lay at the border of the real z-points). :func:`render_grid` lays them out with
+their labels in one PNG.
 
 Real images for reconstructions (and for the face rate's reference) are the readable
 ones: :func:`readable_images` skips a row that is listed but missing or fails to

@@ -1,8 +1,9 @@
-"""Artificial z-points: the seed's uniform sampler and samplers fitted on the real statistics.
+"""Artificial z-points: the CelebA study's uniform sampler and samplers fitted on the real statistics.
 
 Samplers (fitted on a ``stats.zarr``):
 
-- ``uniform``: every component uniform in [-b, b] (the seed's, b = 1.5 by default);
+- ``uniform``: every component uniform in [-b, b], independently (the CelebA study's sampler;
+  b = 1.5 by default, the b whose radii came closest to the real ones there);
 - ``gaussian``: each component from its own fitted normal (mean, std), independently;
 - ``empirical``: each component from its own histogram (inverse CDF, uniform within a
   bin), independently;

@@ -1,4 +1,4 @@
-"""Synthetic z-points from a known Gaussian shaped like the seed study's finding.
+"""Synthetic z-points from a known Gaussian shaped like the CelebA study's latent statistics.
 
 The distribution: a centre off the origin (a few components with |mean| of 1–2.5,
 the rest near 0), a few dominant components with wide spreads, the others narrow,
