@@ -179,7 +179,7 @@ def answers_http(process: subprocess.Popen[bytes], url: str, *, deadline: float)
 
 @pytest.fixture(scope="module")
 def uniform_points(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """300 points of the uniform sampler in [-1.5, 1.5], fitted on the store's statistics."""
+    """300 points of the uniform sampler in [-1.5, 1.5], as many components as the store."""
     out = tmp_path_factory.mktemp("points") / "uniform.zarr"
     return generate(default_stats_path(store), out, spec=sampler_spec("uniform", b=1.5), n=300, seed=0)
 

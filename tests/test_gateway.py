@@ -124,7 +124,8 @@ def workers_of(spec: Path, name: str) -> int:
 
 def test_scale_up_and_down_during_an_encode_loses_nothing(gateway: Path, tmp_path: Path) -> None:
     data = synthesize(tmp_path / "faces", n=1500, seed=3, progress=False)
-    torch.manual_seed(0)  # the seed's full-width model, small batches: slow enough to scale during the encode
+    # the CelebA study's full-width model, small batches: slow enough to scale during the encode
+    torch.manual_seed(0)
     model = Autoencoder(ModelConfig(image_size=256, latent_dim=16))  # ~130 images/s per worker
     checkpoint = save_checkpoint(tmp_path / "model", model, Preprocessing(image_size=256))
 
