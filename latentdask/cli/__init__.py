@@ -38,6 +38,7 @@ COMMANDS = {
     "gmm": "analysis:gmm",
     "generate": "analysis:generate",
     "score": "analysis:score",
+    "compare": "compare:compare",
     "normality": "analysis:normality",
     "decode": "analysis:decode",
     "render": "analysis:render",
