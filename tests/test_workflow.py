@@ -217,6 +217,25 @@ def test_sweep_runs_every_combination_and_reports_them_side_by_side(tmp_path: Pa
     page = (folder / "report.html").read_text()
     assert 'href="latent_dim-4/report.html"' in page and 'href="latent_dim-8/report.html"' in page
     assert "data:image/png;base64," in page and "sweep tiny: 2 runs side by side" in said(result)
+    # the linear CKA between the two models' latent spaces, in the sweep folder and on its page
+    cka = json.loads((folder / "cka.json").read_text())
+    assert cka["latentdask"]["kind"] == "sweep-cka" and cka["runs"] == ["latent_dim-4", "latent_dim-8"]
+    (same, across), (back, other) = cka["linear_cka"]
+    assert same == other == 1.0 and across == back and 0 < across < 1
+    assert "Linear CKA between the runs" in page and f"{across:.4g}" in page
+    assert "linear CKA between every two of the 2 runs' latent spaces" in said(result)
+    from typing import NoReturn
+
+    from latentdask.workflow.run import sweep_cka
+    from latentdask.workflow.steps import Connection
+
+    class NoCluster(Connection):
+        @property
+        def client(self) -> NoReturn:
+            raise AssertionError("the CKA of unchanged encodes was computed again")
+
+    runs = [folder / "latent_dim-4", folder / "latent_dim-8"]
+    assert sweep_cka(folder, runs, NoCluster(ClusterChoice())) == folder / "cka.json"  # skipped
 
 
 def test_shipped_workflows_are_valid() -> None:

@@ -16,6 +16,11 @@ Run folder (``runs/<name>`` by default)::
     grids/samplers.png    decoded points and reconstructions; grids/face_rate.json
     projections/          datashader images (render.json lists them)
     report.html           everything above on one page
+
+A sweep's folder holds its runs' folders (one per combination of the matrix) and::
+
+    cka.json              linear CKA between the latent spaces of every two runs
+    report.html           the runs side by side
 """
 
 from __future__ import annotations
@@ -100,3 +105,7 @@ class RunFolder:
     @property
     def report(self) -> Path:
         return self.root / "report.html"
+
+    @property
+    def cka(self) -> Path:
+        return self.root / "cka.json"

@@ -336,9 +336,22 @@ def _run_figures(folder: Path) -> dict[str, Any]:
     }
 
 
+def _cka_table(path: Path) -> str:
+    """The sweep's linear CKA matrix (``cka.json``) as a table; nothing when it was not computed."""
+    if not path.is_file():
+        return ""
+    cka = json.loads(path.read_text())
+    rows = [[label, *values] for label, values in zip(cka["runs"], cka["linear_cka"], strict=True)]
+    return (
+        "<h2>Linear CKA between the runs' latent spaces</h2><p>1: the same space up to rotation and "
+        "scale; near 0: unrelated (every valid z-point, matched by file name)</p>"
+        + _table(["", *cka["runs"]], rows)
+    )
+
+
 def write_sweep_report(folder: str | Path, runs: list[Path], matrix: dict[str, list[Any]]) -> Path:
-    """``report.html`` of a sweep: every run's headline figures side by side, their radii and PCA
-    spectra on shared axes, and a link to each run's own report."""
+    """``report.html`` of a sweep: every run's headline figures side by side, the linear CKA between
+    their latent spaces, their radii and PCA spectra on shared axes, and a link to each run's report."""
     from latentdask.stats.io import open_stats
 
     folder = Path(folder)
@@ -377,12 +390,14 @@ def write_sweep_report(folder: str | Path, runs: list[Path], matrix: dict[str, l
         for link, figures in rows
     )
     swept = ", ".join(f"{_esc(k)} ∈ {_esc(str(v))}" for k, v in matrix.items())
+    similarity = _cka_table(RunFolder(folder).cka)
     page = (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>latentdask sweep</title>'
         f"<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}"
         f"td,th{{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:right}}"
         f"img{{max-width:100%}}</style></head><body>"
         f"<h1>Sweep: {len(runs)} runs</h1><p>{swept}</p><table><thead><tr>{head}</tr></thead>"
-        f"<tbody>{body}</tbody></table><h2>Radii and principal axes</h2>{_figure_png(fig)}</body></html>"
+        f"<tbody>{body}</tbody></table>{similarity}<h2>Radii and principal axes</h2>{_figure_png(fig)}"
+        "</body></html>"
     )
     return write_html(RunFolder(folder).report, page, SWEEP_REPORT_KIND)

@@ -9,7 +9,8 @@ what the decoder makes of each sampler's points, above real reconstructions), ``
 ``report``. Each is the function of :mod:`latentdask.workflow.steps` its command calls too.
 
 One cluster and one client serve the whole run (sweeps included): opened by the first step
-that computes on it, closed after the last.
+that computes on it, closed after the last. A sweep (a ``matrix:``) then compares every two
+runs' latent spaces (linear CKA, ``cka.json`` in its folder) and sets the runs side by side.
 
 Each step's identity is a sha256 of its parameters and of the identities of the steps before
 it. ``run.json`` records identities, timings and outputs; a step whose identity is unchanged
@@ -35,6 +36,8 @@ from latentdask.progress import console
 from latentdask.workflow import steps
 from latentdask.workflow.spec import Workflow, expand_matrix, load_workflow
 
+#: the kind of output a sweep's cka.json is, in its ``latentdask`` record
+SWEEP_CKA_KIND = "sweep-cka"
 #: the grid's title in a run's report
 DECODE_TITLE = "each sampler's points, decoded; real images and their reconstructions"
 
@@ -288,6 +291,29 @@ def _store_complete(store: Path) -> bool:
         return False
 
 
+def sweep_cka(folder: Path, runs: Sequence[Path], cluster: steps.Connection) -> Path:
+    """``cka.json`` in the sweep's folder: linear CKA between every two runs' latent spaces.
+
+    Skipped when it was computed from the same encodes (each run's encode identity in ``run.json``).
+    """
+    from latentdask.stats.compare import cka_matrix
+    from latentdask.store.output import read_record, write_json
+    from latentdask.store.paths import RunFolder
+
+    out, stores = RunFolder(folder).cka, [RunFolder(run).store for run in runs]
+    labels = [run.name for run in runs]
+    encodes = [json.loads(RunFolder(run).record.read_text())["steps"]["encode"]["identity"] for run in runs]
+    earlier = json.loads(out.read_text()) if (read_record(out) or {}).get("kind") == SWEEP_CKA_KIND else {}
+    if earlier.get("runs") == labels and earlier.get("encodes") == encodes:
+        console.print(f"linear CKA of the runs: done earlier from the same encodes, skipped ({out})")
+        return out
+    matrix = cka_matrix(stores, scheduler=cluster.client)
+    payload = {"runs": labels, "encodes": encodes, "linear_cka": matrix}
+    write_json(out, payload, SWEEP_CKA_KIND, inputs=stores)
+    console.print(f"linear CKA between every two of the {len(runs)} runs' latent spaces → {out}")
+    return out
+
+
 @contextmanager
 def _one_cluster_for_the_run(choice: ClusterChoice, spec: Any) -> Iterator[ClusterChoice]:
     """Gateway and Kubernetes clusters are started once for all steps (and stopped after), not per step."""
@@ -320,6 +346,8 @@ def run_workflow(
     ):
         for run in runs:
             Runner(run, connection).run()
+        if workflow.matrix:
+            sweep_cka(workflow.folder, [run.folder for run in runs], connection)
     if workflow.matrix:
         from latentdask.workflow.report import write_sweep_report
 
