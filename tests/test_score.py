@@ -116,6 +116,14 @@ def test_scores_side_by_side(corpus: tuple[Path, Path, np.ndarray, np.ndarray], 
     sets = results["sets"]
     real, fitted = sets["real (held out)"], sets["mvn (mvn.zarr)"]
     assert real["points"] == 400
+    uniform_set = sets["uniform (uniform.zarr)"]
+    assert fitted["quality"]["recall"] > uniform_set["quality"]["recall"]
+    assert fitted["quality"]["density"] > uniform_set["quality"]["density"]
+    assert "quality" not in real  # the reference itself
+    # under the fitted normal, its own samples score like held-out real points, the uniform cube lower
+    loglik = {name: s["log_likelihood"]["mvn"] for name, s in sets.items()}
+    assert loglik["mvn (mvn.zarr)"] == pytest.approx(loglik["real (held out)"], abs=0.3)
+    assert loglik["uniform (uniform.zarr)"] < loglik["real (held out)"] - 1
     with pytest.raises(ScoreError, match="no real point is held out of the fit"):
         score(store, all_rows, [mvn])
     # the fitted normal lands where the real points are; the uniform cube near the origin does not

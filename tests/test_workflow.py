@@ -27,7 +27,9 @@ model: {{image_size: 16, latent_dim: 8, channels: [4, 4], batch_norm: true}}
 train: {{epochs: 1, batch_size: 16, device: cpu}}
 encode: {{shard_size: {shard_size}, device: cpu}}
 stats: {{thresholds: [1.5]}}
-generate: {{n: 50, samplers: [{{name: uniform, b: 1.5}}, {{name: mvn, label: full-gaussian}}]}}
+generate:
+  n: 50
+  samplers: [{{name: uniform, b: 1.5}}, {{name: mvn, label: full-gaussian}}, {{name: gmm, components: 2}}]
 render:
   {{pairs: [corr:1], top_correlated: 4, pcs: 3, slice: 1.5, slice_ranked: 1, width: 300, overlay: [uniform]}}
 """
@@ -65,6 +67,8 @@ def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
         "run.json",
         "points/uniform.zarr/z/zarr.json",
         "points/full-gaussian.zarr/z/zarr.json",
+        "points/gmm-gmm.zarr/zarr.json",
+        "points/gmm.zarr/z/zarr.json",
         "fit-stats.zarr/zarr.json",
         "scores.json",
         "grids/samplers.png",
@@ -97,7 +101,7 @@ def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
     assert scores["fit"] == "valid rows; split=train" and scores["fit_rows"] == fitted < 80
     assert scores["heldout_rows"] == 80 - fitted and scores["heldout_rows_in_fit"] == 0
     rates = json.loads((folder / "grids" / "face_rate.json").read_text())
-    assert set(rates["sets"]) == {"uniform (uniform.zarr)", "mvn (full-gaussian.zarr)"}
+    assert set(rates["sets"]) == {"uniform (uniform.zarr)", "mvn (full-gaussian.zarr)", "gmm (gmm.zarr)"}
     assert rates["reference"]["real reconstructions"]["images"] == 80
     assert json.loads((folder / "latents-stats.json").read_text())["count"] == 80
     page = (folder / "report.html").read_text()
@@ -129,7 +133,12 @@ def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
     assert "synth: done earlier" in text and "train: running" in text and "encode: running" in text
     assert "generate: running" in text and "score: running" in text
     scores = json.loads((folder / "scores.json").read_text())
-    assert set(scores["sets"]) == {"real (held out)", "uniform (uniform.zarr)", "mvn (full-gaussian.zarr)"}
+    assert set(scores["sets"]) == {
+        "real (held out)",
+        "uniform (uniform.zarr)",
+        "mvn (full-gaussian.zarr)",
+        "gmm (gmm.zarr)",
+    }
     assert json.loads((folder / "run.json").read_text())["steps"]["train"]["params"]["train"]["epochs"] == 2
 
 

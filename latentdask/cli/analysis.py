@@ -132,18 +132,16 @@ def gmm(
     cluster_name: ClusterNameOption = None,
 ) -> None:
     """A Gaussian mixture fitted by EM over every z-point of the fit, for the gmm sampler."""
-    from latentdask.cluster.connect import check_paths_on_workers
-    from latentdask.generate.gmm import GMM_KIND, GMMOptions, fit_gmm, write_gmm
-    from latentdask.store.output import check_output
+    import xarray as xr
+
+    from latentdask.generate.gmm import GMMOptions
     from latentdask.workflow import steps
 
     chosen = components if components == "auto" else int(components)
     options = options_from(GMMOptions, locals(), components=chosen)
-    check_output(out, GMM_KIND, inputs=[store])
     with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
-        check_paths_on_workers(connection.client, [store])
-        fitted = fit_gmm(store, options=options, scheduler=connection.client)
-    write_gmm(fitted, out, inputs=[store])
+        steps.gmm(store, out, options=options, cluster=connection)
+    fitted = xr.open_zarr(out)
     console.print(
         f"{fitted.attrs['components']} components ({fitted.attrs['rule']}) fitted on "
         f"{fitted.attrs['fit_rows']:,} z-points ({fitted.attrs['selection']}), mean log-likelihood "
@@ -153,7 +151,9 @@ def gmm(
 
 @user_errors
 def generate(
-    stats: Annotated[Path, typer.Argument(help="stats.zarr the samplers are fitted on (a GMM.zarr for --sampler gmm).")],
+    stats: Annotated[
+        Path, typer.Argument(help="stats.zarr the samplers are fitted on (a GMM.zarr for --sampler gmm).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="POINTS.zarr to write.")],
     sampler: Annotated[
         str, typer.Option(help="uniform, gaussian, empirical, mvn, mvn-core, or gmm (from a GMM.zarr).")
@@ -201,6 +201,9 @@ def score(
         float | None, typer.Option(help="Slice threshold (one of the statistics').")
     ] = SCORE.threshold,
     seed: Annotated[int, typer.Option(help="Seed of the real sample.")] = SCORE.seed,
+    gmm: Annotated[
+        Path | None, typer.Option(help="GMM.zarr: each set's log-likelihood under the mixture too.")
+    ] = None,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
     cluster_name: ClusterNameOption = None,
@@ -214,7 +217,7 @@ def score(
         raise LatentdaskError(f"--pair expects two component numbers a,b, got {pair!r}")
     options = options_from(ScoreOptions, locals(), pair=chosen)
     with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
-        results = steps.score(store, stats, points, out, options=options, cluster=connection)
+        results = steps.score(store, stats, points, out, options=options, cluster=connection, gmm=gmm)
     typer.echo(format_scores(results))
     console.print(f"scores → {out}")
 

@@ -20,6 +20,10 @@ reference):
    merged by minimum; real and artificial points are measured against the same rows.
 4. **Slice membership**: for a pair (a, b) and threshold t, the fraction of points with
    |x_j| < t for all j outside the pair, beside the real fraction (slice_count / count).
+5. **Log-likelihood** per point under the multivariate normal fitted to the fit's rows, and under
+   a Gaussian mixture (``gmm``, a ``GMM.zarr`` of :mod:`latentdask.generate.gmm`) when given.
+6. **Sample quality** of each artificial set against the held-out reference: precision, recall,
+   density and coverage of k-NN balls (:mod:`latentdask.generate.quality`).
 """
 
 from __future__ import annotations
@@ -286,9 +290,12 @@ def score(
     pair: tuple[int, int] | None = None,
     threshold: float | None = None,
     seed: int = 0,
+    gmm: str | Path | None = None,
     scheduler: Any = None,
 ) -> dict[str, Any]:
     """Score each point set and a held-out real sample; see the module docstring."""
+    from latentdask.generate.quality import K, reference_radii, sample_quality
+
     corpus = open_zpoints(store)
     statistics = open_stats(stats)
     reference = Reference.from_stats(statistics)
@@ -322,6 +329,14 @@ def score(
             raise ScoreError(f"{path} has {z.shape[1]} components; the statistics have {dim}")
         sets[str(node.attrs.get("sampler", Path(path).stem)) + f" ({Path(path).name})"] = (z, None)
     k = int(np.flatnonzero(reference.thresholds == t)[0])
+    mixture = None
+    if gmm is not None:
+        from latentdask.generate.gmm import open_gmm
+
+        mixture = open_gmm(gmm)
+        if mixture.means.shape[1] != dim:
+            raise ScoreError(f"{gmm} has {mixture.means.shape[1]} components; the statistics have {dim}")
+    radii = reference_radii(corpus, rows, k=K, scheduler=scheduler)
     results: dict[str, Any] = {
         "fit": fit_selection,
         "fit_rows": int(statistics["count"]),
@@ -332,6 +347,7 @@ def score(
         "threshold": t,
         "real_slice_fraction": float(reference.slice_fraction[k, a, b]),
         "range": "[0.5 %, 99.5 %] per component",
+        "quality": f"k-NN balls, k = {K}, around the {len(rows):,} held-out real points and each set's",
         "sets": {},
     }
     for name, (points, query_rows) in sets.items():
@@ -343,21 +359,44 @@ def score(
             "outside_components": summary(outside) | {"share_with_none": float((outside == 0).mean())},
             "nearest_real_distance": summary(nearest),
             "slice_fraction": float(in_slice(points, a, b, t).mean()),
+            "log_likelihood": {"mvn": float(mvn_log_likelihood(points, reference).mean())}
+            | ({} if mixture is None else {"gmm": float(mixture.score_samples(points).mean())}),
         }
+        if query_rows is None:  # an artificial set: its quality against the held-out reference
+            quality = sample_quality(corpus, rows, radii, points, k=K, scheduler=scheduler)
+            results["sets"][name]["quality"] = quality
     return results
+
+
+def mvn_log_likelihood(points: np.ndarray, reference: Reference) -> np.ndarray:
+    """The log-density of each point under the normal with the reference's mean and covariance."""
+    whitened = (np.asarray(points, dtype=np.float64) - reference.mean) @ reference.inverse_factor.T
+    log_det = -2 * np.log(np.diagonal(reference.inverse_factor)).sum()
+    dim = len(reference.mean)
+    return -0.5 * (np.einsum("ij,ij->i", whitened, whitened) + log_det + dim * np.log(2 * np.pi))
 
 
 def format_scores(results: dict[str, Any]) -> str:
     """The scores side by side, one line per set."""
     lines = [
         f"{'set':<34} {'mahalanobis q50':>16} {'outside q50':>12} {'none outside':>13} "
-        f"{'nearest real q50':>17} {'in slice':>9}"
+        f"{'nearest real q50':>17} {'in slice':>9} {'loglik mvn':>11} {'loglik gmm':>11} "
+        f"{'precision':>9} {'recall':>7} {'density':>8} {'coverage':>9}"
     ]
     for name, s in results["sets"].items():
+        quality = s.get("quality")
+        loglik = s.get("log_likelihood", {})
         lines.append(
             f"{name[:34]:<34} {s['mahalanobis']['q50']:>16.2f} {s['outside_components']['q50']:>12.1f} "
             f"{s['outside_components']['share_with_none']:>13.3f} {s['nearest_real_distance']['q50']:>17.3f} "
-            f"{s['slice_fraction']:>9.4f}"
+            f"{s['slice_fraction']:>9.4f} {_number(loglik.get('mvn'), 11, 1)} "
+            f"{_number(loglik.get('gmm'), 11, 1)} "
+            + (
+                f"{quality['precision']:>9.3f} {quality['recall']:>7.3f} {quality['density']:>8.3f} "
+                f"{quality['coverage']:>9.3f}"
+                if quality
+                else f"{'—':>9} {'—':>7} {'—':>8} {'—':>9}"
+            )
         )
     a, b = results["pair"]
     lines.insert(
@@ -370,6 +409,10 @@ def format_scores(results: dict[str, Any]) -> str:
         f"{results['real_slice_fraction']:.4f}"
     )
     return "\n".join(lines)
+
+
+def _number(value: float | None, width: int, decimals: int) -> str:
+    return f"{value:>{width}.{decimals}f}" if value is not None else f"{'—':>{width}}"
 
 
 def write_scores(results: dict[str, Any], out: str | Path, *, inputs: Sequence[str | Path] = ()) -> Path:

@@ -11,7 +11,7 @@ Run folder (``runs/<name>`` by default)::
     latents.zarr          the latent store; latents-stats.zarr and .json beside it
     normality.json        normality of the real z-points; normality-qq.png
     fit-stats.zarr        statistics of the rows the samplers are fitted on (train; .json beside it)
-    points/LABEL.zarr     each sampler's artificial z-points
+    points/LABEL.zarr     each sampler's artificial z-points (points/LABEL-gmm.zarr: a fitted mixture)
     scores.json           their scores beside real points held out of the fit
     grids/samplers.png    decoded points and reconstructions; grids/face_rate.json
     projections/          datashader images (render.json lists them)
@@ -85,6 +85,9 @@ class RunFolder:
 
     def sampler_points(self, label: str) -> Path:
         return self.points / f"{label}.zarr"
+
+    def mixture(self, label: str) -> Path:
+        return self.points / f"{label}-gmm.zarr"
 
     @property
     def scores(self) -> Path:

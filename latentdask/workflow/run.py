@@ -34,7 +34,7 @@ from latentdask.cluster.connect import NAMED_KINDS, ClusterChoice, cluster_down,
 from latentdask.model.config import CONFIG_FILE
 from latentdask.progress import console
 from latentdask.workflow import steps
-from latentdask.workflow.spec import Workflow, expand_matrix, load_workflow
+from latentdask.workflow.spec import SamplerEntry, Workflow, expand_matrix, load_workflow
 
 #: the kind of output a sweep's cka.json is, in its ``latentdask`` record
 SWEEP_CKA_KIND = "sweep-cka"
@@ -178,6 +178,18 @@ class Runner:
         if samplers:
             fit_stats, fit_split = paths.fit_stats, w.generate.fit or steps.fit_rows_of(store)
 
+            def gmm_options(entry: SamplerEntry) -> Any:
+                from latentdask.generate.gmm import GMMOptions
+
+                return GMMOptions(
+                    components=entry.components,
+                    max_components=entry.max_components,
+                    covariance=entry.covariance,
+                    split=fit_split,
+                    where=(),
+                    seed=w.generate.seed,
+                )
+
             def fit(same: bool) -> None:
                 figures = steps.statistics(store, fit_stats, params=w.stats, split=fit_split, cluster=cluster)
                 console.print(f"fitted on {figures['count']:,} z-points ({figures['selection']})")
@@ -195,8 +207,13 @@ class Runner:
                 paths.points.mkdir(parents=True, exist_ok=True)
                 for entry, out in zip(
                     samplers, points, strict=True
-                ):  # each replaces only points generated earlier
-                    steps.generate(fit_stats, out, sampler=entry.spec, options=w.generate)
+                ):  # each replaces only its own earlier output
+                    fitted = fit_stats
+                    if entry.name == "gmm":
+                        fitted = steps.gmm(
+                            store, paths.mixture(entry.label), options=gmm_options(entry), cluster=cluster
+                        )
+                    steps.generate(fitted, out, sampler=entry.spec, options=w.generate)
                     console.print(f"generated {w.generate.n} {entry.label} z-points")
 
             upstream = self.step(
@@ -212,8 +229,15 @@ class Runner:
             def score(same: bool) -> None:
                 from latentdask.generate.score import format_scores
 
+                mixtures = [paths.mixture(e.label) for e in samplers if e.name == "gmm"]
                 results = steps.score(
-                    store, fit_stats, points, paths.scores, options=w.score, cluster=cluster
+                    store,
+                    fit_stats,
+                    points,
+                    paths.scores,
+                    options=w.score,
+                    cluster=cluster,
+                    gmm=mixtures[0] if mixtures else None,
                 )
                 console.print(format_scores(results))
 

@@ -14,7 +14,7 @@ import copy
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -86,9 +86,15 @@ class EncodeSection(EncodeOptions):
 
 
 class SamplerEntry(SamplerSpec):
-    """A sampler of the generate step; ``label`` names its output (default: the sampler's name)."""
+    """A sampler of the generate step; ``label`` names its output (default: the sampler's name).
+
+    ``gmm`` fits its mixture in the run (on the fit's rows) with ``components`` and ``covariance``.
+    """
 
     label_: str | None = Field(default=None, alias="label")
+    components: int | Literal["auto"] = "auto"  # gmm: K, or picked by held-out log-likelihood
+    max_components: int = Field(default=8, ge=1)  # gmm, components="auto": K = 1 … this
+    covariance: Literal["full", "diag"] = "full"  # gmm
 
     @property
     def label(self) -> str:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from latentdask.cluster.connect import ClusterChoice
     from latentdask.data.synthetic_faces import SynthOptions
     from latentdask.encode.run import EncodeOptions, EncodeSummary
+    from latentdask.generate.gmm import GMMOptions
     from latentdask.generate.options import DecodeOptions
     from latentdask.generate.samplers import GenerateOptions, SamplerSpec
     from latentdask.generate.score import ScoreOptions
@@ -208,6 +209,17 @@ def normality(
 # ---------------------------------------------------------------------------- generate and score
 
 
+def gmm(store: Path, out: Path, *, options: GMMOptions, cluster: Connection) -> Path:
+    """Fit a Gaussian mixture over every z-point of the fit and write it to the GMM.zarr ``out``."""
+    from latentdask.cluster.connect import check_paths_on_workers
+    from latentdask.generate.gmm import GMM_KIND, fit_gmm, write_gmm
+    from latentdask.store.output import check_output
+
+    check_output(out, GMM_KIND, inputs=[store])
+    check_paths_on_workers(cluster.client, [store])
+    return write_gmm(fit_gmm(store, options=options, scheduler=cluster.client), out, inputs=[store])
+
+
 def generate(stats: Path, out: Path, *, sampler: SamplerSpec, options: GenerateOptions) -> Path:
     """Write ``options.n`` z-points of ``sampler``, fitted on ``stats``, to the POINTS.zarr ``out``."""
     from latentdask.generate.samplers import generate as run_generate
@@ -216,16 +228,26 @@ def generate(stats: Path, out: Path, *, sampler: SamplerSpec, options: GenerateO
 
 
 def score(
-    store: Path, stats: Path, points: Sequence[Path], out: Path, *, options: ScoreOptions, cluster: Connection
+    store: Path,
+    stats: Path,
+    points: Sequence[Path],
+    out: Path,
+    *,
+    options: ScoreOptions,
+    cluster: Connection,
+    gmm: Path | None = None,
 ) -> dict[str, Any]:
-    """Write ``scores.json``: each point set's scores beside held-out real points."""
+    """Write ``scores.json``: each point set's scores beside held-out real points (log-likelihoods
+    under the mixture ``gmm`` too, when given)."""
     from latentdask.generate.score import SCORES_KIND, ScoreOptions, write_scores
     from latentdask.generate.score import score as run_score
     from latentdask.store.output import check_output
 
-    inputs = [store, stats, *points]
+    inputs = [store, stats, *points, *([gmm] if gmm is not None else [])]
     check_output(out, SCORES_KIND, inputs=inputs)
-    results = run_score(store, stats, points, **keywords(options, ScoreOptions), scheduler=cluster.client)
+    results = run_score(
+        store, stats, points, **keywords(options, ScoreOptions), gmm=gmm, scheduler=cluster.client
+    )
     write_scores(results, out, inputs=inputs)
     return results
 
