@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import io
+import os
 import resource
 import signal
 import struct
@@ -11,8 +13,10 @@ import sys
 import zipfile
 import zlib
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from latentdask.data.celeba_names import ATTRIBUTE_NAMES
@@ -167,3 +171,15 @@ TINY_TRAIN = (
     "--device",
     "cpu",
 )
+
+
+def require_extra(module: str) -> ModuleType:
+    """``module`` of the ``test`` extra, imported; where it is missing the test is skipped, or fails
+    under LATENTDASK_REQUIRE_EXTRAS=1 (set by CI, so that a broken install cannot pass as skips)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        missing = str(exc)
+    if os.environ.get("LATENTDASK_REQUIRE_EXTRAS") == "1":
+        pytest.fail(f"{module} is required here (pip install -e '.[test]'): {missing}", pytrace=False)
+    pytest.skip(f"needs {module} (pip install -e '.[test]')")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-import os
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from distributed import Client, LocalCluster
@@ -21,20 +18,9 @@ from latentdask.cluster.connect import (
     slurm_cluster_kwargs,
 )
 from latentdask.cluster.spec import ConfigError, CudaSpec, KubernetesSpec, SlurmSpec, load_cluster_spec
+from tests.helpers import require_extra
 
 SHIPPED = Path(__file__).resolve().parent.parent / "cluster"
-
-
-def require_extra(module: str) -> ModuleType:
-    """``module`` of the ``test`` extra, imported; where it is missing the test is skipped, or fails
-    under LATENTDASK_REQUIRE_EXTRAS=1 (set by CI, so that a broken install cannot pass as skips)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        missing = str(exc)
-    if os.environ.get("LATENTDASK_REQUIRE_EXTRAS") == "1":
-        pytest.fail(f"{module} is required here (pip install -e '.[test]'): {missing}", pytrace=False)
-    pytest.skip(f"needs {module} (pip install -e '.[test]')")
 
 
 def test_cuda_workers_one_per_gpu_each_declaring_a_gpu() -> None:

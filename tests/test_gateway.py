@@ -6,7 +6,6 @@ environment; the password is read from the environment as a user would set it.
 
 from __future__ import annotations
 
-import importlib
 import os
 import socket
 import subprocess
@@ -15,7 +14,6 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -29,21 +27,10 @@ from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import load_checkpoint, save_checkpoint
 from latentdask.model.config import ModelConfig
 from latentdask.store import open_latents
+from tests.helpers import require_extra
 
 DASK = str(Path(sys.executable).parent / "dask")
 PASSWORD = "correct horse battery staple"
-
-
-def require_extra(module: str) -> ModuleType:
-    """``module`` of the ``test`` extra, imported; where it is missing the test is skipped, or fails
-    under LATENTDASK_REQUIRE_EXTRAS=1 (set by CI, so that a broken install cannot pass as skips)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        missing = str(exc)
-    if os.environ.get("LATENTDASK_REQUIRE_EXTRAS") == "1":
-        pytest.fail(f"{module} is required here (pip install -e '.[test]'): {missing}", pytrace=False)
-    pytest.skip(f"needs {module} (pip install -e '.[test]')")
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ for every j outside {a, b}:
   radii, all N(N−1)/2 pair slice populations at every threshold) on the local cluster,
   store read included; pass 2 (radii about the mean) timed apart. Every numba kernel of
   both passes is compiled on the workers before the clock starts.
-- **the seed study's code, in RAM** — after loading the array, as its parts I–IV do it::
+- **the CelebA study's code, in RAM** — after loading the array, as its parts I–IV do it::
 
       np.corrcoef(X.T)
       for j in range(N): np.histogram(X[:, j], bins=edges)
@@ -28,7 +28,7 @@ for every j outside {a, b}:
   computes no figure.
 
 Each baseline's figures are checked against the fused pass's: slice counts and
-histograms equal, covariance (correlation for the seed's code) within 1e-6 of its
+histograms equal, covariance (correlation for the study's code) within 1e-6 of its
 largest entry.
 """
 
@@ -58,12 +58,12 @@ from latentdask.stats.reduce import Inputs, first_pass, second_pass
 from latentdask.stats.summary import SummaryParams, SummaryState
 from latentdask.store.points import open_zpoints
 
-#: pairs the seed study's code counts (all 32,640 pairs would take it hours)
+#: pairs the CelebA study's code counts (all 32,640 pairs would take it hours)
 PAIRS = 16
 #: covariance and correlation: largest |difference| relative to the largest entry
 COVARIANCE_TOLERANCE = 1e-6
 
-SEED = "the seed study's code in RAM, total (load included)"
+STUDY_CODE = "the CelebA study's code in RAM, total (load included)"
 NUMPY = "numpy in RAM, all pairs, total (load included)"
 DASK = "dask.array, all pairs, total (one compute)"
 BOUND = "bound: float32 X^T X over the same chunks (no figure)"
@@ -131,7 +131,7 @@ def _populations_task(x: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 def seed_code(
     x: np.ndarray, edges: np.ndarray, pairs: list[tuple[int, int]], t: float
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """The seed study's way, on an array in RAM: seconds per part, and its figures."""
+    """The CelebA study's way, on an array in RAM: seconds per part, and its figures."""
     seconds = {}
     started = time.perf_counter()
     correlation = np.corrcoef(x.T)
@@ -265,23 +265,23 @@ def bench_stats(
             report.add("loading the array into RAM (both in-RAM baselines)", load, "s", kind="detail")
             parts, seed = seed_code(x, params.edges, pairs, t)
             for name, seconds in parts.items():
-                report.add(f"the seed study's code: {name}", seconds, "s", kind="detail")
-            report.add(SEED, load + sum(parts.values()), "s", kind="baseline")
+                report.add(f"the CelebA study's code: {name}", seconds, "s", kind="detail")
+            report.add(STUDY_CODE, load + sum(parts.values()), "s", kind="baseline")
             report.check(
-                SEED,
+                STUDY_CODE,
                 "correlation: largest |difference| / largest entry",
                 relative_difference(fused["corr"], seed["corr"]),
                 COVARIANCE_TOLERANCE,
             )
             report.check(
-                SEED,
+                STUDY_CODE,
                 "histograms: largest |count difference|",
                 count_difference(fused["hist"], seed["hist"]),
                 0,
             )
             ours = np.array([fused["populations"][0, a, b] for a, b in pairs])
             report.check(
-                SEED,
+                STUDY_CODE,
                 f"slice counts of {PAIRS} pairs at t={t:g}: largest |difference|",
                 count_difference(ours, seed["pairs"]),
                 0,
@@ -293,7 +293,7 @@ def bench_stats(
             report.add(NUMPY, load + sum(parts.values()), "s", kind="baseline")
             _check_all_pairs(report, NUMPY, fused, expert)
 
-    compared = [SEED, NUMPY, DASK] if baselines else []
+    compared = [STUDY_CODE, NUMPY, DASK] if baselines else []
     report.add(
         "fused pass 1: every family, all pairs (store read included)",
         one,

@@ -129,7 +129,7 @@ def bench_stats(
     ] = True,
     json_out: JsonOption = None,
 ) -> None:
-    """The fused statistics pass against the seed study's code, numpy and dask.array (all pairs), and a
+    """The fused statistics pass against the CelebA study's own code, numpy and dask.array (all pairs), and a
     float32 XᵀX bound; every baseline's figures checked against latentdask's."""
     from latentdask.bench.stats import bench_stats as run
 

@@ -1,4 +1,4 @@
-"""The seed study's convolutional autoencoder.
+"""The CelebA study's convolutional autoencoder.
 
 Encoder: 4 ``Conv2d`` layers (64, 64, 128, 128 filters by default, kernel 3, each
 halving the image with stride 2), LeakyReLU, optional batch normalization, then a

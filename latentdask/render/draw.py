@@ -3,7 +3,7 @@
 Each projection becomes a labelled image over its aggregate: component numbers on the
 axes, the point count in the title, a colour bar in points per pixel (histogram-equalized
 or logarithmic), the origin marked, artificial points in red and one special real point
-in orange above it. Ranked selections are laid out as grids, like the seed's 4 × 4 figures.
+in orange above it. Ranked selections are laid out as grids, like the CelebA study's 4 × 4 figures.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ TOP = 20
 def peak_and_fwhm(counts: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Position of each histogram's maximum and its full width at half maximum.
 
-    Steps, per component (the seed's mu and hw):
+    Steps, per component (the CelebA study's mu and hw):
     1. the peak is the centre of the fullest bin (the first, if several tie);
     2. walk outwards from it while bins hold at least half the maximum;
     3. place each half-maximum crossing by linear interpolation between the bin centres

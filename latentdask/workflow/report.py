@@ -1,7 +1,7 @@
 """``report.html``: one self-contained page per run folder, readable offline.
 
 It gathers what the workflow's steps wrote — dataset, model and training curve, the
-headline statistics (the dominant components' peak and FWHM, the seed's mu/hw table;
+headline statistics (the dominant components' peak and FWHM, the CelebA study's mu/hw table;
 correlation counts and strong pairs; slice populations of the chosen pairs), the radius
 plot with the uniform sampler's curves, normality, the projection grids, the decoded
 grids with their scores and face rates — and the steps' parameters and timings from
@@ -187,7 +187,7 @@ def write_report(folder: str | Path) -> Path:
         if figures.get("selection"):
             parts.append(f"<p>rows: {_esc(figures['selection'])}</p>")
         parts.append(
-            "<h3>Dominant components (the seed's mu/hw)</h3>"
+            "<h3>Dominant components (the CelebA study's mu/hw)</h3>"
             + _table(
                 ["latent", "peak (mu)", "FWHM (hw)", "mean"],
                 [

@@ -124,7 +124,7 @@ class RenderSection(RenderOptions):
 
     # A run's defaults differ from the command's on purpose: the command draws what it is asked
     # for, a study draws the pairs that mean something across models (ranked by correlation and
-    # by slice population, not by component number) and the seed's slices at |x_j| < 1.5.
+    # by slice population, not by component number) and the CelebA study's slices at |x_j| < 1.5.
     pairs: tuple[str, ...] = ("corr:1", "corr:2", "smallest-slice:1")
     slice: float | None = 1.5
     overlay: tuple[str, ...] = ()  # labels of generate's samplers whose points are drawn in red
