@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import zarr
 
@@ -109,3 +110,31 @@ def test_face_rate_uses_readable_images_and_counts_the_skipped(tmp_path: Path) -
     text = format_face_rates(result)
     assert "note: 3 unreadable real image(s) skipped (e.g. 000002.jpg: not an image file;" in text
     assert "note: 4 real image(s) used of 200 asked for" in text
+
+
+def test_round_trip_moves_points_the_decoder_cannot_represent(checkpoint: Path) -> None:
+    """decode → 8-bit image → encode: the model's own codes of real images move little, points far
+    outside (the decoder saturates) move by about their own length."""
+    from latentdask.generate.faces import round_trip
+    from latentdask.generate.grids import decode_points
+
+    loaded = load_checkpoint(checkpoint)
+    model = loaded.model
+    rng = np.random.default_rng(0)
+    dim = model.config.latent_dim
+    pixels = rng.uniform(0, 1, size=(8, 3, model.config.image_size, model.config.image_size)).astype(
+        np.float32
+    )
+    with torch.inference_mode():
+        own = model.eval().encode(torch.from_numpy(pixels)).numpy()
+        far = 100 * own / np.linalg.norm(own, axis=1, keepdims=True) * np.sqrt(dim)
+        expected = np.linalg.norm(
+            model.encode(
+                torch.from_numpy(decode_points(model, own).transpose(0, 3, 1, 2) / 255).float()
+            ).numpy()
+            - own,
+            axis=1,
+        )
+    near = round_trip(model, own, decode_points(model, own))
+    assert near["round_trip_q50"] == pytest.approx(float(np.median(expected)), rel=1e-5)
+    assert round_trip(model, far, decode_points(model, far))["round_trip_q50"] > 10 * near["round_trip_q50"]

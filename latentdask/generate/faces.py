@@ -80,17 +80,21 @@ def face_rates(
     import zarr
 
     detector = face_detector()
+    model = checkpoint.model
     real = readable_images(checkpoint, dataset, range(n))
-    reconstructions = decode_points(checkpoint.model, encode_images(checkpoint.model, real.pixels))
+    real_z = encode_images(model, real.pixels)
+    reconstructions = decode_points(model, real_z)
     reference = {
         "real images": _rate(to_uint8(real.pixels), detector),
-        "real reconstructions": _rate(reconstructions, detector),
+        "real reconstructions": _rate(reconstructions, detector) | round_trip(model, real_z, reconstructions),
     }
     sets = {}
     for path in point_sets:
         group = zarr.open_group(str(path), mode="r")
         label = f"{group.attrs.get('sampler', Path(path).stem)} ({Path(path).name})"
-        sets[label] = _rate(decode_points(checkpoint.model, np.asarray(group["z"][:n])), detector)  # type: ignore[index]
+        z = np.asarray(group["z"][:n])  # type: ignore[index]
+        images = decode_points(model, z)
+        sets[label] = _rate(images, detector) | round_trip(model, z, images)
     meaningful = reference["real reconstructions"]["faces"] > 0
     if not meaningful:
         sets = {label: rate | {"rate": None} for label, rate in sets.items()}
@@ -109,6 +113,14 @@ def face_rates(
     }
 
 
+def round_trip(model: Any, z: np.ndarray, images: np.ndarray) -> dict[str, Any]:
+    """How far decode → 8-bit image → encode moves each point, |E(D(z)) − z|: a point the decoder
+    cannot represent moves far. ``images``: D(z) as uint8 (k, size, size, 3)."""
+    pixels = images.transpose(0, 3, 1, 2).astype(np.float32) / 255
+    moved = np.linalg.norm(encode_images(model, pixels) - np.asarray(z, dtype=np.float32), axis=1)
+    return {"round_trip_q50": float(np.median(moved)), "round_trip_q90": float(np.quantile(moved, 0.9))}
+
+
 def _rate(images: np.ndarray, detector: Any) -> dict[str, Any]:
     found = has_face(images, detector)
     return {
@@ -119,10 +131,11 @@ def _rate(images: np.ndarray, detector: Any) -> dict[str, Any]:
 
 
 def format_face_rates(result: dict[str, Any]) -> str:
-    lines = [f"{'face rate':<40} {'images':>7} {'faces':>6} {'rate':>6}"]
+    lines = [f"{'face rate':<40} {'images':>7} {'faces':>6} {'rate':>6} {'round trip q50':>15}"]
     for name, s in (result["reference"] | result["sets"]).items():
         rate = "—" if s["rate"] is None else f"{s['rate']:.3f}"
-        lines.append(f"{name[:40]:<40} {s['images']:>7} {s['faces']:>6} {rate:>6}")
+        moved = "—" if s.get("round_trip_q50") is None else f"{s['round_trip_q50']:.3f}"
+        lines.append(f"{name[:40]:<40} {s['images']:>7} {s['faces']:>6} {rate:>6} {moved:>15}")
     real = result.get("real_images")  # absent from files written before it was recorded
     if real and real["skipped"]:
         lines.append(
