@@ -14,7 +14,7 @@ from latentdask.bench.report import BenchReport
 from latentdask.bench.tables import BEGIN, END, bench_table
 from tests.helpers import run_cli
 
-BENCHES = ("decode", "train", "encode", "stats", "knn", "render")
+BENCHES = ("decode", "train", "encode", "stats", "knn", "render", "gmm")
 
 
 def tiny_command(name: str) -> list[str]:
@@ -108,6 +108,18 @@ def test_bench_knn(tmp_path: Path) -> None:
     assert report["setup"]["blas_threads_baseline"] == report["setup"]["workers"] == 2
     assert report["setup"]["blas_threads_per_task_worker"] == [1]
     assert report["setup"]["query_batch"] == 256
+
+
+def test_bench_gmm(tmp_path: Path) -> None:
+    report = bench("gmm", tmp_path)
+    assert_checked(report, baselines=1)
+    (baseline,) = (row for row in report["rows"] if row["kind"] == "baseline")
+    assert set(baseline["check"]) == {
+        "weights after one iteration",
+        "means after one iteration",
+        "covariances after one iteration",
+    }
+    assert report["setup"]["blas_threads_baseline"] == report["setup"]["workers"] == 2
 
 
 def test_bench_render(tmp_path: Path) -> None:

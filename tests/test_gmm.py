@@ -45,7 +45,7 @@ def test_em_equals_scikit_learn_from_the_same_start(tmp_path: Path, covariance: 
     ).astype(np.float32)  # overlapping components: EM takes all its iterations
     corpus = open_zpoints(write_store(tmp_path / "s.zarr", x))
     options = gmm.GMMOptions(components=k, covariance=covariance, split="all", max_iter=8, tol=0)
-    passes = gmm._Passes(corpus, None, None)
+    passes = gmm.Passes(corpus, None, None)
     start = gmm.initial_mixture(corpus, passes, None, k, options, None)
     fit = gmm.em(passes, start, options=options)
     covariances = (

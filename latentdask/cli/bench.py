@@ -1,6 +1,6 @@
 """Measurements against baselines run in the same process.
 
-``latentdask bench decode|train|encode|stats|knn|render``, ``bench all`` (every one, one
+``latentdask bench decode|train|encode|stats|knn|render|gmm``, ``bench all`` (every one, one
 JSON) and ``bench readme`` (the README's tables from that JSON).
 """
 
@@ -156,6 +156,26 @@ def bench_knn(
     _run(
         json_out,
         functools.partial(run, n=n, queries=queries, dim=dim, chunk_rows=chunk_rows, workers=workers),
+    )
+
+
+@app.command("gmm")
+@user_errors
+def bench_gmm(
+    n: Annotated[int, typer.Option("--n", help="Rows of the synthetic store.")] = 2_000_000,
+    dim: DimOption = 256,
+    components: Annotated[int, typer.Option(help="Mixture components (full covariances).")] = 8,
+    chunk_rows: ChunkRowsOption = 65_536,
+    workers: WorkersOption = 2,
+    json_out: JsonOption = None,
+) -> None:
+    """One EM iteration of the Gaussian mixture over a store, in rows/s, against scikit-learn's
+    iteration on the array in RAM (same start, same figures) and a float32 GEMM bound."""
+    from latentdask.bench.gmm import bench_gmm as run
+
+    _run(
+        json_out,
+        functools.partial(run, n=n, dim=dim, components=components, chunk_rows=chunk_rows, workers=workers),
     )
 
 

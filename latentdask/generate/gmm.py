@@ -178,7 +178,7 @@ class Fit:
     notes: list[str] = field(default_factory=list)
 
 
-class _Passes:
+class Passes:
     """One pass of a kernel over the selected rows of a store, on the given scheduler."""
 
     def __init__(self, corpus: ZPoints, keep: Any, scheduler: Any) -> None:
@@ -228,7 +228,14 @@ def _m_step(sums: dict[str, Any], old_means: np.ndarray, reg_covar: float, diago
     return Mixture(weights=counts / counts.sum(), means=means, covariances=covariances)
 
 
-def em(passes: _Passes, start: Mixture, *, options: GMMOptions, progress: bool = False) -> Fit:
+def em_step(passes: Passes, mixture: Mixture, *, options: GMMOptions) -> Mixture:
+    """One EM iteration from ``mixture``: an E-step pass over the rows, then the M-step."""
+    diagonal = options.covariance == "diag"
+    sums = passes.run(_em_block, mixture, "gmm_em", diagonal)
+    return _m_step(sums, mixture.means, options.reg_covar, diagonal)
+
+
+def em(passes: Passes, start: Mixture, *, options: GMMOptions, progress: bool = False) -> Fit:
     """EM from ``start`` until the mean log-likelihood gains less than ``tol`` (or ``max_iter``)."""
     diagonal = options.covariance == "diag"
     mixture, previous, notes = start, -np.inf, []
@@ -254,7 +261,7 @@ def em(passes: _Passes, start: Mixture, *, options: GMMOptions, progress: bool =
 
 
 def initial_mixture(
-    corpus: ZPoints, passes: _Passes, keep: Any, k: int, options: GMMOptions, scheduler: Any
+    corpus: ZPoints, passes: Passes, keep: Any, k: int, options: GMMOptions, scheduler: Any
 ) -> Mixture:
     """k-means++ on a seeded sample, Lloyd over every row, then each cluster's moments."""
     from latentdask.generate.score import real_sample
@@ -294,7 +301,7 @@ def fit_gmm(
     corpus = open_zpoints(store)
     split = fit_rows_split(corpus, options.split)
     keep, selection = selection_mask(corpus, split, options.where)
-    passes = _Passes(corpus, keep, scheduler)
+    passes = Passes(corpus, keep, scheduler)
     if options.components == "auto":
         if split not in HELD_OUT:
             raise GMMError(
@@ -302,7 +309,7 @@ def fit_gmm(
                 f"not split={split}"
             )
         outside, _ = selection_mask(corpus, HELD_OUT[split], options.where)
-        heldout = _Passes(corpus, outside, scheduler)
+        heldout = Passes(corpus, outside, scheduler)
         candidates = range(1, options.max_components + 1)
     else:
         heldout, candidates = None, range(options.components, options.components + 1)
