@@ -14,6 +14,7 @@ from sklearn.mixture import GaussianMixture
 
 from latentdask.generate import gmm
 from latentdask.generate.samplers import generate, sampler_spec
+from latentdask.generate.synthetic import true_distribution
 from latentdask.store.points import open_zpoints
 from tests.helpers import run_cli
 
@@ -128,3 +129,52 @@ def test_gmm_command_on_worker_processes(tmp_path: Path) -> None:
     taken.write_text(json.dumps({"mine": True}))
     refused = run_cli("gmm", str(store), "--out", str(taken), "--components", "2", "--split", "fit")
     assert refused.returncode == 2 and json.loads(taken.read_text()) == {"mine": True}
+
+
+def test_building_an_em_pass_computes_nothing(tmp_path: Path) -> None:
+    import dask
+
+    x, _ = known_mixture(np.random.default_rng(7), 2000, 3, 2)
+    corpus = open_zpoints(write_store(tmp_path / "s.zarr", x))
+    mixture = gmm.Mixture(np.full(2, 0.5), x[:2].astype(np.float64), np.stack([np.eye(3)] * 2))
+
+    def forbid(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the graph was computed while it was built")
+
+    with dask.config.set(scheduler=forbid):
+        graph = gmm.Passes(corpus, None, None).graph(gmm._em_block, mixture, "gmm_em", False)
+    names = {str(key).rsplit("-", 1)[0] for key in dict(graph.dask)}
+    assert {"gmm_em_chunk", "gmm_em_combine-0-0"} <= names  # one task per block, readable names
+    assert [str(k).rsplit("-", 1)[0] for k in dict(graph.dask)].count("gmm_em_chunk") == 4
+
+
+def test_synth_latents_mixture_is_found_at_scale(tmp_path: Path) -> None:
+    """`synth-latents --components 3` then `gmm --components auto`: K = 3, means and weights recovered."""
+    store = tmp_path / "mixture.zarr"
+    made = run_cli(
+        "synth-latents", str(store), "--n", "60000", "--dim", "16", "--components", "3", "--seed", "5"
+    )
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "GMM.zarr"
+    fitted = run_cli(
+        "gmm",
+        str(store),
+        "--out",
+        str(out),
+        "--components",
+        "auto",
+        "--max-components",
+        "5",
+        "--split",
+        "fit",
+    )
+    assert fitted.returncode == 0, fitted.stderr
+    truth = zarr.open_group(str(store), mode="r")
+    true_means = np.asarray(truth["true_means"][:])
+    found = xr.open_zarr(out)
+    assert found.attrs["components"] == 3
+    distance = np.linalg.norm(found["means"].values[:, None, :] - true_means[None, :, :], axis=2)
+    assert (distance.min(axis=0) < 0.1).all()  # every true mean found, within 0.1 (spreads ≤ 1.8)
+    np.testing.assert_allclose(np.sort(found["weights"].values), 1 / 3, atol=0.02)
+    _, within = true_distribution(16, 5)  # each component's covariance
+    np.testing.assert_allclose(found["covariances"].values, np.stack([within] * 3), atol=0.1)

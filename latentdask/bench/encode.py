@@ -49,6 +49,7 @@ from latentdask.encode.run import EncodeOptions, encode
 from latentdask.model.autoencoder import Autoencoder, for_inference
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig
+from latentdask.store.layout import create_latents
 
 #: float32 latents from torch on other thread counts and weight layouts: relative to the largest |latent|
 LATENT_TOLERANCE = 1e-4
@@ -144,15 +145,7 @@ def multi_process_loop(
 
     n, processes = len(paths), os.cpu_count() or 1
     group = zarr.open_group(str(store), mode="w")
-    # laid out as the store's own arrays (store/layout.py): a shard per chunk, z uncompressed
-    group.create_array(
-        "z",
-        shape=(n, latent_dim),
-        chunks=(shard_size, latent_dim),
-        dtype="float32",
-        fill_value=np.nan,
-        compressors=None,
-    )
+    create_latents(group, n, latent_dim, shard_size)  # laid out as the store's own
     group.create_array("valid", shape=(n,), chunks=(shard_size,), dtype=bool, fill_value=False)
     shards = [(start, min(start + shard_size, n)) for start in range(0, n, shard_size)]
     shares = [shards[k::processes] for k in range(processes)]

@@ -102,11 +102,14 @@ def synth_latents(
     dim: Annotated[int, typer.Option(help="Columns (latent dimension).")] = 256,
     seed: Annotated[int, typer.Option(help="Same seed, same numbers.")] = 0,
     chunk_rows: Annotated[int, typer.Option(help="Rows per chunk (and per block generated).")] = 65_536,
+    components: Annotated[
+        int, typer.Option(help="A mixture of this many such Gaussians, well apart (for gmm's tests).")
+    ] = 1,
 ) -> None:
     """Write (n, dim) float32 z-points from a known Gaussian shaped like the CelebA study's latents."""
     from latentdask.generate.synthetic import synthesize_latents
 
-    synthesize_latents(out, n=n, dim=dim, seed=seed, chunk_rows=chunk_rows)
+    synthesize_latents(out, n=n, dim=dim, seed=seed, chunk_rows=chunk_rows, components=components)
     console.print(f"wrote {n} x {dim} synthetic z-points (true mean and covariance beside them) → {out}")
 
 

@@ -186,6 +186,11 @@ class Passes:
         self.blocks = row_blocks(corpus.z, masks)
         self.scheduler = scheduler
 
+    def graph(self, kernel: Any, shared: Any, name: str, *extra: Any) -> Any:
+        """The pass, a delayed sum of ``kernel(block, keep, shared, *extra)``; built, not computed."""
+        blocks = [(*block, shared, *extra) for block in self.blocks]
+        return reduce_blocks(blocks, chunk=kernel, combine=_add, name=name)
+
     def run(self, kernel: Any, shared: Any, name: str, *extra: Any) -> dict[str, Any]:
         # the shared parameters travel once to every worker, not inside each task; under a key of
         # their own (hash=False): equal parameters twice in a row (Lloyd converged) would otherwise
@@ -195,10 +200,7 @@ class Passes:
             if hasattr(self.scheduler, "scatter")
             else shared
         )
-        blocks = [(*block, shipped, *extra) for block in self.blocks]
-        (merged,) = dask.compute(
-            reduce_blocks(blocks, chunk=kernel, combine=_add, name=name), scheduler=self.scheduler
-        )
+        (merged,) = dask.compute(self.graph(kernel, shipped, name, *extra), scheduler=self.scheduler)
         return merged
 
 

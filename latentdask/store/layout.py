@@ -74,6 +74,20 @@ class StoreError(LatentdaskError):
     """A latent store is missing, half-made, or belongs to another model or dataset."""
 
 
+def create_latents(group: zarr.Group, n: int, latent_dim: int, shard_size: int) -> zarr.Array:
+    """The store's ``z``: float32, a shard per chunk, NaN until written, uncompressed (latents
+    barely compress, and the checksums and reads go faster without a codec)."""
+    return group.create_array(
+        "z",
+        shape=(n, latent_dim),
+        chunks=(shard_size, latent_dim),
+        dtype="float32",
+        fill_value=np.nan,
+        dimension_names=["image", "latent"],
+        compressors=None,
+    )
+
+
 def create_store(
     path: str | Path,
     manifest: Manifest,
@@ -104,15 +118,7 @@ def create_store(
         )
 
     # 1. Arrays the tasks fill.
-    group.create_array(
-        "z",
-        shape=(n, latent_dim),
-        chunks=(shard_size, latent_dim),
-        dtype="float32",
-        fill_value=np.nan,
-        dimension_names=["image", "latent"],
-        compressors=None,
-    )
+    create_latents(group, n, latent_dim, shard_size)
     per_image("valid", bool, False)
     per_image("error", str, "")
     per_image("crop", str, "")
