@@ -47,7 +47,7 @@ def test_em_equals_scikit_learn_from_the_same_start(tmp_path: Path, covariance: 
     corpus = open_zpoints(write_store(tmp_path / "s.zarr", x))
     options = gmm.GMMOptions(components=k, covariance=covariance, split="all", max_iter=8, tol=0)
     passes = gmm.Passes(corpus, None, None)
-    start = gmm.initial_mixture(corpus, passes, None, k, options, None)
+    start = gmm.initial_mixture(corpus, passes, None, k, options, None, [])
     fit = gmm.em(passes, start, options=options)
     covariances = (
         start.covariances if covariance == "full" else np.diagonal(start.covariances, axis1=1, axis2=2)
@@ -178,3 +178,15 @@ def test_synth_latents_mixture_is_found_at_scale(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.sort(found["weights"].values), 1 / 3, atol=0.02)
     _, within = true_distribution(16, 5)  # each component's covariance
     np.testing.assert_allclose(found["covariances"].values, np.stack([within] * 3), atol=0.1)
+
+
+def test_components_nobody_belongs_to_are_dropped_and_said(tmp_path: Path) -> None:
+    """A start with a component far from every row: dropped, weights renormalised, the fit says so."""
+    x, _ = known_mixture(np.random.default_rng(8), 2000, 3, 2)
+    corpus = open_zpoints(write_store(tmp_path / "s.zarr", x))
+    far = np.vstack([x[:2].astype(np.float64), np.full((1, 3), 1e4)])
+    start = gmm.Mixture(np.full(3, 1 / 3), far, np.stack([np.eye(3)] * 3))
+    fit = gmm.em(gmm.Passes(corpus, None, None), start, options=gmm.GMMOptions(components=3, split="all"))
+    assert fit.mixture.components == 2 and fit.mixture.weights.sum() == pytest.approx(1.0)
+    assert fit.notes and "dropped 1 empty component" in fit.notes[0]
+    assert np.isfinite(fit.log_likelihood)

@@ -13,7 +13,7 @@ the same cores (``workers`` single-threaded worker processes against ``workers``
     columns the dashboard holds persisted across the workers (:class:`~latentdask.render.explore.Explorer`),
     in points/s, against datashader on an in-memory pandas DataFrame of the same two
     columns, same canvas, cut in ``workers`` parts aggregated on as many threads and summed.
-    Each is timed as the best of ``repeats``.
+    The zoom (b) is timed as the best of ``repeats``; the aggregation (a) once.
 
 The baselines' canvases must equal latentdask's, count for count.
 """

@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import dask
 import numpy as np
@@ -60,7 +60,7 @@ class GMMOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    components: int | Literal["auto"] = 8
+    components: Annotated[int, Field(ge=1)] | Literal["auto"] = 8
     max_components: int = Field(default=8, ge=1)  # with components="auto": K = 1 … this
     covariance: Literal["full", "diag"] = "full"
     split: str | None = None  # the rows fitted; None: train when the store has it, else fit
@@ -237,21 +237,36 @@ def em_step(passes: Passes, mixture: Mixture, *, options: GMMOptions) -> Mixture
     return _m_step(sums, mixture.means, options.reg_covar, diagonal)
 
 
+def _drop_empty(
+    sums: dict[str, Any], mixture: Mixture, notes: list[str], when: str
+) -> tuple[dict[str, Any], Mixture]:
+    """Leave out the components nobody belongs to (their M-step would divide by zero), and say so."""
+    empty = sums["resp"] <= 1e-10 * max(sums["rows"], 1)
+    if not empty.any():
+        return sums, mixture
+    if empty.all():
+        raise GMMError(f"{when}: every component lost its rows (are the rows finite and not all equal?)")
+    notes.append(f"{when}: dropped {int(empty.sum())} empty component(s)")
+    kept = {k: (v[~empty] if isinstance(v, np.ndarray) else v) for k, v in sums.items()}
+    weights = mixture.weights[~empty]
+    return kept, Mixture(weights / weights.sum(), mixture.means[~empty], mixture.covariances[~empty])
+
+
 def em(passes: Passes, start: Mixture, *, options: GMMOptions, progress: bool = False) -> Fit:
     """EM from ``start`` until the mean log-likelihood gains less than ``tol`` (or ``max_iter``)."""
     diagonal = options.covariance == "diag"
-    mixture, previous, notes = start, -np.inf, []
+    mixture, previous, notes = start, -np.inf, list[str]()
     for iteration in range(1, options.max_iter + 1):
         sums = passes.run(_em_block, mixture, "gmm_em", diagonal)
-        empty = sums["resp"] <= 1e-10 * max(sums["rows"], 1)
-        if empty.any():  # a component nobody belongs to: dropped
-            notes.append(f"iteration {iteration}: dropped {int(empty.sum())} empty component(s)")
-            sums = {k: (v[~empty] if isinstance(v, np.ndarray) else v) for k, v in sums.items()}
-            mixture = Mixture(mixture.weights[~empty], mixture.means[~empty], mixture.covariances[~empty])
+        sums, mixture = _drop_empty(sums, mixture, notes, f"iteration {iteration}")
         current = sums["log_likelihood"] / sums["rows"]
+        if not np.isfinite(current):
+            raise GMMError(f"iteration {iteration}: the log-likelihood is {current} (singular covariances?)")
         if progress:
             console.print(f"  K = {len(sums['resp'])}: iteration {iteration}, log-likelihood {current:.4f}")
         if current - previous < options.tol:
+            if current < previous:
+                notes.append(f"iteration {iteration}: the log-likelihood fell by {previous - current:.3g}")
             return Fit(mixture, current, iteration, True, sums["rows"], notes)
         previous = current
         mixture = _m_step(sums, mixture.means, options.reg_covar, diagonal)
@@ -263,7 +278,7 @@ def em(passes: Passes, start: Mixture, *, options: GMMOptions, progress: bool = 
 
 
 def initial_mixture(
-    corpus: ZPoints, passes: Passes, keep: Any, k: int, options: GMMOptions, scheduler: Any
+    corpus: ZPoints, passes: Passes, keep: Any, k: int, options: GMMOptions, scheduler: Any, notes: list[str]
 ) -> Mixture:
     """k-means++ on a seeded sample, Lloyd over every row, then each cluster's moments."""
     from latentdask.generate.score import real_sample
@@ -280,7 +295,8 @@ def initial_mixture(
     dim = centres.shape[1]
     unit = Mixture(np.full(k, 1 / k), centres, np.broadcast_to(np.eye(dim), (k, dim, dim)))
     sums = passes.run(_em_block, unit, "gmm_init", options.covariance == "diag")
-    return _m_step(sums, centres, options.reg_covar, options.covariance == "diag")
+    sums, unit = _drop_empty(sums, unit, notes, "initialisation")
+    return _m_step(sums, unit.means, options.reg_covar, options.covariance == "diag")
 
 
 # ---------------------------------------------------------------------------- fit, save, open
@@ -317,8 +333,10 @@ def fit_gmm(
         heldout, candidates = None, range(options.components, options.components + 1)
     fits, curve = [], []
     for k in candidates:
-        start = initial_mixture(corpus, passes, keep, k, options, scheduler)
+        started: list[str] = []
+        start = initial_mixture(corpus, passes, keep, k, options, scheduler, started)
         result = em(passes, start, options=options, progress=progress)
+        result.notes[:0] = started
         row: dict[str, float] = {"components": k, "fit_log_likelihood": result.log_likelihood}
         row["bic"] = -2 * result.log_likelihood * result.rows + _parameters(
             result.mixture, options

@@ -10,11 +10,13 @@ to hold out, and scoring refuses them.
 For each point set (artificial z-points, and always the held-out real points as the
 reference):
 
-1. **Mahalanobis distance** to the real mean under the real covariance: its
-   distribution (quantiles, mean). For a Gaussian corpus it would follow χ(N).
+1. **Mahalanobis distance** to the fit's mean under its covariance: its distribution
+   (quantiles, mean). For Gaussian data a held-out point's d² follows the out-of-sample law
+   n/(n+1)·d² ~ (n−1)N/(n−N)·F(N, n−N) (mean ≈ N(n−1)/(n−N−2)), above χ²(N)'s N: points
+   drawn from the fit itself sit closer.
 2. **Components outside the real range**: per point, how many components lie outside
-   the real per-component [0.5 %, 99.5 %] range (read off the full-corpus histograms),
-   and the distribution of that count.
+   the fit's per-component [0.5 %, 99.5 %] range (read off its histograms), and the
+   distribution of that count.
 3. **Distance to the nearest real z-point of the fit**, exact, by brute force against every
    row of the fit, one task per block of the store (|q|² + |x|² − 2 q·x, a GEMM per block),
    merged by minimum; real and artificial points are measured against the same rows.
@@ -46,7 +48,7 @@ from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts
 from latentdask.stats.summary import select_rows
 from latentdask.store.output import write_json
 from latentdask.store.points import ZPoints, open_zpoints
-from latentdask.store.rows import selection_mask
+from latentdask.store.rows import selection_mask, split_mask
 
 if TYPE_CHECKING:
     import torch
@@ -62,7 +64,7 @@ class ScoreError(LatentdaskError):
 
 @dataclass(frozen=True)
 class Reference:
-    """What every score is measured against, from the full-corpus statistics."""
+    """What every score is measured against, from the fit's statistics."""
 
     mean: np.ndarray
     inverse_factor: np.ndarray  # L⁻¹ with Σ = L Lᵀ: Mahalanobis = |L⁻¹ (x - μ)|
@@ -87,7 +89,7 @@ class Reference:
 
 
 def histogram_quantiles(stats: xr.Dataset, q: float) -> np.ndarray:
-    """Per-component q-quantile of the full corpus, interpolated within the histogram's bins."""
+    """Per-component q-quantile of the statistics' rows, interpolated within the histogram's bins."""
     edges = stats["bin_edges"].values
     counts = np.concatenate(
         [stats["underflow"].values[:, None], stats["hist"].values, stats["overflow"].values[:, None]], axis=1
@@ -310,17 +312,28 @@ def score(
         population[np.tril_indices(dim)] = np.inf
         pair = tuple(int(v) for v in np.unravel_index(np.argmin(population), population.shape))  # type: ignore[assignment]
     a, b = pair  # type: ignore[misc]
-    fit, fit_selection = selection_mask(corpus, *fitted_rows(statistics))
-    if fit is None:
+    fit_split, fit_where = fitted_rows(statistics)
+    fit, fit_selection = selection_mask(corpus, fit_split, fit_where)
+    split_rows = split_mask(corpus, fit_split)
+    if fit is None or split_rows is None:
         raise ScoreError(
-            f"the statistics {stats} describe every valid row ({fit_selection}), so no real point is held "
-            "out of the fit: compute them on the rows to fit (latentdask stats --split train, or --split fit "
-            "for a seeded 90 %) and score against the others"
+            f"the statistics {stats} describe rows of every split ({fit_selection}), so no real point "
+            "is held out of the fit: compute them on the rows to fit (latentdask stats --split train, "
+            "or --split fit for a seeded 90 %) and score against the others"
         )
-    real, rows = real_sample(corpus, reference_size, seed, scheduler, keep=~fit)
+    in_fit = np.asarray(fit.compute(scheduler=scheduler), dtype=bool)
+    selected = int(statistics["count"]) + int(statistics["invalid"]) + int(statistics["nonfinite"])
+    if int(in_fit.sum()) != selected:
+        raise ScoreError(
+            f"the statistics {stats} selected {selected:,} rows ({fit_selection}); {store} has "
+            f"{int(in_fit.sum()):,} there: were they computed on this store?"
+        )
+    # held out: the same conditions (--where) in the rows of the other splits
+    same_conditions, _ = selection_mask(corpus, "all", fit_where)
+    outside = ~split_rows if same_conditions is None else ~split_rows & same_conditions
+    real, rows = real_sample(corpus, reference_size, seed, scheduler, keep=outside)
     if len(rows) == 0:
         raise ScoreError(f"no valid row of {store} lies outside the fit ({fit_selection}) to compare with")
-    in_fit = np.asarray(fit.compute(scheduler=scheduler), dtype=bool)
     sets: dict[str, tuple[np.ndarray, np.ndarray | None]] = {"real (held out)": (real, rows)}
     for path in point_sets:
         node = zarr.open_group(str(path), mode="r")
@@ -334,6 +347,13 @@ def score(
         from latentdask.generate.gmm import open_gmm
 
         mixture = open_gmm(gmm)
+        mixture_rows = fitted_rows(xr.open_zarr(gmm))
+        if mixture_rows != (fit_split, fit_where):
+            raise ScoreError(
+                f"the mixture {gmm} was fitted on split={mixture_rows[0]}, where={list(mixture_rows[1])}; "
+                f"the statistics on split={fit_split}, where={list(fit_where)}: the held-out points must be "
+                "held out of both"
+            )
         if mixture.means.shape[1] != dim:
             raise ScoreError(f"{gmm} has {mixture.means.shape[1]} components; the statistics have {dim}")
     radii = reference_radii(corpus, rows, k=K, scheduler=scheduler)
@@ -347,7 +367,9 @@ def score(
         "threshold": t,
         "real_slice_fraction": float(reference.slice_fraction[k, a, b]),
         "range": "[0.5 %, 99.5 %] per component",
-        "quality": f"k-NN balls, k = {K}, around the {len(rows):,} held-out real points and each set's",
+        "quality": (
+            f"k-NN balls, k = {K}, around the {len(rows):,} held-out real points and as many of each set's"
+        ),
         "sets": {},
     }
     for name, (points, query_rows) in sets.items():
@@ -362,8 +384,9 @@ def score(
             "log_likelihood": {"mvn": float(mvn_log_likelihood(points, reference).mean())}
             | ({} if mixture is None else {"gmm": float(mixture.score_samples(points).mean())}),
         }
-        if query_rows is None:  # an artificial set: its quality against the held-out reference
-            quality = sample_quality(corpus, rows, radii, points, k=K, scheduler=scheduler)
+        if query_rows is None:  # an artificial set: its quality against the held-out reference,
+            # with as many of its points as there are reference points (the measures depend on both sizes)
+            quality = sample_quality(corpus, rows, radii, points[: len(rows)], k=K, scheduler=scheduler)
             results["sets"][name]["quality"] = quality
     return results
 

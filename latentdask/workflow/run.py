@@ -229,6 +229,7 @@ class Runner:
             def score(same: bool) -> None:
                 from latentdask.generate.score import format_scores
 
+                # every set's log-likelihood under the first gmm sampler's mixture (when there is one)
                 mixtures = [paths.mixture(e.label) for e in samplers if e.name == "gmm"]
                 results = steps.score(
                     store,

@@ -92,7 +92,8 @@ class SamplerEntry(SamplerSpec):
     """
 
     label_: str | None = Field(default=None, alias="label")
-    components: int | Literal["auto"] = "auto"  # gmm: K, or picked by held-out log-likelihood
+    # gmm: K, or picked by held-out log-likelihood; a run's default (auto) differs from the command's (8)
+    components: int | Literal["auto"] = "auto"
     max_components: int = Field(default=8, ge=1)  # gmm, components="auto": K = 1 … this
     covariance: Literal["full", "diag"] = "full"  # gmm
 
@@ -109,7 +110,7 @@ class GenerateSection(GenerateOptions):
     samplers: tuple[SamplerEntry, ...] = ()
     # the rows the samplers are fitted on and scores measured against (the others are held out):
     # a split, or "fit" (all but a seeded 10 %); None: train when the dataset has it, else fit
-    fit: str | None = None
+    fit: Literal["train", "fit"] | None = None
 
 
 class DecodeSection(DecodeOptions):
