@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,29 @@ def test_held_out_share_without_a_split(corpus: tuple[Path, Path, np.ndarray, np
     assert held.mean() == pytest.approx(0.1, abs=0.02)
     assert np.array_equal(held, heldout_rows(np.arange(len(held))))
     assert np.array_equal(held[1000:1500], heldout_rows(np.arange(1000, 1500)))  # by row number alone
+
+
+def test_held_out_rows_keep_the_fit_conditions(
+    corpus: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    """Statistics of --split train --where Male=1: the reference is the men of the other splits."""
+    store, _, x, valid = corpus
+    copy = tmp_path / "store.zarr"
+    shutil.copytree(store, copy)
+    male = np.where(np.arange(len(x)) % 3 == 0, 1, -1).astype(np.int8)[:, None]
+    group = zarr.open_group(str(copy), mode="a")
+    group.create_array("attributes", shape=male.shape, chunks=(700, 1), dtype="int8")[:] = male
+    group.create_array("attribute", shape=(1,), dtype=str)[:] = np.array(["Male"])
+    stats_path = tmp_path / "train-men.zarr"
+    params = SummaryParams(thresholds=(1.5,))
+    points = open_zpoints(copy)
+    write_stats(stats_of(points, params=params, split="train", where=["Male=1"]), stats_path, source="t")
+    mvn = generate(stats_path, tmp_path / "mvn.zarr", spec=sampler_spec("mvn"), n=100)
+    results = score(copy, stats_path, [mvn], reference_size=10_000)
+    men_elsewhere = (np.arange(len(x)) >= 2400) & (male[:, 0] == 1) & valid
+    assert results["heldout_rows"] == men_elsewhere.sum()
+    assert results["fit_rows"] == ((np.arange(len(x)) < 2400) & (male[:, 0] == 1) & valid).sum()
+    with pytest.raises(ScoreError, match="no real point is held out of the fit"):
+        all_men = tmp_path / "all-men.zarr"
+        write_stats(stats_of(points, params=params, where=["Male=1"]), all_men, source="t")
+        score(copy, all_men, [mvn])
