@@ -38,11 +38,11 @@ from zarr.errors import ZarrUserWarning
 
 from latentdask.errors import LatentdaskError
 from latentdask.progress import console
-from latentdask.stats.reduce import reduce_blocks, row_blocks
+from latentdask.stats.reduce import add_states, reduce_blocks, row_blocks, ship
 from latentdask.stats.summary import select_rows
 from latentdask.store.output import owned_output
 from latentdask.store.points import ZPoints, open_zpoints
-from latentdask.store.rows import selection_mask
+from latentdask.store.rows import default_fit_split, selection_mask
 
 #: the kind of output GMM.zarr is, in its ``latentdask`` record
 GMM_KIND = "gmm"
@@ -161,10 +161,6 @@ def _log_likelihood_block(block: np.ndarray, keep: np.ndarray | None, mixture: M
     return {"rows": int(rows.sum()), "log_likelihood": float(mixture.score_samples(x[rows]).sum())}
 
 
-def _add(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {key: sum(p[key] for p in parts) for key in parts[0]}
-
-
 # ---------------------------------------------------------------------------- the fit
 
 
@@ -189,17 +185,10 @@ class Passes:
     def graph(self, kernel: Any, shared: Any, name: str, *extra: Any) -> Any:
         """The pass, a delayed sum of ``kernel(block, keep, shared, *extra)``; built, not computed."""
         blocks = [(*block, shared, *extra) for block in self.blocks]
-        return reduce_blocks(blocks, chunk=kernel, combine=_add, name=name)
+        return reduce_blocks(blocks, chunk=kernel, combine=add_states, name=name)
 
     def run(self, kernel: Any, shared: Any, name: str, *extra: Any) -> dict[str, Any]:
-        # the shared parameters travel once to every worker, not inside each task; under a key of
-        # their own (hash=False): equal parameters twice in a row (Lloyd converged) would otherwise
-        # reuse the key of the previous pass's data while the scheduler releases it
-        shipped = (
-            self.scheduler.scatter(shared, broadcast=True, hash=False)
-            if hasattr(self.scheduler, "scatter")
-            else shared
-        )
+        shipped = ship(shared, self.scheduler)
         (merged,) = dask.compute(self.graph(kernel, shipped, name, *extra), scheduler=self.scheduler)
         return merged
 
@@ -302,22 +291,12 @@ def initial_mixture(
 # ---------------------------------------------------------------------------- fit, save, open
 
 
-def fit_rows_split(corpus: ZPoints, split: str | None) -> str:
-    """The split fitted: as given, or train when the store has it, else the seeded ``fit`` share."""
-    if split is not None:
-        return split
-    from latentdask.data.celeba_names import SPLITS
-
-    has_train = corpus.split is not None and bool((corpus.split == SPLITS["train"]).any().compute())
-    return "train" if has_train else "fit"
-
-
 def fit_gmm(
     store: str | Path, *, options: GMMOptions, scheduler: Any = None, progress: bool = True
 ) -> xr.Dataset:
     """Fit the mixture over every selected row of ``store``; the GMM Dataset (see :func:`write_gmm`)."""
     corpus = open_zpoints(store)
-    split = fit_rows_split(corpus, options.split)
+    split = options.split or default_fit_split(corpus)
     keep, selection = selection_mask(corpus, split, options.where)
     passes = Passes(corpus, keep, scheduler)
     if options.components == "auto":

@@ -27,7 +27,7 @@ from typing import Any
 import dask
 import numpy as np
 
-from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts
+from latentdask.stats.reduce import add_states, reduce_blocks, row_blocks, row_starts, ship
 from latentdask.store.points import ZPoints
 
 #: the k of the k-nearest-neighbour balls (the papers' choice)
@@ -73,7 +73,7 @@ def reference_radii(corpus: ZPoints, rows: np.ndarray, *, k: int = K, scheduler:
     mask = np.zeros(corpus.z.shape[0], dtype=bool)
     mask[rows] = True
     queries = np.asarray(corpus.z[rows].compute(scheduler=scheduler), dtype=np.float64)
-    shipped = _ship(queries, scheduler)
+    shipped = ship(queries, scheduler)
     kernel = partial(_k_smallest_block, query_rows=np.asarray(rows), k=k)
     blocks = [
         (block, keep, start, shipped)
@@ -115,10 +115,6 @@ def _balls_block(
     return {"inside": inside, "covered": int(covered.sum()), "recalled": int(recalled.sum())}
 
 
-def _add(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {key: sum(p[key] for p in parts) for key in parts[0]}
-
-
 def sample_quality(
     corpus: ZPoints,
     rows: np.ndarray,
@@ -134,9 +130,9 @@ def sample_quality(
     mask[rows] = True
     radius = np.zeros(corpus.z.shape[0])
     radius[rows] = radii
-    shipped = _ship((np.asarray(points, dtype=np.float64), own_radii(points, k)), scheduler)
+    shipped = ship((np.asarray(points, dtype=np.float64), own_radii(points, k)), scheduler)
     blocks = [(block, keep, r, shipped) for block, keep, r in row_blocks(corpus.z, mask, radius)]
-    graph = reduce_blocks(blocks, chunk=_balls_block, combine=_add, name="sample_quality")
+    graph = reduce_blocks(blocks, chunk=_balls_block, combine=add_states, name="sample_quality")
     (found,) = dask.compute(graph, scheduler=scheduler)
     return {
         "precision": float((found["inside"] > 0).mean()),
@@ -144,8 +140,3 @@ def sample_quality(
         "density": float(found["inside"].sum() / (k * len(points))),
         "coverage": found["covered"] / len(rows),
     }
-
-
-def _ship(value: Any, scheduler: Any) -> Any:
-    """``value`` sent once to every worker (under a key of its own), or as it is without a cluster."""
-    return scheduler.scatter(value, broadcast=True, hash=False) if hasattr(scheduler, "scatter") else value

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from latentdask.errors import LatentdaskError
 from latentdask.stats.io import fitted_rows, open_stats
-from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts
+from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts, ship
 from latentdask.stats.summary import select_rows
 from latentdask.store.output import write_json
 from latentdask.store.points import ZPoints, open_zpoints
@@ -227,11 +227,7 @@ def nearest_real_distance(
     one task per block. Each task runs on its worker's GPU when it has one (``device="auto"``).
     """
     query_rows = np.full(len(queries), -1) if query_rows is None else np.asarray(query_rows)
-    # on a cluster the queries travel once to every worker, not inside each task
-    # hash=False: two equal query sets in a row must not share (and release) one key
-    shipped = (
-        scheduler.scatter(queries, broadcast=True, hash=False) if hasattr(scheduler, "scatter") else queries
-    )
+    shipped = ship(queries, scheduler)
     kernel = partial(_nearest_in_block, query_rows=query_rows, device=device)
     searched = corpus.valid if keep is None else (keep if corpus.valid is None else corpus.valid & keep)
     blocks = [

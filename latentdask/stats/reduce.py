@@ -88,6 +88,20 @@ def row_starts(z: da.Array) -> list[int]:
     return [int(s) for s in np.concatenate([[0], np.cumsum(z.chunks[0])[:-1]])]
 
 
+def ship(value: Any, scheduler: Any) -> Any:
+    """``value`` sent once to every worker rather than inside each task, or as it is without a cluster.
+
+    Under a key of its own (``hash=False``): equal data shipped twice in a row would otherwise reuse
+    the key of the first, which the scheduler may be releasing (lost dependencies).
+    """
+    return scheduler.scatter(value, broadcast=True, hash=False) if hasattr(scheduler, "scatter") else value
+
+
+def add_states(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Merge per-block states that are dicts of sums, key by key."""
+    return {key: sum(p[key] for p in parts) for key in parts[0]}
+
+
 def map_blocks(blocks: Sequence[Sequence[Any]], chunk: Callable[..., S], *, name: str) -> list[Delayed]:
     """One task per block, ``chunk(*block)``, named ``{name}_chunk-{token}``."""
     return [

@@ -51,6 +51,12 @@ def split_mask(points: ZPoints, split: str) -> da.Array | None:
     return points.split == SPLITS[split]
 
 
+def default_fit_split(points: ZPoints) -> str:
+    """The rows a fit takes by default: the train split when the store has one, else ``fit``."""
+    has_train = points.split is not None and bool((points.split == SPLITS["train"]).any().compute())
+    return "train" if has_train else "fit"
+
+
 def parse_where(conditions: Sequence[str], names: Sequence[str]) -> list[tuple[str, int]]:
     """``["Male=1", "Smiling=-1"]`` → [("Male", 1), ("Smiling", -1)], checked against ``names``."""
     parsed = []

@@ -33,6 +33,8 @@ from typing import Any
 from latentdask.cluster.connect import NAMED_KINDS, ClusterChoice, cluster_down, cluster_up
 from latentdask.model.config import CONFIG_FILE
 from latentdask.progress import console
+from latentdask.store.points import open_zpoints
+from latentdask.store.rows import default_fit_split
 from latentdask.workflow import steps
 from latentdask.workflow.spec import SamplerEntry, Workflow, expand_matrix, load_workflow
 
@@ -176,7 +178,7 @@ class Runner:
         samplers = w.generate.samplers
         points = [paths.sampler_points(entry.label) for entry in samplers]
         if samplers:
-            fit_stats, fit_split = paths.fit_stats, w.generate.fit or steps.fit_rows_of(store)
+            fit_stats, fit_split = paths.fit_stats, w.generate.fit or default_fit_split(open_zpoints(store))
 
             def gmm_options(entry: SamplerEntry) -> Any:
                 from latentdask.generate.gmm import GMMOptions

@@ -161,16 +161,6 @@ def statistics(
     return write_stats(result, out, source=str(store), inputs=[store])
 
 
-def fit_rows_of(store: Path) -> str:
-    """The rows a run fits on by default: the train split when the store has one, else ``fit``."""
-    from latentdask.data.celeba_names import SPLITS
-    from latentdask.store.points import open_zpoints
-
-    split = open_zpoints(store).split
-    has_train = split is not None and bool((split == SPLITS["train"]).any().compute())
-    return "train" if has_train else "fit"
-
-
 # ---------------------------------------------------------------------------- normality
 
 
