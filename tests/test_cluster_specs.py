@@ -156,3 +156,17 @@ def test_kubernetes_cluster_is_closed_when_the_command_fails(monkeypatch: pytest
     (cluster,) = stand_in.made
     assert cluster.status == Status.closed
     assert not scheduler_answers(address)
+
+
+def test_small_reading_commands_run_the_embedded_cluster_in_process() -> None:
+    from latentdask.cluster.connect import IN_PROCESS_BYTES, connect, in_process
+    from latentdask.cluster.spec import LocalSpec
+
+    assert in_process(LocalSpec(), IN_PROCESS_BYTES) and not in_process(LocalSpec(), IN_PROCESS_BYTES + 1)
+    assert not in_process(LocalSpec(), None)  # encode, and commands that do not say what they read
+    assert not in_process(LocalSpec(processes=True), 1) and in_process(LocalSpec(processes=False), None)
+    with connect(LocalSpec(workers=2), input_bytes=1000) as client:
+        assert client.scheduler.address.startswith("inproc://")  # no port opened
+        assert client.submit(sum, [1, 2]).result() == 3
+        (worker,) = client.scheduler_info()["workers"].values()
+        assert worker["nthreads"] == 2

@@ -138,11 +138,13 @@ def gmm(
     import xarray as xr
 
     from latentdask.generate.gmm import GMMOptions
+    from latentdask.store.points import zpoint_bytes
     from latentdask.workflow import steps
 
     chosen = components if components == "auto" else int(components)
     options = options_from(GMMOptions, locals(), components=chosen)
-    with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
+    choice = cluster_choice(cluster, scheduler, cluster_name)
+    with steps.Connection(choice, input_bytes=zpoint_bytes(store)) as connection:
         steps.gmm(store, out, options=options, cluster=connection)
     fitted = xr.open_zarr(out)
     console.print(
@@ -253,10 +255,12 @@ def normality(
 ) -> None:
     """How normal the real z-points are: moments, Shapiro–Wilk, Mardia, Henze–Zirkler, Mahalanobis²."""
     from latentdask.stats.normality import NormalityOptions, format_normality
+    from latentdask.store.points import zpoint_bytes
     from latentdask.workflow import steps
 
     options = options_from(NormalityOptions, locals())
-    with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
+    choice = cluster_choice(cluster, scheduler, cluster_name)
+    with steps.Connection(choice, input_bytes=zpoint_bytes(store)) as connection:
         result = steps.normality(store, stats, out, options=options, cluster=connection, plot=plot)
     typer.echo(format_normality(result))
     console.print(f"normality → {out}" + (f", QQ plot → {plot}" if plot else ""))

@@ -193,9 +193,13 @@ def reading_store(
     """
     from latentdask.cluster.connect import check_paths_on_workers
     from latentdask.store.integrity import listing_damaged
+    from latentdask.store.points import zpoint_bytes
     from latentdask.workflow.steps import Connection
 
-    with Connection(choice) as connection, listing_damaged(store, client=connection.client):
+    with (
+        Connection(choice, input_bytes=zpoint_bytes(store)) as connection,
+        listing_damaged(store, client=connection.client),
+    ):
         check_paths_on_workers(connection.client, [store])
         points = open_points(
             store, connection.client, skip_damaged=skip_damaged, include_unfinished=include_unfinished

@@ -40,6 +40,9 @@ from latentdask.cluster.spec import (
 
 #: kinds whose clusters outlive the command that started them, and are found again by name
 NAMED_KINDS = ("gateway", "kubernetes")
+#: a reading command whose input is at most this size runs the embedded cluster in its own process
+#: (threads; starting worker processes would cost more than the work: README, "bench overhead")
+IN_PROCESS_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -328,13 +331,23 @@ def _gateway_cluster(spec: GatewaySpec, name: str | None) -> tuple[Any, bool]:
     return cluster, True
 
 
+def in_process(spec: LocalSpec, input_bytes: int | None) -> bool:
+    """Whether the embedded cluster runs on threads of this process (see :class:`LocalSpec`)."""
+    if spec.processes is not None:
+        return not spec.processes
+    return spec.adapt is None and input_bytes is not None and input_bytes <= IN_PROCESS_BYTES
+
+
 @contextmanager
-def connect(choice: ClusterChoice | AnySpec | None = None) -> Iterator[Client]:
+def connect(
+    choice: ClusterChoice | AnySpec | None = None, *, input_bytes: int | None = None
+) -> Iterator[Client]:
     """Yield a Client on the chosen cluster; a cluster started here is closed on exit.
 
     The client is not made dask's global default: callers pass it on (``scheduler=``),
     so that several runs in one process (a resumed encode beside the original) never
-    see each other's clients.
+    see each other's clients. ``input_bytes``: what a command that only reads will read;
+    a small input runs the embedded cluster in this process (:func:`in_process`).
 
     Examples
     --------
@@ -390,6 +403,16 @@ def connect(choice: ClusterChoice | AnySpec | None = None) -> Iterator[Client]:
             raise ConfigError("slurm specs need dask-jobqueue: pip install 'latentdask[slurm]'") from None
         started = SLURMCluster(**slurm_cluster_kwargs(spec))
         apply_scaling(started, spec)
+    elif in_process(spec, input_bytes):
+        # inproc:// transport: no port opens, and nothing leaves this process
+        started = LocalCluster(
+            n_workers=1,
+            threads_per_worker=spec.threads_per_worker * (spec.workers or default_local_workers()),
+            processes=False,
+            memory_limit=spec.memory_limit,
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+        )
     else:
         workers = spec.adapt.minimum if spec.adapt is not None else spec.workers or default_local_workers()
         # task failures reach the command through its futures and are told once, as one line

@@ -56,9 +56,16 @@ class Scaled(BaseModel):
 
 
 class LocalSpec(Scaled):
-    """The embedded LocalCluster: worker processes on this machine, bound to 127.0.0.1."""
+    """The embedded LocalCluster: worker processes on this machine, bound to 127.0.0.1.
+
+    ``processes`` left out: worker processes, except for a command that only reads a small
+    input (at most :data:`~latentdask.cluster.connect.IN_PROCESS_BYTES`), whose cluster runs
+    inside the command's process on threads (no ports, no process start: a tiny run costs
+    little). ``true`` or ``false`` decides for every command.
+    """
 
     kind: Literal["local"] = "local"
+    processes: bool | None = None
     threads_per_worker: int = Field(default=1, ge=1)
     memory_limit: str = "auto"
     host: str = "127.0.0.1"

@@ -90,6 +90,16 @@ class ZPoints:
         return f"{self.unfinished} of {self.shards} shards of {self.path} unfinished: their rows are left out"
 
 
+def zpoint_bytes(path: str | Path) -> int | None:
+    """The size of the z-points at ``path`` as read (uncompressed), or None when it cannot be told."""
+    try:
+        node = zarr.open(str(path), mode="r")
+        array = node if isinstance(node, zarr.Array) else node["z"]
+        return int(array.nbytes)  # type: ignore[union-attr]
+    except Exception:  # not a store: the command that opens it says why, in its own words
+        return None
+
+
 def open_zpoints(
     path: str | Path, *, include_unfinished: bool = False, skip_shards: Sequence[int] = ()
 ) -> ZPoints:

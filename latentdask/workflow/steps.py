@@ -55,12 +55,16 @@ class Connection:
 
     Steps ask for :attr:`client` after their own checks, so a refused command starts nothing. A
     run opens one Connection for all its steps (``for_run=True``): every step, encode included,
-    runs on the one client, and a run whose steps are all skipped starts no cluster.
+    runs on the one client, and a run whose steps are all skipped starts no cluster. A command
+    that only reads gives ``input_bytes`` (see :func:`~latentdask.cluster.connect.connect`).
     """
 
-    def __init__(self, choice: ClusterChoice, *, for_run: bool = False) -> None:
+    def __init__(
+        self, choice: ClusterChoice, *, for_run: bool = False, input_bytes: int | None = None
+    ) -> None:
         self.choice = choice
         self.for_run = for_run
+        self.input_bytes = input_bytes
         self._stack = ExitStack()
         self._client: Client | None = None
 
@@ -76,7 +80,7 @@ class Connection:
         if self._client is None:
             from latentdask.cluster.connect import connect
 
-            self._client = self._stack.enter_context(connect(self.choice))
+            self._client = self._stack.enter_context(connect(self.choice, input_bytes=self.input_bytes))
         return self._client
 
 
