@@ -327,6 +327,39 @@ def test_resumed_encode_sidecar_equals_later_stats(
     assert int(sidecar["count"]) == 120
 
 
+def test_resume_with_nothing_to_do_keeps_statistics_that_describe_the_store(
+    client: object, faces: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    from latentdask.cluster.connect import ClusterChoice
+    from latentdask.encode.run import EncodeOptions, encode
+    from latentdask.stats.io import FINGERPRINT_ATTR
+
+    store, stats = tmp_path / "latents.zarr", tmp_path / "latents-stats.zarr"
+    choice = ClusterChoice(scheduler=client.scheduler.address)  # type: ignore[attr-defined]
+    options = EncodeOptions(shard_size=40, stats_params=PARAMS)
+    encode(faces, checkpoint, store, options=options, cluster=choice, progress=False)
+    written = (stats / "zarr.json").stat().st_mtime_ns
+    resume = options.model_copy(update={"resume": True})
+    assert encode(faces, checkpoint, store, options=resume, cluster=choice, progress=False).shards_run == 0
+    assert (stats / "zarr.json").stat().st_mtime_ns == written  # kept, not computed again
+    # statistics of other parameters, or of other values, are computed again from the store
+    other = PARAMS.model_copy(update={"thresholds": (2.0,)})
+    resume = resume.model_copy(update={"stats_params": other})
+    encode(faces, checkpoint, store, options=resume, cluster=choice)
+    assert open_stats(stats)["threshold"].values.tolist() == [2.0]
+    kept = open_stats(stats).attrs[FINGERPRINT_ATTR]
+    written = (stats / "zarr.json").stat().st_mtime_ns
+    checksums = zarr.open_array(str(store / "checksum"), mode="r+")
+    checksums[0, 0] = int(checksums[0, 0]) ^ 1  # shard 0 no longer matches: encoded again
+    summary = encode(faces, checkpoint, store, options=resume, cluster=choice)
+    assert summary.shards_run == 1 and (stats / "zarr.json").stat().st_mtime_ns != written
+    again = open_stats(stats)
+    assert again.attrs[FINGERPRINT_ATTR] == kept  # the same images encode to the same checksums
+    later = stats_of(open_zpoints(store), params=other)
+    np.testing.assert_array_equal(again["hist"].values, later["hist"].values)
+    assert int(again["count"]) == 120
+
+
 def test_not_z_points(tmp_path: Path) -> None:
     with pytest.raises(StatsError, match="does not exist"):
         open_zpoints(tmp_path / "nothing")

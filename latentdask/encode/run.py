@@ -41,7 +41,7 @@ from latentdask.encode.task import STAGES, ModelPlugin, ShardJob, ShardReport, e
 from latentdask.errors import CheckpointError
 from latentdask.model.config import CheckpointConfig, checkpoint_sha256, read_checkpoint_config
 from latentdask.progress import console, progress_bar
-from latentdask.stats.io import check_stats_output
+from latentdask.stats.io import check_stats_output, store_fingerprint
 from latentdask.stats.summary import SummaryParams
 from latentdask.store.layout import (
     CHECKSUM_ARRAY,
@@ -57,6 +57,7 @@ from latentdask.store.layout import (
 from latentdask.store.lock import writer_lock
 from latentdask.store.output import RECORD_KEY, check_output, owned_output
 from latentdask.store.paths import default_stats_path
+from latentdask.store.points import zpoint_bytes
 
 
 class EncodeOptions(BaseModel):
@@ -199,10 +200,12 @@ def encode(
     reports: list[ShardReport] = []
     compute_seconds = 0.0
     shards = manifest.shards(options.shard_size)
-    connection = contextlib.nullcontext(client) if client is not None else connect(choice)
-    with writer_lock(out) as lock, connection as client:
+    with writer_lock(out) as lock, contextlib.ExitStack() as stack:
         # 3. The store: a new template, or the existing store checked (settings, then checksums).
         group = _prepare_store(out, expected | {"writer_run": lock.run_id}, options, manifest, config, inputs)
+        if client is None:  # a finished store is only read (checksums, statistics): a small one in-process
+            finished = bool(shards_done(group).all())
+            client = stack.enter_context(connect(choice, input_bytes=zpoint_bytes(out) if finished else None))
         check_paths_on_workers(client, [data.root, checkpoint, out])
         if options.resume:
             _reset_damaged(out, group, client, progress)
@@ -211,7 +214,7 @@ def encode(
 
         # 4. Run the pending shards: keys name this run, so tasks of a killed run are never adopted.
         resources = {"GPU": 1} if _cluster_has_gpus(client) else None
-        if progress:
+        if progress and pending:
             console.print(
                 f"encoding {len(pending)} shard(s) on {_describe(client)}; dashboard {client.dashboard_link}"
             )
@@ -267,13 +270,24 @@ def _write_sidecar_stats(
     progress: bool,
     inputs: list[Path],
 ) -> None:
-    """Merge the tasks' shard states (reading only shards finished by an earlier run) and write them."""
-    from latentdask.stats.io import stats_of, write_stats
+    """Merge the tasks' shard states (reading only shards finished by an earlier run) and write them.
+
+    Statistics that already describe exactly the store's finished shards (their checksums and
+    these parameters: :func:`store_fingerprint`) are kept as they are when nothing was encoded.
+    """
+    from latentdask.stats.io import FINGERPRINT_ATTR, stats_fingerprint, stats_of, write_stats
     from latentdask.store.points import open_zpoints
 
+    fingerprint = store_fingerprint(store, params)
+    if not reports and fingerprint is not None and stats_fingerprint(out) == fingerprint:
+        if progress:
+            console.print(f"statistics {out} are up to date (same finished shards, same checksums)")
+        return
     known = {r.number: r.state for r in reports if r.state is not None}
     started = time.perf_counter()
     stats = stats_of(open_zpoints(store), params=params, known_states=known, scheduler=client)
+    if fingerprint is not None:
+        stats.attrs[FINGERPRINT_ATTR] = fingerprint
     write_stats(stats, out, source=str(store), inputs=[store, *inputs])
     if progress:
         console.print(

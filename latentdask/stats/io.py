@@ -74,6 +74,32 @@ def fitted_rows(stats: xr.Dataset) -> tuple[str, tuple[str, ...]]:
 
 STATS_KIND = "stats"
 HEADLINE_KIND = "stats-headline"
+#: the attribute of an encode's statistics that says which finished shards and parameters they describe
+FINGERPRINT_ATTR = "store_fingerprint"
+
+
+def store_fingerprint(store: str | Path, params: SummaryParams) -> str | None:
+    """What an encode's statistics of ``store`` depend on: its finished shards' checksums and ``params``."""
+    import hashlib
+
+    import zarr
+
+    from latentdask.store.integrity import finished_fingerprint
+
+    shards = finished_fingerprint(zarr.open_group(str(store), mode="r"))
+    if shards is None:
+        return None
+    return hashlib.sha256(f"{shards} {params.model_dump_json()}".encode()).hexdigest()
+
+
+def stats_fingerprint(stats: str | Path) -> str | None:
+    """The :data:`FINGERPRINT_ATTR` of the statistics at ``stats`` (None: none, or not readable)."""
+    import zarr
+
+    try:
+        return zarr.open_group(str(stats), mode="r").attrs.get(FINGERPRINT_ATTR)  # type: ignore[return-value]
+    except Exception:  # missing or not statistics: they are written again
+        return None
 
 
 def check_stats_output(out: str | Path, *, inputs: Sequence[str | Path]) -> None:

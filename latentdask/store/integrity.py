@@ -17,6 +17,7 @@ lists all damaged ones.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -161,6 +162,21 @@ def expected_checksums(group: Any, column: str) -> list[int | None] | None:
     done = np.asarray(group["shard_done"][:], dtype=bool)
     values = np.asarray(group[CHECKSUM_ARRAY][:, names.index(column)])
     return [int(v) if finished else None for v, finished in zip(values.tolist(), done.tolist(), strict=True)]
+
+
+def finished_fingerprint(group: Any) -> str | None:
+    """A digest of which shards are finished and their recorded checksums (None without checksums).
+
+    Equal digests mean the finished shards hold the same values: what was computed from
+    them (the sidecar statistics) still describes them.
+    """
+    if CHECKSUM_ARRAY not in set(group.array_keys()):
+        return None
+    done = np.asarray(group["shard_done"][:], dtype=bool)
+    recorded = np.asarray(group[CHECKSUM_ARRAY][:])
+    digest = hashlib.sha256(done.tobytes())
+    digest.update(np.where(done[:, None], recorded, 0).astype("<u4").tobytes())
+    return digest.hexdigest()
 
 
 def verify_shard(store: str, number: int) -> str | None:
