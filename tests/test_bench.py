@@ -14,7 +14,7 @@ from latentdask.bench.report import BenchReport
 from latentdask.bench.tables import BEGIN, END, bench_table
 from tests.helpers import run_cli
 
-BENCHES = ("decode", "train", "encode", "stats", "knn", "render", "gmm")
+BENCHES = ("decode", "train", "encode", "stats", "knn", "render", "gmm", "overhead")
 
 
 def tiny_command(name: str) -> list[str]:
@@ -128,6 +128,16 @@ def test_bench_render(tmp_path: Path) -> None:
     zoom = next(row for row in report["rows"] if row["name"].startswith("dashboard zoom"))
     (baseline,) = zoom["ratios"]
     assert "on 2 threads" in baseline and "2 workers" in zoom["name"]  # the same cores
+
+
+def test_bench_overhead(tmp_path: Path) -> None:
+    report = bench("overhead", tmp_path)
+    assert_checked(report, baselines=0)
+    imports, stats, resume = report["rows"]
+    assert imports["kind"] == "bound" and "import latentdask" in imports["name"]
+    assert "stats of 200 x 8" in stats["name"] and "--resume, 20 images" in resume["name"]
+    # whole commands, start-up included: never faster than the imports they need
+    assert stats["value"] > imports["value"] > 0 and resume["value"] > imports["value"]
 
 
 def test_bench_options_default_to_the_functions_defaults() -> None:

@@ -46,6 +46,7 @@ BENCHES = {
     "knn": "latentdask.bench.knn:bench_knn",
     "render": "latentdask.bench.render:bench_render",
     "gmm": "latentdask.bench.gmm:bench_gmm",
+    "overhead": "latentdask.bench.overhead:bench_overhead",
 }
 #: ``--scale tiny``: a few seconds each (``default`` is each function's own defaults)
 TINY: dict[str, dict[str, Any]] = {
@@ -63,6 +64,7 @@ TINY: dict[str, dict[str, Any]] = {
     "knn": {"n": 20_000, "queries": 300, "dim": 16, "chunk_rows": 4096},
     "render": {"n": 20_000, "dim": 16, "chunk_rows": 4096, "width": 200, "repeats": 1},
     "gmm": {"n": 5_000, "dim": 8, "components": 3, "chunk_rows": 1024},
+    "overhead": {"rows": 200, "dim": 8, "images": 20, "repeats": 1},
 }
 #: the packages whose versions the figures depend on
 PACKAGES = ("numpy", "dask", "distributed", "zarr", "torch", "datashader", "numba", "pandas")

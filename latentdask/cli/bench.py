@@ -1,6 +1,6 @@
 """Measurements against baselines run in the same process.
 
-``latentdask bench decode|train|encode|stats|knn|render|gmm``, ``bench all`` (every one, one
+``latentdask bench decode|train|encode|stats|knn|render|gmm|overhead``, ``bench all`` (every one, one
 JSON) and ``bench readme`` (the README's tables from that JSON).
 """
 
@@ -200,6 +200,21 @@ def bench_render(
             run, n=n, dim=dim, chunk_rows=chunk_rows, workers=workers, width=width, repeats=repeats
         ),
     )
+
+
+@app.command("overhead")
+@user_errors
+def bench_overhead(
+    rows: Annotated[int, typer.Option(help="Rows of the small store given to stats.")] = 1000,
+    dim: DimOption = 256,
+    images: Annotated[int, typer.Option(help="Images of the finished store given to encode --resume.")] = 200,
+    repeats: Annotated[int, typer.Option(help="Timed runs of each command (after one warm-up).")] = 5,
+    json_out: JsonOption = None,
+) -> None:
+    """A tiny stats run and a resume with nothing to do, whole commands, beside the imports they need."""
+    from latentdask.bench.overhead import bench_overhead as run
+
+    _run(json_out, functools.partial(run, rows=rows, dim=dim, images=images, repeats=repeats))
 
 
 @app.command("all")
