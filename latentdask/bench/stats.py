@@ -26,6 +26,11 @@ for every j outside {a, b}:
   two block kernels through ``map_blocks`` and a sum, in one ``dask.compute``.
 - **bound: float32 XᵀX** over the same chunks — the least any covariance pass must do; it
   computes no figure.
+- **bound: a bare read pass** — every block read (and decoded) on the same workers, nothing
+  computed: what pass 2, a second read that exactness needs, is compared with.
+- **where pass 1's time goes** — read, row filter, centring with the float64 co-moment GEMM,
+  and the numba scan, each timed on a few blocks in one process on one thread and scaled to all
+  blocks over the workers; the rest of pass 1 is scheduling, transfer, merging and imbalance.
 
 Each baseline's figures are checked against the fused pass's: slice counts and
 histograms equal, covariance (correlation for the study's code) within 1e-6 of its
@@ -54,9 +59,9 @@ from latentdask.bench.report import (
 )
 from latentdask.generate.synthetic import synthesize_latents
 from latentdask.stats.kernels import slice_population
-from latentdask.stats.reduce import Inputs, first_pass, second_pass
-from latentdask.stats.summary import SummaryParams, SummaryState
-from latentdask.store.points import open_zpoints
+from latentdask.stats.reduce import Inputs, first_pass, row_starts, second_pass
+from latentdask.stats.summary import SummaryParams, SummaryState, select_rows
+from latentdask.store.points import ZPoints, open_zpoints
 
 #: pairs the CelebA study's code counts (all 32,640 pairs would take it hours)
 PAIRS = 16
@@ -67,6 +72,9 @@ STUDY_CODE = "the CelebA study's code in RAM, total (load included)"
 NUMPY = "numpy in RAM, all pairs, total (load included)"
 DASK = "dask.array, all pairs, total (one compute)"
 BOUND = "bound: float32 X^T X over the same chunks (no figure)"
+READ = "bound: a bare read pass over the store (no figure)"
+#: blocks the profile of pass 1 times, in one process
+PROFILED_BLOCKS = 4
 
 
 # ----------------------------------------------------------------------- the baselines' kernels
@@ -201,6 +209,65 @@ def dask_all_pairs(
 # ------------------------------------------------------------------------------- the benchmark
 
 
+def _rows_read(block: np.ndarray) -> np.ndarray:
+    return np.array([len(block)])
+
+
+def read_pass(z: da.Array, client: Any) -> int:
+    """Read every block of ``z`` on the cluster, computing nothing; the rows read."""
+    counts = da.map_blocks(_rows_read, z, drop_axis=1, chunks=((1,) * len(z.chunks[0]),), dtype=np.int64)
+    (rows,) = dask.compute(counts.sum(), scheduler=client)
+    return int(rows)
+
+
+def pass_one_profile(points: ZPoints, params: SummaryParams, workers: int) -> dict[str, float]:
+    """Seconds of each part of pass 1 over the whole array on ``workers`` cores, estimated from
+    :data:`PROFILED_BLOCKS` blocks timed here on one thread (the parts of :func:`scan_block`)."""
+    from threadpoolctl import threadpool_limits
+
+    from latentdask.stats import scan
+
+    source = points.source
+    assert source is not None
+    starts = row_starts(points.z)
+    chosen = np.linspace(0, len(starts) - 1, min(PROFILED_BLOCKS, len(starts))).round().astype(int)
+    thresholds = np.asarray(params.thresholds, dtype=np.float64)
+    parts = (
+        "read and decode",
+        "row filter (finite, valid)",
+        "mean, centring and co-moment GEMM (float64, in tiles)",
+        "numba scan: histograms, moments, radii, slices",
+    )
+    seconds = dict.fromkeys(parts, 0.0)
+    warm = np.asarray(source[:64])  # numba's kernels loaded here, untimed
+    scan.scan_block(
+        warm,
+        np.ones(len(warm), bool),
+        edges=params.edges,
+        thresholds=thresholds,
+        radius_edges=params.radius_edges,
+    )
+    with threadpool_limits(limits=1, user_api="blas"):
+        for b in chosen:
+            stop = starts[b] + points.z.chunks[0][b]
+            clock = time.perf_counter()
+            timings = []
+            x = np.asarray(source[starts[b] : stop])
+            timings.append(time.perf_counter())
+            keep, _, _ = select_rows(x, None, None)
+            timings.append(time.perf_counter())
+            mean = scan._kept_mean(x, keep)
+            scan._co_moments(x, keep, mean, None)
+            timings.append(time.perf_counter())
+            scan._scan(x, keep, mean, params.edges, thresholds, params.radius_edges)
+            timings.append(time.perf_counter())
+            for name, end in zip(seconds, timings, strict=True):
+                seconds[name] += end - clock
+                clock = end
+    scale = len(starts) / len(chosen) / workers
+    return {name: value * scale for name, value in seconds.items()}
+
+
 def _fused_figures(state: SummaryState) -> dict[str, np.ndarray]:
     m = state.moments
     cov = m.m2 / (m.n - 1)
@@ -250,6 +317,10 @@ def bench_stats(
                 second_pass(inputs, state, params, scheduler=client)
                 two = time.perf_counter() - started
             fused = _fused_figures(state)
+            started = time.perf_counter()
+            read_pass(points.z, client)
+            report.add(READ, time.perf_counter() - started, "s", kind="bound")
+            profile = pass_one_profile(points, params, workers)
             if baselines:
                 started = time.perf_counter()
                 dask.compute(points.z.T @ points.z, scheduler=client)
@@ -304,7 +375,12 @@ def bench_stats(
         "s",
         vs=[BOUND] if baselines else [],
     )
-    report.add("fused pass 2: radii about the mean", two, "s")
+    for part, seconds in profile.items():
+        report.add(f"fused pass 1, estimated: {part}", seconds, "s")
+    report.add(
+        "fused pass 1, the rest: scheduling, transfer, merging, imbalance", one - sum(profile.values()), "s"
+    )
+    report.add("fused pass 2: radii about the mean", two, "s", vs=[READ])
     report.add("fused, total", one + two, "s", vs=compared)
     report.add("fused: peak RSS, client + scheduler + workers", memory.peak_bytes / 2**20, "MiB")
     return report

@@ -4,8 +4,9 @@ A block of z-points is read once by :func:`scan_block`, which returns the states
 the moments, histogram, radius and slice families (see :mod:`.kernels`). Steps:
 
 1. the mean of the kept rows (one numba loop);
-2. the kept rows, centred, into a float64 buffer, and the co-moment matrix as one
-   GEMM on it (exact to float64 rounding, stable far from the origin);
+2. the kept rows, centred, :data:`GEMM_ROWS` at a time into one reused float64 buffer,
+   and the co-moment matrix summed over one GEMM per tile (exact to float64 rounding,
+   stable far from the origin); the attribute groups' sums from the same tiles;
 3. one numba scan over tiles of 512 rows, column by column inside a tile (each
    column's histogram stays in cache while the tile stays in L2), that bins every
    value exactly as ``np.histogram`` does, adds the 3rd and 4th central powers, the
@@ -14,7 +15,8 @@ the moments, histogram, radius and slice families (see :mod:`.kernels`). Steps:
 4. per row of the tile: its radius into the radius histogram, and its slice class
    (k = 0, 1 or 2 components outside) into ``n0``, ``c1`` or ``c2``.
 
-No temporary the size of the block is made besides the centred copy.
+No temporary the size of the block is made: a fresh block-sized float64 copy cost more
+in page faults than its GEMM (``latentdask bench stats`` profiles the parts).
 """
 
 from __future__ import annotations
@@ -24,9 +26,21 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from latentdask.stats.kernels import Counts1D, Histogram, Moments, Slices, moments_empty
+from latentdask.stats.kernels import (
+    Counts1D,
+    GroupMoments,
+    Histogram,
+    Moments,
+    Slices,
+    groups_chunk,
+    groups_merge,
+    moments_empty,
+)
 
+#: rows of a tile of the numba scan (each column's histogram stays in cache while the tile stays in L2)
 TILE = 512
+#: rows centred at a time for the co-moment GEMM (a buffer of GEMM_ROWS x N float64, reused)
+GEMM_ROWS = 8192
 
 
 class BlockScan(NamedTuple):
@@ -34,7 +48,7 @@ class BlockScan(NamedTuple):
     hist: Histogram
     radius: Counts1D
     slices: Slices
-    centred: np.ndarray  # the kept rows minus their mean, float64 (for the attribute groups)
+    groups: GroupMoments | None  # per attribute and group, when attributes were given
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -194,9 +208,16 @@ def _as_block(x: np.ndarray) -> np.ndarray:
 
 
 def scan_block(
-    x: np.ndarray, keep: np.ndarray, *, edges: np.ndarray, thresholds: np.ndarray, radius_edges: np.ndarray
+    x: np.ndarray,
+    keep: np.ndarray,
+    *,
+    edges: np.ndarray,
+    thresholds: np.ndarray,
+    radius_edges: np.ndarray,
+    attributes: np.ndarray | None = None,
 ) -> BlockScan:
-    """The moments, histogram, radius and slice states of the kept rows of ``x``."""
+    """The moments, histogram, radius and slice states of the kept rows of ``x``; with
+    ``attributes`` ((rows, A) of ±1, 0 unknown) the attribute groups' moments too."""
     x = _as_block(x)
     keep = np.ascontiguousarray(keep, dtype=bool)
     dim = x.shape[1]
@@ -212,21 +233,40 @@ def scan_block(
             Histogram(hist[:, 1:-1].copy(), hist[:, 0].copy(), hist[:, -1].copy()),
             Counts1D(radius[1:-1].copy(), 0, 0, 0.0),
             Slices(n0, c1, c2),
-            np.zeros((0, dim)),
+            None,
         )
     mean = _kept_mean(x, keep)
-    centred = np.empty((n, dim))
-    _centre(x, keep, mean, centred)
+    m2, groups = _co_moments(x, keep, mean, attributes)
     hist, m3, m4, low, high, radius, radius_total, n0, c1, c2 = _scan(
         x, keep, mean, edges, thresholds, radius_edges
     )
     return BlockScan(
-        moments=Moments(n, mean, centred.T @ centred, m3, m4, low, high),
+        moments=Moments(n, mean, m2, m3, m4, low, high),
         hist=Histogram(hist[:, 1:-1].copy(), hist[:, 0].copy(), hist[:, -1].copy()),
         radius=Counts1D(radius[1:-1].copy(), int(radius[0]), int(radius[-1]), float(radius_total)),
         slices=Slices(n0, c1, c2),
-        centred=centred,
+        groups=groups,
     )
+
+
+def _co_moments(
+    x: np.ndarray, keep: np.ndarray, mean: np.ndarray, attributes: np.ndarray | None
+) -> tuple[np.ndarray, GroupMoments | None]:
+    """Σ (x-μ)(x-μ)ᵀ over the kept rows, one GEMM per tile of centred rows; and the groups' moments."""
+    m2 = np.zeros((x.shape[1], x.shape[1]))
+    groups = None
+    buffer = np.empty((min(GEMM_ROWS, len(x)), x.shape[1]))
+    for start in range(0, len(x), GEMM_ROWS):
+        part = keep[start : start + GEMM_ROWS]
+        centred = buffer[: int(part.sum())]
+        if not len(centred):
+            continue
+        _centre(x[start : start + GEMM_ROWS], part, mean, centred)
+        m2 += centred.T @ centred
+        if attributes is not None:
+            tile = groups_chunk(centred, mean, np.asarray(attributes[start : start + GEMM_ROWS])[part])
+            groups = tile if groups is None else groups_merge(groups, tile)
+    return m2, groups
 
 
 def centred_radius_counts(

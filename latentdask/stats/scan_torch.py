@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from latentdask.stats.kernels import Counts1D, Histogram, Moments, Slices
+from latentdask.stats.kernels import Counts1D, Histogram, Moments, Slices, groups_chunk
 from latentdask.stats.scan import BlockScan, scan_block
 
 if TYPE_CHECKING:
@@ -45,9 +45,16 @@ def _counts(index: torch.Tensor, bins: int) -> np.ndarray:
 
 
 def scan_block_torch(
-    z: torch.Tensor, keep: np.ndarray, *, edges: np.ndarray, thresholds: np.ndarray, radius_edges: np.ndarray
+    z: torch.Tensor,
+    keep: np.ndarray,
+    *,
+    edges: np.ndarray,
+    thresholds: np.ndarray,
+    radius_edges: np.ndarray,
+    attributes: np.ndarray | None = None,
 ) -> BlockScan:
-    """The moments, histogram, radius and slice states of the kept rows of ``z``, on z's device."""
+    """The moments, histogram, radius and slice states of the kept rows of ``z``, on z's device;
+    with ``attributes`` the attribute groups' moments too (from the centred rows, on the host)."""
     import torch
 
     if not keep.any():
@@ -102,5 +109,5 @@ def scan_block_torch(
         hist=Histogram(table[:, 1:-1].copy(), table[:, 0].copy(), table[:, -1].copy()),
         radius=Counts1D(radius[1:-1].copy(), int(radius[0]), int(radius[-1]), float(length.sum())),
         slices=Slices(n0, c1, c2),
-        centred=d.cpu().numpy(),
+        groups=None if attributes is None else groups_chunk(d.cpu().numpy(), moments.mean, attributes[keep]),
     )

@@ -27,7 +27,6 @@ from latentdask.stats.kernels import (
     Moments,
     Slices,
     counts_combine,
-    groups_chunk,
     groups_combine,
     histogram_combine,
     moments_combine,
@@ -139,6 +138,7 @@ def summary_chunk(
     ``z`` is a numpy array, or a torch tensor whose device (a GPU) then does the work.
     """
     keep, invalid, nonfinite = select_rows(z, valid, selected)
+    groups_of = None if attributes is None or not attributes.shape[1] else np.asarray(attributes)
     if is_tensor(z):
         from latentdask.stats.scan_torch import scan_block_torch
 
@@ -148,6 +148,7 @@ def summary_chunk(
             edges=params.edges,
             thresholds=np.asarray(params.thresholds),
             radius_edges=params.radius_edges,
+            attributes=groups_of,
         )
     else:
         scan = scan_block(
@@ -156,11 +157,9 @@ def summary_chunk(
             edges=params.edges,
             thresholds=np.asarray(params.thresholds),
             radius_edges=params.radius_edges,
+            attributes=groups_of,
         )
-    groups = None
-    if attributes is not None and attributes.shape[1]:
-        groups = groups_chunk(scan.centred, scan.moments.mean, np.asarray(attributes)[keep])
-    return SummaryState(scan.moments, scan.hist, scan.radius, scan.slices, groups, invalid, nonfinite)
+    return SummaryState(scan.moments, scan.hist, scan.radius, scan.slices, scan.groups, invalid, nonfinite)
 
 
 def summary_combine(states: Sequence[SummaryState]) -> SummaryState:
