@@ -376,6 +376,24 @@ def test_summary_chunk_is_the_in_memory_answer() -> None:
     np.testing.assert_allclose(direct["cov"].values, np.cov(x.astype(np.float64).T), rtol=1e-10)
 
 
+def test_known_states_hold_one_merged_state_and_equal_numpy() -> None:
+    """An encode's client merges its shards' states as they arrive: one state, the whole answer."""
+    from latentdask.stats.io import KnownStates
+    from latentdask.stats.summary import SummaryState, summary_finalize
+
+    x = latent_sample(n=3000, dim=6, shift=5.0)
+    known = KnownStates()
+    for shard, start in enumerate(range(0, 3000, 250)):
+        known.add(shard, summary_chunk(x[start : start + 250], params=PARAMS))
+    assert known.shards == set(range(12)) and isinstance(known.state, SummaryState)
+    merged = summary_finalize(known.state, PARAMS)
+    np.testing.assert_allclose(merged["cov"].values, np.cov(x.astype(np.float64).T), rtol=1e-10)
+    np.testing.assert_allclose(merged["mean"].values, x.astype(np.float64).mean(axis=0), rtol=1e-12)
+    edges = PARAMS.edges
+    for j in range(6):
+        np.testing.assert_array_equal(merged["hist"].values[j], np.histogram(x[:, j], bins=edges)[0])
+
+
 def test_torch_blocks_give_the_numpy_states() -> None:
     # the path a GPU worker takes, checked here on CPU tensors: counts equal, moments to rounding
     import torch

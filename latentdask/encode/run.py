@@ -41,7 +41,7 @@ from latentdask.encode.task import STAGES, ModelPlugin, ShardJob, ShardReport, e
 from latentdask.errors import CheckpointError
 from latentdask.model.config import CheckpointConfig, checkpoint_sha256, read_checkpoint_config
 from latentdask.progress import console, progress_bar
-from latentdask.stats.io import check_stats_output, store_fingerprint
+from latentdask.stats.io import KnownStates, check_stats_output, store_fingerprint
 from latentdask.stats.summary import SummaryParams
 from latentdask.store.layout import (
     CHECKSUM_ARRAY,
@@ -198,6 +198,7 @@ def encode(
         options = options.model_copy(update={"torch_threads": local_torch_threads(spec)})
 
     reports: list[ShardReport] = []
+    known = KnownStates()  # the tasks' statistics, merged as they arrive
     compute_seconds = 0.0
     shards = manifest.shards(options.shard_size)
     with writer_lock(out) as lock, contextlib.ExitStack() as stack:
@@ -233,13 +234,20 @@ def encode(
             client.register_plugin(plugin)  # every worker loads the model once, joiners too
             try:
                 reports = _follow(
-                    client, {submit(job): job for job in jobs}, submit, sum(s.size for s in pending), progress
+                    client,
+                    {submit(job): job for job in jobs},
+                    submit,
+                    sum(s.size for s in pending),
+                    progress,
+                    known,
                 )
             finally:
                 client.unregister_worker_plugin(plugin.name)  # the workers let the model go
         compute_seconds = time.perf_counter() - submitted
         if stats_path is not None:
-            _write_sidecar_stats(out, stats_path, reports, options.stats_params, client, progress, inputs)
+            _write_sidecar_stats(
+                out, stats_path, known, bool(reports), options.stats_params, client, progress, inputs
+            )
     invalid: Counter[str] = Counter()
     stage_seconds: Counter[str] = Counter(dict.fromkeys(STAGES, 0.0))
     for report in reports:
@@ -264,35 +272,35 @@ def encode(
 def _write_sidecar_stats(
     store: Path,
     out: Path,
-    reports: list[ShardReport],
+    known: KnownStates,
+    encoded: bool,
     params: SummaryParams,
     client: Any,
     progress: bool,
     inputs: list[Path],
 ) -> None:
-    """Merge the tasks' shard states (reading only shards finished by an earlier run) and write them.
+    """Write the statistics from the tasks' merged states, reading only shards finished by an earlier run.
 
     Statistics that already describe exactly the store's finished shards (their checksums and
-    these parameters: :func:`store_fingerprint`) are kept as they are when nothing was encoded.
+    these parameters: :func:`store_fingerprint`) are kept as they are when nothing was ``encoded``.
     """
     from latentdask.stats.io import FINGERPRINT_ATTR, stats_fingerprint, stats_of, write_stats
     from latentdask.store.points import open_zpoints
 
     fingerprint = store_fingerprint(store, params)
-    if not reports and fingerprint is not None and stats_fingerprint(out) == fingerprint:
+    if not encoded and fingerprint is not None and stats_fingerprint(out) == fingerprint:
         if progress:
             console.print(f"statistics {out} are up to date (same finished shards, same checksums)")
         return
-    known = {r.number: r.state for r in reports if r.state is not None}
     started = time.perf_counter()
-    stats = stats_of(open_zpoints(store), params=params, known_states=known, scheduler=client)
+    stats = stats_of(open_zpoints(store), params=params, known=known, scheduler=client)
     if fingerprint is not None:
         stats.attrs[FINGERPRINT_ATTR] = fingerprint
     write_stats(stats, out, source=str(store), inputs=[store, *inputs])
     if progress:
         console.print(
             f"statistics of {int(stats['count'])} valid z-points in {time.perf_counter() - started:.1f} s "
-            f"({len(known)} shard(s) from the tasks, the rest read from the store) → {out}"
+            f"({len(known.shards)} shard(s) from the tasks, the rest read from the store) → {out}"
         )
 
 
@@ -396,8 +404,10 @@ def _follow(
     submit: Callable[[ShardJob], Any],
     total_images: int,
     progress: bool,
+    known: KnownStates,
 ) -> list[ShardReport]:
-    """Collect the shards' reports; a shard that killed its worker is encoded again with isolated decoding."""
+    """Collect the shards' reports, their statistics merged into ``known`` (one state in memory, not
+    one per shard); a shard that killed its worker is encoded again with isolated decoding."""
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
@@ -424,6 +434,9 @@ def _follow(
                 futures[retry] = dataclasses.replace(job, isolate=True)
                 completed.add(retry)
                 continue
+            if report.state is not None:
+                known.add(report.number, report.state)
+                report = dataclasses.replace(report, state=None)
             reports.append(report)
             encoded += report.images
             bar.advance(report.images)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,35 +22,46 @@ from latentdask.store.points import ZPoints
 from latentdask.store.rows import selection_mask
 
 
+@dataclass
+class KnownStates:
+    """Shard states computed elsewhere (an encode's tasks), merged as they arrive: the memory of
+    one state whatever the number of shards."""
+
+    shards: set[int] = field(default_factory=set)
+    state: SummaryState | None = None
+
+    def add(self, shard: int, state: SummaryState) -> None:
+        self.state = state if self.state is None else summary_combine([self.state, state])
+        self.shards.add(shard)
+
+
 def stats_of(
     points: ZPoints,
     *,
     params: SummaryParams,
     split: str = "all",
     where: Sequence[str] = (),
-    known_states: Mapping[int, SummaryState] | None = None,
+    known: KnownStates | None = None,
     scheduler: Any = None,
 ) -> xr.Dataset:
-    """Summarize ``points``; shards whose state is in ``known_states`` are not read in pass 1.
+    """Summarize ``points``; shards whose state is ``known`` are not read in pass 1.
 
-    ``known_states`` (shard number → state) come from an encode's sidecar; they are only
-    used for the default selection (all valid rows), which is what the sidecar saw.
-    ``scheduler`` is the Client to run on (None: dask's default).
+    ``known`` states come from an encode's sidecar; they are only used for the default
+    selection (all valid rows), which is what the sidecar saw. ``scheduler`` is the Client to
+    run on (None: dask's default).
     """
     mask, selection = selection_mask(points, split, where)
     inputs = Inputs(points.z, valid=points.valid, attributes=points.attributes, selected=mask)
-    if known_states and points.shard_size:
+    if known is not None and known.state is not None and points.shard_size:
         if mask is not None:
             raise StatsError("encode's shard states hold all valid rows; they cannot serve a subset")
         n, size = points.z.shape[0], points.shard_size
         missing = [
             inputs.rows(start, min(start + size, n))
             for start in range(0, n, size)
-            if start // size not in known_states
+            if start // size not in known.shards
         ]
-        state = summary_combine(
-            [*known_states.values(), *first_pass(*missing, params=params, scheduler=scheduler)]
-        )
+        state = summary_combine([known.state, *first_pass(*missing, params=params, scheduler=scheduler)])
     else:
         (state,) = first_pass(inputs, params=params, scheduler=scheduler)
     if not (np.isfinite(state.moments.m2).all() and np.isfinite(state.moments.mean).all()):
