@@ -192,6 +192,27 @@ def save_single(
     return out
 
 
+#: a grid panel's surroundings in pixels: tick labels and axis label left and below, its title above
+PANEL_LEFT, PANEL_BELOW, PANEL_ABOVE = 46, 34, 20
+
+
+def _grid_margins(width: int, height: int, rows: int, columns: int) -> dict[str, float]:
+    """Fixed margins that fit the small panels' labels (``tight_layout`` measured them by drawing the
+    whole figure once more: a third of a grid's drawing time)."""
+    left, right = PANEL_LEFT / width, 1 - 8 / width
+    bottom, top = PANEL_BELOW / height, 1 - (30 + PANEL_ABOVE) / height
+    panel_width = (width * (right - left) - (columns - 1) * PANEL_LEFT) / columns
+    panel_height = (height * (top - bottom) - (rows - 1) * (PANEL_BELOW + PANEL_ABOVE)) / rows
+    return {
+        "left": left,
+        "right": right,
+        "bottom": bottom,
+        "top": top,
+        "wspace": PANEL_LEFT / panel_width,
+        "hspace": (PANEL_BELOW + PANEL_ABOVE) / panel_height,
+    }
+
+
 def save_grid(
     aggregates: Sequence[Aggregate],
     out: Path,
@@ -207,8 +228,9 @@ def save_grid(
 
     columns = math.ceil(math.sqrt(len(aggregates)))
     rows = math.ceil(len(aggregates) / columns)
-    fig = _figure(width, int(width * rows / columns) + 40)
-    axes = fig.subplots(rows, columns, squeeze=False)
+    height = int(width * rows / columns) + 40
+    fig = _figure(width, height)
+    axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw=_grid_margins(width, height, rows, columns))
     for ax, aggregate in zip(axes.ravel(), aggregates, strict=False):
         draw(ax, aggregate, how=how, stats=stats, overlays=overlays, colour_bar=False, small=True)
     for ax in axes.ravel()[len(aggregates) :]:
@@ -220,7 +242,6 @@ def save_grid(
             f" ({candidates - shown:,} beyond the canvas)" if shown != candidates else ""
         )
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
