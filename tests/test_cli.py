@@ -159,3 +159,32 @@ def test_option_defaults_are_the_options_models() -> None:
     # the one default that differs on purpose: a study's slices at 1.5, the command's only on request
     assert defaults["render"]["slice_threshold"] is RenderOptions().slice is None
     assert RenderSection().slice == 1.5
+
+
+def test_help_lists_every_command_without_importing_torch_or_xarray() -> None:
+    """The list needs each command's help line, not its defaults (whose models import torch)."""
+    import subprocess
+    import sys
+
+    from latentdask.cli import COMMANDS
+
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from latentdask.cli import app\n"
+        "result = CliRunner().invoke(app, ['--help'], terminal_width=200)\n"
+        "print(result.output)\n"
+        "print('IMPORTED', sorted(m for m in ('torch', 'xarray', 'datashader') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert "IMPORTED []" in done.stdout
+    for name in COMMANDS:
+        assert f" {name} " in done.stdout, name
+    # a listed command still gets its defaults when it runs or shows its own help
+    shown = subprocess.run(
+        [sys.executable, "-m", "latentdask.cli", "encode", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "default: 4096" in " ".join(shown.stdout.split()), shown.stdout

@@ -46,11 +46,13 @@ COMMANDS = {
 }
 
 
-def _build(name: str) -> Command:
-    """The click command ``name``, its option defaults read from its options models now."""
+def _build(name: str, *, defaults: bool = True) -> Command:
+    """The click command ``name``, its option defaults read from its options models now (unless
+    ``defaults`` is false: a command only listed, by its help line, needs none of them)."""
     module, function = COMMANDS[name].split(":")
     callback = getattr(importlib.import_module(f"latentdask.cli.{module}"), function)
-    resolve_defaults(callback)
+    if defaults:
+        resolve_defaults(callback)
     single = typer.Typer(add_completion=False)
     single.command(name=name)(callback)
     return typer.main.get_command(single)
@@ -61,16 +63,23 @@ class _Commands(MutableMapping[str, Command]):
 
     A command's defaults come from its options model, whose module imports torch or xarray;
     building every command for every call would make ``latentdask info`` wait seconds for
-    ``encode``'s. ``latentdask --help`` lists them all, and builds them all.
+    ``encode``'s. ``latentdask --help`` lists them all by their help lines, built without
+    their defaults (``listing``): the list needs neither torch nor xarray.
     """
 
     def __init__(self, built: MutableMapping[str, Command]) -> None:
         self._built = dict(built)
+        self._listed: dict[str, Command] = {}
+        self.listing = False
 
     def __getitem__(self, name: str) -> Command:
         if name not in self._built:
             if name not in COMMANDS:
                 raise KeyError(name)
+            if self.listing:
+                if name not in self._listed:
+                    self._listed[name] = _build(name, defaults=False)
+                return self._listed[name]
             self._built[name] = _build(name)
         return self._built[name]
 
@@ -91,6 +100,15 @@ class _Commands(MutableMapping[str, Command]):
 class _Group(TyperGroup):
     def __init__(self, *, commands: MutableMapping[str, Command] | None = None, **attrs: Any) -> None:
         super().__init__(commands=_Commands(commands or {}), **attrs)  # type: ignore[arg-type]  # a mapping
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        commands = self.commands
+        assert isinstance(commands, _Commands)
+        commands.listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            commands.listing = False
 
 
 app = typer.Typer(
