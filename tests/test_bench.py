@@ -91,10 +91,24 @@ def test_bench_encode(tmp_path: Path) -> None:
 
 def test_bench_stats(tmp_path: Path) -> None:
     report = bench("stats", tmp_path)
-    assert_checked(report, baselines=3)
-    total = rows(report)["fused, total"]
+    assert_checked(report, baselines=4)
+    by_name = rows(report)
+    total = by_name["fused, total (both passes)"]
     baselines = [row["name"] for row in report["rows"] if row["kind"] == "baseline"]
     assert sorted(total["ratios"]) == sorted(baselines)
+    # the profile of pass 1 and the rest add up to pass 1; pass 2 beside a bare read pass
+    pass_one = by_name["fused pass 1: every family, all pairs (store read included)"]["value"]
+    parts = [row["value"] for name, row in by_name.items() if name.startswith("fused pass 1, ")]
+    assert len(parts) == 5 and sum(parts) == pytest.approx(pass_one)
+    assert list(by_name["fused pass 2: radii about the mean"]["ratios"]) == [
+        "bound: a bare read pass over the store (no figure)"
+    ]
+    whole = next(
+        row for name, row in by_name.items() if name.startswith("latentdask stats, the whole command")
+    )
+    assert whole["value"] > 0 and list(whole["ratios"]) == [
+        "numpy in RAM, all pairs, compute only (load excluded)"
+    ]
     for name in baselines:
         figures = " ".join(rows(report)[name]["check"])
         assert "histograms" in figures and "slice counts" in figures
