@@ -33,6 +33,7 @@ COMMANDS = {
     "encode": "pipeline:encode",
     "stats": "analysis:stats",
     "synth-latents": "analysis:synth_latents",
+    "select": "analysis:select",
     "run": "pipeline:run",
     "report": "pipeline:report",
     "gmm": "analysis:gmm",

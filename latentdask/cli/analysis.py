@@ -11,6 +11,7 @@ from latentdask.cli.options import (
     ClusterNameOption,
     ClusterOption,
     ModelDefaults,
+    RowsOption,
     SchedulerOption,
     SkipDamagedOption,
     SplitOption,
@@ -66,6 +67,7 @@ def stats(
     ] = None,
     split: SplitOption = "all",
     where: WhereOption = None,
+    rows: RowsOption = None,
     skip_damaged: SkipDamagedOption = False,
     include_unfinished: UnfinishedOption = False,
     cluster: ClusterOption = None,
@@ -82,10 +84,9 @@ def stats(
     check_stats_output(out, inputs=[store])
     choice = cluster_choice(cluster, scheduler, cluster_name)
     started = time.perf_counter()
-    with reading_store(store, choice, skip_damaged=skip_damaged, include_unfinished=include_unfinished) as (
-        connection,
-        points,
-    ):
+    with reading_store(
+        store, choice, skip_damaged=skip_damaged, include_unfinished=include_unfinished, rows=rows
+    ) as (connection, points):
         figures = steps.statistics(
             store, out, params=params, split=split, where=where or [], cluster=connection, points=points
         )
@@ -111,6 +112,83 @@ def synth_latents(
 
     synthesize_latents(out, n=n, dim=dim, seed=seed, chunk_rows=chunk_rows, components=components)
     console.print(f"wrote {n} x {dim} synthetic z-points (true mean and covariance beside them) → {out}")
+
+
+@user_errors
+def select(
+    store: Annotated[Path, typer.Argument(help="Latent store (or any Zarr group holding 'z').")],
+    out: Annotated[Path, typer.Option("--out", help="selection.zarr to write.")],
+    pair: Annotated[str, typer.Option(help="The two components a,b the polygon is drawn in.")],
+    box: Annotated[
+        str | None, typer.Option(help="X0,X1,Y0,Y1: the rows inside this box (or give --polygon).")
+    ] = None,
+    polygon: Annotated[
+        list[str] | None, typer.Option("--polygon", help="A vertex x,y (repeat, 3 or more): a lasso.")
+    ] = None,
+    slice_threshold: Annotated[
+        float | None, typer.Option("--slice", help="Also every other component within ±this.")
+    ] = None,
+    skip_damaged: SkipDamagedOption = False,
+    include_unfinished: UnfinishedOption = False,
+    cluster: ClusterOption = None,
+    scheduler: SchedulerOption = None,
+    cluster_name: ClusterNameOption = None,
+) -> None:
+    """A row selection over every z-point — a box or polygon in two components — for --rows."""
+    from latentdask.stats.contrast import profile
+    from latentdask.store.output import check_output
+    from latentdask.store.selection import SELECTION_KIND, view_rows, write_selection
+
+    view = _view(pair, box, polygon or [], slice_threshold)
+    choice = cluster_choice(cluster, scheduler, cluster_name)
+    with reading_store(store, choice, skip_damaged=skip_damaged, include_unfinished=include_unfinished) as (
+        connection,
+        points,
+    ):
+        check_output(out, SELECTION_KIND, inputs=[store])
+        rows = view_rows(points.z, view)
+        if points.valid is not None:
+            rows = rows & points.valid
+        contrast = profile(points.z, rows, valid=points.valid, scheduler=connection.client)
+        count = write_selection(
+            out,
+            rows,
+            view=view,
+            source=str(store),
+            smd=contrast.smd,
+            share=contrast.share,
+            scheduler=connection.client,
+        )
+    apart = ", ".join(f"{j} ({smd:+.2f})" for j, smd in contrast.apart(5))
+    console.print(
+        f"{count:,} of {points.z.shape[0]:,} rows selected ({contrast.share:.2%} of the valid rows); "
+        f"components that set them apart (standardized mean difference): {apart} → {out}"
+    )
+
+
+def _view(pair: str, box: str | None, polygon: list[str], slice_threshold: float | None) -> Any:
+    from latentdask.store.selection import View
+
+    chosen = parse_ints(pair, "--pair")
+    if len(chosen) != 2:
+        raise LatentdaskError(f"--pair expects two component numbers a,b, got {pair!r}")
+    if (box is None) == (not polygon):
+        raise LatentdaskError("give either --box X0,X1,Y0,Y1 or --polygon x,y (3 or more), not both")
+    if box is not None:
+        x0, x1, y0, y1 = _floats(box, "--box", 4)
+        return View.box((chosen[0], chosen[1]), (x0, x1), (y0, y1), slice=slice_threshold)
+    vertices = tuple(_floats(vertex, "--polygon", 2) for vertex in polygon)
+    return View((chosen[0], chosen[1]), vertices, slice=slice_threshold)  # type: ignore[arg-type]
+
+
+def _floats(text: str, option: str, count: int) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != count:
+        raise LatentdaskError(f"{option} expects {count} comma-separated numbers, got {text!r}")
+    return values
 
 
 @user_errors
@@ -349,6 +427,7 @@ def render(
     how: Annotated[str, typer.Option(help="Shading: eq_hist or log.")] = RENDER.how,
     split: SplitOption = RENDER.split,
     where: WhereOption = None,
+    rows: RowsOption = None,
     skip_damaged: SkipDamagedOption = False,
     include_unfinished: UnfinishedOption = False,
     cluster: ClusterOption = None,
@@ -361,10 +440,9 @@ def render(
 
     options = options_from(RenderOptions, locals(), slice=slice_threshold)
     choice = cluster_choice(cluster, scheduler, cluster_name)
-    with reading_store(store, choice, skip_damaged=skip_damaged, include_unfinished=include_unfinished) as (
-        connection,
-        points,
-    ):
+    with reading_store(
+        store, choice, skip_damaged=skip_damaged, include_unfinished=include_unfinished, rows=rows
+    ) as (connection, points):
         result = steps.render(
             store,
             out,

@@ -168,6 +168,10 @@ SkipDamagedOption = Annotated[
         "--skip-damaged", help="Leave out shards whose checksums fail (found by reading them first)."
     ),
 ]
+RowsOption = Annotated[
+    Path | None,
+    typer.Option("--rows", help="Keep to the rows of a selection.zarr (latentdask select, the dashboard)."),
+]
 UnfinishedOption = Annotated[
     bool,
     typer.Option(
@@ -185,9 +189,15 @@ def cluster_choice(cluster: Path | None, scheduler: str | None, name: str | None
 
 @contextmanager
 def reading_store(
-    store: Path, choice: ClusterChoice, *, skip_damaged: bool, include_unfinished: bool
+    store: Path,
+    choice: ClusterChoice,
+    *,
+    skip_damaged: bool,
+    include_unfinished: bool,
+    rows: Path | None = None,
 ) -> Iterator[tuple[Connection, Any]]:
-    """The cluster and the z-points of a command that reads every shard of ``store``.
+    """The cluster and the z-points of a command that reads every shard of ``store`` (keeping to
+    the row selection ``rows`` when given).
 
     A shard found damaged on the way stops the command with the list of all damaged shards.
     """
@@ -204,6 +214,10 @@ def reading_store(
         points = open_points(
             store, connection.client, skip_damaged=skip_damaged, include_unfinished=include_unfinished
         )
+        if rows is not None:
+            from latentdask.store.selection import open_selection
+
+            points.selection = open_selection(rows, points.z.shape[0], points.z.chunks[0])
         yield connection, points
 
 

@@ -73,14 +73,23 @@ def stats_of(
     centred = second_pass(inputs, state, params, scheduler=scheduler)
     return summary_finalize(
         state, params, centred_radius=centred, attribute_names=points.attribute_names, selection=selection
-    ).assign_attrs(split=split, where=list(where))
+    ).assign_attrs(
+        split=split, where=list(where), rows="" if points.selection is None else str(points.selection.path)
+    )
 
 
 def fitted_rows(stats: xr.Dataset) -> tuple[str, tuple[str, ...]]:
     """The split and attribute conditions of the rows ``stats`` describe (the rows a fit saw).
 
-    Statistics written before they recorded it describe all valid rows.
+    Statistics written before they recorded it describe all valid rows. Statistics of a row
+    selection (``--rows``) are refused: its rows are not a split, so nothing would say which
+    rows are held out of them.
     """
+    if stats.attrs.get("rows"):
+        raise StatsError(
+            f"these statistics describe the row selection {stats.attrs['rows']}; normality, fits and "
+            "scores need statistics of a split (and conditions): compute them without --rows"
+        )
     return str(stats.attrs.get("split", "all")), tuple(stats.attrs.get("where", ()))
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import dask.array as da
@@ -23,6 +23,9 @@ import zarr
 
 from latentdask.errors import StatsError
 from latentdask.store.integrity import CheckedArray, expected_checksums
+
+if TYPE_CHECKING:
+    from latentdask.store.selection import RowSelection
 
 #: (rng, rows) → float32 array (rows, dim)
 BlockSampler = Callable[[np.random.Generator, int], np.ndarray]
@@ -82,6 +85,8 @@ class ZPoints:
     #: shards of a latent store not finished (their rows are left out unless asked for) and in all
     unfinished: int = 0
     shards: int = 0
+    #: a row selection (``--rows selection.zarr``) every reading of these points keeps to
+    selection: RowSelection | None = None
 
     def unfinished_note(self) -> str | None:
         """``"2 of 15 shards unfinished: their rows are left out"``, or None when every shard is done."""

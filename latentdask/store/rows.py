@@ -72,11 +72,16 @@ def parse_where(conditions: Sequence[str], names: Sequence[str]) -> list[tuple[s
 
 
 def selection_mask(points: ZPoints, split: str, where: Sequence[str]) -> tuple[da.Array | None, str]:
-    """Rows chosen by split and attribute conditions (lazy), and words saying which."""
+    """Rows chosen by split, attribute conditions and the points' row selection (lazy), and words
+    saying which."""
     words = ["valid rows" if points.valid is not None else "all rows"]
     mask = split_mask(points, split)
     if split != "all":
         words.append(f"split={split}")
+    if points.selection is not None:
+        rows = points.selection.rows
+        mask = rows if mask is None else mask & rows
+        words.append(points.selection.words())
     for name, value in parse_where(where, points.attribute_names):
         if points.attributes is None:
             raise StatsError(f"--where asked for, but {points.path} has no attributes")

@@ -1,0 +1,156 @@
+"""Row selections: a boolean mask over every row of a store, and the view that made it.
+
+A selection drawn by eye (a box or a lasso in a projection, the slice condition when a
+slice is shown) becomes a reproducible subset of the pipeline: ``latentdask select`` (and
+the dashboard's export) write ``selection-NAME.zarr``, which ``latentdask stats --rows``
+and ``render --rows`` read. The test is evaluated where the rows lie, block by block, on
+every z-point (never a sample).
+
+``selection-NAME.zarr`` is a Zarr group (output kind ``selection``)::
+
+    rows      (n,) bool, chunked like the store's z: True for a selected row
+    smd       (N,) float64: per component, the standardized mean difference of the selected
+              valid rows against the other valid rows (:mod:`latentdask.stats.contrast`)
+    attrs     latentdask (the record), source (the store), n, count, share (of the valid
+              rows), view: {pair: [a, b], polygon: [[x, y], ...], slice: t or null}
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+from zarr.errors import ZarrUserWarning
+
+from latentdask.errors import StatsError
+from latentdask.store.output import owned_output, read_record
+
+SELECTION_KIND = "selection"
+
+
+@dataclass(frozen=True)
+class View:
+    """What a selection keeps: rows whose components ``pair`` lie inside ``polygon`` (even–odd
+    rule), and with ``slice`` every other component within ±slice."""
+
+    pair: tuple[int, int]
+    polygon: tuple[tuple[float, float], ...]
+    slice: float | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.polygon) < 3:
+            raise StatsError(f"a selection's polygon needs 3 vertices or more, got {len(self.polygon)}")
+        if self.pair[0] == self.pair[1]:
+            raise StatsError(f"a selection's pair needs two different components, got {self.pair}")
+        if self.slice is not None and not self.slice > 0:
+            raise StatsError(f"a selection's slice threshold must be positive, got {self.slice}")
+
+    @classmethod
+    def box(cls, pair: tuple[int, int], x: tuple[float, float], y: tuple[float, float], **kw: Any) -> View:
+        (x0, x1), (y0, y1) = sorted(x), sorted(y)
+        return cls(pair, ((x0, y0), (x1, y0), (x1, y1), (x0, y1)), **kw)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pair": list(self.pair), "polygon": [list(v) for v in self.polygon], "slice": self.slice}
+
+
+def inside_polygon(x: np.ndarray, y: np.ndarray, polygon: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Points strictly inside ``polygon`` by the even–odd rule (one crossing test per edge)."""
+    inside = np.zeros(len(x), dtype=bool)
+    vertices = np.asarray(polygon, dtype=np.float64)
+    for (xi, yi), (xj, yj) in zip(vertices, np.roll(vertices, -1, axis=0), strict=True):
+        if yi == yj:
+            continue  # a horizontal edge crosses no horizontal ray
+        crosses = (yi > y) != (yj > y)
+        inside ^= crosses & (x < (xj - xi) * (y - yi) / (yj - yi) + xi)
+    return inside
+
+
+def _block_rows(block: np.ndarray, view: View) -> np.ndarray:
+    a, b = view.pair
+    x = np.asarray(block[:, a], dtype=np.float64)
+    y = np.asarray(block[:, b], dtype=np.float64)
+    keep = inside_polygon(x, y, view.polygon)
+    if view.slice is not None:
+        others = np.ones(block.shape[1], dtype=bool)
+        others[[a, b]] = False
+        keep &= (np.abs(np.asarray(block[:, others], dtype=np.float64)) < view.slice).all(axis=1)
+    return keep
+
+
+def view_rows(z: da.Array, view: View) -> da.Array:
+    """The rows of ``z`` the view keeps (lazy, one task per block; non-finite rows are not kept)."""
+    dim = z.shape[1]
+    if not all(0 <= j < dim for j in view.pair):
+        raise StatsError(f"the selection's pair {view.pair} is outside the {dim} components (0 … {dim - 1})")
+    return da.map_blocks(_block_rows, z, view=view, drop_axis=1, dtype=bool)
+
+
+def write_selection(
+    out: str | Path,
+    rows: da.Array,
+    *,
+    view: View,
+    source: str,
+    smd: np.ndarray,
+    share: float,
+    scheduler: Any = None,
+) -> int:
+    """Compute ``rows`` and write them with ``view`` and their contrast as ``selection-NAME.zarr``;
+    the count selected."""
+    with owned_output(out, SELECTION_KIND, inputs=[source], zarr=True) as staged, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ZarrUserWarning)
+        group = zarr.open_group(str(staged.path), mode="w")
+        target = group.create_array(
+            "rows", shape=rows.shape, chunks=(rows.chunks[0][0],), dtype=bool, dimension_names=["image"]
+        )
+        stored = da.store(rows, target, lock=False, compute=False, return_stored=True)  # type: ignore[arg-type]
+        (count,) = dask.compute(stored.sum(), scheduler=scheduler)
+        group.create_array("smd", shape=smd.shape, dtype="float64", dimension_names=["latent"])[:] = smd
+        group.attrs.update(
+            {
+                "source": source,
+                "n": int(rows.shape[0]),
+                "count": int(count),
+                "share": float(share),
+                "view": view.as_dict(),
+                "latentdask": staged.record,
+            }
+        )
+    return int(count)
+
+
+@dataclass(frozen=True)
+class RowSelection:
+    """A selection read back: its mask (lazy), how many rows it holds, and where it came from."""
+
+    path: Path
+    rows: da.Array
+    count: int
+    view: dict[str, Any]
+
+    def words(self) -> str:
+        return f"{self.count:,} rows of the selection {self.path}"
+
+
+def open_selection(path: str | Path, rows: int, chunks: tuple[int, ...]) -> RowSelection:
+    """The selection at ``path``, checked to hold one flag per row of a store of ``rows`` rows
+    and chunked like its z-points (``chunks``)."""
+    path = Path(path)
+    found = read_record(path)
+    if found is None or found["kind"] != SELECTION_KIND:
+        raise StatsError(f"{path} is not a latentdask selection (latentdask select writes one)")
+    group = zarr.open_group(str(path), mode="r")
+    mask = group["rows"]
+    assert isinstance(mask, zarr.Array)
+    if mask.shape != (rows,):
+        raise StatsError(f"the selection {path} holds {mask.shape[0]:,} rows; the store has {rows:,}")
+    attrs: dict[str, Any] = group.attrs.asdict()
+    return RowSelection(path, da.from_zarr(mask).rechunk((chunks,)), int(attrs["count"]), dict(attrs["view"]))
