@@ -96,10 +96,10 @@ def test_bench_stats(tmp_path: Path) -> None:
     total = by_name["fused, total (both passes)"]
     baselines = [row["name"] for row in report["rows"] if row["kind"] == "baseline"]
     assert sorted(total["ratios"]) == sorted(baselines)
-    # the profile of pass 1 and the rest add up to pass 1; pass 2 beside a bare read pass
-    pass_one = by_name["fused pass 1: every family, all pairs (store read included)"]["value"]
-    parts = [row["value"] for name, row in by_name.items() if name.startswith("fused pass 1, ")]
-    assert len(parts) == 5 and sum(parts) == pytest.approx(pass_one)
+    # the profile of pass 1: four parts timed apart, and the rest; pass 2 beside a bare read pass
+    estimated = [row["value"] for name, row in by_name.items() if name.startswith("fused pass 1, estimated")]
+    assert len(estimated) == 4 and all(seconds > 0 for seconds in estimated)
+    assert "fused pass 1, the rest: scheduling, transfer, merging, imbalance" in by_name
     assert list(by_name["fused pass 2: radii about the mean"]["ratios"]) == [
         "bound: a bare read pass over the store (no figure)"
     ]

@@ -170,3 +170,13 @@ def test_small_reading_commands_run_the_embedded_cluster_in_process() -> None:
         assert client.submit(sum, [1, 2]).result() == 3
         (worker,) = client.scheduler_info()["workers"].values()
         assert worker["nthreads"] == 2
+
+
+def test_an_in_process_cluster_cannot_adapt() -> None:
+    from pydantic import ValidationError
+
+    from latentdask.cluster.spec import LocalSpec
+
+    with pytest.raises(ValidationError, match="'adapt' grows and shrinks worker processes"):
+        LocalSpec(processes=False, adapt={"minimum": 1, "maximum": 2})  # type: ignore[arg-type]
+    assert LocalSpec(processes=True, adapt={"minimum": 1, "maximum": 2}).adapt is not None  # type: ignore[arg-type]

@@ -137,6 +137,28 @@ def test_resume_encodes_damaged_shards_again(
     assert z_of(store).tobytes() == z_of(clean).tobytes()
 
 
+def test_resume_of_a_small_finished_store_encodes_its_damaged_shards_on_worker_processes(
+    faces: Path, checkpoint: Path, clean: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The embedded cluster starts in-process to check a small finished store; damaged shards found
+    there are encoded on worker processes, as every encode is."""
+    store = copy_of(clean, tmp_path)
+    damage(store)
+    summary = encode(
+        faces,
+        checkpoint,
+        store,
+        options=EncodeOptions(shard_size=SHARD, batch_size=16, resume=True, stats=False),
+        cluster=ClusterChoice(),
+    )
+    assert summary.shards_run == 2
+    assert z_of(store).tobytes() == z_of(clean).tobytes()
+    from latentdask.cluster.connect import default_local_workers
+
+    printed = " ".join(capsys.readouterr().err.split())
+    assert f"encoding 2 shard(s) on {default_local_workers()} worker(s)" in printed
+
+
 def test_unfinished_shards_are_left_out_unless_asked(clean: Path, tmp_path: Path) -> None:
     store = copy_of(clean, tmp_path)
     zarr.open_array(str(store / "shard_done"), mode="r+")[3] = False  # its rows are written, its flag is not

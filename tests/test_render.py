@@ -165,6 +165,19 @@ def test_pngs_have_the_asked_size_and_are_not_blank(
     assert summary["projections"][0]["shown"] == used.sum()
 
 
+def test_a_narrow_grid_still_draws(
+    corpus: tuple[Path, Path, np.ndarray, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    """Too small for the fixed margins (panels under 60 px): laid out by tight_layout instead."""
+    from latentdask.render.draw import _grid_margins
+
+    assert _grid_margins(800, 840, 4, 4) is not None and _grid_margins(100, 140, 2, 2) is None
+    store, stats_path, *_ = corpus
+    result = render(store, tmp_path / "out", stats=stats_path, top_correlated=4, pcs=0, width=100)
+    (grid,) = result.files
+    assert np.asarray(Image.open(grid)).shape[1] == 100
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

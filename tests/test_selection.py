@@ -41,6 +41,16 @@ def test_inside_polygon_is_matplotlibs_answer() -> None:
     assert 0.1 < ours.mean() < 0.9
 
 
+def test_box_edges_lower_and_left_inside_upper_and_right_outside_nan_never() -> None:
+    """Boxes that tile the plane share no point."""
+    corners = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
+    x = np.array([0.0, 0.5, 1.0, 0.5, 0.5, np.nan, 0.5])
+    y = np.array([0.5, 0.0, 0.5, 1.0, 0.5, 0.5, np.nan])
+    np.testing.assert_array_equal(
+        inside_polygon(x, y, corners), [True, True, False, False, True, False, False]
+    )
+
+
 def test_views_refuse_what_cannot_select() -> None:
     from latentdask.errors import StatsError
 
@@ -76,7 +86,10 @@ def test_box_selection_equals_numpy_and_feeds_stats(
     np.testing.assert_allclose(zarr.open_array(str(selection / "smd"))[:], smd, rtol=1e-9)
     printed = " ".join(done.stderr.split())
     assert f"{int(expected.sum()):,} of {ROWS:,} rows selected" in printed
-    assert f"apart (standardized mean difference): {int(np.argmax(np.abs(smd)))} (" in printed
+    others = np.abs(smd)
+    others[[1, 3]] = -1  # selected on: apart by construction, not listed
+    assert "besides 1 and 3, the components that set them apart" in printed
+    assert f"(standardized mean difference): {int(np.argmax(others))} (" in printed
 
     # stats --rows: the statistics of exactly those rows
     out = tmp_path / "stats.zarr"
@@ -118,6 +131,20 @@ def test_lasso_selection_and_render_rows(store: Path, tmp_path: Path) -> None:
     assert projection["candidates"] == expected.sum()
 
 
+def test_rows_with_a_non_finite_value_are_never_selected(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    values = rng.normal(size=(400, 4)).astype(np.float32)
+    values[::7, 3] = np.nan  # outside the pair, not in a slice: still left out
+    store = tmp_path / "nan.zarr"
+    zarr.open_group(str(store), mode="w").create_array("z", shape=values.shape, dtype="float32")[:] = values
+    selection = tmp_path / "s.zarr"
+    done = run("select", str(store), "--pair", "0,1", "--box", "-9,9,-9,9", "--out", str(selection))
+    assert done.returncode == 0, done.stderr
+    mask = np.asarray(zarr.open_array(str(selection / "rows"))[:])
+    np.testing.assert_array_equal(mask, np.isfinite(values).all(axis=1))
+    assert zarr.open_group(str(selection)).attrs["share"] == 1.0  # of the finite rows, all
+
+
 def test_rows_of_another_store_and_statistics_of_a_selection_are_refused(store: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.zarr"
     assert run("synth-latents", str(other), "--n", "500", "--dim", str(DIM)).returncode == 0
@@ -127,6 +154,14 @@ def test_rows_of_another_store_and_statistics_of_a_selection_are_refused(store: 
     done = run("stats", str(store), "--rows", str(selection), "--out", str(tmp_path / "s.zarr"))
     assert done.returncode != 0 and "holds 500 rows; the store has 6,000" in done.stderr
     assert not (tmp_path / "s.zarr").exists()
+    # another store of as many rows: refused too
+    twin = tmp_path / "twin.zarr"
+    assert run("synth-latents", str(twin), "--n", str(ROWS), "--dim", str(DIM), "--seed", "9").returncode == 0
+    assert run("select", str(twin), *box, "--out", str(tmp_path / "twin-rows.zarr")).returncode == 0
+    done = run(
+        "stats", str(store), "--rows", str(tmp_path / "twin-rows.zarr"), "--out", str(tmp_path / "t.zarr")
+    )
+    assert done.returncode != 0 and f"was made on {twin.resolve()}, not on {store}" in done.stderr
 
     done = run("select", str(store), *box, "--polygon", "0,0", "--out", str(tmp_path / "x.zarr"))
     assert done.returncode != 0 and "either --box" in done.stderr

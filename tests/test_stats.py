@@ -376,6 +376,30 @@ def test_summary_chunk_is_the_in_memory_answer() -> None:
     np.testing.assert_allclose(direct["cov"].values, np.cov(x.astype(np.float64).T), rtol=1e-10)
 
 
+def test_co_moments_over_several_tiles_equal_numpy() -> None:
+    """A block larger than GEMM_ROWS: centred tiles through one buffer, groups per tile."""
+    from latentdask.stats.scan import GEMM_ROWS
+    from latentdask.stats.summary import summary_finalize
+
+    rows = 2 * GEMM_ROWS + 3_617
+    x = latent_sample(n=rows, dim=5, seed=11, shift=100.0)
+    rng = np.random.default_rng(4)
+    valid = rng.random(rows) > 0.3
+    attributes = rng.choice(np.array([-1, 1], dtype=np.int8), size=(rows, 2))
+    result = summary_finalize(
+        summary_chunk(x, valid, attributes, params=PARAMS), PARAMS, attribute_names=["A", "B"]
+    )
+    kept = x[valid].astype(np.float64)
+    np.testing.assert_allclose(result["cov"].values, np.cov(kept.T), rtol=1e-10)
+    for a in range(2):
+        for g, value in enumerate((1, -1)):
+            group = kept[attributes[valid, a] == value]
+            np.testing.assert_allclose(result["attribute_mean"].values[a, g], group.mean(axis=0), rtol=1e-12)
+            np.testing.assert_allclose(
+                result["attribute_std"].values[a, g], group.std(axis=0, ddof=1), rtol=1e-9
+            )
+
+
 def test_known_states_hold_one_merged_state_and_equal_numpy() -> None:
     """An encode's client merges its shards' states as they arrive: one state, the whole answer."""
     from latentdask.stats.io import KnownStates

@@ -140,12 +140,12 @@ def select(
     from latentdask.store.selection import SELECTION_KIND, view_rows, write_selection
 
     view = _view(pair, box, polygon or [], slice_threshold)
+    check_output(out, SELECTION_KIND, inputs=[store])  # before the cluster starts
     choice = cluster_choice(cluster, scheduler, cluster_name)
     with reading_store(store, choice, skip_damaged=skip_damaged, include_unfinished=include_unfinished) as (
         connection,
         points,
     ):
-        check_output(out, SELECTION_KIND, inputs=[store])
         rows = view_rows(points.z, view)
         if points.valid is not None:
             rows = rows & points.valid
@@ -159,10 +159,11 @@ def select(
             share=contrast.share,
             scheduler=connection.client,
         )
-    apart = ", ".join(f"{j} ({smd:+.2f})" for j, smd in contrast.apart(5))
+    apart = ", ".join(f"{j} ({smd:+.2f})" for j, smd in contrast.apart(5, leave_out=view.pair))
     console.print(
         f"{count:,} of {points.z.shape[0]:,} rows selected ({contrast.share:.2%} of the valid rows); "
-        f"components that set them apart (standardized mean difference): {apart} → {out}"
+        f"besides {view.pair[0]} and {view.pair[1]}, the components that set them apart (standardized "
+        f"mean difference): {apart} → {out}"
     )
 
 

@@ -170,7 +170,7 @@ SkipDamagedOption = Annotated[
 ]
 RowsOption = Annotated[
     Path | None,
-    typer.Option("--rows", help="Keep to the rows of a selection.zarr (latentdask select, the dashboard)."),
+    typer.Option("--rows", help="Keep to the rows of a selection.zarr (from latentdask select)."),
 ]
 UnfinishedOption = Annotated[
     bool,
@@ -217,7 +217,7 @@ def reading_store(
         if rows is not None:
             from latentdask.store.selection import open_selection
 
-            points.selection = open_selection(rows, points.z.shape[0], points.z.chunks[0])
+            points.selection = open_selection(rows, store, points.z.shape[0], points.z.chunks[0])
         yield connection, points
 
 

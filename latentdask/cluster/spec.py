@@ -71,6 +71,12 @@ class LocalSpec(Scaled):
     host: str = "127.0.0.1"
     dashboard_address: str = "127.0.0.1:0"
 
+    @model_validator(mode="after")
+    def _adapt_needs_processes(self) -> LocalSpec:
+        if self.processes is False and self.adapt is not None:
+            raise ValueError("'adapt' grows and shrinks worker processes: leave 'processes' out or true")
+        return self
+
 
 class CudaSpec(Scaled):
     """dask-cuda's LocalCUDACluster: one worker per GPU of this machine, each declaring ``GPU: 1``."""

@@ -204,14 +204,19 @@ def encode(
     with writer_lock(out) as lock, contextlib.ExitStack() as stack:
         # 3. The store: a new template, or the existing store checked (settings, then checksums).
         group = _prepare_store(out, expected | {"writer_run": lock.run_id}, options, manifest, config, inputs)
+        reading = stack.enter_context(contextlib.ExitStack())
+        only_read = client is None and bool(shards_done(group).all())
         if client is None:  # a finished store is only read (checksums, statistics): a small one in-process
-            finished = bool(shards_done(group).all())
-            client = stack.enter_context(connect(choice, input_bytes=zpoint_bytes(out) if finished else None))
+            small = zpoint_bytes(out) if only_read else None
+            client = reading.enter_context(connect(choice, input_bytes=small))
         check_paths_on_workers(client, [data.root, checkpoint, out])
         if options.resume:
             _reset_damaged(out, group, client, progress)
         done = shards_done(group)
         pending = [s for s in shards if not done[s.number]]
+        if pending and only_read and client.scheduler.address.startswith("inproc://"):
+            reading.close()  # damaged shards to encode again: on worker processes, as every encode
+            client = stack.enter_context(connect(choice))
 
         # 4. Run the pending shards: keys name this run, so tasks of a killed run are never adopted.
         resources = {"GPU": 1} if _cluster_has_gpus(client) else None
@@ -406,14 +411,16 @@ def _follow(
     progress: bool,
     known: KnownStates,
 ) -> list[ShardReport]:
-    """Collect the shards' reports, their statistics merged into ``known`` (one state in memory, not
-    one per shard); a shard that killed its worker is encoded again with isolated decoding."""
+    """Collect the shards' reports, their statistics merged into ``known`` and each result released
+    once read (one state in memory, not one per shard, on the client and on the workers); a shard
+    that killed its worker is encoded again with isolated decoding."""
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
     reports = []
     started = time.perf_counter()
     encoded = 0
+    shards = len(futures)
     with progress_bar("encoding", total=total_images, unit="images", enabled=progress) as bar:
         completed = as_completed(list(futures), loop=client.loop)
         for future in completed:
@@ -434,6 +441,8 @@ def _follow(
                 futures[retry] = dataclasses.replace(job, isolate=True)
                 completed.add(retry)
                 continue
+            futures.pop(future)
+            future.release()  # the worker lets the report (and its statistics state) go
             if report.state is not None:
                 known.add(report.number, report.state)
                 report = dataclasses.replace(report, state=None)
@@ -441,5 +450,5 @@ def _follow(
             encoded += report.images
             bar.advance(report.images)
             rate = encoded / max(time.perf_counter() - started, 1e-9)
-            bar.note(f"shards {len(reports)}/{len(futures)}, {rate:.0f} images/s")
+            bar.note(f"shards {len(reports)}/{shards}, {rate:.0f} images/s")
     return reports

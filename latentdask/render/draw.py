@@ -9,6 +9,7 @@ in orange above it. Ranked selections are laid out as grids, like the CelebA stu
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -194,15 +195,20 @@ def save_single(
 
 #: a grid panel's surroundings in pixels: tick labels and axis label left and below, its title above
 PANEL_LEFT, PANEL_BELOW, PANEL_ABOVE = 46, 34, 20
+#: the smallest panel (pixels) laid out with fixed margins
+PANEL_LEAST = 60
 
 
-def _grid_margins(width: int, height: int, rows: int, columns: int) -> dict[str, float]:
+def _grid_margins(width: int, height: int, rows: int, columns: int) -> dict[str, float] | None:
     """Fixed margins that fit the small panels' labels (``tight_layout`` measured them by drawing the
-    whole figure once more: a third of a grid's drawing time)."""
+    whole figure once more: a third of a grid's drawing time); None where the panels would be
+    smaller than :data:`PANEL_LEAST` pixels (then ``tight_layout`` does what it can)."""
     left, right = PANEL_LEFT / width, 1 - 8 / width
     bottom, top = PANEL_BELOW / height, 1 - (30 + PANEL_ABOVE) / height
     panel_width = (width * (right - left) - (columns - 1) * PANEL_LEFT) / columns
     panel_height = (height * (top - bottom) - (rows - 1) * (PANEL_BELOW + PANEL_ABOVE)) / rows
+    if min(panel_width, panel_height) < PANEL_LEAST:
+        return None
     return {
         "left": left,
         "right": right,
@@ -230,7 +236,8 @@ def save_grid(
     rows = math.ceil(len(aggregates) / columns)
     height = int(width * rows / columns) + 40
     fig = _figure(width, height)
-    axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw=_grid_margins(width, height, rows, columns))
+    margins = _grid_margins(width, height, rows, columns)
+    axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw=margins)
     for ax, aggregate in zip(axes.ravel(), aggregates, strict=False):
         draw(ax, aggregate, how=how, stats=stats, overlays=overlays, colour_bar=False, small=True)
     for ax in axes.ravel()[len(aggregates) :]:
@@ -242,6 +249,10 @@ def save_grid(
             f" ({candidates - shown:,} beyond the canvas)" if shown != candidates else ""
         )
     fig.suptitle(title, fontsize=11)
+    if margins is None:
+        with warnings.catch_warnings():  # it says when it cannot fit every label: it does what it can
+            warnings.simplefilter("ignore", UserWarning)
+            fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out

@@ -10,6 +10,7 @@ CelebA attribute (``attribute_effect``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,17 +28,18 @@ class SelectionProfile:
     selected: int  # valid, finite rows selected
     rows: int  # valid, finite rows in all
     smd: np.ndarray  # (N,) standardized mean difference, selected minus the rest
-    mean_selected: np.ndarray
-    mean_rest: np.ndarray
 
     @property
     def share(self) -> float:
         return self.selected / self.rows if self.rows else 0.0
 
-    def apart(self, count: int = 10) -> list[tuple[int, float]]:
-        """The ``count`` components whose |SMD| is largest, with their SMD."""
-        order = np.argsort(-np.nan_to_num(np.abs(self.smd), nan=-1.0), kind="stable")[:count]
-        return [(int(j), float(self.smd[j])) for j in order]
+    def apart(self, count: int = 10, *, leave_out: Sequence[int] = ()) -> list[tuple[int, float]]:
+        """The ``count`` components whose |SMD| is largest, with their SMD, but for ``leave_out``
+        (the components the rows were selected on: apart by construction)."""
+        size = np.nan_to_num(np.abs(self.smd), nan=-1.0)
+        size[list(leave_out)] = -2.0
+        order = np.argsort(-size, kind="stable")[:count]
+        return [(int(j), float(self.smd[j])) for j in order if size[j] > -2.0]
 
 
 def _profile_block(block: np.ndarray, valid: np.ndarray | None, chosen: np.ndarray) -> GroupMoments:
@@ -60,4 +62,4 @@ def profile(
     with np.errstate(invalid="ignore", divide="ignore"):
         pooled = np.sqrt((m2[0] + m2[1]) / max(int(n.sum()) - 2, 1))
         smd = (mean[0] - mean[1]) / pooled if n.min() > 0 else np.full(len(pooled), np.nan)
-    return SelectionProfile(int(n[0]), int(n.sum()), smd, mean[0], mean[1])
+    return SelectionProfile(int(n[0]), int(n.sum()), smd)

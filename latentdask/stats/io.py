@@ -100,7 +100,8 @@ FINGERPRINT_ATTR = "store_fingerprint"
 
 
 def store_fingerprint(store: str | Path, params: SummaryParams) -> str | None:
-    """What an encode's statistics of ``store`` depend on: its finished shards' checksums and ``params``."""
+    """What an encode's statistics of ``store`` depend on: its finished shards' checksums, ``params``
+    and latentdask's version."""
     import hashlib
 
     import zarr
@@ -110,7 +111,10 @@ def store_fingerprint(store: str | Path, params: SummaryParams) -> str | None:
     shards = finished_fingerprint(zarr.open_group(str(store), mode="r"))
     if shards is None:
         return None
-    return hashlib.sha256(f"{shards} {params.model_dump_json()}".encode()).hexdigest()
+    from latentdask._version import __version__
+
+    # the version too: a release may change what the statistics hold
+    return hashlib.sha256(f"{shards} {params.model_dump_json()} {__version__}".encode()).hexdigest()
 
 
 def stats_fingerprint(stats: str | Path) -> str | None:

@@ -233,7 +233,7 @@ def scan_block(
             Histogram(hist[:, 1:-1].copy(), hist[:, 0].copy(), hist[:, -1].copy()),
             Counts1D(radius[1:-1].copy(), 0, 0, 0.0),
             Slices(n0, c1, c2),
-            None,
+            None if attributes is None else groups_chunk(np.zeros((0, dim)), np.zeros(dim), attributes[:0]),
         )
     mean = _kept_mean(x, keep)
     m2, groups = _co_moments(x, keep, mean, attributes)

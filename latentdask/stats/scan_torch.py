@@ -64,6 +64,7 @@ def scan_block_torch(
             edges=edges,
             thresholds=thresholds,
             radius_edges=radius_edges,
+            attributes=attributes,
         )
     device = z.device
     x = z[torch.from_numpy(keep).to(device)].to(torch.float64)

@@ -1,18 +1,20 @@
 """Row selections: a boolean mask over every row of a store, and the view that made it.
 
 A selection drawn by eye (a box or a lasso in a projection, the slice condition when a
-slice is shown) becomes a reproducible subset of the pipeline: ``latentdask select`` (and
-the dashboard's export) write ``selection-NAME.zarr``, which ``latentdask stats --rows``
-and ``render --rows`` read. The test is evaluated where the rows lie, block by block, on
-every z-point (never a sample).
+slice is shown) becomes a reproducible subset of the pipeline: ``latentdask select`` writes
+``selection-NAME.zarr``, which ``latentdask stats --rows`` and ``render --rows`` read. The
+test is evaluated where the rows lie, block by block, on every z-point (never a sample).
+A selection belongs to its store: it records the store and, for a latent store, a digest
+of its finished shards' checksums; a store that changed since, or another store, is refused.
 
 ``selection-NAME.zarr`` is a Zarr group (output kind ``selection``)::
 
     rows      (n,) bool, chunked like the store's z: True for a selected row
     smd       (N,) float64: per component, the standardized mean difference of the selected
               valid rows against the other valid rows (:mod:`latentdask.stats.contrast`)
-    attrs     latentdask (the record), source (the store), n, count, share (of the valid
-              rows), view: {pair: [a, b], polygon: [[x, y], ...], slice: t or null}
+    attrs     latentdask (the record), source (the store, resolved), shards (the digest of
+              its finished shards, or null), n, count, share (of the valid rows),
+              view: {pair: [a, b], polygon: [[x, y], ...], slice: t or null}
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ class View:
 
 
 def inside_polygon(x: np.ndarray, y: np.ndarray, polygon: Sequence[tuple[float, float]]) -> np.ndarray:
-    """Points strictly inside ``polygon`` by the even–odd rule (one crossing test per edge)."""
+    """Points inside ``polygon`` by the even–odd rule (one crossing test per edge). On the edges of
+    a box: the lower and left ones are inside, the upper and right ones outside, so boxes that
+    tile a plane share no point; NaN is never inside."""
     inside = np.zeros(len(x), dtype=bool)
     vertices = np.asarray(polygon, dtype=np.float64)
     for (xi, yi), (xj, yj) in zip(vertices, np.roll(vertices, -1, axis=0), strict=True):
@@ -74,10 +78,12 @@ def inside_polygon(x: np.ndarray, y: np.ndarray, polygon: Sequence[tuple[float, 
 
 
 def _block_rows(block: np.ndarray, view: View) -> np.ndarray:
+    from latentdask.stats.scan import finite_rows
+
     a, b = view.pair
     x = np.asarray(block[:, a], dtype=np.float64)
     y = np.asarray(block[:, b], dtype=np.float64)
-    keep = inside_polygon(x, y, view.polygon)
+    keep = inside_polygon(x, y, view.polygon) & finite_rows(block)
     if view.slice is not None:
         others = np.ones(block.shape[1], dtype=bool)
         others[[a, b]] = False
@@ -104,19 +110,22 @@ def write_selection(
     scheduler: Any = None,
 ) -> int:
     """Compute ``rows`` and write them with ``view`` and their contrast as ``selection-NAME.zarr``;
-    the count selected."""
+    the count selected. ``source``: the store the rows are of."""
+    size = max(rows.chunks[0])
+    rows = rows.rechunk(size)  # regular: each block writes whole chunks of its own
     with owned_output(out, SELECTION_KIND, inputs=[source], zarr=True) as staged, warnings.catch_warnings():
         warnings.simplefilter("ignore", ZarrUserWarning)
         group = zarr.open_group(str(staged.path), mode="w")
         target = group.create_array(
-            "rows", shape=rows.shape, chunks=(rows.chunks[0][0],), dtype=bool, dimension_names=["image"]
+            "rows", shape=rows.shape, chunks=(size,), dtype=bool, dimension_names=["image"]
         )
         stored = da.store(rows, target, lock=False, compute=False, return_stored=True)  # type: ignore[arg-type]
         (count,) = dask.compute(stored.sum(), scheduler=scheduler)
         group.create_array("smd", shape=smd.shape, dtype="float64", dimension_names=["latent"])[:] = smd
         group.attrs.update(
             {
-                "source": source,
+                "source": str(Path(source).resolve()),
+                "shards": _shards_digest(source),
                 "n": int(rows.shape[0]),
                 "count": int(count),
                 "share": float(share),
@@ -140,17 +149,47 @@ class RowSelection:
         return f"{self.count:,} rows of the selection {self.path}"
 
 
-def open_selection(path: str | Path, rows: int, chunks: tuple[int, ...]) -> RowSelection:
-    """The selection at ``path``, checked to hold one flag per row of a store of ``rows`` rows
-    and chunked like its z-points (``chunks``)."""
+def _shards_digest(store: str | Path) -> str | None:
+    """The digest of a latent store's finished shards (None for an array without checksums)."""
+    from latentdask.store.integrity import finished_fingerprint
+
+    try:
+        node = zarr.open(str(store), mode="r")
+    except Exception:  # not a store: nothing to tie the selection to but its path
+        return None
+    return finished_fingerprint(node) if isinstance(node, zarr.Group) else None
+
+
+def open_selection(path: str | Path, store: str | Path, rows: int, chunks: tuple[int, ...]) -> RowSelection:
+    """The selection at ``path``, checked to be one of ``store`` (``rows`` rows, z chunked as
+    ``chunks``) as it is now."""
     path = Path(path)
     found = read_record(path)
     if found is None or found["kind"] != SELECTION_KIND:
         raise StatsError(f"{path} is not a latentdask selection (latentdask select writes one)")
-    group = zarr.open_group(str(path), mode="r")
-    mask = group["rows"]
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        mask = group["rows"]
+        attrs: dict[str, Any] = group.attrs.asdict()
+        count, view, source, shards = (
+            int(attrs["count"]),
+            dict(attrs["view"]),
+            attrs["source"],
+            attrs["shards"],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StatsError(
+            f"{path}: an incomplete selection ({exc}); make it again with latentdask select"
+        ) from None
     assert isinstance(mask, zarr.Array)
     if mask.shape != (rows,):
         raise StatsError(f"the selection {path} holds {mask.shape[0]:,} rows; the store has {rows:,}")
-    attrs: dict[str, Any] = group.attrs.asdict()
-    return RowSelection(path, da.from_zarr(mask).rechunk((chunks,)), int(attrs["count"]), dict(attrs["view"]))
+    now = _shards_digest(store)
+    if shards is not None and now is not None:
+        if shards != now:
+            raise StatsError(
+                f"the selection {path} was made when {store} held other finished shards; select again"
+            )
+    elif source != str(Path(store).resolve()):
+        raise StatsError(f"the selection {path} was made on {source}, not on {store}; select again")
+    return RowSelection(path, da.from_zarr(mask).rechunk((chunks,)), count, view)
