@@ -181,7 +181,7 @@ def _checked_z(
 def _valid_rows(node: Any, points: ZPoints, include_unfinished: bool, skip: Sequence[int]) -> da.Array:
     """``valid``, checked against its checksums; false for unfinished (unless included) and skipped shards."""
     assert points.shard_size is not None
-    size, n = points.shard_size, points.z.shape[0]
+    size = points.shard_size
     done = np.asarray(node["shard_done"][:], dtype=bool)
     keep = done | include_unfinished
     keep[list(skip)] = False
@@ -192,4 +192,13 @@ def _valid_rows(node: Any, points: ZPoints, include_unfinished: bool, skip: Sequ
     valid = da.from_array(source, chunks=(size,), name=f"valid-{dask.base.tokenize(source)}")
     if keep.all():
         return valid
-    return valid & da.from_array(np.repeat(keep, size)[:n], chunks=(size,))
+    # one flag per shard, spread over its rows block by block (never n booleans in the client)
+    return valid.map_blocks(_in_kept_shard, keep=keep, size=size, dtype=bool)
+
+
+def _in_kept_shard(
+    block: np.ndarray, *, keep: np.ndarray, size: int, block_info: dict | None = None
+) -> np.ndarray:
+    assert block_info is not None
+    ((start, _),) = block_info[0]["array-location"]
+    return block & keep[start // size]
