@@ -119,9 +119,20 @@ def test_stats_refuse_a_damaged_store_or_leave_its_damaged_shards_out(clean: Pat
     np.testing.assert_allclose(stats["max"][:], reference.max(axis=0))
 
 
+@pytest.mark.parametrize("embedded", [False, True], ids=["running-cluster", "embedded"])
 def test_resume_encodes_damaged_shards_again(
-    faces: Path, checkpoint: Path, clean: Path, cluster: ClusterChoice, tmp_path: Path
+    faces: Path,
+    checkpoint: Path,
+    clean: Path,
+    cluster: ClusterChoice,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    embedded: bool,
 ) -> None:
+    """Embedded: the cluster starts in-process to check a small finished store, and the damaged
+    shards found there are encoded on worker processes, as every encode is."""
+    from latentdask.cluster.connect import default_local_workers
+
     store = copy_of(clean, tmp_path)
     damage(store)
     summary = encode(
@@ -129,34 +140,15 @@ def test_resume_encodes_damaged_shards_again(
         checkpoint,
         store,
         options=EncodeOptions(shard_size=SHARD, batch_size=16, resume=True, stats=False),
-        cluster=cluster,
-        progress=False,
+        cluster=ClusterChoice() if embedded else cluster,
+        progress=embedded,
     )
     assert summary.shards_run == 2
     assert verify_store(store).damaged == {}
     assert z_of(store).tobytes() == z_of(clean).tobytes()
-
-
-def test_resume_of_a_small_finished_store_encodes_its_damaged_shards_on_worker_processes(
-    faces: Path, checkpoint: Path, clean: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The embedded cluster starts in-process to check a small finished store; damaged shards found
-    there are encoded on worker processes, as every encode is."""
-    store = copy_of(clean, tmp_path)
-    damage(store)
-    summary = encode(
-        faces,
-        checkpoint,
-        store,
-        options=EncodeOptions(shard_size=SHARD, batch_size=16, resume=True, stats=False),
-        cluster=ClusterChoice(),
-    )
-    assert summary.shards_run == 2
-    assert z_of(store).tobytes() == z_of(clean).tobytes()
-    from latentdask.cluster.connect import default_local_workers
-
-    printed = " ".join(capsys.readouterr().err.split())
-    assert f"encoding 2 shard(s) on {default_local_workers()} worker(s)" in printed
+    if embedded:
+        printed = " ".join(capsys.readouterr().err.split())
+        assert f"encoding 2 shard(s) on {default_local_workers()} worker(s)" in printed
 
 
 def test_unfinished_shards_are_left_out_unless_asked(clean: Path, tmp_path: Path) -> None:
