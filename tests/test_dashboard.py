@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import pytest
 import torch
@@ -37,8 +38,13 @@ from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig
 from latentdask.render.explore import Explorer, View
 from latentdask.render.projections import PC_SPREAD
+from latentdask.render.selected import Drawn, SelectionError, describe, export, selection_path
 from latentdask.stats.io import open_stats
+from latentdask.store import selection
+from latentdask.store.output import OutputError
 from latentdask.store.paths import default_stats_path
+from latentdask.store.points import ZPoints, open_zpoints
+from tests.helpers import run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 #: an image name that closes an attribute and opens a handler (a stored XSS if it reached HTML as is)
@@ -107,6 +113,121 @@ def test_explorer_counts_equal_statistics(store: Path) -> None:
         np.testing.assert_array_equal(zoomed, expected)
         near = explorer.nearest_rows(pair, float(z[7, 2]), float(z[7, 5]), k=1)
         assert near == [7]
+
+
+def polygon_mask(x: np.ndarray, y: np.ndarray, vertices: list[tuple[float, float]]) -> np.ndarray:
+    """matplotlib's point-in-polygon test: the reference for a lasso."""
+    from matplotlib.path import Path as Polygon
+
+    return np.asarray(Polygon(np.array(vertices)).contains_points(np.column_stack([x, y])))
+
+
+def box_mask(x: np.ndarray, y: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Inside the box (x0, x1, y0, y1), lower and left edges in, upper and right out (a selection's rule)."""
+    x0, x1, y0, y1 = box
+    return (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
+
+
+def in_slice(z: np.ndarray, pair: tuple[int, int], t: float) -> np.ndarray:
+    others = [j for j in range(z.shape[1]) if j not in pair]
+    return (np.abs(z[:, others]) < t).all(axis=1)
+
+
+def test_combined_selections_and_their_description_equal_numpy() -> None:
+    """new, add, subtract, intersect over views in three pairs, one with a slice, against numpy and
+    matplotlib; invalid rows and rows with a NaN are never selected."""
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(3000, 5)).astype(np.float32)
+    z[::97, 4] = np.nan
+    valid = rng.random(3000) > 0.05
+    points = ZPoints(
+        Path("in-memory"), da.from_array(z, chunks=(700, 5)), valid=da.from_array(valid, chunks=700)
+    )
+    x = z.astype(np.float64)
+    box = (-0.5, 1.2, -1.0, 0.8)
+    lasso = [(-1.0, -1.0), (1.5, -0.5), (0.5, 0.2), (1.2, 1.4), (-0.8, 0.9)]  # not convex
+    cut = (0.0, 2.0, 0.0, 2.0)
+    drawn = (
+        Drawn()
+        .then("new", selection.View.box((0, 1), box[:2], box[2:], slice=2.0))
+        .then("add", selection.View((2, 3), tuple(lasso)))
+        .then("subtract", selection.View.box((0, 2), cut[:2], cut[2:]))
+        .then("intersect", selection.View.box((3, 1), (-2.0, 2.0), (-2.5, 2.5)))
+    )
+    expected = box_mask(x[:, 0], x[:, 1], box) & in_slice(x, (0, 1), 2.0)
+    expected |= polygon_mask(x[:, 2], x[:, 3], lasso)
+    expected &= ~box_mask(x[:, 0], x[:, 2], cut)
+    expected &= box_mask(x[:, 3], x[:, 1], (-2.0, 2.0, -2.5, 2.5))
+    expected &= valid & np.isfinite(x).all(axis=1)
+    assert 100 < expected.sum() < 2000
+    np.testing.assert_array_equal(drawn.rows(points).compute(), expected)
+    assert Drawn().then("subtract", selection.View((2, 3), tuple(lasso))).steps[0][0] == "new"
+
+    edges = np.linspace(-3, 3, 25)
+    summary = describe(points, drawn.rows(points), edges=edges, scheduler="threads")
+    chosen = x[expected]
+    assert summary.profile.selected == len(chosen)
+    assert summary.profile.share == pytest.approx(len(chosen) / (valid & np.isfinite(x).all(axis=1)).sum())
+    assert summary.mean is not None
+    np.testing.assert_allclose(summary.mean, chosen.mean(axis=0), rtol=1e-12)
+    for j in range(5):
+        np.testing.assert_array_equal(summary.hist[j], np.histogram(chosen[:, j], bins=edges)[0])
+    assert len(set(summary.sample)) == len(summary.sample) == 12
+    assert expected[summary.sample].all()
+    again = describe(points, drawn.rows(points), edges=edges, scheduler="sync")
+    np.testing.assert_array_equal(again.sample, summary.sample)  # seeded: the same rows every time
+
+    nothing = Drawn().then("new", selection.View.box((0, 1), (50.0, 60.0), (50.0, 60.0)))
+    empty = describe(points, nothing.rows(points), edges=edges, scheduler="sync")
+    assert empty.profile.selected == 0 and empty.mean is None and len(empty.sample) == 0
+    with pytest.raises(SelectionError, match="nothing is selected"):
+        Drawn().rows(points)
+
+
+def test_exported_selection_is_numpys_mask_and_feeds_stats(store: Path, tmp_path: Path) -> None:
+    """Export writes selection-NAME.zarr (on worker processes): its mask is numpy's, ``stats --rows``
+    of it are numpy's statistics of those rows, and a folder not a selection's is never replaced."""
+    z = np.asarray(zarr.open_array(str(store / "z"), mode="r")[...], dtype=np.float64)
+    valid = np.asarray(zarr.open_array(str(store / "valid"), mode="r")[...], dtype=bool)
+    box = (*np.quantile(z[:, 1], [0.1, 0.8]).tolist(), *np.quantile(z[:, 4], [0.2, 0.9]).tolist())
+    lasso = list(
+        zip(np.quantile(z[:, 0], [0.1, 0.9, 0.5]), np.quantile(z[:, 2], [0.1, 0.2, 0.9]), strict=True)
+    )
+    drawn = (
+        Drawn()
+        .then("new", selection.View.box((1, 4), box[:2], box[2:]))
+        .then("add", selection.View((0, 2), tuple(lasso)))
+    )
+    expected = (box_mask(z[:, 1], z[:, 4], box) | polygon_mask(z[:, 0], z[:, 2], lasso)) & valid
+    assert 0 < expected.sum() < len(z)
+    points = open_zpoints(store)
+    out = selection_path(tmp_path, "faces")
+    assert out == tmp_path / "selection-faces.zarr"
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        summary = describe(points, drawn.rows(points), edges=np.linspace(-8, 8, 65), scheduler=client)
+        assert export(out, drawn, points, summary.profile, scheduler=client) == expected.sum()
+        theirs = tmp_path / "selection-theirs.zarr"
+        theirs.mkdir()
+        (theirs / "notes.txt").write_text("mine")
+        with pytest.raises(OutputError, match="is not a latentdask output"):
+            export(theirs, drawn, points, summary.profile, scheduler=client)
+        assert (theirs / "notes.txt").read_text() == "mine"
+    np.testing.assert_array_equal(zarr.open_array(str(out / "rows"), mode="r")[...], expected)
+    steps = zarr.open_group(str(out), mode="r").attrs["view"]["steps"]
+    assert [(s["combine"], s["pair"]) for s in steps] == [("new", [1, 4]), ("add", [0, 2])]
+    with pytest.raises(SelectionError, match="a selection's name is letters"):
+        selection_path(tmp_path, "../elsewhere")
+
+    stats = tmp_path / "stats.zarr"
+    done = run_cli("stats", str(store), "--rows", str(out), "--out", str(stats))
+    assert done.returncode == 0, done.stderr
+    found = zarr.open_group(str(stats), mode="r")
+    assert int(found["count"][...]) == expected.sum()
+    np.testing.assert_allclose(found["mean"][...], z[expected].mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(found["cov"][...], np.cov(z[expected].T), rtol=1e-9, atol=1e-12)
 
 
 def free_port() -> int:

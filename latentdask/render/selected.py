@@ -1,0 +1,209 @@
+"""The dashboard's selection: views drawn in the projection, combined, described and exported.
+
+A selection is a sequence of drawn views — a box or a lasso in the pair of components shown,
+with the slice condition when a slice is shown — each combined with the rows selected so far:
+``new``, ``add``, ``subtract`` or ``intersect``. Its rows are evaluated where they lie, block by
+block over every z-point, by :func:`latentdask.store.selection.view_rows`: nothing is sampled
+and no column reaches the client. What the panel beside the projection shows takes two passes:
+
+1. :func:`latentdask.stats.contrast.profile`: how many rows, their share of the valid rows, and
+   per component the standardized mean difference against the rest;
+2. :func:`describe`: their mean, per component their histogram on the statistics' bin edges,
+   and a seeded sample of their rows — chunk → combine → finalize over :class:`Described`,
+   through :func:`~latentdask.stats.reduce.reduce_blocks`.
+
+:func:`export` writes ``selection-NAME.zarr`` with :func:`~latentdask.store.selection.write_selection`,
+which ``stats --rows`` and ``render --rows`` read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import dask
+import dask.array as da
+import numpy as np
+
+from latentdask.errors import LatentdaskError
+from latentdask.stats.contrast import SelectionProfile, profile
+from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts
+from latentdask.store.points import ZPoints
+from latentdask.store.selection import View, view_rows, write_selection
+
+Combine = Literal["new", "add", "subtract", "intersect"]
+COMBINE_MODES: tuple[Combine, ...] = ("new", "add", "subtract", "intersect")
+#: rows of the seeded sample shown as real images
+SAMPLE = 12
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class SelectionError(LatentdaskError):
+    """A selection that cannot be made, combined or exported as asked."""
+
+
+@dataclass(frozen=True)
+class Combined(View):
+    """The record of several drawn views: ``pair``, ``polygon`` and ``slice`` are the first's,
+    ``steps`` every view with how it was combined, in order."""
+
+    steps: tuple[tuple[Combine, View], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "steps": [{"combine": m, **v.as_dict()} for m, v in self.steps]}
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """The views drawn so far and how each combines with the rows before it (the first is ``new``)."""
+
+    steps: tuple[tuple[Combine, View], ...] = ()
+
+    def then(self, combine: Combine, view: View) -> Drawn:
+        """This selection with ``view`` combined; with nothing selected yet, any mode starts anew."""
+        if combine not in COMBINE_MODES:
+            raise SelectionError(
+                f"a selection combines as one of {', '.join(COMBINE_MODES)}, got {combine!r}"
+            )
+        if combine == "new" or not self.steps:
+            return Drawn((("new", view),))
+        return Drawn((*self.steps, (combine, view)))
+
+    def rows(self, points: ZPoints) -> da.Array:
+        """The selected rows of ``points`` (lazy, one task per block and view; valid rows only)."""
+        if not self.steps:
+            raise SelectionError("nothing is selected: draw a box or a lasso in the projection")
+        mask: da.Array | None = None
+        for combine, view in self.steps:
+            inside = view_rows(points.z, view)
+            if mask is None:
+                mask = inside
+            elif combine == "add":
+                mask = mask | inside
+            elif combine == "subtract":
+                mask = mask & ~inside
+            else:
+                mask = mask & inside
+        assert mask is not None
+        return mask if points.valid is None else mask & points.valid
+
+    def record(self) -> View:
+        """The view written with the selection: the one drawn, or all of them as :class:`Combined`."""
+        (_, first), *rest = self.steps
+        if not rest:
+            return first
+        return Combined(first.pair, first.polygon, first.slice, steps=self.steps)
+
+
+class Described(NamedTuple):
+    """What :func:`describe` merges: the selected rows' count, sum and histograms, and the sample so far."""
+
+    n: int
+    total: np.ndarray  # (N,) float64: Σ of the selected rows
+    hist: np.ndarray  # (N, bins) int64, np.histogram's bins over the edges
+    keys: np.ndarray  # (≤ k,) the sample's keys, ascending
+    rows: np.ndarray  # (≤ k,) their store rows
+
+
+def histograms(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Per column of ``x``, ``np.histogram(column, edges)[0]`` (the last bin closed), in one bincount."""
+    bins = len(edges) - 1
+    index = np.searchsorted(edges, x, side="right") - 1
+    index[x == edges[-1]] = bins - 1
+    flat = (np.arange(x.shape[1]) * bins + index)[(index >= 0) & (index < bins)]
+    return np.bincount(flat, minlength=x.shape[1] * bins).reshape(x.shape[1], bins).astype(np.int64)
+
+
+def describe_chunk(
+    block: np.ndarray, chosen: np.ndarray, start: int, *, edges: np.ndarray, seed: int, sample: int
+) -> Described:
+    """One block's selected rows (``chosen``: valid and finite already) as a :class:`Described` state.
+
+    Every row of the block draws a key from the stream ``(seed, start)`` whether selected or
+    not, so a row's key does not depend on the selection: the sample is the selected rows of
+    smallest key, and a row added to a selection leaves the rest of its sample in place.
+    """
+    chosen = np.asarray(chosen, dtype=bool)
+    x = np.asarray(block, dtype=np.float64)[chosen]
+    keys = np.random.default_rng([seed, start]).random(len(chosen))[chosen]
+    order = np.argsort(keys, kind="stable")[:sample]
+    return Described(
+        len(x), x.sum(axis=0), histograms(x, edges), keys[order], start + np.flatnonzero(chosen)[order]
+    )
+
+
+def describe_combine(states: Sequence[Described], *, sample: int) -> Described:
+    keys = np.concatenate([s.keys for s in states])
+    rows = np.concatenate([s.rows for s in states])
+    order = np.lexsort((rows, keys))[:sample]
+    return Described(
+        sum(s.n for s in states),
+        np.sum([s.total for s in states], axis=0),
+        np.sum([s.hist for s in states], axis=0),
+        keys[order],
+        rows[order],
+    )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the panel shows of a selection."""
+
+    profile: SelectionProfile  # count, share, standardized mean differences
+    mean: np.ndarray | None  # (N,) the selected rows' mean; None when none is selected
+    hist: np.ndarray  # (N, bins) their histograms on the statistics' edges
+    sample: np.ndarray  # store rows of the seeded sample
+
+
+def describe(
+    points: ZPoints,
+    chosen: da.Array,
+    *,
+    edges: np.ndarray,
+    seed: int = 0,
+    sample: int = SAMPLE,
+    scheduler: Any,
+) -> Summary:
+    """The profile of the rows ``chosen`` (from :meth:`Drawn.rows`), their mean, histograms and sample."""
+    contrast = profile(points.z, chosen, valid=points.valid, scheduler=scheduler)
+    blocks = [
+        (*block, start)
+        for block, start in zip(row_blocks(points.z, chosen), row_starts(points.z), strict=True)
+    ]
+    graph = reduce_blocks(
+        blocks,
+        chunk=partial(describe_chunk, edges=np.asarray(edges, dtype=np.float64), seed=seed, sample=sample),
+        combine=partial(describe_combine, sample=sample),
+        name="selection_describe",
+    )
+    (state,) = dask.compute(graph, scheduler=scheduler)
+    mean = state.total / state.n if state.n else None
+    return Summary(contrast, mean, state.hist, state.rows)
+
+
+def selection_path(folder: str | Path, name: str) -> Path:
+    """``folder/selection-NAME.zarr``, for a name of letters, digits, ``-``, ``_`` and ``.``."""
+    if not _NAME.match(name):
+        raise SelectionError(
+            f"a selection's name is letters, digits, '-', '_' and '.' (a letter or digit first), got {name!r}"
+        )
+    return Path(folder) / f"selection-{name}.zarr"
+
+
+def export(
+    out: str | Path, drawn: Drawn, points: ZPoints, contrast: SelectionProfile, *, scheduler: Any
+) -> int:
+    """Write the selection to ``out`` (the output rules of :mod:`latentdask.store.output`); the count."""
+    return write_selection(
+        out,
+        drawn.rows(points),
+        view=drawn.record(),
+        source=str(points.path),
+        smd=contrast.smd,
+        share=contrast.share,
+        scheduler=scheduler,
+    )
