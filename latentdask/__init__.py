@@ -38,6 +38,7 @@ _EXPORTS = {
     "render": "latentdask.render.command",
     "Explorer": "latentdask.render.explore",
     "View": "latentdask.render.explore",
+    "explore": "latentdask.render.dashboard",
     "write_report": "latentdask.workflow.report",
     "connect": "latentdask.cluster.connect",
     "ClusterChoice": "latentdask.cluster.connect",
@@ -58,6 +59,7 @@ __all__ = [
     "connect",
     "decode_image",
     "encode",
+    "explore",
     "generate",
     "import_state_dict",
     "load_checkpoint",
@@ -89,6 +91,7 @@ if TYPE_CHECKING:
     from latentdask.model.config import ModelConfig
     from latentdask.model.train import TrainOptions, train
     from latentdask.render.command import render
+    from latentdask.render.dashboard import explore
     from latentdask.render.explore import Explorer, View
     from latentdask.stats.io import open_stats
     from latentdask.stats.normality import normality

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -230,6 +231,26 @@ def test_exported_selection_is_numpys_mask_and_feeds_stats(store: Path, tmp_path
     np.testing.assert_allclose(found["cov"][...], np.cov(z[expected].T), rtol=1e-9, atol=1e-12)
 
 
+def test_explore_gives_the_served_app_to_a_notebook(store: Path) -> None:
+    """``latentdask.explore`` builds the same app as ``serve``: a servable panel object whose Bokeh
+    document holds the projection of every point and the selection's panel."""
+    import panel as pn
+
+    import latentdask
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        app = latentdask.explore(store, client=client)
+        assert isinstance(app, pn.viewable.Viewable)
+        document = app.servable().server_doc()
+        texts = [m.text for m in document.models if isinstance(getattr(m, "text", None), str)]
+    n = len(valid_z(store))
+    assert any(t.endswith(f": {n:,} points in view") for t in texts), texts  # a plot's title
+    assert any("draw a box or a lasso" in t for t in texts)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -245,7 +266,8 @@ def needs_chromium() -> None:
 
 @contextmanager
 def serving(store: Path, folder: Path, *options: str) -> Iterator[str]:
-    """``latentdask serve STORE`` in its own process, on a free port of 127.0.0.1; yields its URL.
+    """``latentdask serve STORE`` in its own process, working in ``folder``, on a free port of
+    127.0.0.1; yields its URL.
 
     The port is free when chosen, but the command's own Dask cluster binds ephemeral ports
     before the app does and may take it: the helper waits for an HTTP answer (not just an open
@@ -272,6 +294,7 @@ def serving(store: Path, folder: Path, *options: str) -> Iterator[str]:
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                cwd=folder,
             )
         url = f"http://127.0.0.1:{port}/"
         if answers_http(process, url, deadline=time.monotonic() + 120):
@@ -366,6 +389,70 @@ HEATMAP_CELL = """([a, b]) => {
   const canvas = view.canvas_view.el.getBoundingClientRect();
   return [canvas.left + view.frame.x_scale.compute(a), canvas.top + view.frame.y_scale.compute(b)];
 }"""
+
+
+#: a selection drawn as Bokeh's box select tool reports it, with these exact data coordinates
+SELECT_BOX = """([x0, x1, y0, y1]) => {
+  const plot = [...Bokeh.documents[0].all_models].find((m) => m.title?.text?.endsWith(" points in view"));
+  const {SelectionGeometry} = Bokeh.require("core/bokeh_events");
+  const geometry = {type: "rect", sx0: 0, sx1: 1, sy0: 0, sy1: 1, x0, x1, y0, y1};
+  plot.trigger_event(new SelectionGeometry(geometry, true));
+}"""
+
+#: where on the page the projection draws the data point (x, y)
+PROJECTION_POINT = """([x, y]) => {
+  const plot = [...Bokeh.documents[0].all_models].find((m) => m.title?.text?.endsWith(" points in view"));
+  const view = Bokeh.index.find_one(plot);
+  const canvas = view.canvas_view.el.getBoundingClientRect();
+  return [canvas.left + view.frame.x_scale.compute(x), canvas.top + view.frame.y_scale.compute(y)];
+}"""
+
+#: the projection's lasso select tool made the active drag (as a click on its toolbar button does)
+LASSO_TOOL = """() => {
+  const plot = [...Bokeh.documents[0].all_models].find((m) => m.title?.text?.endsWith(" points in view"));
+  plot.toolbar.tools.find((t) => t.type === "LassoSelectTool").active = true;
+}"""
+
+#: a widget's value set as the browser does (it reaches the app); returns the value
+SET_WIDGET = """([label, value]) => {
+  const widget = [...Bokeh.documents[0].all_models].find(
+    (m) => typeof m.title === "string" && m.title.startsWith(label));
+  widget.value = value ?? widget.options[widget.options.length - 1];
+  return widget.value;
+}"""
+
+#: what the selection panel says (its count, an export, what the next box or lasso does), the outlines
+#: drawn over the projection, and the selection's histogram of the component ``a`` (the orange bars)
+SELECTION_STATE = """(a) => {
+  const models = [...Bokeh.documents[0].all_models];
+  const said = (words) => models.find((m) => typeof m.text === "string" && m.text.includes(words))?.text;
+  const plot = models.find((m) => m.title?.text?.endsWith(" points in view"));
+  const path = plot.renderers.find((r) => r.glyph?.type === "MultiLine");
+  const histogram = models.find((m) => m.title?.text?.startsWith(`latent ${a}:`));
+  const orange = histogram?.renderers.find((r) => r.glyph?.fill_color?.value === "#e07b39");
+  return {
+    text: said("rows selected") ?? "",
+    wrote: said("wrote") ?? "",
+    next: said("the next box or lasso") ?? "",
+    outlines: path === undefined ? [] : path.data_source.data.xs.map(
+      (xs, k) => Array.from(xs).map((x, i) => [x, path.data_source.data.ys[k][i]])),
+    histogram: orange === undefined ? [] : Array.from(orange.data_source.data.top),
+  };
+}"""
+
+
+def selection_shows(
+    page: Any, what: str, ok: Callable[[dict[str, Any]], bool], a: int = 0, timeout_s: float = 60
+) -> dict[str, Any]:
+    """The selection panel's state once ``ok`` holds for it (polled)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = page.evaluate(SELECTION_STATE, a)
+        if ok(state):
+            return dict(state)
+        if time.monotonic() > deadline:
+            pytest.fail(f"the page does not show {what}; it shows {state}")
+        page.wait_for_timeout(100)
 
 
 def shows(
@@ -489,6 +576,111 @@ def test_dashboard_in_headless_chromium(
         )
         page.screenshot(path=str(tmp_path / "clicked.png"))
         browser.close()
+    assert not remote, f"the page asked for remote resources: {remote}"
+    assert not errors, f"browser console errors: {errors}"
+
+
+def test_selections_in_headless_chromium(store: Path, tmp_path: Path) -> None:
+    """A box with a slice on, a lasso drawn with the mouse added, a box subtracted: the count shown
+    after each is numpy's (matplotlib's for the lasso, over the outline the page draws); the apart
+    components, the histogram, the mean's image and the sample follow; Export writes numpy's mask."""
+    from playwright.sync_api import sync_playwright
+
+    needs_chromium()
+    z = valid_z(store)
+    n = len(z)
+    edges = open_stats(default_stats_path(store))["bin_edges"].values
+    errors: list[str] = []
+    remote: list[str] = []
+    with serving(store, tmp_path) as url, sync_playwright() as playwright:
+        browser = launch(playwright)
+        page = browser.new_page(viewport={"width": 1900, "height": 1200})
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        def route(route: Any) -> None:
+            if route.request.url.startswith(url.rstrip("/")):
+                route.continue_()
+            else:
+                remote.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", route)
+        page.goto(url, wait_until="networkidle")
+        first = shows(page, "the projection", lambda s: s["title"].endswith(f": {n:,} points in view"))
+        a, b = first["a"], first["b"]
+        x, y = z[:, a], z[:, b]
+
+        # a box with the widest slice on: the rows in the box whose other components are all within ±t
+        t = float(page.evaluate(SET_WIDGET, ["slice", None]))
+        shows(page, "the slice", lambda s: f"|x_j| < {t:g} elsewhere" in s["title"])
+        box = (*np.quantile(x, [0.05, 0.8]).tolist(), *np.quantile(y, [0.1, 0.95]).tolist())
+        expected = box_mask(x, y, box) & in_slice(z, (a, b), t)
+        assert 0 < expected.sum() < n
+        page.evaluate(SELECT_BOX, list(box))
+        selection_shows(
+            page, "the box's count", lambda s: f"{expected.sum():,} of {n:,} rows selected" in s["text"]
+        )
+
+        # a lasso drawn with the mouse, added (no slice): matplotlib's test over the outline drawn
+        page.evaluate(SET_WIDGET, ["slice", "none"])
+        shows(page, "no slice", lambda s: s["title"] == in_view(f"latent {a}", f"latent {b}", n))
+        page.get_by_text("add", exact=True).click()
+        selection_shows(page, "the mode add", lambda s: "the next box or lasso drawn adds" in s["next"])
+        page.evaluate(LASSO_TOOL)
+        qx, qy = np.quantile(x, [0.3, 0.95, 0.6]), np.quantile(y, [0.05, 0.3, 0.9])
+        corners = [page.evaluate(PROJECTION_POINT, [float(u), float(v)]) for u, v in zip(qx, qy, strict=True)]
+        page.mouse.move(*corners[0])
+        page.mouse.down()
+        for corner in [*corners[1:], corners[0]]:
+            page.mouse.move(*corner, steps=8)
+        page.mouse.up()
+        state = selection_shows(page, "the lasso's outline", lambda s: len(s["outlines"]) == 2)
+        lasso = [tuple(v) for v in state["outlines"][1][:-1]]
+        expected |= polygon_mask(x, y, lasso)
+        selection_shows(
+            page, "the lasso added", lambda s: f"{expected.sum():,} of {n:,} rows selected" in s["text"]
+        )
+
+        # a box subtracted
+        page.get_by_text("subtract", exact=True).click()
+        selection_shows(page, "the mode subtract", lambda s: "drawn takes its rows out" in s["next"])
+        cut = (*np.quantile(x, [0.4, 0.7]).tolist(), *np.quantile(y, [0.2, 0.6]).tolist())
+        expected &= ~box_mask(x, y, cut)
+        page.evaluate(SELECT_BOX, list(cut))
+        count = int(expected.sum())
+        assert 0 < count < n
+        selection_shows(
+            page, "the box subtracted", lambda s: f"{count:,} of {n:,} rows selected" in s["text"]
+        )
+
+        # the selection's histogram of component a, over the corpus's bars (numpy's bins)
+        used = np.flatnonzero(open_stats(default_stats_path(store))["hist"].values[a])
+        ours = np.histogram(z[expected, a], bins=edges)[0][used[0] : used[-1] + 1].tolist()
+        selection_shows(page, f"the histogram {ours} of component {a}", lambda s: s["histogram"] == ours, a)
+        page.wait_for_selector("img[alt='decoded mean']", timeout=30_000)
+        assert page.locator("img[alt$='.jpg']").count() == min(count, 12)  # the seeded sample's images
+
+        # the components that set it apart, by numpy's standardized mean difference; a click shows
+        # the first against the second
+        chosen, rest = z[expected], z[~expected]
+        squares = ((chosen - chosen.mean(0)) ** 2).sum(0) + ((rest - rest.mean(0)) ** 2).sum(0)
+        smd = np.abs(chosen.mean(0) - rest.mean(0)) / np.sqrt(squares / (n - 2))
+        smd[[a, b]] = -1
+        j1, j2 = (int(j) for j in np.argsort(-smd)[:2])
+        page.get_by_role("button", name=re.compile(f"^latent {j1}: ")).click()
+        shows(page, f"the pair ({j1}, {j2})", lambda s: (s["a"], s["b"]) == (j1, j2))
+
+        # export: selection-faces.zarr beside the server, numpy's mask
+        page.evaluate(SET_WIDGET, ["name", "faces"])
+        page.get_by_role("button", name="Export").click()
+        selection_shows(page, "the export", lambda s: f"wrote {count:,} rows" in s["wrote"])
+        page.screenshot(path=str(tmp_path / "selected.png"))
+        browser.close()
+    valid = np.asarray(zarr.open_array(str(store / "valid"), mode="r")[...], dtype=bool)
+    mask = np.asarray(zarr.open_array(str(tmp_path / "selection-faces.zarr" / "rows"), mode="r")[...])
+    np.testing.assert_array_equal(mask[valid], expected)
+    assert not mask[~valid].any()
     assert not remote, f"the page asked for remote resources: {remote}"
     assert not errors, f"browser console errors: {errors}"
 

@@ -7,6 +7,13 @@ both components' histograms, the correlation heatmap (a click selects that pair)
 headline statistics. A click in the projection shows the nearest real images and the
 image the decoder makes at that latent position (every other component at the mean).
 
+A box or a lasso drawn in a pair of components selects rows over every z-point, evaluated
+on the workers (:mod:`latentdask.render.selected`); selections combine (new, add, subtract,
+intersect). Beside the projection: the selection's count and share, the components that set
+it apart (a click shows that pair), its histograms over the corpus's, the decoded image of
+its mean, a seeded sample of its real images, and ``Export``, which writes
+``selection-NAME.zarr`` for ``--rows``. :func:`explore` gives the same app to a notebook.
+
 Everything the page loads comes from the app's own server (bokeh and panel resources are
 served by it, no template, no remote fonts), so it works on a closed network.
 
@@ -20,19 +27,33 @@ from __future__ import annotations
 import base64
 import html
 import io
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import param
 
 from latentdask.errors import LatentdaskError
 from latentdask.render.explore import Explorer, View
+from latentdask.render.selected import Drawn, Summary, describe, export, selection_path
 from latentdask.stats.analysis import headline
+from latentdask.store import selection
 
 #: canvas pixels of the projection (the plot's inner area)
 CANVAS = (560, 480)
 NEAREST = 6
 THUMBNAIL = 72
+#: components listed as setting a selection apart
+APART = 10
+#: what the next box or lasso does, per combine mode
+NEXT_DRAWN = {
+    "new": "the next box or lasso drawn starts a new selection",
+    "add": "the next box or lasso drawn adds its rows to the selection",
+    "subtract": "the next box or lasso drawn takes its rows out of the selection",
+    "intersect": "the next box or lasso drawn keeps the selected rows inside it",
+}
 
 
 class ServeError(LatentdaskError):
@@ -60,46 +81,130 @@ def _png(pixels: np.ndarray, size: int) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass
+class Sources:
+    """What every session of the dashboard shares: the explorer, whose columns the cluster holds, the
+    dataset and file names for real images, the model for decoding, overlays, and where exports go."""
+
+    explorer: Explorer
+    dataset: Any = None
+    checkpoint: Any = None
+    filenames: np.ndarray | None = None
+    overlays: dict[str, np.ndarray] = field(default_factory=dict)
+    selections: Path = Path()
+
+    @classmethod
+    def open(
+        cls,
+        store: str | Path,
+        *,
+        stats: str | Path | None,
+        points: list[str | Path],
+        dataset: str | Path | None,
+        model: str | Path | None,
+        client: Any,
+        selections: str | Path,
+    ) -> Sources:
+        """Open what a session needs; the first view's columns are held before anyone asks."""
+        import zarr
+
+        from latentdask.render.projections import read_overlay
+        from latentdask.store.paths import default_stats_path
+
+        store = Path(store)
+        stats_path = Path(str(stats if stats is not None else default_stats_path(store)))
+        if not stats_path.exists():
+            raise ServeError(f"{stats_path} does not exist; give --stats")
+        explorer = Explorer(store, stats_path, client)
+        attrs = zarr.open_group(str(store), mode="r").attrs if (store / "zarr.json").exists() else {}
+        dataset_root = dataset or attrs.get("dataset_root")
+        model_path = model or attrs.get("model_path")
+        sources = cls(explorer, selections=Path(selections))
+        if dataset_root is not None and Path(str(dataset_root)).exists():
+            from latentdask.data.dataset import open_dataset
+
+            sources.dataset = open_dataset(str(dataset_root))
+            group = zarr.open_group(str(store), mode="r")
+            sources.filenames = np.asarray(group["filename"][...]) if "filename" in group else None  # type: ignore[index]
+        if model_path is not None and Path(str(model_path)).exists():
+            from latentdask.model.checkpoint import load_checkpoint
+
+            sources.checkpoint = load_checkpoint(str(model_path))
+            if sources.checkpoint.model.config.latent_dim != explorer.dim:
+                raise ServeError(
+                    f"{model_path} decodes {sources.checkpoint.model.config.latent_dim} components; "
+                    f"the store has {explorer.dim}"
+                )
+        for path in points:
+            overlay = read_overlay(path)
+            if overlay.z.shape[1] != explorer.dim:
+                raise ServeError(f"{path} has {overlay.z.shape[1]} components; the store has {explorer.dim}")
+            sources.overlays[overlay.label] = overlay.z
+        explorer.frame(Dashboard(sources).current_view())
+        return sources
+
+    def session(self) -> Any:
+        """One browser session's app (its own widgets and selection) over what all sessions share."""
+        return Dashboard(self).layout()
+
+
+class Chosen(param.Parameterized):
+    """A session's selection: the views drawn so far and what the panel shows of their rows."""
+
+    drawn = param.Parameter(default=Drawn())
+    summary = param.Parameter(default=None)
+
+
 class Dashboard:
     """One browser session's widgets and plots, over an explorer shared by all sessions."""
 
-    def __init__(
-        self,
-        explorer: Explorer,
-        *,
-        dataset: Any = None,
-        checkpoint: Any = None,
-        filenames: np.ndarray | None = None,
-        overlays: dict[str, np.ndarray] | None = None,
-    ) -> None:
+    def __init__(self, sources: Sources) -> None:
         import panel as pn
 
-        self.explorer = explorer
-        self.dataset = dataset
-        self.checkpoint = checkpoint
-        self.filenames = filenames
-        self.overlays = overlays or {}
+        self.sources = sources
+        self.explorer = explorer = sources.explorer
         stats = explorer.stats
         dim = explorer.dim
         a0, b0 = _strongest_pair(stats)
-        self.mode = pn.widgets.RadioButtonGroup(name="axes", options=["pair", "pc"], value="pair")
+        self.mode = pn.widgets.RadioButtonGroup(label="axes", options=["pair", "pc"], value="pair")
         self.a = pn.widgets.IntInput(
-            name="x axis (component, or principal axis counted from 0)", value=a0, start=0, end=dim - 1
+            label="x axis (component, or principal axis counted from 0)", value=a0, start=0, end=dim - 1
         )
-        self.b = pn.widgets.IntInput(name="y axis", value=b0, start=0, end=dim - 1)
+        self.b = pn.widgets.IntInput(label="y axis", value=b0, start=0, end=dim - 1)
         self.threshold = pn.widgets.Select(
-            name="slice |x_j| < t outside the pair",
+            label="slice |x_j| < t outside the pair",
             options=["none"] + [f"{t:g}" for t in explorer.thresholds],
         )
         self.color_by = pn.widgets.Select(
-            name="colour by", options=["none", *explorer.points.attribute_names]
+            label="colour by", options=["none", *explorer.points.attribute_names]
         )
-        self.shading = pn.widgets.Select(name="shading", options=["eq_hist", "log"], value="eq_hist")
-        self.shown_overlays = pn.widgets.CheckBoxGroup(name="overlays", options=list(self.overlays))
+        self.shading = pn.widgets.Select(label="shading", options=["eq_hist", "log"], value="eq_hist")
+        self.shown_overlays = pn.widgets.CheckBoxGroup(label="overlays", options=list(sources.overlays))
         self.nearest = pn.Row(name="nearest real images")
         self.decoded = pn.Row(name="decoded")
         self._last_view: View | None = None
         self.mode.param.watch(self._axes_for_mode, "value")
+        # the selection beside the projection
+        self.chosen = Chosen()
+        self.combine = pn.widgets.RadioButtonGroup(
+            label="combine", options=["new", "add", "subtract", "intersect"], value="new"
+        )
+        self.next_drawn = pn.pane.Markdown(NEXT_DRAWN["new"], width=340)
+        self.combine.param.watch(self._next_drawn, "value")
+        self.selection_name = pn.widgets.TextInput(
+            label="name (exported as selection-NAME.zarr)", value="selected"
+        )
+        self.export_button = pn.widgets.Button(label="Export", color="primary")
+        self.clear_button = pn.widgets.Button(label="Clear")
+        self.export_button.on_click(self.export)
+        self.clear_button.on_click(self.clear)
+        self.selection_text = pn.pane.Markdown(
+            "draw a box or a lasso in the projection (toolbar) to select rows", width=340
+        )
+        self.selection_note = pn.pane.Markdown("", width=340)
+        self.apart = pn.Column(name="apart")
+        self.mean_image = pn.Row(name="decoded mean")
+        self.sample = pn.GridBox(ncols=4, name="sample")
 
     def _axes_for_mode(self, event: Any) -> None:
         """Principal axes start at the first two; components at the most correlated pair."""
@@ -155,7 +260,7 @@ class Dashboard:
         common = {
             "width": CANVAS[0] + 120,
             "height": CANVAS[1] + 60,
-            "tools": ["tap"],
+            "tools": ["tap", "box_select", "lasso_select"],
             "title": title,
             "framewise": True,
             "xlabel": x_label,
@@ -186,12 +291,13 @@ class Dashboard:
         except LatentdaskError:  # the projection says why; nothing to draw over it
             shown = []
         for name in shown:
-            x, y = overlay_xy(projection, self.overlays[name], self.explorer.stats)
+            x, y = overlay_xy(projection, self.sources.overlays[name], self.explorer.stats)
             xs.append(x)
             ys.append(y)
         return hv.Points((np.concatenate(xs), np.concatenate(ys))).opts(color="red", size=3, alpha=0.7)
 
-    def histograms(self, mode: str, a: int, b: int) -> Any:
+    def histograms(self, mode: str, a: int, b: int, summary: Summary | None) -> Any:
+        """Both components' histograms over the corpus, the selection's (same bins) drawn over them."""
         import holoviews as hv
 
         stats = self.explorer.stats
@@ -204,16 +310,39 @@ class Dashboard:
             used = np.flatnonzero(counts)
             low, high = (used[0], used[-1] + 1) if len(used) else (0, len(counts))
             peak, fwhm = float(stats["peak"].values[component]), float(stats["fwhm"].values[component])
+            kdims = [f"latent {component}"]
+            corpus = hv.Histogram((edges[low : high + 1], counts[low:high]), kdims=kdims).opts(
+                color="#3b6ea5", line_width=0
+            )
+            chosen = hv.Histogram(
+                (
+                    edges[low : high + 1],
+                    np.zeros(high - low) if summary is None else summary.hist[component][low:high],
+                ),
+                kdims=kdims,
+            ).opts(color="#e07b39", line_width=0, alpha=0.9)
+            where = "" if summary is None else ", the selection in orange"
             plots.append(
-                hv.Histogram((edges[low : high + 1], counts[low:high]), kdims=[f"latent {component}"]).opts(
+                (corpus * chosen).opts(
                     width=330,
                     height=200,
-                    title=f"latent {component}: peak {peak:.3f}, FWHM {fwhm:.3f}",
-                    color="#3b6ea5",
-                    line_width=0,
+                    title=f"latent {component}: peak {peak:.3f}, FWHM {fwhm:.3f}{where}",
                 )
             )
         return hv.Layout(plots).cols(1)
+
+    def outline(self, mode: str, a: int, b: int, drawn: Drawn) -> Any:
+        """The drawn views of the pair shown, as closed orange paths (always a Path, maybe empty)."""
+        import holoviews as hv
+
+        paths = []
+        for _, view in drawn.steps if mode == "pair" else ():
+            if {a, b} == set(view.pair):
+                vertices = np.asarray(view.polygon, dtype=np.float64)
+                if view.pair != (a, b):
+                    vertices = vertices[:, ::-1]
+                paths.append(np.vstack([vertices, vertices[:1]]))
+        return hv.Path(paths).opts(color="#e07b39", line_width=2)
 
     def heatmap(self) -> Any:
         import holoviews as hv
@@ -264,11 +393,21 @@ class Dashboard:
         if x is None or y is None:
             return
         view = self.current_view()
-        rows = self.explorer.nearest_rows(view, x, y, NEAREST)
+        self.nearest.objects = self._images(self.explorer.nearest_rows(view, x, y, NEAREST))
+        if self.sources.checkpoint is not None:
+            z = self.explorer.latent_at(view, x, y)
+            caption = f"decoded at ({x:.3f}, {y:.3f}), other components at the mean"
+            self.decoded.objects = [pn.pane.HTML(self._decoded(z, caption, "decoded"), width=140)]
+
+    def _images(self, rows: Any) -> list[Any]:
+        """The real images of store rows as captioned thumbnails (their row numbers without a dataset)."""
+        import panel as pn
+
+        sources = self.sources
         thumbnails: list[Any] = []
         for row in rows:
-            if self.dataset is not None and self.filenames is not None:
-                name = str(self.filenames[row])
+            if sources.dataset is not None and sources.filenames is not None:
+                name = str(sources.filenames[row])
                 try:
                     shown = _figure(self._thumbnail(name), name, THUMBNAIL)
                 except Exception as exc:  # moved or damaged since the encode: say so in its place
@@ -276,32 +415,129 @@ class Dashboard:
             else:
                 shown = _figure(None, f"row {row}", THUMBNAIL)
             thumbnails.append(pn.pane.HTML(shown, width=THUMBNAIL + 8))
-        self.nearest.objects = thumbnails
-        if self.checkpoint is not None:
-            from latentdask.generate.grids import decode_points
+        return thumbnails
 
-            z = self.explorer.latent_at(view, x, y).astype(np.float32)[None, :]
-            pixels = decode_points(self.checkpoint.model, z)[0]
-            self.decoded.objects = [
-                pn.pane.HTML(
-                    _figure(
-                        _png(pixels, 128),
-                        f"decoded at ({x:.3f}, {y:.3f}), other components at the mean",
-                        128,
-                        alt="decoded",
-                    ),
-                    width=140,
-                ),
-            ]
+    def _decoded(self, z: np.ndarray, caption: str, alt: str) -> str:
+        """What the decoder makes of one latent vector, as a captioned image."""
+        from latentdask.generate.grids import decode_points
+
+        pixels = decode_points(self.sources.checkpoint.model, z.astype(np.float32)[None, :])[0]
+        return _figure(_png(pixels, 128), caption, 128, alt=alt)
 
     def _thumbnail(self, name: str) -> bytes:
         from PIL import Image
 
-        image = Image.open(io.BytesIO(self.dataset.container.read(name))).convert("RGB")
+        image = Image.open(io.BytesIO(self.sources.dataset.container.read(name))).convert("RGB")
         image.thumbnail((THUMBNAIL, THUMBNAIL))
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         return buffer.getvalue()
+
+    # ------------------------------------------------------------------ selection
+
+    def select_box(self, bounds: tuple[float, float, float, float] | None) -> None:
+        if bounds is not None:
+            x0, y0, x1, y1 = bounds
+            self._select(partial(selection.View.box, x=(x0, x1), y=(y0, y1)))
+
+    def select_lasso(self, geometry: np.ndarray | None) -> None:
+        if geometry is not None:
+            polygon = tuple((float(x), float(y)) for x, y in np.asarray(geometry))
+            self._select(partial(selection.View, polygon=polygon))
+
+    def _next_drawn(self, event: Any) -> None:
+        self.next_drawn.object = NEXT_DRAWN[event.new]
+
+    def _select(self, drawn_view: Any) -> None:
+        """Combine the view drawn in the pair shown (with its slice) with the selection, and describe it."""
+        view = self.current_view()
+        if view.mode == "pc":
+            self.selection_note.object = (
+                "selections are drawn in a pair of components: choose the 'pair' axes"
+            )
+            return
+        try:
+            drawn = self.chosen.drawn.then(
+                self.combine.value, drawn_view((view.a, view.b), slice=view.threshold)
+            )
+            summary = describe(
+                self.explorer.points,
+                drawn.rows(self.explorer.points),
+                edges=self.explorer.stats["bin_edges"].values,
+                scheduler=self.explorer.client,
+            )
+        except LatentdaskError as exc:  # e.g. a lasso of two vertices: say so, keep the selection
+            self.selection_note.object = str(exc)
+            return
+        self.selection_note.object = ""
+        self.chosen.param.update(drawn=drawn, summary=summary)
+        self._show_selection()
+
+    def _show_selection(self) -> None:
+        """The panel beside the projection, from the current selection's summary."""
+        import panel as pn
+
+        summary, drawn = self.chosen.summary, self.chosen.drawn
+        if summary is None:
+            self.selection_text.object = "draw a box or a lasso in the projection (toolbar) to select rows"
+            self.apart.objects, self.mean_image.objects, self.sample.objects = [], [], []
+            return
+        contrast = summary.profile
+        steps = " then ".join(f"{m} in ({v.pair[0]}, {v.pair[1]})" for m, v in drawn.steps)
+        self.selection_text.object = (
+            f"**{contrast.selected:,} of {contrast.rows:,} rows selected** ({contrast.share:.2%} of the "
+            f"valid rows; {steps}); its histograms are drawn in orange over the corpus's"
+        )
+        selected_on = sorted({j for _, v in drawn.steps for j in v.pair})
+        apart = contrast.apart(APART, leave_out=selected_on)
+        buttons = []
+        for j, smd in apart:
+            button = pn.widgets.Button(label=f"latent {j}: {smd:+.2f}", color="light", width=160)
+            button.on_click(partial(self._show_apart, j, [k for k, _ in apart if k != j]))
+            buttons.append(button)
+        self.apart.objects = [
+            pn.pane.Markdown(
+                "besides the components selected on, the ones that set it apart (standardized mean "
+                "difference against the rest; a click shows it against the strongest other)",
+                width=340,
+            ),
+            pn.GridBox(*buttons, ncols=2),
+        ]
+        if summary.mean is None:
+            self.mean_image.objects = []
+        elif self.sources.checkpoint is None:
+            self.mean_image.objects = [pn.pane.Markdown("no model to decode the mean (give serve --model)")]
+        else:
+            image = self._decoded(summary.mean, "the selection's mean, decoded", "decoded mean")
+            self.mean_image.objects = [pn.pane.HTML(image, width=140)]
+        self.sample.objects = self._images(summary.sample)
+
+    def _show_apart(self, component: int, others: list[int], _event: Any = None) -> None:
+        """Show ``component`` against the strongest other one set apart."""
+        if others:
+            self.mode.value = "pair"
+            self.a.value, self.b.value = component, others[0]
+
+    def export(self, _event: Any = None) -> None:
+        """Write the selection as ``selection-NAME.zarr`` in the selections folder."""
+        summary = self.chosen.summary
+        if summary is None:
+            self.selection_note.object = "nothing is selected: draw a box or a lasso in the projection"
+            return
+        try:
+            out = selection_path(self.sources.selections, self.selection_name.value or "")
+            count = export(
+                out, self.chosen.drawn, self.explorer.points, summary.profile, scheduler=self.explorer.client
+            )
+        except LatentdaskError as exc:
+            self.selection_note.object = str(exc)
+            return
+        self.selection_note.object = f"wrote {count:,} rows → {out}"
+
+    def clear(self, _event: Any = None) -> None:
+        self.selection_note.object = ""
+        self.chosen.param.update(drawn=Drawn(), summary=None)
+        self._show_selection()
 
     # ------------------------------------------------------------------ layout
 
@@ -322,11 +558,19 @@ class Dashboard:
         overlays = hv.DynamicMap(
             pn.bind(self.overlay_points, mode=self.mode, a=self.a, b=self.b, shown=self.shown_overlays)
         )
+        outline = hv.DynamicMap(
+            pn.bind(self.outline, mode=self.mode, a=self.a, b=self.b, drawn=self.chosen.param.drawn)
+        )
         clicks = hv.streams.Tap(source=projection, x=None, y=None)
         clicks.add_subscriber(lambda x, y: self.show_point(x, y))
+        boxes = hv.streams.BoundsXY(source=projection, bounds=None)
+        boxes.add_subscriber(self.select_box)
+        lassos = hv.streams.Lasso(source=projection, geometry=None)
+        lassos.add_subscriber(self.select_lasso)
         heat = self.heatmap()
         picks = hv.streams.Tap(source=heat, x=None, y=None)
         picks.add_subscriber(lambda x, y: self.show_pair(x, y))
+        overlaid = bool(self.sources.overlays)
         controls = pn.Column(
             pn.pane.Markdown("### latentdask"),
             self.mode,
@@ -335,20 +579,37 @@ class Dashboard:
             self.threshold,
             self.color_by,
             self.shading,
-            pn.pane.Markdown("overlays (red)") if self.overlays else None,
-            self.shown_overlays if self.overlays else None,
+            pn.pane.Markdown("overlays (red)") if overlaid else None,
+            self.shown_overlays if overlaid else None,
             pn.pane.Markdown(self.headline_markdown()),
             width=260,
+        )
+        histograms = pn.bind(
+            self.histograms, mode=self.mode, a=self.a, b=self.b, summary=self.chosen.param.summary
+        )
+        chosen = pn.Column(
+            pn.pane.Markdown("### selection"),
+            self.combine,
+            self.next_drawn,
+            self.selection_text,
+            pn.Row(self.selection_name, self.export_button, self.clear_button),
+            self.selection_note,
+            self.apart,
+            self.mean_image,
+            pn.pane.Markdown("a seeded sample of its rows"),
+            self.sample,
+            width=360,
         )
         return pn.Row(
             controls,
             pn.Column(
-                pn.pane.HoloViews(projection * overlays, name="projection"),
+                pn.pane.HoloViews(projection * overlays * outline, name="projection"),
                 pn.pane.Markdown("click a point: the nearest real images, and what the decoder makes there"),
                 self.nearest,
                 self.decoded,
             ),
-            pn.Column(pn.bind(self.histograms, mode=self.mode, a=self.a, b=self.b), heat),
+            pn.Column(histograms, heat),
+            chosen,
         )
 
 
@@ -356,6 +617,58 @@ def _strongest_pair(stats: Any) -> tuple[int, int]:
     from latentdask.render.projections import ranked_pairs
 
     return ranked_pairs(stats, "corr", 1)[0]
+
+
+def explore(
+    store: str | Path,
+    *,
+    stats: str | Path | None = None,
+    points: list[str | Path] | None = None,
+    dataset: str | Path | None = None,
+    model: str | Path | None = None,
+    client: Any = None,
+    selections: str | Path = ".",
+) -> Any:
+    """The dashboard of ``serve`` as a panel object, to show in a Jupyter notebook.
+
+    ``client``: the Dask client whose workers hold the shown columns (default: the current one).
+    ``selections``: the folder ``Export`` writes ``selection-NAME.zarr`` into.
+
+    Examples
+    --------
+    >>> from distributed import Client
+    >>> import latentdask as ld
+    >>> client = Client()  # doctest: +SKIP
+    >>> ld.explore("latents.zarr")  # doctest: +SKIP
+    """
+    _extensions()
+    if client is None:
+        from distributed import default_client
+
+        try:
+            client = default_client()
+        except ValueError:
+            raise ServeError(
+                "explore needs a Dask client: start one (distributed.Client()) or give client="
+            ) from None
+    return Sources.open(
+        store,
+        stats=stats,
+        points=list(points or []),
+        dataset=dataset,
+        model=model,
+        client=client,
+        selections=selections,
+    ).session()
+
+
+def _extensions() -> None:
+    """Panel and holoviews with their resources inline: nothing is fetched from a CDN."""
+    import holoviews as hv
+    import panel as pn
+
+    pn.extension(inline=True)
+    hv.extension("bokeh")
 
 
 def serve(
@@ -369,58 +682,23 @@ def serve(
     address: str = "127.0.0.1",
     port: int = 5006,
     show: bool = False,
+    selections: str | Path = ".",
 ) -> None:
-    """Serve the dashboard until interrupted; see the module docstring."""
-    import holoviews as hv
+    """Serve the dashboard until interrupted: one :func:`explore` app per browser session."""
     import panel as pn
-    import zarr
 
-    from latentdask.render.projections import read_overlay
-    from latentdask.store.paths import default_stats_path
-
-    store = Path(store)
-    stats_path = Path(stats) if stats is not None else default_stats_path(store)
-    if not stats_path.exists():
-        raise ServeError(f"{stats_path} does not exist; give --stats")
-    explorer = Explorer(store, stats_path, client)
-    attrs = zarr.open_group(str(store), mode="r").attrs if (store / "zarr.json").exists() else {}
-    dataset_root = dataset or attrs.get("dataset_root")
-    model_path = model or attrs.get("model_path")
-    opened = None
-    filenames = None
-    if dataset_root is not None and Path(str(dataset_root)).exists():
-        from latentdask.data.dataset import open_dataset
-
-        opened = open_dataset(str(dataset_root))
-        group = zarr.open_group(str(store), mode="r")
-        filenames = np.asarray(group["filename"][...]) if "filename" in group else None  # type: ignore[index]
-    checkpoint = None
-    if model_path is not None and Path(str(model_path)).exists():
-        from latentdask.model.checkpoint import load_checkpoint
-
-        checkpoint = load_checkpoint(str(model_path))
-        if checkpoint.model.config.latent_dim != explorer.dim:
-            raise ServeError(
-                f"{model_path} decodes {checkpoint.model.config.latent_dim} components; "
-                f"the store has {explorer.dim}"
-            )
-    overlays = {}
-    for path in points or []:
-        overlay = read_overlay(path)
-        if overlay.z.shape[1] != explorer.dim:
-            raise ServeError(f"{path} has {overlay.z.shape[1]} components; the store has {explorer.dim}")
-        overlays[overlay.label] = overlay.z
-    pn.extension(inline=True)
-    hv.extension("bokeh")
-    explorer.frame(Dashboard(explorer).current_view())  # hold the first view's columns before anyone asks
-
-    def session() -> Any:
-        return Dashboard(
-            explorer, dataset=opened, checkpoint=checkpoint, filenames=filenames, overlays=overlays
-        ).layout()
-
+    _extensions()
+    sources = Sources.open(
+        store,
+        stats=stats,
+        points=list(points or []),
+        dataset=dataset,
+        model=model,
+        client=client,
+        selections=selections,
+    )
     pn.serve(
-        {"/": session},
+        {"/": sources.session},
         address=address,
         port=port,
         show=show,
