@@ -489,7 +489,8 @@ class Dashboard:
             f"valid rows; {steps}); its histograms are drawn in orange over the corpus's"
         )
         selected_on = sorted({j for _, v in drawn.steps for j in v.pair})
-        apart = contrast.apart(APART, leave_out=selected_on)
+        # none when the selection or the rest is empty: no difference to rank
+        apart = [(j, smd) for j, smd in contrast.apart(APART, leave_out=selected_on) if np.isfinite(smd)]
         buttons = []
         for j, smd in apart:
             button = pn.widgets.Button(label=f"latent {j}: {smd:+.2f}", color="light", width=160)
@@ -506,7 +507,9 @@ class Dashboard:
         if summary.mean is None:
             self.mean_image.objects = []
         elif self.sources.checkpoint is None:
-            self.mean_image.objects = [pn.pane.Markdown("no model to decode the mean (give serve --model)")]
+            self.mean_image.objects = [
+                pn.pane.Markdown("no model to decode the mean: the store records none (give --model)")
+            ]
         else:
             image = self._decoded(summary.mean, "the selection's mean, decoded", "decoded mean")
             self.mean_image.objects = [pn.pane.HTML(image, width=140)]
