@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from latentdask.data.celeba_names import ATTRIBUTE_NAMES
+from latentdask.location import is_remote, location
 
 
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -183,3 +184,11 @@ def require_extra(module: str) -> ModuleType:
     if os.environ.get("LATENTDASK_REQUIRE_EXTRAS") == "1":
         pytest.fail(f"{module} is required here (pip install -e '.[test]'): {missing}", pytrace=False)
     pytest.skip(f"needs {module} (pip install -e '.[test]')")
+
+
+def upload(local: Path, url: str) -> str:
+    """Copy a local folder or file to ``url``; return the URL."""
+    target = location(url)
+    assert is_remote(target)
+    target.fs.put(str(local), target.path, recursive=local.is_dir())
+    return url

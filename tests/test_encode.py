@@ -25,6 +25,7 @@ from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing
 from latentdask.encode.run import EncodeOptions, encode
 from latentdask.errors import LatentdaskError
+from latentdask.location import LocationError
 from latentdask.model.checkpoint import load_checkpoint
 from latentdask.store import StoreError, open_latents
 from latentdask.store.lock import StoreLockedError, lock_path
@@ -464,10 +465,12 @@ def test_paths_a_worker_cannot_see_fail_early(cluster: LocalCluster, tmp_path: P
         check_paths_on_workers(client, [tmp_path])  # visible: nothing happens
         with pytest.raises(ConfigError, match=r"tcp://127.0.0.1:\d+ cannot see .*nowhere"):
             check_paths_on_workers(client, [tmp_path / "nowhere"])
-        # fsspec URLs: checked through their file system on every worker
+        # fsspec URLs: checked through their file system on every worker (file:// is a local path)
         check_paths_on_workers(client, [f"file://{tmp_path}"])
-        with pytest.raises(ConfigError, match=r"cannot see file://.*nowhere, nosuchprotocol://bucket/data"):
-            check_paths_on_workers(client, [f"file://{tmp_path}/nowhere", "nosuchprotocol://bucket/data"])
+        with pytest.raises(ConfigError, match=rf"cannot see {tmp_path}/nowhere, memory://bucket/data"):
+            check_paths_on_workers(client, [f"file://{tmp_path}/nowhere", "memory://bucket/data"])
+        with pytest.raises(LocationError, match=r"nosuchprotocol://bucket/data: no file system for"):
+            check_paths_on_workers(client, ["nosuchprotocol://bucket/data"])
 
 
 def test_missing_checkpoint_and_dataset(faces: Path, checkpoint: Path, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ environment; the password is read from the environment as a user would set it.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -23,11 +24,13 @@ import zarr
 from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing
 from latentdask.data.synthetic_faces import synthesize
+from latentdask.location import location
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import load_checkpoint, save_checkpoint
 from latentdask.model.config import ModelConfig
 from latentdask.store import open_latents
-from tests.helpers import require_extra
+from tests.conftest import S3Server
+from tests.helpers import require_extra, upload
 
 DASK = str(Path(sys.executable).parent / "dask")
 PASSWORD = "correct horse battery staple"
@@ -40,8 +43,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The server, and a spec file pointing at it."""
+def gateway(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Iterator[Path]:
+    """The server, and a spec file pointing at it; its clusters reach the S3 server as an administrator
+    lets them reach object storage: the credentials in the gateway's ClusterConfig.environment."""
     require_extra("dask_gateway_server")
     require_extra("dask_gateway")
     root = tmp_path_factory.mktemp("gateway")
@@ -59,6 +63,7 @@ c.ClusterConfig.scheduler_cmd = [{DASK!r}, "scheduler"]
 c.ClusterConfig.worker_cmd = [{DASK!r}, "worker"]
 c.ClusterConfig.worker_cores = 1
 c.ClusterConfig.worker_memory = "1 G"
+c.ClusterConfig.environment = {s3_server.environment!r}
 """)
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "dask-gateway-server"), "-f", str(root / "config.py")],
@@ -205,3 +210,24 @@ def test_a_workflow_runs_unchanged_on_the_gateway(gateway: Path, tmp_path: Path)
     assert (tmp_path / "run" / "report.html").is_file()
     assert "Exception ignored" not in result.stderr  # dask-gateway's finalizers stay quiet
     assert f"{started}\tRUNNING" not in latentdask("cluster", "list", "--cluster", str(gateway)).stdout
+
+
+def test_a_workflow_with_its_data_on_s3_runs_on_the_gateway(
+    gateway: Path, faces: Path, bucket: str, tmp_path: Path
+) -> None:
+    dataset = upload(faces, f"{bucket}/faces")
+    run_dir = f"{bucket}/runs/tiny"
+    workflow = tmp_path / "tiny.yaml"
+    workflow.write_text(
+        f"name: tiny\nrun_dir: {run_dir}\ndataset: {{root: {dataset}}}\n"
+        "model: {image_size: 16, latent_dim: 4, channels: [4, 4]}\ntrain: {epochs: 1, device: cpu}\n"
+        "encode: {shard_size: 40, device: cpu}\nstats: {thresholds: [1.5]}\n"
+        "render: {pairs: [corr:1], top_correlated: 0, pcs: 2, slice: null}\n"
+    )
+    result = latentdask("run", str(workflow), "--cluster", str(gateway))
+    assert result.returncode == 0, result.stderr
+    folder = location(run_dir)
+    record = json.loads((folder / "run.json").read_text())
+    assert all(step["status"] == "done" for step in record["steps"].values()), record["steps"]
+    assert json.loads((folder / "latents-stats.json").read_text())["count"] == 120
+    assert (folder / "report.html").is_file()

@@ -46,6 +46,7 @@ from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing, decode_rgb
 from latentdask.data.synthetic_faces import synthesize
 from latentdask.encode.run import EncodeOptions, encode
+from latentdask.location import location
 from latentdask.model.autoencoder import Autoencoder, for_inference
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig
@@ -229,7 +230,7 @@ def bench_encode(
         plain_z = np.concatenate([np.load(path) for path in batches])
 
         # all cores busy at once, no Dask: shows what sharing the cores costs on this machine
-        folder = Path(getattr(dataset.container, "folder", root))
+        folder = location(getattr(dataset.container, "folder", root))
         paths = [str(folder / name) for name in dataset.manifest.names]
         rate = multi_process_loop(
             paths,

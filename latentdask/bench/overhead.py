@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from latentdask.bench.report import BenchReport
+from latentdask.location import Location
 
 #: the floor: what every latentdask command imports before it can do anything
 IMPORTS = "import latentdask, dask.array, zarr"
@@ -73,7 +74,7 @@ def bench_overhead(*, rows: int = 1000, dim: int = 256, images: int = 200, repea
     return report
 
 
-def _faces_and_model(folder: Path, images: int, dim: int) -> tuple[Path, Path]:
+def _faces_and_model(folder: Path, images: int, dim: int) -> tuple[Location, Location]:
     """Synthetic faces and an untrained seeded checkpoint (the time to encode is not measured)."""
     import torch
 

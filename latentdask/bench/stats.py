@@ -63,6 +63,7 @@ from latentdask.bench.report import (
     warm_up,
 )
 from latentdask.generate.synthetic import synthesize_latents
+from latentdask.location import Location
 from latentdask.stats.io import write_stats
 from latentdask.stats.kernels import slice_population
 from latentdask.stats.reduce import Inputs, first_pass, row_starts, second_pass
@@ -216,7 +217,7 @@ def dask_all_pairs(
 # ------------------------------------------------------------------------------- the benchmark
 
 
-def whole_command(store: Path, scratch: Path, workers: int) -> float:
+def whole_command(store: Location, scratch: Path, workers: int) -> float:
     """Seconds of ``latentdask stats STORE`` as a user runs it, on a local cluster of ``workers``."""
     spec = scratch / "cluster.yaml"
     spec.write_text(f"kind: local\nworkers: {workers}\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -54,10 +53,8 @@ def summary_params(bin_width: float, value_range: tuple[float, float], threshold
 
 @user_errors
 def stats(
-    store: Annotated[
-        Path, typer.Argument(help="Latent store, Zarr group holding 'z', or (n, N) Zarr array.")
-    ],
-    out: Annotated[Path, typer.Option("--out", help="stats.zarr to write (stats.json goes beside it).")],
+    store: Annotated[str, typer.Argument(help="Latent store, Zarr group holding 'z', or (n, N) Zarr array.")],
+    out: Annotated[str, typer.Option("--out", help="stats.zarr to write (stats.json goes beside it).")],
     bin_width: Annotated[float, typer.Option(help="Histogram bin width.")] = SUMMARY.bin_width,
     value_range: Annotated[
         tuple[float, float], typer.Option("--range", help="Histogram range LOW HIGH.")
@@ -98,7 +95,7 @@ def stats(
 
 @user_errors
 def synth_latents(
-    out: Annotated[Path, typer.Argument(help="Zarr array to write.")],
+    out: Annotated[str, typer.Argument(help="Zarr array to write.")],
     n: Annotated[int, typer.Option("--n", help="Rows.")] = 100_000,
     dim: Annotated[int, typer.Option(help="Columns (latent dimension).")] = 256,
     seed: Annotated[int, typer.Option(help="Same seed, same numbers.")] = 0,
@@ -116,8 +113,8 @@ def synth_latents(
 
 @user_errors
 def select(
-    store: Annotated[Path, typer.Argument(help="Latent store (or any Zarr group holding 'z').")],
-    out: Annotated[Path, typer.Option("--out", help="selection.zarr to write.")],
+    store: Annotated[str, typer.Argument(help="Latent store (or any Zarr group holding 'z').")],
+    out: Annotated[str, typer.Option("--out", help="selection.zarr to write.")],
     pair: Annotated[str, typer.Option(help="The two components a,b the polygon is drawn in.")],
     box: Annotated[
         str | None, typer.Option(help="X0,X1,Y0,Y1: the rows inside this box (or give --polygon).")
@@ -194,8 +191,8 @@ def _floats(text: str, option: str, count: int) -> tuple[float, ...]:
 
 @user_errors
 def gmm(
-    store: Annotated[Path, typer.Argument(help="The real latent store.")],
-    out: Annotated[Path, typer.Option("--out", help="GMM.zarr to write.")],
+    store: Annotated[str, typer.Argument(help="The real latent store.")],
+    out: Annotated[str, typer.Option("--out", help="GMM.zarr to write.")],
     components: Annotated[
         str, typer.Option(help="K, or 'auto': K = 1 … --max-components by held-out log-likelihood.")
     ] = GMM.components.map(str),
@@ -225,7 +222,9 @@ def gmm(
     choice = cluster_choice(cluster, scheduler, cluster_name)
     with steps.Connection(choice, input_bytes=zpoint_bytes(store)) as connection:
         steps.gmm(store, out, options=options, cluster=connection)
-    fitted = xr.open_zarr(out)
+    from latentdask.location import location
+
+    fitted = xr.open_zarr(str(location(out)))
     console.print(
         f"{fitted.attrs['components']} components ({fitted.attrs['rule']}) fitted on "
         f"{fitted.attrs['fit_rows']:,} z-points ({fitted.attrs['selection']}), mean log-likelihood "
@@ -236,9 +235,9 @@ def gmm(
 @user_errors
 def generate(
     stats: Annotated[
-        Path, typer.Argument(help="stats.zarr the samplers are fitted on (a GMM.zarr for --sampler gmm).")
+        str, typer.Argument(help="stats.zarr the samplers are fitted on (a GMM.zarr for --sampler gmm).")
     ],
-    out: Annotated[Path, typer.Option("--out", help="POINTS.zarr to write.")],
+    out: Annotated[str, typer.Option("--out", help="POINTS.zarr to write.")],
     sampler: Annotated[
         str, typer.Option(help="uniform, gaussian, empirical, mvn, mvn-core, or gmm (from a GMM.zarr).")
     ] = "uniform",
@@ -263,7 +262,9 @@ def generate(
     steps.generate(stats, out, sampler=spec, options=options_from(GenerateOptions, locals()))
     console.print(f"wrote {n} {spec.name} z-points → {out}")
     if spec.name == "uniform":
-        points = np.asarray(zarr.open_array(str(out / "z"), mode="r")[: min(n, 100_000)])
+        from latentdask.location import location
+
+        points = np.asarray(zarr.open_array(str(location(out) / "z"), mode="r")[: min(n, 100_000)])
         report = radius_report(open_stats(stats), points, spec.b)
         scan = report.pop("b_scan")
         typer.echo(json.dumps(report | {"best_b_by_radius": scan["best_b"]}, indent=2))  # type: ignore[index]
@@ -271,10 +272,10 @@ def generate(
 
 @user_errors
 def score(
-    store: Annotated[Path, typer.Argument(help="The real latent store.")],
-    stats: Annotated[Path, typer.Argument(help="Its stats.zarr.")],
-    points: Annotated[list[Path], typer.Argument(help="POINTS.zarr groups to score.")],
-    out: Annotated[Path, typer.Option("--out", help="scores.json to write.")],
+    store: Annotated[str, typer.Argument(help="The real latent store.")],
+    stats: Annotated[str, typer.Argument(help="Its stats.zarr.")],
+    points: Annotated[list[str], typer.Argument(help="POINTS.zarr groups to score.")],
+    out: Annotated[str, typer.Option("--out", help="scores.json to write.")],
     reference_size: Annotated[
         int, typer.Option(help="Held-out real points scored beside them.")
     ] = SCORE.reference_size,
@@ -286,7 +287,7 @@ def score(
     ] = SCORE.threshold,
     seed: Annotated[int, typer.Option(help="Seed of the real sample.")] = SCORE.seed,
     gmm: Annotated[
-        Path | None, typer.Option(help="GMM.zarr: each set's log-likelihood under the mixture too.")
+        str | None, typer.Option(help="GMM.zarr: each set's log-likelihood under the mixture too.")
     ] = None,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
@@ -308,11 +309,11 @@ def score(
 
 @user_errors
 def normality(
-    store: Annotated[Path, typer.Argument(help="The real latent store.")],
-    stats: Annotated[Path, typer.Argument(help="Its stats.zarr (mean, covariance, moments).")],
-    out: Annotated[Path, typer.Option("--out", help="normality.json to write.")],
+    store: Annotated[str, typer.Argument(help="The real latent store.")],
+    stats: Annotated[str, typer.Argument(help="Its stats.zarr (mean, covariance, moments).")],
+    out: Annotated[str, typer.Option("--out", help="normality.json to write.")],
     plot: Annotated[
-        Path | None, typer.Option(help="PNG of the QQ comparison of Mahalanobis² with its normal law.")
+        str | None, typer.Option(help="PNG of the QQ comparison of Mahalanobis² with its normal law.")
     ] = None,
     sample_size: Annotated[
         int, typer.Option(help="Points in the Shapiro–Wilk sample (≤ 5,000).")
@@ -347,19 +348,17 @@ def normality(
 
 @user_errors
 def decode(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder.")],
-    points: Annotated[list[Path] | None, typer.Argument(help="POINTS.zarr groups: one row each.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("grid.png"),
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint folder.")],
+    points: Annotated[list[str] | None, typer.Argument(help="POINTS.zarr groups: one row each.")] = None,
+    out: Annotated[str, typer.Option("--out", help="PNG to write.")] = "grid.png",
     per_row: Annotated[int, typer.Option(help="Images per row.")] = DECODE.per_row,
-    reconstruct: Annotated[
-        Path | None, typer.Option(help="Dataset: originals above reconstructions.")
-    ] = None,
+    reconstruct: Annotated[str | None, typer.Option(help="Dataset: originals above reconstructions.")] = None,
     interpolate: Annotated[
         str | None, typer.Option(help="i,j: interpolate between two images of --dataset.")
     ] = None,
-    dataset: Annotated[Path | None, typer.Option(help="Dataset for --interpolate.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset for --interpolate.")] = None,
     path: Annotated[str | None, typer.Option(help="a,b: a path in the plane of components a and b.")] = None,
-    stats: Annotated[Path | None, typer.Option(help="stats.zarr for --path (centre and spreads).")] = None,
+    stats: Annotated[str | None, typer.Option(help="stats.zarr for --path (centre and spreads).")] = None,
     through: Annotated[
         str, typer.Option(help="--path through the real 'centre' or the 'origin'.")
     ] = DECODE.through,
@@ -367,7 +366,7 @@ def decode(
     face_rate: Annotated[
         int, typer.Option(help="Also measure the face rate on this many points per set (0: no).")
     ] = DECODE.face_rate,
-    faces_out: Annotated[Path | None, typer.Option(help="face_rate.json to write.")] = None,
+    faces_out: Annotated[str | None, typer.Option(help="face_rate.json to write.")] = None,
 ) -> None:
     """Decode z-points to a labelled image grid: samplers, reconstructions, interpolations, paths."""
     from latentdask.generate.faces import format_face_rates
@@ -396,10 +395,10 @@ def decode(
 
 @user_errors
 def render(
-    store: Annotated[Path, typer.Argument(help="Latent store (or any Zarr group holding 'z').")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs and render.json.")],
+    store: Annotated[str, typer.Argument(help="Latent store (or any Zarr group holding 'z').")],
+    out: Annotated[str, typer.Option("--out", help="Folder for the PNGs and render.json.")],
     stats: Annotated[
-        Path | None, typer.Option(help="stats.zarr (default: the one encode wrote beside the store).")
+        str | None, typer.Option(help="stats.zarr (default: the one encode wrote beside the store).")
     ] = None,
     pairs: Annotated[
         list[str] | None,
@@ -417,7 +416,7 @@ def render(
     slice_ranked: Annotated[
         int, typer.Option(help="Slices of the K smallest and K largest populations.")
     ] = RENDER.slice_ranked,
-    overlay: Annotated[list[Path] | None, typer.Option(help="POINTS.zarr drawn in red (repeat).")] = None,
+    overlay: Annotated[list[str] | None, typer.Option(help="POINTS.zarr drawn in red (repeat).")] = None,
     special: Annotated[
         int | None, typer.Option(help="Row of one real point drawn in orange.")
     ] = RENDER.special,
@@ -461,17 +460,13 @@ def render(
 
 @user_errors
 def serve(
-    store: Annotated[Path, typer.Argument(help="Latent store.")],
-    stats: Annotated[
-        Path | None, typer.Option(help="stats.zarr (default: the one beside the store).")
-    ] = None,
-    points: Annotated[list[Path] | None, typer.Option(help="POINTS.zarr to overlay (repeat).")] = None,
+    store: Annotated[str, typer.Argument(help="Latent store.")],
+    stats: Annotated[str | None, typer.Option(help="stats.zarr (default: the one beside the store).")] = None,
+    points: Annotated[list[str] | None, typer.Option(help="POINTS.zarr to overlay (repeat).")] = None,
     dataset: Annotated[
-        Path | None, typer.Option(help="Dataset for thumbnails (default: the store's).")
+        str | None, typer.Option(help="Dataset for thumbnails (default: the store's).")
     ] = None,
-    model: Annotated[
-        Path | None, typer.Option(help="Checkpoint for decoding (default: the store's).")
-    ] = None,
+    model: Annotated[str | None, typer.Option(help="Checkpoint for decoding (default: the store's).")] = None,
     address: Annotated[
         str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")
     ] = "127.0.0.1",

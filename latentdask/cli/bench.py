@@ -56,6 +56,33 @@ def bench_decode(
     _run(json_out, functools.partial(run, dataset=dataset, n=n, image_size=image_size))
 
 
+@app.command("storage")
+@user_errors
+def bench_storage(
+    bucket: Annotated[
+        str | None,
+        typer.Option(
+            help="s3://BUCKET to measure (credentials from the environment); default: a local S3 server."
+        ),
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="Synthetic images.")] = 4096,
+    shard_size: Annotated[int, typer.Option(help="Images per shard.")] = 1024,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass (and per fetch).")] = 256,
+    workers: Annotated[int, typer.Option(help="Worker processes of the encodes.")] = 2,
+    json_out: JsonOption = None,
+) -> None:
+    """A dataset on object storage: fetch images/s against fsspec's concurrent fetch, and encode
+    images/s with the data on S3 against the same encode on local disk."""
+    from latentdask.bench.storage import bench_storage as run
+
+    _run(
+        json_out,
+        functools.partial(
+            run, bucket=bucket, n=n, shard_size=shard_size, batch_size=batch_size, workers=workers
+        ),
+    )
+
+
 @app.command("train")
 @user_errors
 def bench_train(

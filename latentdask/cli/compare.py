@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,12 +21,10 @@ from latentdask.progress import console
 @user_errors
 def compare(
     store_a: Annotated[
-        Path, typer.Argument(help="Latent store A (or any (n, N) Zarr array, or a group holding 'z').")
+        str, typer.Argument(help="Latent store A (or any (n, N) Zarr array, or a group holding 'z').")
     ],
-    store_b: Annotated[
-        Path, typer.Argument(help="Latent store B, the same images encoded by another model.")
-    ],
-    out: Annotated[Path, typer.Option("--out", help="compare.json to write.")],
+    store_b: Annotated[str, typer.Argument(help="Latent store B, the same images encoded by another model.")],
+    out: Annotated[str, typer.Option("--out", help="compare.json to write.")],
     split: SplitOption = "all",
     where: WhereOption = None,
     cluster: ClusterOption = None,
@@ -48,7 +45,7 @@ def compare(
     from latentdask.store.output import check_output
     from latentdask.workflow import steps
 
-    inputs: list[str | Path] = [store_a, store_b]
+    inputs = [store_a, store_b]
     check_output(out, COMPARE_KIND, inputs=inputs)
     started = time.perf_counter()
     with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from latentdask.cluster.connect import ClusterChoice
+    from latentdask.location import Where
     from latentdask.workflow.steps import Connection
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,9 +47,12 @@ def user_errors(func: F) -> F:
         except ValidationError as exc:
             message = f"invalid options: {describe_validation_error(exc)}"
         except OSError as exc:
-            if exc.errno not in WRITE_ERRNOS:
+            if exc.errno is None:  # an object store's answer (no access, no such bucket): s3fs and the
+                message = f"object storage: {exc}"  # other fsspec drivers raise OSErrors without errno
+            elif exc.errno in WRITE_ERRNOS:
+                message = f"cannot write {exc.filename or ''}: {exc.strerror}".replace("write :", "write:")
+            else:
                 raise
-            message = f"cannot write {exc.filename or ''}: {exc.strerror}".replace("write :", "write:")
         typer.echo(f"error: {' '.join(message.splitlines())}", err=True)
         raise typer.Exit(2)
 
@@ -169,7 +173,7 @@ SkipDamagedOption = Annotated[
     ),
 ]
 RowsOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option("--rows", help="Keep to the rows of a selection.zarr (from latentdask select)."),
 ]
 UnfinishedOption = Annotated[
@@ -189,12 +193,12 @@ def cluster_choice(cluster: Path | None, scheduler: str | None, name: str | None
 
 @contextmanager
 def reading_store(
-    store: Path,
+    store: Where,
     choice: ClusterChoice,
     *,
     skip_damaged: bool,
     include_unfinished: bool,
-    rows: Path | None = None,
+    rows: Where | None = None,
 ) -> Iterator[tuple[Connection, Any]]:
     """The cluster and the z-points of a command that reads every shard of ``store`` (keeping to
     the row selection ``rows`` when given).
@@ -221,7 +225,7 @@ def reading_store(
         yield connection, points
 
 
-def open_points(store: Path, client: Any, *, skip_damaged: bool, include_unfinished: bool) -> Any:
+def open_points(store: Where, client: Any, *, skip_damaged: bool, include_unfinished: bool) -> Any:
     """The z-points a reading command works on, saying what is left out of an unfinished or damaged store."""
     from latentdask.store.integrity import verify_store
     from latentdask.store.points import open_zpoints

@@ -22,6 +22,7 @@ from latentdask.cli.options import (
     user_errors,
 )
 from latentdask.errors import LatentdaskError
+from latentdask.location import location
 from latentdask.progress import console
 
 SYNTH = ModelDefaults("latentdask.data.synthetic_faces:SynthOptions")
@@ -32,7 +33,7 @@ ENCODE = ModelDefaults("latentdask.encode.run:EncodeOptions")
 
 @user_errors
 def synth(
-    out: Annotated[Path, typer.Argument(help="Folder to create (CelebA layout).")],
+    out: Annotated[str, typer.Argument(help="Folder to create (CelebA layout).")],
     n: Annotated[int, typer.Option("--n", help="Number of images.")] = SYNTH.n,
     seed: Annotated[int, typer.Option(help="Same seed, byte-identical files.")] = SYNTH.seed,
 ) -> None:
@@ -40,7 +41,7 @@ def synth(
     from latentdask.data.synthetic_faces import SynthOptions
     from latentdask.workflow import steps
 
-    seconds = steps.synth(out, options_from(SynthOptions, locals()))
+    seconds = steps.synth(location(out), options_from(SynthOptions, locals()))
     if seconds is None:
         console.print(f"{out} already holds {n} synthetic faces with seed {seed}; nothing to do")
     else:
@@ -49,8 +50,8 @@ def synth(
 
 @user_errors
 def train(
-    dataset: Annotated[Path, typer.Argument(help="CelebA-layout folder or any image folder.")],
-    out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write.")],
+    dataset: Annotated[str, typer.Argument(help="CelebA-layout folder or any image folder.")],
+    out: Annotated[str, typer.Option("--out", help="Checkpoint folder to write.")],
     epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = TRAIN.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per optimizer step.")] = TRAIN.batch_size,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = TRAIN.lr,
@@ -80,14 +81,17 @@ def train(
     model = options_from(
         ModelOptions, parameters, channels=parse_ints(channels, "--channels"), crop=parse_crop(crop)
     )
-    steps.train(dataset, out, model=model, options=options_from(TrainOptions, parameters))
+    steps.train(location(dataset), location(out), model=model, options=options_from(TrainOptions, parameters))
 
 
 @user_errors
-def info(path: Annotated[Path, typer.Argument(help="A dataset, checkpoint or latent store.")]) -> None:
+def info(
+    given: Annotated[str, typer.Argument(metavar="PATH", help="A dataset, checkpoint or latent store.")],
+) -> None:
     """Describe a dataset, a checkpoint or a latent store."""
     from latentdask.model.config import CONFIG_FILE
 
+    path = location(given)
     if not path.exists():
         raise LatentdaskError(f"{path} does not exist")
     if (path / "zarr.json").is_file():
@@ -107,7 +111,7 @@ def info(path: Annotated[Path, typer.Argument(help="A dataset, checkpoint or lat
 
 @user_errors
 def verify(
-    store: Annotated[Path, typer.Argument(help="A latent store.")],
+    store: Annotated[str, typer.Argument(help="A latent store.")],
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
     cluster_name: ClusterNameOption = None,
@@ -129,9 +133,9 @@ def verify(
 
 @user_errors
 def import_model(
-    state_dict: Annotated[Path, typer.Argument(help="A torch.save()d state_dict (.pt/.pth).")],
-    config: Annotated[Path, typer.Option("--config", help="JSON: model fields, or model + preprocessing.")],
-    out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write.")],
+    state_dict: Annotated[str, typer.Argument(help="A torch.save()d state_dict (.pt/.pth).")],
+    config: Annotated[str, typer.Option("--config", help="JSON: model fields, or model + preprocessing.")],
+    out: Annotated[str, typer.Option("--out", help="Checkpoint folder to write.")],
 ) -> None:
     """Turn a compatible PyTorch state_dict into a checkpoint folder (loaded tensors-only)."""
     from latentdask.model.checkpoint import import_state_dict
@@ -142,9 +146,9 @@ def import_model(
 
 @user_errors
 def encode(
-    dataset: Annotated[Path, typer.Argument(help="CelebA-layout folder or any image folder.")],
-    model: Annotated[Path, typer.Option("--model", help="Checkpoint folder.")],
-    out: Annotated[Path, typer.Option("--out", help="Latent store to write (a .zarr folder).")],
+    dataset: Annotated[str, typer.Argument(help="CelebA-layout folder or any image folder.")],
+    model: Annotated[str, typer.Option("--model", help="Checkpoint folder.")],
+    out: Annotated[str, typer.Option("--out", help="Latent store to write (a .zarr folder).")],
     shard_size: Annotated[
         int, typer.Option(help="Images per shard = per task = per Zarr chunk.")
     ] = ENCODE.shard_size,
@@ -180,7 +184,7 @@ def encode(
 
     options = options_from(EncodeOptions, locals())
     with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
-        steps.encode(dataset, model, out, options=options, cluster=connection)
+        steps.encode(location(dataset), location(model), location(out), options=options, cluster=connection)
 
 
 @user_errors
@@ -201,9 +205,9 @@ def run(
 
 @user_errors
 def report(
-    folder: Annotated[Path, typer.Argument(help="A workflow's run folder (holding run.json).")],
+    folder: Annotated[str, typer.Argument(help="A workflow's run folder (holding run.json).")],
 ) -> None:
     """Write report.html in a run folder: every figure and table of the study, images embedded."""
     from latentdask.workflow import steps
 
-    console.print(f"report → {steps.report(folder)}")
+    console.print(f"report → {steps.report(location(folder))}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from latentdask.cluster.spec import (
     SlurmSpec,
     load_cluster_spec,
 )
+from latentdask.location import Where, identity, location
 
 #: kinds whose clusters outlive the command that started them, and are found again by name
 NAMED_KINDS = ("gateway", "kubernetes")
@@ -435,28 +436,22 @@ def _missing(paths: list[str]) -> list[str]:
     """The paths this process cannot see: local paths, or fsspec URLs (``s3://…``, ``gs://…``)."""
     missing = []
     for path in paths:
-        if "://" in path:
-            try:
-                import fsspec
-
-                filesystem, inner = fsspec.core.url_to_fs(path)
-                visible = bool(filesystem.exists(inner))
-            except Exception:  # no driver for the protocol, no credentials, no network: not visible
-                visible = False
-        else:
-            visible = os.path.exists(path)
+        try:
+            visible = location(path).exists()
+        except Exception:  # no driver for the protocol, no credentials, no network: not visible
+            visible = False
         if not visible:
             missing.append(path)
     return missing
 
 
-def check_paths_on_workers(client: Client, paths: list[str | Path]) -> None:
+def check_paths_on_workers(client: Client, paths: Sequence[Where]) -> None:
     """Fail early, naming worker and path, if any worker cannot see a path the run needs.
 
     A tiny task on every worker: on a cluster whose workers run on other machines, a
     dataset or run folder on the client's local disk is the commonest first mistake.
     """
-    wanted = [str(p) if "://" in str(p) else str(Path(p).resolve()) for p in paths]
+    wanted = [identity(p) for p in paths]
     unseen = {worker: missing for worker, missing in client.run(_missing, wanted).items() if missing}
     if unseen:
         lines = "; ".join(

@@ -18,8 +18,6 @@ read as is a :class:`~latentdask.errors.DatasetError` naming the file (and the l
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from latentdask.data.celeba_names import (
@@ -32,16 +30,17 @@ from latentdask.data.celeba_names import (
 from latentdask.data.container import Container, FolderContainer, ZipContainer
 from latentdask.data.manifest import REPORT_EXAMPLES, ListingReport, Manifest
 from latentdask.errors import DatasetError
+from latentdask.location import Location, Where, location
 
 
-def is_celeba_root(root: str | Path) -> bool:
+def is_celeba_root(root: Where) -> bool:
     """True if ``root`` holds CelebA's image folder or zip."""
-    root = Path(root)
+    root = location(root)
     return (root / IMAGE_FOLDER).is_dir() or (root / IMAGE_ZIP).is_file()
 
 
-def celeba_container(root: str | Path) -> Container:
-    root = Path(root)
+def celeba_container(root: Where) -> Container:
+    root = location(root)
     if (root / IMAGE_FOLDER).is_dir():
         return FolderContainer(root / IMAGE_FOLDER, recursive=False)
     if (root / IMAGE_ZIP).is_file():
@@ -49,7 +48,7 @@ def celeba_container(root: str | Path) -> Container:
     raise DatasetError(f"{root} holds neither {IMAGE_FOLDER}/ nor {IMAGE_ZIP}")
 
 
-def read_listing(path: Path) -> list[str]:
+def read_listing(path: Location) -> list[str]:
     """The lines of a listing file: UTF-8, a leading byte-order mark dropped."""
     try:
         return path.read_text(encoding="utf-8-sig").splitlines()
@@ -62,7 +61,7 @@ def read_listing(path: Path) -> list[str]:
         raise DatasetError(f"{path}: cannot be read ({exc.strerror})") from None
 
 
-def read_partition(path: Path) -> dict[str, int]:
+def read_partition(path: Location) -> dict[str, int]:
     """``list_eval_partition.txt`` → {name: split}."""
     splits: dict[str, int] = {}
     for number, line in enumerate(read_listing(path), start=1):
@@ -77,7 +76,7 @@ def read_partition(path: Path) -> dict[str, int]:
     return splits
 
 
-def read_attributes(path: Path) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
+def read_attributes(path: Location) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
     """``list_attr_celeba.txt`` → (attribute names, {name: int8 row of ±1})."""
     lines = read_listing(path)
     if len(lines) < 2:
@@ -116,9 +115,9 @@ def read_attributes(path: Path) -> tuple[tuple[str, ...], dict[str, np.ndarray]]
     return names, rows
 
 
-def celeba_manifest(root: str | Path, container: Container) -> Manifest:
+def celeba_manifest(root: Where, container: Container) -> Manifest:
     """Build the manifest of a CelebA-layout dataset (see the module docstring)."""
-    root = Path(root)
+    root = location(root)
     partition_path, attribute_path = root / PARTITION_FILE, root / ATTRIBUTE_FILE
     splits = read_partition(partition_path) if partition_path.is_file() else None
     attribute_names, attribute_rows = (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from latentdask.data.celeba import celeba_container, celeba_manifest, is_celeba_root
@@ -12,13 +11,14 @@ from latentdask.data.decode import Decoded, Preprocessing, decode_image
 from latentdask.data.folder import folder_container, folder_manifest
 from latentdask.data.manifest import Manifest
 from latentdask.errors import DatasetError
+from latentdask.location import Location, Where, location
 
 
 @dataclass(frozen=True)
 class ImageDataset:
     """A dataset's manifest and the container its bytes come from; picklable."""
 
-    root: Path
+    root: Location
     kind: Literal["celeba", "folder"]
     container: Container
     manifest: Manifest
@@ -49,7 +49,7 @@ class ImageDataset:
         return lines + [f"note        {line}" for line in m.report.lines()]
 
 
-def open_dataset(root: str | Path, *, split: str = "all") -> ImageDataset:
+def open_dataset(root: Where, *, split: str = "all") -> ImageDataset:
     """Open ``root`` as CelebA (if it holds ``img_align_celeba/`` or its zip) or as an image folder.
 
     Parameters
@@ -65,7 +65,7 @@ def open_dataset(root: str | Path, *, split: str = "all") -> ImageDataset:
     >>> len(ds.manifest), ds.manifest.sha256[:8]  # doctest: +SKIP
     (162770, '...')
     """
-    root = Path(root)
+    root = location(root)
     if not root.exists():
         raise DatasetError(f"dataset folder {root} does not exist")
     if not root.is_dir():

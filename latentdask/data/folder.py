@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from latentdask.data.container import FolderContainer
 from latentdask.data.manifest import Manifest
 from latentdask.errors import DatasetError
+from latentdask.location import Where
 
 
 def folder_manifest(container: FolderContainer) -> Manifest:
@@ -29,5 +28,5 @@ def folder_manifest(container: FolderContainer) -> Manifest:
     )
 
 
-def folder_container(root: str | Path) -> FolderContainer:
+def folder_container(root: Where) -> FolderContainer:
     return FolderContainer(root, recursive=True)

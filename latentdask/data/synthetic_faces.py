@@ -10,7 +10,6 @@ attributes the generator controls true to the drawn face and the others -1. A
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from latentdask.data.celeba_names import ATTRIBUTE_FILE, ATTRIBUTE_NAMES, IMAGE_FOLDER, PARTITION_FILE
 from latentdask.data.face_drawing import GENERATOR_VERSION, render_face_jpeg
 from latentdask.errors import DatasetError
+from latentdask.location import Location, Where, location
 from latentdask.progress import progress_bar
 from latentdask.store.output import owned_output
 
@@ -42,7 +42,7 @@ class SynthOptions(BaseModel):
         return n
 
 
-def synthesize(out: str | Path, *, n: int, seed: int = 0, progress: bool = True) -> Path:
+def synthesize(out: Where, *, n: int, seed: int = 0, progress: bool = True) -> Location:
     """Write ``n`` synthetic faces in CelebA's official layout under ``out``.
 
     Parameters
@@ -67,7 +67,7 @@ def synthesize(out: str | Path, *, n: int, seed: int = 0, progress: bool = True)
     """
     if n < 1:
         raise DatasetError(f"--n must be at least 1, got {n}")
-    root = Path(out)
+    root = location(out)
     recipe = synthetic_recipe(n, seed)
     if read_recipe(root) == recipe:
         return root  # the same dataset is already there
@@ -78,7 +78,7 @@ def synthesize(out: str | Path, *, n: int, seed: int = 0, progress: bool = True)
     return root
 
 
-def _write_faces(root: Path, *, n: int, seed: int, progress: bool) -> None:
+def _write_faces(root: Location, *, n: int, seed: int, progress: bool) -> None:
     images = root / IMAGE_FOLDER
     images.mkdir()
     splits = celeba_like_splits(n)
@@ -105,7 +105,7 @@ def synthetic_recipe(n: int, seed: int) -> dict[str, int]:
     return {"generator": GENERATOR_VERSION, "n": n, "seed": seed}
 
 
-def read_recipe(root: Path) -> dict[str, int] | None:
+def read_recipe(root: Location) -> dict[str, int] | None:
     """The ``{generator, n, seed}`` a complete synthetic dataset was made with, else None."""
     try:
         return dict(json.loads((root / RECIPE_FILE).read_text()))

@@ -26,7 +26,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import zarr
@@ -39,6 +38,7 @@ from latentdask.data.dataset import open_dataset
 from latentdask.data.manifest import Shard
 from latentdask.encode.task import STAGES, ModelPlugin, ShardJob, ShardReport, encode_shard
 from latentdask.errors import CheckpointError
+from latentdask.location import Location, Where, identity, location
 from latentdask.model.config import CheckpointConfig, checkpoint_sha256, read_checkpoint_config
 from latentdask.progress import console, progress_bar
 from latentdask.stats.io import KnownStates, check_stats_output, store_fingerprint
@@ -88,7 +88,7 @@ class EncodeOptions(BaseModel):
 class EncodeSummary:
     """The end of a run: what was done, how long it took, where it went."""
 
-    store: Path
+    store: Location
     images: int
     shards_total: int
     shards_run: int
@@ -121,9 +121,9 @@ class EncodeSummary:
 
 
 def encode(
-    dataset: str | Path,
-    checkpoint: str | Path,
-    out: str | Path,
+    dataset: Where,
+    checkpoint: Where,
+    out: Where,
     *,
     options: EncodeOptions | None = None,
     cluster: ClusterChoice | None = None,
@@ -155,22 +155,22 @@ def encode(
     """
     options = options or EncodeOptions()
     started = time.perf_counter()
-    out = Path(out)
+    out = location(out)
     choice = cluster or ClusterChoice()
     spec = choice.resolve()  # a bad spec fails before anything is written
 
     # 1. Dataset and model identity.
     data = open_dataset(dataset, split=options.split)
     manifest = data.manifest
-    checkpoint = Path(checkpoint)
+    checkpoint = location(checkpoint)
     config = _checkpoint_config(checkpoint)
     model_sha256 = checkpoint_sha256(checkpoint, config)
     metadata = {
         "model_sha256": model_sha256,
-        "model_path": str(checkpoint.resolve()),
+        "model_path": identity(checkpoint),
         "model_config": config.model.model_dump(mode="json"),
         "manifest_sha256": manifest.sha256,
-        "dataset_root": str(Path(dataset).resolve()),
+        "dataset_root": identity(dataset),
         "dataset_kind": data.kind,
         "split_selection": options.split,
         "preprocessing": config.preprocessing.model_dump(mode="json"),
@@ -275,14 +275,14 @@ def encode(
 
 
 def _write_sidecar_stats(
-    store: Path,
-    out: Path,
+    store: Location,
+    out: Location,
     known: KnownStates,
     encoded: bool,
     params: SummaryParams,
     client: Any,
     progress: bool,
-    inputs: list[Path],
+    inputs: list[Location],
 ) -> None:
     """Write the statistics from the tasks' merged states, reading only shards finished by an earlier run.
 
@@ -309,19 +309,19 @@ def _write_sidecar_stats(
         )
 
 
-def _checkpoint_config(checkpoint: Path) -> CheckpointConfig:
+def _checkpoint_config(checkpoint: Location) -> CheckpointConfig:
     if not checkpoint.is_dir():
         raise CheckpointError(f"checkpoint folder {checkpoint} does not exist")
     return read_checkpoint_config(checkpoint)
 
 
 def _prepare_store(
-    out: Path,
+    out: Location,
     expected: dict[str, Any],
     options: EncodeOptions,
     manifest: Any,
     config: CheckpointConfig,
-    inputs: list[Path],
+    inputs: list[Location],
 ) -> zarr.Group:
     """The store to resume (stamped with this run's id), or its new template, made under a temporary name."""
     if options.resume and out.exists():
@@ -347,7 +347,7 @@ def _prepare_store(
     return open_store(out, mode="r+")
 
 
-def _reset_damaged(out: Path, group: zarr.Group, client: Any, progress: bool) -> None:
+def _reset_damaged(out: Location, group: zarr.Group, client: Any, progress: bool) -> None:
     """Before resuming, check the finished shards' checksums; damaged ones are encoded again."""
     from latentdask.store.integrity import verify_store
 
@@ -361,24 +361,24 @@ def _reset_damaged(out: Path, group: zarr.Group, client: Any, progress: bool) ->
 
 
 def _job(
-    out: Path,
+    out: Location,
     shard: Shard,
     container: Container,
     manifest: Any,
-    checkpoint: Path,
+    checkpoint: Location,
     sha256: str,
     config: CheckpointConfig,
     options: EncodeOptions,
     run_id: str,
 ) -> ShardJob:
     return ShardJob(
-        store=str(out.resolve()),
+        store=identity(out),
         run_id=run_id,
         shard=shard,
         names=manifest.names[shard.start : shard.stop],
         present=manifest.present[shard.start : shard.stop],
         container=container,
-        checkpoint=str(checkpoint.resolve()),
+        checkpoint=identity(checkpoint),
         checkpoint_sha256=sha256,
         preprocessing=config.preprocessing,
         batch_size=options.batch_size,

@@ -8,8 +8,10 @@ Steps of :func:`encode_shard` (a task, on a worker):
    has one).
 3. Read and decode images in a thread pool, one batch ahead of the encoder, so that
    decoding overlaps with the forward pass; bad images become invalid rows with
-   their reason. A shard that killed its worker is retried with each image decoded in
-   a child process (:mod:`latentdask.data.isolated`).
+   their reason. On object storage a batch's images are fetched together, every
+   request in flight at once (``Container.read_many``), by the pool, a batch ahead.
+   A shard that killed its worker is retried with each image decoded in a child
+   process (:mod:`latentdask.data.isolated`).
 4. Encode each batch under ``torch.inference_mode()`` (optionally decode it again
    for the reconstruction error); the latents stay on the model's device until the
    shard is written, and the sidecar statistics are computed there.
@@ -167,22 +169,51 @@ class _Loaded:
     decode_seconds: float
 
 
-def _load(job: ShardJob, i: int, isolated: IsolatedDecoder | None = None) -> _Loaded:
+@dataclass(frozen=True)
+class _Fetched:
+    """A batch's files fetched together: each one's bytes or its error, and the time the fetch took."""
+
+    data: list[bytes | ImageDecodeError]
+    seconds: float
+
+
+def _fetch(job: ShardJob, rows: range) -> _Fetched:
+    t0 = time.perf_counter()
+    data = job.container.read_many([str(job.names[i]) for i in rows])
+    return _Fetched(data, time.perf_counter() - t0)
+
+
+def _load(
+    job: ShardJob,
+    i: int,
+    isolated: IsolatedDecoder | None = None,
+    fetched: tuple[Future[_Fetched], int] | None = None,
+) -> _Loaded:
+    """Read row ``i`` (or take it from ``fetched``: its batch's fetch and its place there) and decode it."""
     name = str(job.names[i])
     t0 = time.perf_counter()
+    read_seconds = 0.0
     try:
         if not job.present[i]:
             raise ImageDecodeError(name, "listed but missing")
         if isolated is not None:  # read and decoded in a child process: see latentdask.data.isolated
             rgb, crop = isolated.load(job.container, name, job.preprocessing)
             return _Loaded(rgb, "", crop, 0.0, time.perf_counter() - t0)
-        data = job.container.read(name)
+        if fetched is None:
+            data = job.container.read(name)
+            read_seconds = time.perf_counter() - t0
+        else:
+            batch = fetched[0].result()
+            read_seconds = batch.seconds / len(batch.data)  # the batch's fetch, shared by its images
+            found = batch.data[fetched[1]]
+            if isinstance(found, ImageDecodeError):
+                raise found
+            data = found
         t1 = time.perf_counter()
         rgb, crop = decode_rgb(data, job.preprocessing, name)
     except ImageDecodeError as exc:
-        t1 = time.perf_counter()
-        return _Loaded(None, exc.reason, "", t1 - t0, 0.0)
-    return _Loaded(rgb, "", crop, t1 - t0, time.perf_counter() - t1)
+        return _Loaded(None, exc.reason, "", read_seconds, 0.0)
+    return _Loaded(rgb, "", crop, read_seconds, time.perf_counter() - t1)
 
 
 def _batches(
@@ -197,7 +228,11 @@ def _batches(
         return
 
     def submit(start: int) -> list[Future[_Loaded]]:
-        return [pool.submit(_load, job, i) for i in range(start, min(start + job.batch_size, size))]
+        rows = range(start, min(start + job.batch_size, size))
+        if not job.container.fetches_together:
+            return [pool.submit(_load, job, i) for i in rows]
+        fetched = pool.submit(_fetch, job, rows)  # queued first: the decodes that wait on it come after
+        return [pool.submit(_load, job, i, None, (fetched, k)) for k, i in enumerate(rows)]
 
     ahead = submit(starts[0]) if starts else []
     for k, start in enumerate(starts):

@@ -25,6 +25,7 @@ import numpy as np
 from latentdask.data.manifest import REPORT_EXAMPLES
 from latentdask.errors import LatentdaskError
 from latentdask.generate.grids import decode_points, encode_images, readable_images, to_uint8
+from latentdask.location import Location, Where, location
 from latentdask.model.checkpoint import Checkpoint
 from latentdask.store.output import write_json
 
@@ -70,7 +71,7 @@ def has_face(images: np.ndarray, detector: Any = None) -> np.ndarray:
 
 
 def face_rates(
-    checkpoint: Checkpoint, point_sets: Sequence[str | Path], dataset: str | Path, *, n: int = 200
+    checkpoint: Checkpoint, point_sets: Sequence[Where], dataset: Where, *, n: int = 200
 ) -> dict[str, Any]:
     """Face rate of the first ``n`` points of each set, beside real images and their reconstructions.
 
@@ -90,8 +91,9 @@ def face_rates(
     }
     sets = {}
     for path in point_sets:
-        group = zarr.open_group(str(path), mode="r")
-        label = f"{group.attrs.get('sampler', Path(path).stem)} ({Path(path).name})"
+        where = location(path)
+        group = zarr.open_group(str(where), mode="r")
+        label = f"{group.attrs.get('sampler', where.stem)} ({where.name})"
         z = np.asarray(group["z"][:n])  # type: ignore[index]
         images = decode_points(model, z)
         sets[label] = _rate(images, detector) | round_trip(model, z, images)
@@ -149,6 +151,6 @@ def format_face_rates(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_face_rates(result: dict[str, Any], out: str | Path, *, inputs: Sequence[str | Path] = ()) -> Path:
+def write_face_rates(result: dict[str, Any], out: Where, *, inputs: Sequence[Where] = ()) -> Location:
     """Write ``face_rate.json`` (replacing only an earlier one of latentdask's)."""
     return write_json(out, result, FACE_RATES_KIND, inputs=inputs)

@@ -26,7 +26,6 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import dask
@@ -37,6 +36,7 @@ from scipy.special import logsumexp
 from zarr.errors import ZarrUserWarning
 
 from latentdask.errors import LatentdaskError
+from latentdask.location import Location, Where, location
 from latentdask.progress import console
 from latentdask.stats.reduce import add_states, reduce_blocks, row_blocks, ship
 from latentdask.stats.summary import select_rows
@@ -291,9 +291,7 @@ def initial_mixture(
 # ---------------------------------------------------------------------------- fit, save, open
 
 
-def fit_gmm(
-    store: str | Path, *, options: GMMOptions, scheduler: Any = None, progress: bool = True
-) -> xr.Dataset:
+def fit_gmm(store: Where, *, options: GMMOptions, scheduler: Any = None, progress: bool = True) -> xr.Dataset:
     """Fit the mixture over every selected row of ``store``; the GMM Dataset (see :func:`write_gmm`)."""
     corpus = open_zpoints(store)
     split = options.split or default_fit_split(corpus)
@@ -383,20 +381,20 @@ def _dataset(
     )
 
 
-def write_gmm(gmm: xr.Dataset, out: str | Path, *, inputs: Sequence[str | Path] = ()) -> Path:
+def write_gmm(gmm: xr.Dataset, out: Where, *, inputs: Sequence[Where] = ()) -> Location:
     """Write ``GMM.zarr`` (replacing only an earlier GMM of latentdask's)."""
     with owned_output(out, GMM_KIND, inputs=inputs, zarr=True) as staged, warnings.catch_warnings():
         warnings.simplefilter("ignore", ZarrUserWarning)  # consolidated metadata, as for stats.zarr
-        gmm.assign_attrs(latentdask=staged.record).to_zarr(staged.path, mode="w", consolidated=True)
-    return Path(out)
+        gmm.assign_attrs(latentdask=staged.record).to_zarr(str(staged.path), mode="w", consolidated=True)
+    return location(out)
 
 
-def open_gmm(path: str | Path) -> Mixture:
+def open_gmm(path: Where) -> Mixture:
     """The mixture of a ``GMM.zarr``."""
-    path = Path(path)
+    path = location(path)
     if not (path / "zarr.json").is_file():
         raise GMMError(f"{path} is not a GMM.zarr (latentdask gmm writes one)")
-    gmm = xr.open_zarr(path)
+    gmm = xr.open_zarr(str(path))
     if "weights" not in gmm:
         raise GMMError(f"{path} holds no mixture (no 'weights')")
     return Mixture(gmm["weights"].values, gmm["means"].values, gmm["covariances"].values)

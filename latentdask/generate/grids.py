@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -26,6 +25,7 @@ from PIL import Image, ImageDraw
 
 from latentdask.data.dataset import open_dataset
 from latentdask.errors import ImageDecodeError, LatentdaskError
+from latentdask.location import Where, location
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import Checkpoint
 
@@ -77,13 +77,13 @@ def encode_images(model: Autoencoder, pixels: np.ndarray) -> np.ndarray:
         return model.eval().encode(torch.from_numpy(pixels)).numpy()
 
 
-def point_rows(model: Autoencoder, paths: Sequence[str | Path], per_row: int) -> list[Row]:
+def point_rows(model: Autoencoder, paths: Sequence[Where], per_row: int) -> list[Row]:
     """One row per POINTS.zarr: its first ``per_row`` points, decoded."""
     rows = []
     for path in paths:
-        group = zarr.open_group(str(path), mode="r")
+        group = zarr.open_group(str(location(path)), mode="r")
         z = np.asarray(group["z"][:per_row])  # type: ignore[index]
-        label = str(group.attrs.get("sampler", Path(path).stem))
+        label = str(group.attrs.get("sampler", location(path).stem))
         params = group.attrs.get("params")
         if label == "uniform" and isinstance(params, dict):
             label += f" b={params.get('b')}"
@@ -91,7 +91,7 @@ def point_rows(model: Autoencoder, paths: Sequence[str | Path], per_row: int) ->
     return rows
 
 
-def real_pixels(checkpoint: Checkpoint, dataset: str | Path, rows: Sequence[int]) -> np.ndarray:
+def real_pixels(checkpoint: Checkpoint, dataset: Where, rows: Sequence[int]) -> np.ndarray:
     data = open_dataset(dataset)
     if max(rows) >= len(data.manifest):
         raise GridError(f"{dataset} has {len(data.manifest)} images; row {max(rows)} asked for")
@@ -99,7 +99,7 @@ def real_pixels(checkpoint: Checkpoint, dataset: str | Path, rows: Sequence[int]
 
 
 def readable_images(
-    checkpoint: Checkpoint, dataset: str | Path, rows: Sequence[int], *, max_skipped: int = MAX_SKIPPED
+    checkpoint: Checkpoint, dataset: Where, rows: Sequence[int], *, max_skipped: int = MAX_SKIPPED
 ) -> RealImages:
     """Up to ``len(rows)`` readable images: ``rows`` first, then the rows after the last of them.
 
@@ -152,7 +152,7 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
 
 
 def reconstruction_rows(
-    checkpoint: Checkpoint, dataset: str | Path, rows: Sequence[int], *, max_skipped: int = MAX_SKIPPED
+    checkpoint: Checkpoint, dataset: Where, rows: Sequence[int], *, max_skipped: int = MAX_SKIPPED
 ) -> list[Row]:
     """Readable real images (see :func:`readable_images`) above what the autoencoder makes of them.
 
@@ -168,7 +168,7 @@ def reconstruction_rows(
     ]
 
 
-def interpolation_row(checkpoint: Checkpoint, dataset: str | Path, first: int, last: int, steps: int) -> Row:
+def interpolation_row(checkpoint: Checkpoint, dataset: Where, first: int, last: int, steps: int) -> Row:
     """Linear interpolation between the latents of two real images."""
     z = encode_images(checkpoint.model, real_pixels(checkpoint, dataset, [first, last]))
     t = np.linspace(0, 1, steps)[:, None]

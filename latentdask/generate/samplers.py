@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -35,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import stats as scipy_stats
 
 from latentdask.errors import LatentdaskError, describe_validation_error
+from latentdask.location import Location, Where, identity, location
 from latentdask.store.output import RECORD_KEY, check_output, owned_output
 from latentdask.store.points import BlockSampler, write_rows
 
@@ -173,8 +173,8 @@ class GenerateOptions(BaseModel):
 
 
 def generate(
-    stats: str | Path, out: str | Path, *, spec: SamplerSpec, n: int, seed: int = 0, chunk_rows: int = 65_536
-) -> Path:
+    stats: Where, out: Where, *, spec: SamplerSpec, n: int, seed: int = 0, chunk_rows: int = 65_536
+) -> Location:
     """Write ``n`` artificial z-points of ``spec``, fitted on ``stats``, to the group ``out``.
 
     For the ``gmm`` sampler, ``stats`` is the ``GMM.zarr`` to sample.
@@ -188,7 +188,7 @@ def generate(
 
     if n < 1:
         raise GenerateError(f"--n must be at least 1, got {n}")
-    out = Path(out)
+    out = location(out)
     check_output(out, POINTS_KIND, inputs=[stats])
     sampler: BlockSampler
     if spec.name == "gmm":
@@ -207,7 +207,7 @@ def generate(
                 "params": spec.model_dump(mode="json"),
                 "seed": seed,
                 "n": n,
-                "stats": str(Path(stats).resolve()),
+                "stats": identity(stats),
                 "generator": "latentdask generate",
                 RECORD_KEY: staged.record,
             }

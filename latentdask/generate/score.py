@@ -33,7 +33,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dask
@@ -43,6 +42,7 @@ import zarr
 from pydantic import BaseModel, ConfigDict, Field
 
 from latentdask.errors import LatentdaskError
+from latentdask.location import Location, Where, location
 from latentdask.stats.io import fitted_rows, open_stats
 from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts, ship
 from latentdask.stats.summary import select_rows
@@ -280,15 +280,15 @@ class ScoreOptions(BaseModel):
 
 
 def score(
-    store: str | Path,
-    stats: str | Path,
-    point_sets: Sequence[str | Path],
+    store: Where,
+    stats: Where,
+    point_sets: Sequence[Where],
     *,
     reference_size: int = 2000,
     pair: tuple[int, int] | None = None,
     threshold: float | None = None,
     seed: int = 0,
-    gmm: str | Path | None = None,
+    gmm: Where | None = None,
     scheduler: Any = None,
 ) -> dict[str, Any]:
     """Score each point set and a held-out real sample; see the module docstring."""
@@ -332,18 +332,18 @@ def score(
         raise ScoreError(f"no valid row of {store} lies outside the fit ({fit_selection}) to compare with")
     sets: dict[str, tuple[np.ndarray, np.ndarray | None]] = {"real (held out)": (real, rows)}
     for path in point_sets:
-        node = zarr.open_group(str(path), mode="r")
+        node = zarr.open_group(str(location(path)), mode="r")
         z = np.asarray(node["z"][:], dtype=np.float32)  # type: ignore[index]
         if z.shape[1] != dim:
             raise ScoreError(f"{path} has {z.shape[1]} components; the statistics have {dim}")
-        sets[str(node.attrs.get("sampler", Path(path).stem)) + f" ({Path(path).name})"] = (z, None)
+        sets[str(node.attrs.get("sampler", location(path).stem)) + f" ({location(path).name})"] = (z, None)
     k = int(np.flatnonzero(reference.thresholds == t)[0])
     mixture = None
     if gmm is not None:
         from latentdask.generate.gmm import open_gmm
 
         mixture = open_gmm(gmm)
-        mixture_rows = fitted_rows(xr.open_zarr(gmm))
+        mixture_rows = fitted_rows(xr.open_zarr(str(location(gmm))))
         if mixture_rows != (fit_split, fit_where):
             raise ScoreError(
                 f"the mixture {gmm} was fitted on split={mixture_rows[0]}, where={list(mixture_rows[1])}; "
@@ -434,6 +434,6 @@ def _number(value: float | None, width: int, decimals: int) -> str:
     return f"{value:>{width}.{decimals}f}" if value is not None else f"{'—':>{width}}"
 
 
-def write_scores(results: dict[str, Any], out: str | Path, *, inputs: Sequence[str | Path] = ()) -> Path:
+def write_scores(results: dict[str, Any], out: Where, *, inputs: Sequence[Where] = ()) -> Location:
     """Write ``scores.json`` (replacing only an earlier scores.json of latentdask's)."""
     return write_json(out, results, SCORES_KIND, inputs=inputs)

@@ -17,12 +17,12 @@ are then the mixture's overall mean and covariance).
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import zarr
 
 from latentdask.errors import LatentdaskError
+from latentdask.location import Location, Where, location
 from latentdask.store.output import RECORD_KEY, owned_output
 from latentdask.store.points import write_rows
 
@@ -71,8 +71,8 @@ def _mixture_rows(means: np.ndarray, factor: np.ndarray, rng: np.random.Generato
 
 
 def synthesize_latents(
-    out: str | Path, *, n: int, dim: int = 256, seed: int = 0, chunk_rows: int = 65_536, components: int = 1
-) -> Path:
+    out: Where, *, n: int, dim: int = 256, seed: int = 0, chunk_rows: int = 65_536, components: int = 1
+) -> Location:
     """Write a Zarr group at ``out``: ``z`` (n, dim) float32, ``true_mean``, ``true_cov`` (and for a
     mixture, ``true_means`` and ``true_weights``)."""
     if n < 1 or dim < 2 or chunk_rows < 1 or components < 1:
@@ -80,7 +80,7 @@ def synthesize_latents(
             f"need n >= 1, dim >= 2, chunk_rows >= 1, components >= 1; got n={n}, dim={dim}, "
             f"chunk_rows={chunk_rows}, components={components}"
         )
-    out = Path(out)
+    out = location(out)
     within_mean, within = true_distribution(dim, seed)
     factor = np.linalg.cholesky(within)
     means = mixture_means(within_mean, within, components, seed)

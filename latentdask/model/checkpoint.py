@@ -10,16 +10,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import ValidationError
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save
 
 from latentdask.data.decode import Preprocessing
 from latentdask.errors import CheckpointError, describe_validation_error
+from latentdask.location import Location, Where, is_remote, location
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.config import (
     CONFIG_FILE,
@@ -42,7 +42,7 @@ _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"}
 class Checkpoint:
     """A loaded checkpoint: the model (in eval mode), its config, and where it came from."""
 
-    path: Path
+    path: Location
     model: Autoencoder
     config: CheckpointConfig
     sha256: str
@@ -81,20 +81,20 @@ class Checkpoint:
 
 
 def save_checkpoint(
-    folder: str | Path,
+    folder: Where,
     model: Autoencoder,
     preprocessing: Preprocessing,
     *,
     training: dict[str, Any] | None = None,
     history: dict[str, Any] | None = None,
-    inputs: Sequence[str | Path] = (),
-) -> Path:
+    inputs: Sequence[Where] = (),
+) -> Location:
     """Write ``model``'s weights and config to ``folder``, moved into place when complete.
 
     An existing ``folder`` is replaced only when it is a checkpoint written by latentdask
     (see :mod:`latentdask.store.output`); ``inputs`` (the training data) may not lie in it.
     """
-    folder = Path(folder)
+    folder = location(folder)
     if model.config.image_size != preprocessing.image_size:
         raise CheckpointError(
             f"model image_size {model.config.image_size} differs from preprocessing "
@@ -103,14 +103,14 @@ def save_checkpoint(
     config = CheckpointConfig(model=model.config, preprocessing=preprocessing, training=training or {})
     with owned_output(folder, CHECKPOINT_KIND, inputs=inputs) as staged:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(staged.path / WEIGHTS_FILE))
+        (staged.path / WEIGHTS_FILE).write_bytes(save(state))
         (staged.path / CONFIG_FILE).write_text(config.model_dump_json(indent=2) + "\n")
         if history is not None:
             (staged.path / TRAINING_FILE).write_text(json.dumps(history, indent=2) + "\n")
     return folder
 
 
-def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(path: Where, *, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint folder, checking that weights and config agree.
 
     Raises
@@ -124,7 +124,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     >>> ckpt = load_checkpoint("runs/demo/model")  # doctest: +SKIP
     >>> ckpt.model.encode(images)  # doctest: +SKIP
     """
-    path = Path(path)
+    path = location(path)
     if path.is_file():
         if path.suffix.lower() in _PICKLE_SUFFIXES or _looks_pickled(path):
             raise CheckpointError(
@@ -141,7 +141,8 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path} is missing")
     try:
-        state = load_file(str(weights_path))
+        # a local file is memory-mapped; an object is read whole (a checkpoint is small)
+        state = load(weights_path.read_bytes()) if is_remote(weights_path) else load_file(weights_path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path} is not a valid safetensors file ({exc})") from None
     model = Autoencoder(config.model)
@@ -172,7 +173,7 @@ def check_state_dict(model: Autoencoder, state: dict[str, torch.Tensor], *, sour
         raise CheckpointError(f"{source} does not match the model config: " + "; ".join(problems))
 
 
-def import_state_dict(state_dict_path: str | Path, config_path: str | Path, out: str | Path) -> Checkpoint:
+def import_state_dict(state_dict_path: Where, config_path: Where, out: Where) -> Checkpoint:
     """Turn a PyTorch state_dict of a compatible autoencoder into a checkpoint folder.
 
     ``config_path`` is a JSON file holding either a latentdask ``config.json`` (with
@@ -182,7 +183,7 @@ def import_state_dict(state_dict_path: str | Path, config_path: str | Path, out:
     never arbitrary objects. A ``state_dict`` or ``model_state_dict`` entry and a
     ``module.`` prefix (from DataParallel) are unwrapped.
     """
-    state_dict_path, config_path = Path(state_dict_path), Path(config_path)
+    state_dict_path, config_path = location(state_dict_path), location(config_path)
     for p in (state_dict_path, config_path):
         if not p.is_file():
             raise CheckpointError(f"{p} does not exist")
@@ -200,7 +201,8 @@ def import_state_dict(state_dict_path: str | Path, config_path: str | Path, out:
     except ValidationError as exc:
         raise CheckpointError(f"{config_path}: {describe_validation_error(exc)}") from None
     try:
-        loaded = torch.load(state_dict_path, map_location="cpu", weights_only=True)
+        with state_dict_path.open("rb") as file:
+            loaded = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or unsafe files
         raise CheckpointError(
             f"{state_dict_path} cannot be read as a tensors-only state_dict ({type(exc).__name__}: {exc})"
@@ -219,7 +221,7 @@ def import_state_dict(state_dict_path: str | Path, config_path: str | Path, out:
     return load_checkpoint(out)
 
 
-def _unwrap_state_dict(loaded: Any, source: Path) -> dict[str, torch.Tensor]:
+def _unwrap_state_dict(loaded: Any, source: Location) -> dict[str, torch.Tensor]:
     if isinstance(loaded, dict):
         for key in ("state_dict", "model_state_dict"):
             if isinstance(loaded.get(key), dict):
@@ -232,7 +234,7 @@ def _unwrap_state_dict(loaded: Any, source: Path) -> dict[str, torch.Tensor]:
     return loaded
 
 
-def _looks_pickled(path: Path) -> bool:
+def _looks_pickled(path: Location) -> bool:
     with path.open("rb") as f:
         head = f.read(4)
     # a pickle stream starts with PROTO (0x80); torch.save writes a zip ("PK")

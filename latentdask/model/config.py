@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from latentdask.data.decode import Preprocessing
 from latentdask.errors import CheckpointError, ModelConfigError, describe_validation_error
+from latentdask.location import Location
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -136,7 +136,7 @@ class CheckpointConfig(BaseModel):
     training: dict[str, Any] = {}
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Location) -> Any:
     """The parsed content of a JSON file, or CheckpointError naming it."""
     try:
         return json.loads(path.read_text())
@@ -144,7 +144,7 @@ def read_json(path: Path) -> Any:
         raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
 
 
-def read_checkpoint_config(folder: Path) -> CheckpointConfig:
+def read_checkpoint_config(folder: Location) -> CheckpointConfig:
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise CheckpointError(f"{config_path} is missing")
@@ -168,7 +168,7 @@ def read_checkpoint_config(folder: Path) -> CheckpointConfig:
     return config
 
 
-def checkpoint_sha256(folder: Path, config: CheckpointConfig) -> str:
+def checkpoint_sha256(folder: Location, config: CheckpointConfig) -> str:
     """The identity of a checkpoint: its weights' bytes, architecture and preprocessing."""
     digest = hashlib.sha256()
     with (folder / WEIGHTS_FILE).open("rb") as weights:

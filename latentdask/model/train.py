@@ -19,7 +19,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ from latentdask.data.dataset import ImageDataset, open_dataset
 from latentdask.data.decode import Preprocessing, decode_rgb
 from latentdask.device import resolve_device
 from latentdask.errors import DatasetError, ImageDecodeError
+from latentdask.location import Where, identity
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import CHECKPOINT_KIND, Checkpoint, load_checkpoint, save_checkpoint
 from latentdask.model.config import ModelConfig
@@ -117,8 +117,8 @@ def decode_rows(
 
 
 def train(
-    dataset_root: str | Path,
-    out: str | Path,
+    dataset_root: Where,
+    out: Where,
     *,
     model: ModelConfig | None = None,
     preprocessing: Preprocessing | None = None,
@@ -219,7 +219,7 @@ def train(
     # 4. The checkpoint.
     training = options.model_dump() | {
         "device": str(device),
-        "dataset": str(Path(dataset_root).resolve()),
+        "dataset": identity(dataset_root),
         "manifest_sha256": manifest.sha256,
         "train_images": n,
         "valid_images": len(valid_cache.rows),

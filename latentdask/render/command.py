@@ -20,11 +20,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 import xarray as xr
 
+from latentdask.location import Location, Where, location
 from latentdask.render.aggregate import Aggregate, aggregate
 from latentdask.render.draw import Shading, save_grid, save_single
 from latentdask.render.projections import (
@@ -53,7 +53,7 @@ PROJECTIONS_KIND = "projections"
 @dataclass
 class RenderResult:
     aggregates: list[Aggregate]
-    files: list[Path] = field(default_factory=list)
+    files: list[Location] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     points: int = 0
 
@@ -130,16 +130,16 @@ def grid_canvas(width: int, panels: int) -> tuple[int, int]:
 
 
 def render(
-    store: str | Path,
-    out: str | Path,
+    store: Where,
+    out: Where,
     *,
-    stats: str | Path | None = None,
+    stats: Where | None = None,
     pairs: Sequence[str] = (),
     top_correlated: int = 16,
     pcs: int = 4,
     slice_threshold: float | None = None,
     slice_ranked: int = 4,
-    overlays: Sequence[str | Path] = (),
+    overlays: Sequence[Where] = (),
     special: int | None = None,
     color_by: str | None = None,
     width: int = 800,
@@ -159,8 +159,8 @@ def render(
         raise RenderError(f"--width {width}: at least 100 pixels")
     if how not in ("eq_hist", "log"):
         raise RenderError(f"shading {how!r}: use eq_hist or log")
-    store = Path(store)
-    stats_path = Path(stats) if stats is not None else default_stats_path(store)
+    store = location(store)
+    stats_path = location(stats) if stats is not None else default_stats_path(store)
     if not stats_path.exists():
         raise RenderError(f"{stats_path} does not exist; give --stats (render takes ranges and PCs from it)")
     inputs = [store, stats_path, *overlays]
@@ -230,7 +230,7 @@ def render(
                 save_grid(
                     part, path, title=figure.title, width=width, how=how, stats=statistics, overlays=drawn
                 )
-            result.files.append(Path(out) / path.name)  # where it is once moved into place
+            result.files.append(location(out) / path.name)  # where it is once moved into place
         result.seconds = {"aggregate": round(aggregated, 3), "draw": round(time.perf_counter() - started, 3)}
         (staged.path / "render.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
     return result

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -36,6 +37,7 @@ import numpy as np
 import param
 
 from latentdask.errors import LatentdaskError
+from latentdask.location import Location, Where, location
 from latentdask.render.explore import Explorer, View
 from latentdask.render.selected import Drawn, Summary, describe, export, selection_path
 from latentdask.stats.analysis import headline
@@ -91,19 +93,19 @@ class Sources:
     checkpoint: Any = None
     filenames: np.ndarray | None = None
     overlays: dict[str, np.ndarray] = field(default_factory=dict)
-    selections: Path = Path()
+    selections: Location = field(default_factory=Path)
 
     @classmethod
     def open(
         cls,
-        store: str | Path,
+        store: Where,
         *,
-        stats: str | Path | None,
-        points: list[str | Path],
-        dataset: str | Path | None,
-        model: str | Path | None,
+        stats: Where | None,
+        points: Sequence[Where],
+        dataset: Where | None,
+        model: Where | None,
         client: Any,
-        selections: str | Path,
+        selections: Where,
     ) -> Sources:
         """Open what a session needs; the first view's columns are held before anyone asks."""
         import zarr
@@ -111,22 +113,22 @@ class Sources:
         from latentdask.render.projections import read_overlay
         from latentdask.store.paths import default_stats_path
 
-        store = Path(store)
-        stats_path = Path(str(stats if stats is not None else default_stats_path(store)))
+        store = location(store)
+        stats_path = location(stats) if stats is not None else default_stats_path(store)
         if not stats_path.exists():
             raise ServeError(f"{stats_path} does not exist; give --stats")
         explorer = Explorer(store, stats_path, client)
         attrs = zarr.open_group(str(store), mode="r").attrs if (store / "zarr.json").exists() else {}
         dataset_root = dataset or attrs.get("dataset_root")
         model_path = model or attrs.get("model_path")
-        sources = cls(explorer, selections=Path(selections))
-        if dataset_root is not None and Path(str(dataset_root)).exists():
+        sources = cls(explorer, selections=location(selections))
+        if dataset_root is not None and location(str(dataset_root)).exists():
             from latentdask.data.dataset import open_dataset
 
             sources.dataset = open_dataset(str(dataset_root))
             group = zarr.open_group(str(store), mode="r")
             sources.filenames = np.asarray(group["filename"][...]) if "filename" in group else None  # type: ignore[index]
-        if model_path is not None and Path(str(model_path)).exists():
+        if model_path is not None and location(str(model_path)).exists():
             from latentdask.model.checkpoint import load_checkpoint
 
             sources.checkpoint = load_checkpoint(str(model_path))
@@ -623,14 +625,14 @@ def _strongest_pair(stats: Any) -> tuple[int, int]:
 
 
 def explore(
-    store: str | Path,
+    store: Where,
     *,
-    stats: str | Path | None = None,
-    points: list[str | Path] | None = None,
-    dataset: str | Path | None = None,
-    model: str | Path | None = None,
+    stats: Where | None = None,
+    points: Sequence[Where] | None = None,
+    dataset: Where | None = None,
+    model: Where | None = None,
     client: Any = None,
-    selections: str | Path = ".",
+    selections: Where = ".",
 ) -> Any:
     """The dashboard of ``serve`` as a panel object, to show in a Jupyter notebook.
 
@@ -675,17 +677,17 @@ def _extensions() -> None:
 
 
 def serve(
-    store: str | Path,
+    store: Where,
     *,
-    stats: str | Path | None = None,
-    points: list[str | Path] | None = None,
-    dataset: str | Path | None = None,
-    model: str | Path | None = None,
+    stats: Where | None = None,
+    points: Sequence[Where] | None = None,
+    dataset: Where | None = None,
+    model: Where | None = None,
     client: Any,
     address: str = "127.0.0.1",
     port: int = 5006,
     show: bool = False,
-    selections: str | Path = ".",
+    selections: Where = ".",
 ) -> None:
     """Serve the dashboard until interrupted: one :func:`explore` app per browser session."""
     import panel as pn

@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
 
+from latentdask.location import Location
 from latentdask.render.aggregate import Aggregate
 from latentdask.render.projections import CANVAS_FRACTION, Overlay, overlay_xy
 
@@ -170,14 +170,14 @@ def _figure(width: int, height: int) -> Any:
 
 def save_single(
     aggregate: Aggregate,
-    out: Path,
+    out: Location,
     *,
     width: int,
     how: Shading,
     stats: xr.Dataset,
     overlays: Sequence[Overlay] = (),
     attribute: str | None = None,
-) -> Path:
+) -> Location:
     """A ``width`` × ``width`` PNG of one projection; the canvas fills the axes pixel for pixel."""
     import matplotlib.pyplot as plt
 
@@ -188,7 +188,8 @@ def save_single(
         bar_axes = fig.add_axes((0.12 + CANVAS_FRACTION[0] + 0.02, 0.1, 0.025, CANVAS_FRACTION[1]))
         bar = fig.colorbar(ax.images[0], cax=bar_axes)
         bar.set_label(f"points per pixel ({how})")
-    fig.savefig(out, dpi=100)
+    with out.open("wb") as file:  # a local path or an object on object storage
+        fig.savefig(file, format="png", dpi=100)
     plt.close(fig)
     return out
 
@@ -221,14 +222,14 @@ def _grid_margins(width: int, height: int, rows: int, columns: int) -> dict[str,
 
 def save_grid(
     aggregates: Sequence[Aggregate],
-    out: Path,
+    out: Location,
     *,
     title: str,
     width: int,
     how: Shading,
     stats: xr.Dataset,
     overlays: Sequence[Overlay] = (),
-) -> Path:
+) -> Location:
     """Projections in a square grid (4 × 4 for 16), one shared title, ``width`` px wide."""
     import matplotlib.pyplot as plt
 
@@ -253,6 +254,7 @@ def save_grid(
         with warnings.catch_warnings():  # it says when it cannot fit every label: it does what it can
             warnings.simplefilter("ignore", UserWarning)
             fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    with out.open("wb") as file:  # a local path or an object on object storage
+        fig.savefig(file, format="png", dpi=100)
     plt.close(fig)
     return out

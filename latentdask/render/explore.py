@@ -17,7 +17,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from itertools import pairwise
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -25,6 +24,7 @@ import xarray as xr
 from dask.delayed import delayed
 
 from latentdask.errors import LatentdaskError
+from latentdask.location import Where
 from latentdask.render.columns import BlockColumns, category_column
 from latentdask.render.projections import Projection, pair_projection, pc_projection
 from latentdask.stats.io import open_stats
@@ -105,7 +105,7 @@ def nearest_in_frame(
 class Explorer:
     """A store, its statistics, and the cluster that holds the shown columns."""
 
-    def __init__(self, store: str | Path, stats: str | Path, client: Any, *, capacity: int = 4) -> None:
+    def __init__(self, store: Where, stats: Where, client: Any, *, capacity: int = 4) -> None:
         self.points = open_zpoints(store)
         self.stats: xr.Dataset = open_stats(stats).load()
         self.client = client

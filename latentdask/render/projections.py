@@ -16,7 +16,6 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -24,6 +23,7 @@ import xarray as xr
 import zarr
 
 from latentdask.errors import LatentdaskError
+from latentdask.location import Where, location
 from latentdask.stats.analysis import upper_pairs
 from latentdask.store.points import ZPoints
 
@@ -210,11 +210,11 @@ def widened(projection: Projection, overlays: Sequence[Overlay], stats: xr.Datas
     )
 
 
-def read_overlay(path: str | Path) -> Overlay:
+def read_overlay(path: Where) -> Overlay:
     """The first ``OVERLAY_POINTS`` z-points of a POINTS.zarr, labelled by their sampler."""
-    group = zarr.open_group(str(path), mode="r")
+    group = zarr.open_group(str(location(path)), mode="r")
     z = np.asarray(group["z"][:OVERLAY_POINTS], dtype=np.float64)  # type: ignore[index]
-    return Overlay(f"{group.attrs.get('sampler', Path(path).stem)} ({len(z):,})", z)
+    return Overlay(f"{group.attrs.get('sampler', location(path).stem)} ({len(z):,})", z)
 
 
 def special_overlay(points: ZPoints, index: int) -> Overlay:

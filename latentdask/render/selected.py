@@ -22,7 +22,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import dask
@@ -30,6 +29,7 @@ import dask.array as da
 import numpy as np
 
 from latentdask.errors import LatentdaskError
+from latentdask.location import Location, Where, location
 from latentdask.stats.contrast import SelectionProfile, profile
 from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts
 from latentdask.store.points import ZPoints
@@ -185,18 +185,16 @@ def describe(
     return Summary(contrast, mean, state.hist, state.rows)
 
 
-def selection_path(folder: str | Path, name: str) -> Path:
+def selection_path(folder: Where, name: str) -> Location:
     """``folder/selection-NAME.zarr``, for a name of letters, digits, ``-``, ``_`` and ``.``."""
     if not _NAME.match(name):
         raise SelectionError(
             f"a selection's name is letters, digits, '-', '_' and '.' (a letter or digit first), got {name!r}"
         )
-    return Path(folder) / f"selection-{name}.zarr"
+    return location(folder) / f"selection-{name}.zarr"
 
 
-def export(
-    out: str | Path, drawn: Drawn, points: ZPoints, contrast: SelectionProfile, *, scheduler: Any
-) -> int:
+def export(out: Where, drawn: Drawn, points: ZPoints, contrast: SelectionProfile, *, scheduler: Any) -> int:
     """Write the selection to ``out`` (the output rules of :mod:`latentdask.store.output`); the count."""
     return write_selection(
         out,

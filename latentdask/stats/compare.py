@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import dask
@@ -34,6 +33,7 @@ import zarr
 from dask.delayed import Delayed
 
 from latentdask.errors import StatsError
+from latentdask.location import Location, Where
 from latentdask.stats.kernels import Moments, moments_combine
 from latentdask.stats.reduce import reduce_blocks, row_blocks
 from latentdask.stats.scan import finite_rows, moments_chunk
@@ -213,8 +213,8 @@ def compare_graph(matched: Matched) -> Delayed:
 
 
 def compare(
-    store_a: str | Path,
-    store_b: str | Path,
+    store_a: Where,
+    store_b: Where,
     *,
     split: str = "all",
     where: Sequence[str] = (),
@@ -256,7 +256,7 @@ def compare(
     }
 
 
-def cka_matrix(stores: Sequence[str | Path], *, scheduler: Any = None) -> np.ndarray:
+def cka_matrix(stores: Sequence[Where], *, scheduler: Any = None) -> np.ndarray:
     """Linear CKA between every two of ``stores`` (all valid rows): one comparison per pair, one graph."""
     points = [open_zpoints(store) for store in stores]
     pairs = list(combinations(range(len(points)), 2))
@@ -268,7 +268,7 @@ def cka_matrix(stores: Sequence[str | Path], *, scheduler: Any = None) -> np.nda
     return matrix
 
 
-def write_compare(result: dict[str, Any], out: str | Path, *, inputs: Sequence[str | Path]) -> Path:
+def write_compare(result: dict[str, Any], out: Where, *, inputs: Sequence[Where]) -> Location:
     """Write ``compare.json`` (an R² that is not a number, of a component that never varies, as null)."""
     r2 = [float(v) if np.isfinite(v) else None for v in result["r2"]]
     return write_json(out, result | {"r2": r2}, COMPARE_KIND, inputs=inputs)

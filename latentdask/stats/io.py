@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +12,7 @@ import xarray as xr
 from zarr.errors import ZarrUserWarning
 
 from latentdask.errors import StatsError
+from latentdask.location import Where, location
 from latentdask.stats.analysis import headline
 from latentdask.stats.reduce import Inputs, first_pass, second_pass
 from latentdask.stats.summary import SummaryParams, SummaryState, summary_combine, summary_finalize
@@ -99,7 +99,7 @@ HEADLINE_KIND = "stats-headline"
 FINGERPRINT_ATTR = "store_fingerprint"
 
 
-def store_fingerprint(store: str | Path, params: SummaryParams) -> str | None:
+def store_fingerprint(store: Where, params: SummaryParams) -> str | None:
     """What an encode's statistics of ``store`` depend on: its finished shards' checksums, ``params``
     and latentdask's version."""
     import hashlib
@@ -108,7 +108,7 @@ def store_fingerprint(store: str | Path, params: SummaryParams) -> str | None:
 
     from latentdask.store.integrity import finished_fingerprint
 
-    shards = finished_fingerprint(zarr.open_group(str(store), mode="r"))
+    shards = finished_fingerprint(zarr.open_group(str(location(store)), mode="r"))
     if shards is None:
         return None
     from latentdask._version import __version__
@@ -117,24 +117,24 @@ def store_fingerprint(store: str | Path, params: SummaryParams) -> str | None:
     return hashlib.sha256(f"{shards} {params.model_dump_json()} {__version__}".encode()).hexdigest()
 
 
-def stats_fingerprint(stats: str | Path) -> str | None:
+def stats_fingerprint(stats: Where) -> str | None:
     """The :data:`FINGERPRINT_ATTR` of the statistics at ``stats`` (None: none, or not readable)."""
     import zarr
 
     try:
-        return zarr.open_group(str(stats), mode="r").attrs.get(FINGERPRINT_ATTR)  # type: ignore[return-value]
+        return zarr.open_group(str(location(stats)), mode="r").attrs.get(FINGERPRINT_ATTR)  # type: ignore[return-value]
     except Exception:  # missing or not statistics: they are written again
         return None
 
 
-def check_stats_output(out: str | Path, *, inputs: Sequence[str | Path]) -> None:
+def check_stats_output(out: Where, *, inputs: Sequence[Where]) -> None:
     """Refuse ``out`` (and the stats.json beside it) before any computing: see :func:`check_output`."""
     check_output(out, STATS_KIND, inputs=inputs)
     check_output(stats_json_path(out), HEADLINE_KIND, inputs=inputs)
 
 
 def write_stats(
-    stats: xr.Dataset, out: str | Path, *, source: str, inputs: Sequence[str | Path] = ()
+    stats: xr.Dataset, out: Where, *, source: str, inputs: Sequence[Where] = ()
 ) -> dict[str, Any]:
     """Write ``out`` (Zarr) and the headline figures beside it as JSON; return the headline.
 
@@ -145,16 +145,16 @@ def write_stats(
     with owned_output(out, STATS_KIND, inputs=inputs, zarr=True) as staged, warnings.catch_warnings():
         warnings.simplefilter("ignore", ZarrUserWarning)
         stats.assign_attrs(source=source, latentdask=staged.record).to_zarr(
-            staged.path, mode="w", consolidated=True
+            str(staged.path), mode="w", consolidated=True
         )
     figures = headline(stats) | {"source": source}
     write_json(stats_json_path(out), figures, HEADLINE_KIND, inputs=inputs)
     return figures
 
 
-def open_stats(path: str | Path) -> xr.Dataset:
+def open_stats(path: Where) -> xr.Dataset:
     """Open a ``stats.zarr`` written by :func:`write_stats`."""
-    path = Path(path)
+    path = location(path)
     if not path.exists():
         raise StatsError(f"statistics {path} do not exist")
-    return xr.open_zarr(path).load()
+    return xr.open_zarr(str(path)).load()

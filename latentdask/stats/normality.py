@@ -23,7 +23,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import dask
@@ -34,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from latentdask.errors import LatentdaskError
 from latentdask.generate.score import Reference, real_sample
+from latentdask.location import Location, Where, location
 from latentdask.stats import multivariate
 from latentdask.stats.io import fitted_rows, open_stats
 from latentdask.stats.reduce import reduce_blocks, row_blocks
@@ -257,8 +257,8 @@ class NormalityOptions(BaseModel):
 
 
 def normality(
-    store: str | Path,
-    stats: str | Path,
+    store: Where,
+    stats: Where,
     *,
     sample_size: int = 5000,
     hz_size: int = 2000,
@@ -365,7 +365,7 @@ def format_normality(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_qq(result: dict[str, Any], out: str | Path, *, inputs: Sequence[str | Path] = ()) -> Path:
+def plot_qq(result: dict[str, Any], out: Where, *, inputs: Sequence[Where] = ()) -> Location:
     """The QQ comparison as a PNG: d² quantiles against those of their exact in-sample law."""
     import matplotlib
 
@@ -387,9 +387,9 @@ def plot_qq(result: dict[str, Any], out: str | Path, *, inputs: Sequence[str | P
     fig.tight_layout()
     save_figure(fig, out, QQ_PLOT_KIND, inputs=inputs)
     plt.close(fig)
-    return Path(out)
+    return location(out)
 
 
-def write_normality(result: dict[str, Any], out: str | Path, *, inputs: Sequence[str | Path] = ()) -> Path:
+def write_normality(result: dict[str, Any], out: Where, *, inputs: Sequence[Where] = ()) -> Location:
     """Write ``normality.json`` (replacing only an earlier one of latentdask's)."""
     return write_json(out, result, NORMALITY_KIND, inputs=inputs)

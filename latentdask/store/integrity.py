@@ -21,12 +21,12 @@ import hashlib
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from latentdask.errors import LatentdaskError
+from latentdask.location import Where, identity
 from latentdask.store.layout import CHECKSUM_ARRAY, StoreError, open_store, shards_done
 
 
@@ -218,14 +218,14 @@ class Verification:
         ]
 
 
-def verify_store(store: str | Path, *, client: Any = None) -> Verification:
+def verify_store(store: Where, *, client: Any = None) -> Verification:
     """Check every finished shard of a latent store against its checksums (on ``client``'s workers)."""
     group = open_store(store)
     if CHECKSUM_ARRAY not in set(group.array_keys()):
         raise StoreError(f"{store} records no checksums (made before latentdask stores kept them)")
     done = shards_done(group)
     finished = [int(n) for n in np.flatnonzero(done)]
-    path = str(Path(store).resolve())
+    path = identity(store)
     if client is not None:
         futures = client.map(
             verify_shard,
@@ -242,7 +242,7 @@ def verify_store(store: str | Path, *, client: Any = None) -> Verification:
 
 
 @contextlib.contextmanager
-def listing_damaged(store: str | Path, *, client: Any = None) -> Iterator[None]:
+def listing_damaged(store: Where, *, client: Any = None) -> Iterator[None]:
     """Turn the first damaged shard a reading pass meets into one error listing every damaged shard."""
     try:
         yield

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import warnings
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +39,7 @@ from zarr.errors import ZarrUserWarning
 from latentdask._version import __version__
 from latentdask.data.manifest import Manifest
 from latentdask.errors import LatentdaskError
+from latentdask.location import Where, location
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -89,7 +89,7 @@ def create_latents(group: zarr.Group, n: int, latent_dim: int, shard_size: int) 
 
 
 def create_store(
-    path: str | Path,
+    path: Where,
     manifest: Manifest,
     *,
     latent_dim: int,
@@ -102,7 +102,7 @@ def create_store(
     ``metadata`` must hold the :data:`RESUME_KEYS` other than ``shard_size``,
     ``latent_dim`` and ``recon_error``, plus whatever else describes the run.
     """
-    path = Path(path)
+    path = location(path)
     n = len(manifest)
     n_shards = max(1, -(-n // shard_size))
     group = zarr.open_group(str(path), mode="w")
@@ -181,9 +181,9 @@ def create_store(
     return group
 
 
-def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
+def open_store(path: Where, *, mode: str = "r") -> zarr.Group:
     """Open a complete latent store's group, or raise StoreError saying what is wrong."""
-    path = Path(path)
+    path = location(path)
     if not path.exists():
         raise StoreError(f"latent store {path} does not exist")
     try:
@@ -203,7 +203,7 @@ def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
     return group
 
 
-def check_resumable(group: zarr.Group, expected: dict[str, Any], path: str | Path) -> None:
+def check_resumable(group: zarr.Group, expected: dict[str, Any], path: Where) -> None:
     """Raise StoreError naming every resume key whose value differs from ``expected``."""
     attrs = group.attrs.asdict()
     differences = [
@@ -231,7 +231,7 @@ def shards_done(group: zarr.Group) -> np.ndarray:
     return np.asarray(store_array(group, "shard_done")[:], dtype=bool)
 
 
-def describe_store(path: str | Path) -> list[str]:
+def describe_store(path: Where) -> list[str]:
     """Lines for ``latentdask info``: size, progress, validity, and what made the store."""
     group = open_store(path)
     attrs: dict[str, Any] = group.attrs.asdict()
@@ -256,7 +256,7 @@ def describe_store(path: str | Path) -> list[str]:
     ]
 
 
-def open_latents(path: str | Path) -> xr.Dataset:
+def open_latents(path: Where) -> xr.Dataset:
     """Open a latent store as a lazy ``xarray.Dataset`` with dims ``image``, ``latent``, ``attribute``.
 
     Examples

@@ -1,12 +1,16 @@
 """One writer per latent store: an exclusive lock file beside it, naming the writer.
 
-``latents.zarr.lock`` is created with ``O_CREAT | O_EXCL`` (atomic on local and NFSv3+
-file systems) and holds the writer's host, process id, process start time, run id and
-command line. A second writer is refused with one line naming the first. A lock whose
-writer is gone is stale and taken over: on the same host, when its process no longer
-exists or is another process under a reused id (its start time differs). A lock from
-another host cannot be checked from here; the message says so and which file to
-remove once that run is known to be gone.
+``latents.zarr.lock`` is created exclusively (:func:`~latentdask.location.create_exclusive`:
+``O_CREAT | O_EXCL`` on local and NFSv3+ file systems, a conditional write on S3 and
+stores like it; elsewhere on object storage, a check then a write) and holds the
+writer's host, process id, process start time, run id and command line. A second
+writer is refused with one line naming the first. A lock whose writer is gone is stale
+and taken over: on the same host, when its process no longer exists or is another
+process under a reused id (its start time differs). A lock from another host cannot be
+checked from here; the message says so and which file to remove once that run is known
+to be gone. On object storage, breaking a stale lock is a copy then a delete, not a
+rename: two runs breaking the same stale lock in the same instant could both go on (the
+store's ``writer_run`` still keeps the first one's tasks from writing).
 
 The run id is also written into the store's attributes (``writer_run``): a shard's task
 writes only while it still matches (see ``latentdask.encode.run``), so tasks left running
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from latentdask.errors import LatentdaskError
+from latentdask.location import Location, Where, create_exclusive, location, modified, move_file
 
 #: a lock file that stays empty or unreadable this long was left by a writer killed while creating it
 UNREADABLE_GRACE_SECONDS = 30.0
@@ -43,18 +48,18 @@ class StoreLockedError(LatentdaskError):
 class WriterLock:
     """A held lock: its file and the run id this writer stamps on the store."""
 
-    path: Path
+    path: Location
     run_id: str
 
 
-def lock_path(store: str | Path) -> Path:
+def lock_path(store: Where) -> Location:
     """``latents.zarr`` → ``latents.zarr.lock`` beside it."""
-    store = Path(store)
+    store = location(store)
     return store.with_name(store.name + ".lock")
 
 
 @contextlib.contextmanager
-def writer_lock(store: str | Path) -> Iterator[WriterLock]:
+def writer_lock(store: Where) -> Iterator[WriterLock]:
     """Hold the store's writer lock for the block; refuse (StoreLockedError) if another run holds it."""
     lock = acquire(store)
     try:
@@ -63,20 +68,18 @@ def writer_lock(store: str | Path) -> Iterator[WriterLock]:
         release(lock)
 
 
-def acquire(store: str | Path) -> WriterLock:
+def acquire(store: Where) -> WriterLock:
     path = lock_path(store)
     owner = _me()
     for _ in range(3):
         try:
-            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            create_exclusive(path, json.dumps(owner).encode())
         except FileExistsError:
             holder = _read(path)
             if not _stale(holder, path):
                 raise StoreLockedError(_describe(store, path, holder)) from None
             _break(path)
             continue
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(owner, handle)
         return WriterLock(path, owner["run_id"])
     raise StoreLockedError(f"{store}: could not take the writer lock {path}; try again")
 
@@ -109,7 +112,7 @@ def _process_started(pid: int) -> float | None:
         return None
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def _read(path: Location) -> dict[str, Any] | None:
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -117,10 +120,10 @@ def _read(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _stale(holder: dict[str, Any] | None, path: Path) -> bool:
+def _stale(holder: dict[str, Any] | None, path: Location) -> bool:
     if holder is None:  # being written right now, or left half-written by a killed writer
         try:
-            return time.time() - path.stat().st_mtime > UNREADABLE_GRACE_SECONDS
+            return time.time() - modified(path) > UNREADABLE_GRACE_SECONDS
         except FileNotFoundError:
             return True
     if holder.get("host") != socket.gethostname():
@@ -132,15 +135,15 @@ def _stale(holder: dict[str, Any] | None, path: Path) -> bool:
     return started is None or (holder.get("process_started") not in (None, started))
 
 
-def _break(path: Path) -> None:
-    """Move a stale lock aside (one contender wins the rename) and remove it."""
+def _break(path: Location) -> None:
+    """Move a stale lock aside (on a local file system, one contender wins the rename) and remove it."""
     aside = path.with_name(f".{path.name}.stale-{uuid.uuid4().hex[:8]}")
     with contextlib.suppress(FileNotFoundError):
-        path.rename(aside)
+        move_file(path, aside)
         aside.unlink()
 
 
-def _describe(store: str | Path, path: Path, holder: dict[str, Any] | None) -> str:
+def _describe(store: Where, path: Location, holder: dict[str, Any] | None) -> str:
     if holder is None:
         return (
             f"{store} is being written by another run (its lock {path} is being created); try again shortly"

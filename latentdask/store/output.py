@@ -10,6 +10,10 @@ The rule every command and workflow step follows (DESIGN.md, "Formats"):
 3. The output is written under a temporary name beside its final path (same folder,
    so the final move is a rename) and moved into place only when complete: a reader
    never sees half a result, and a killed run leaves only a temporary name behind.
+   Object storage has no rename: there a folder output is copied object by object, its
+   record last, with a marker (``.latentdask-moving.json``, holding the record) in place
+   first — a move killed half-way leaves an output the next run recognises and replaces
+   (:func:`_move_into_place`).
 4. Temporary names left by a killed run of this machine are removed by the next
    command that writes the same path; those of a run still alive are left alone.
 
@@ -31,7 +35,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import socket
 import sys
 import uuid
@@ -39,15 +42,27 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from latentdask._version import __version__
 from latentdask.errors import LatentdaskError
+from latentdask.location import (
+    Location,
+    Where,
+    inside,
+    is_remote,
+    location,
+    move_file,
+    move_tree,
+    remove_tree,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
 
 RECORD_FILE = "latentdask.json"
+#: beside the objects of a folder output being copied into place on object storage: its record
+MOVING_FILE = ".latentdask-moving.json"
 RECORD_KEY = "latentdask"
 #: latent stores made before records existed are recognised by their format attribute
 _LEGACY_FORMATS = {"latentdask-latents": "latent-store"}
@@ -73,12 +88,12 @@ def record(kind: str, **params: Any) -> dict[str, Any]:
     }
 
 
-def read_record(path: str | Path, *, suffix: str | None = None) -> dict[str, Any] | None:
+def read_record(path: Where, *, suffix: str | None = None) -> dict[str, Any] | None:
     """The record of the output at ``path``, or None when it carries none (or cannot be read).
 
     A file's format is told by its suffix (``suffix`` overrides it, for temporary names).
     """
-    path = Path(path)
+    path = location(path)
     try:
         if path.is_dir():
             if (path / RECORD_FILE).is_file():
@@ -87,6 +102,8 @@ def read_record(path: str | Path, *, suffix: str | None = None) -> dict[str, Any
                 attributes = json.loads((path / "zarr.json").read_text()).get("attributes", {})
                 legacy = _LEGACY_FORMATS.get(attributes.get("format"))
                 return _as_record(attributes.get(RECORD_KEY)) or ({"kind": legacy} if legacy else None)
+            if is_remote(path) and (path / MOVING_FILE).is_file():  # a move into place cut short
+                return _as_record(json.loads((path / MOVING_FILE).read_text()))
             return None
         suffix = (suffix or path.suffix).lower()
         if suffix == ".json":
@@ -94,7 +111,7 @@ def read_record(path: str | Path, *, suffix: str | None = None) -> dict[str, Any
         if suffix == ".png":
             from PIL import Image
 
-            with Image.open(path) as image:
+            with path.open("rb") as file, Image.open(file) as image:
                 text = image.info.get(RECORD_KEY)
             return _as_record(json.loads(text)) if isinstance(text, str) else None
         if suffix in (".html", ".htm"):
@@ -110,18 +127,19 @@ def _as_record(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) and isinstance(value.get("kind"), str) else None
 
 
-def check_output(path: str | Path, kind: str, *, inputs: Sequence[str | Path] = ()) -> Path:
+def check_output(path: Where, kind: str, *, inputs: Sequence[Where] = ()) -> Location:
     """Refuse ``path`` unless it is free or this kind's own output, and no input lies at or under it.
 
-    Also makes the parent folder and checks that it is writable, so that a command fails
-    before its computing, not after. Returns ``path`` as a Path.
+    Also makes the parent folder (of a local path) and checks that it is writable, so that
+    a command fails before its computing, not after. Returns ``path`` as a
+    :data:`~latentdask.location.Location`.
     """
-    path = Path(path)
-    target = path.resolve()
+    path = location(path)
+    if is_remote(path) and "/" not in path.path.strip("/"):
+        raise OutputError(f"{path} is a bucket, not an output path; give a path inside it")
     for given in inputs:
-        source = Path(given).resolve()
-        if source == target or target in source.parents:
-            what = "is" if source == target else "contains"
+        if inside(given, path):
+            what = "is" if inside(path, given) else "contains"
             raise OutputError(f"the output {path} {what} the input {given}; choose another output path")
     if (path.exists() or path.is_symlink()) and not _empty_folder(path):
         found = read_record(path) if not path.is_symlink() else None
@@ -135,16 +153,17 @@ def check_output(path: str | Path, kind: str, *, inputs: Sequence[str | Path] = 
     return path
 
 
-def _empty_folder(path: Path) -> bool:
+def _empty_folder(path: Location) -> bool:
     """An empty folder holds nothing to lose: it may be replaced like a free path."""
     return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
 
-def _check_writable(folder: Path) -> None:
+def _check_writable(folder: Location) -> None:
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if not is_remote(folder):  # object storage has no folders to make (nor buckets to make here)
+            folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".latentdask-probe-{uuid.uuid4().hex[:8]}"
-        probe.touch(exist_ok=False)
+        probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
         raise OutputError(f"cannot write in {folder}: {exc.strerror or exc}") from None
@@ -154,16 +173,16 @@ def _check_writable(folder: Path) -> None:
 class Staged:
     """Where a command writes an output before it is moved into place, and the record it must carry."""
 
-    path: Path
+    path: Location
     record: dict[str, Any]
 
 
 @contextlib.contextmanager
 def owned_output(
-    path: str | Path,
+    path: Where,
     kind: str,
     *,
-    inputs: Sequence[str | Path] = (),
+    inputs: Sequence[Where] = (),
     params: dict[str, Any] | None = None,
     folder: bool = True,
     zarr: bool = False,
@@ -188,7 +207,8 @@ def owned_output(
     staged = Staged(_temporary_name(path), record(kind, **(params or {})))
     try:
         if folder:
-            staged.path.mkdir()
+            if not is_remote(staged.path):
+                staged.path.mkdir()
             if not zarr:
                 _write_text(staged.path / RECORD_FILE, json.dumps(staged.record, indent=2) + "\n")
         yield staged
@@ -198,49 +218,47 @@ def owned_output(
         if found is None or found["kind"] != kind:
             raise RuntimeError(f"{kind} output written to {staged.path} without its record")
         _move_into_place(staged.path, path, kind)
-    except OSError as exc:
-        if exc.errno not in WRITE_ERRNOS:
+    except OSError as exc:  # object storage drivers raise OSErrors without an errno: all are one line
+        if exc.errno not in WRITE_ERRNOS and not is_remote(path):
             raise
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
-        _remove(staged.path)
+        remove_tree(staged.path)
 
 
-def write_json(
-    path: str | Path, payload: dict[str, Any], kind: str, *, inputs: Sequence[str | Path] = ()
-) -> Path:
+def write_json(path: Where, payload: dict[str, Any], kind: str, *, inputs: Sequence[Where] = ()) -> Location:
     """Write ``payload`` as JSON with its record under ``latentdask``, replacing only its own kind."""
     with owned_output(path, kind, inputs=inputs, folder=False) as staged:
         text = json.dumps({RECORD_KEY: staged.record, **payload}, indent=2, default=_plain) + "\n"
         _write_text(staged.path, text)
-    return Path(path)
+    return location(path)
 
 
-def save_png(image: Image.Image, path: str | Path, kind: str, *, inputs: Sequence[str | Path] = ()) -> Path:
+def save_png(image: Image.Image, path: Where, kind: str, *, inputs: Sequence[Where] = ()) -> Location:
     """Save ``image`` as PNG with its record in a text chunk, replacing only its own kind."""
     from PIL.PngImagePlugin import PngInfo
 
-    path = Path(path)
+    path = location(path)
     if path.suffix.lower() != ".png":
         raise OutputError(f"{path}: images are written as PNG; give a path ending in .png")
-    with owned_output(path, kind, inputs=inputs, folder=False) as staged:
+    with owned_output(path, kind, inputs=inputs, folder=False) as staged, _new_file(staged.path) as file:
         info = PngInfo()
         info.add_text(RECORD_KEY, json.dumps(staged.record))
-        image.save(staged.path, format="PNG", pnginfo=info)
+        image.save(file, format="PNG", pnginfo=info)
     return path
 
 
-def save_figure(figure: Any, path: str | Path, kind: str, *, inputs: Sequence[str | Path] = ()) -> Path:
+def save_figure(figure: Any, path: Where, kind: str, *, inputs: Sequence[Where] = ()) -> Location:
     """Save a matplotlib figure as PNG with its record in a text chunk, replacing only its own kind."""
-    path = Path(path)
+    path = location(path)
     if path.suffix.lower() != ".png":
         raise OutputError(f"{path}: figures are written as PNG; give a path ending in .png")
-    with owned_output(path, kind, inputs=inputs, folder=False) as staged:
-        figure.savefig(staged.path, format="png", metadata={RECORD_KEY: json.dumps(staged.record)})
+    with owned_output(path, kind, inputs=inputs, folder=False) as staged, _new_file(staged.path) as file:
+        figure.savefig(file, format="png", metadata={RECORD_KEY: json.dumps(staged.record)})
     return path
 
 
-def write_html(path: str | Path, page: str, kind: str, *, inputs: Sequence[str | Path] = ()) -> Path:
+def write_html(path: Where, page: str, kind: str, *, inputs: Sequence[Where] = ()) -> Location:
     """Write an HTML page, its record in a ``<meta>`` tag after ``<head>``, replacing only its own kind."""
     with owned_output(path, kind, inputs=inputs, folder=False) as staged:
         meta = f'<meta name="latentdask" content="{html.escape(json.dumps(staged.record), quote=True)}">'
@@ -248,10 +266,10 @@ def write_html(path: str | Path, page: str, kind: str, *, inputs: Sequence[str |
         if not sep:
             raise RuntimeError("an HTML output needs a <head> to hold its record")
         _write_text(staged.path, f"{head}<head>\n{meta}{rest}")
-    return Path(path)
+    return location(path)
 
 
-def remove_leftovers(path: Path) -> list[Path]:
+def remove_leftovers(path: Location) -> list[Location]:
     """Remove temporary names of ``path`` left by killed runs on this machine; return them."""
     removed = []
     host = _host()
@@ -264,12 +282,12 @@ def remove_leftovers(path: Path) -> list[Path]:
                 and match["host"] == host
                 and not _alive(int(match["pid"]))
             ):
-                _remove(entry)
+                remove_tree(entry)
                 removed.append(entry)
     return removed
 
 
-def _temporary_name(path: Path) -> Path:
+def _temporary_name(path: Location) -> Location:
     return path.with_name(f".{path.name}.latentdask-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
@@ -287,38 +305,49 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _move_into_place(staged: Path, path: Path, kind: str) -> None:
-    """Rename ``staged`` to ``path``; an existing ``path`` (checked again: ``kind``) goes aside first."""
-    if not (path.exists() or path.is_symlink()):
-        os.replace(staged, path) if staged.is_file() else staged.rename(path)
+def _move_into_place(staged: Location, path: Location, kind: str) -> None:
+    """Rename ``staged`` to ``path``; an existing ``path`` (checked again: ``kind``) goes aside first.
+
+    Object storage has no rename: a file is copied (one object: atomic), a folder is
+    moved object by object with its record last (:func:`~latentdask.location.move_tree`).
+    """
+    exists = path.exists() or path.is_symlink()
+    if exists:
+        check_output(path, kind)  # it may have changed while the command ran
+    if staged.is_file() or not (exists or is_remote(path)):
+        move_file(staged, path)
         return
-    check_output(path, kind)  # it may have changed while the command ran
-    if staged.is_file():
-        os.replace(staged, path)
+    if is_remote(staged) and is_remote(path):
+        # the marker says whose objects these are until the record is copied; the move removes it
+        (path / MOVING_FILE).write_text(json.dumps(read_record(staged)))
+        move_tree(staged, path, last=("zarr.json", RECORD_FILE))
         return
     old = _temporary_name(path)
-    path.rename(old)
+    move_file(path, old)
     try:
-        staged.rename(path)
+        move_file(staged, path)
     except OSError:
-        old.rename(path)
+        move_file(old, path)
         raise
-    _remove(old)
+    remove_tree(old)
 
 
-def _write_text(path: Path, text: str) -> None:
+def _new_file(path: Location) -> IO[bytes]:
+    """A temporary name opened for writing: exclusively on a local file system; on object storage
+    plainly (the name is unique, and not every S3-compatible server does conditional writes)."""
+    handle: IO[bytes] = path.open("wb") if is_remote(path) else path.open("xb")
+    return handle
+
+
+def _write_text(path: Location, text: str) -> None:
+    if is_remote(path):
+        with _new_file(path) as handle:
+            handle.write(text.encode())
+        return
     with path.open("x", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 def _plain(value: Any) -> Any:

@@ -26,18 +26,19 @@ A sweep's folder holds its runs' folders (one per combination of the matrix) and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+
+from latentdask.location import Location, Where, location
 
 
-def default_stats_path(store: str | Path) -> Path:
+def default_stats_path(store: Where) -> Location:
     """Where encode writes its statistics: ``latents.zarr`` → ``latents-stats.zarr`` beside it."""
-    store = Path(store)
+    store = location(store)
     return store.with_name(f"{store.stem}-stats.zarr")
 
 
-def stats_json_path(stats: str | Path) -> Path:
+def stats_json_path(stats: Where) -> Location:
     """``stats.zarr`` → ``stats.json`` beside it (the headline figures)."""
-    path = Path(stats)
+    path = location(stats)
     return path.with_suffix(".json") if path.suffix == ".zarr" else path.with_name(path.name + ".json")
 
 
@@ -45,70 +46,70 @@ def stats_json_path(stats: str | Path) -> Path:
 class RunFolder:
     """The paths of a workflow's run folder (see the module docstring)."""
 
-    root: Path
+    root: Location
 
     @property
-    def record(self) -> Path:
+    def record(self) -> Location:
         return self.root / "run.json"
 
     @property
-    def data(self) -> Path:
+    def data(self) -> Location:
         return self.root / "data"
 
     @property
-    def model(self) -> Path:
+    def model(self) -> Location:
         return self.root / "model"
 
     @property
-    def store(self) -> Path:
+    def store(self) -> Location:
         return self.root / "latents.zarr"
 
     @property
-    def stats(self) -> Path:
+    def stats(self) -> Location:
         return default_stats_path(self.store)
 
     @property
-    def normality(self) -> Path:
+    def normality(self) -> Location:
         return self.root / "normality.json"
 
     @property
-    def normality_plot(self) -> Path:
+    def normality_plot(self) -> Location:
         return self.root / "normality-qq.png"
 
     @property
-    def fit_stats(self) -> Path:
+    def fit_stats(self) -> Location:
         return self.root / "fit-stats.zarr"
 
     @property
-    def points(self) -> Path:
+    def points(self) -> Location:
         return self.root / "points"
 
-    def sampler_points(self, label: str) -> Path:
+    def sampler_points(self, label: str) -> Location:
         return self.points / f"{label}.zarr"
 
-    def mixture(self, label: str) -> Path:
+    def mixture(self, label: str) -> Location:
         return self.points / f"{label}-gmm.zarr"
 
     @property
-    def scores(self) -> Path:
+    def scores(self) -> Location:
         return self.root / "scores.json"
 
     @property
-    def grid(self) -> Path:
+    def grid(self) -> Location:
         return self.root / "grids" / "samplers.png"
 
     @property
-    def face_rates(self) -> Path:
+    def face_rates(self) -> Location:
         return self.root / "grids" / "face_rate.json"
 
     @property
-    def projections(self) -> Path:
+    def projections(self) -> Location:
         return self.root / "projections"
 
     @property
-    def report(self) -> Path:
+    def report(self) -> Location:
         return self.root / "report.html"
 
     @property
-    def cka(self) -> Path:
+    def cka(self) -> Location:
         return self.root / "cka.json"

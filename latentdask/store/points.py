@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dask
@@ -22,6 +21,7 @@ import numpy as np
 import zarr
 
 from latentdask.errors import StatsError
+from latentdask.location import Location, Where, location
 from latentdask.store.integrity import CheckedArray, expected_checksums
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def write_rows(
 class ZPoints:
     """What a stats run reads: z and, for latent stores, their row companions."""
 
-    path: Path
+    path: Location
     z: da.Array
     valid: da.Array | None = None
     split: da.Array | None = None
@@ -95,10 +95,10 @@ class ZPoints:
         return f"{self.unfinished} of {self.shards} shards of {self.path} unfinished: their rows are left out"
 
 
-def zpoint_bytes(path: str | Path) -> int | None:
+def zpoint_bytes(path: Where) -> int | None:
     """The size of the z-points at ``path`` as read (uncompressed), or None when it cannot be told."""
     try:
-        node = zarr.open(str(path), mode="r")
+        node = zarr.open(str(location(path)), mode="r")
         array = node if isinstance(node, zarr.Array) else node["z"]
         return int(array.nbytes)  # type: ignore[union-attr]
     except Exception:  # not a store: the command that opens it says why, in its own words
@@ -106,7 +106,7 @@ def zpoint_bytes(path: str | Path) -> int | None:
 
 
 def open_zpoints(
-    path: str | Path, *, include_unfinished: bool = False, skip_shards: Sequence[int] = ()
+    path: Where, *, include_unfinished: bool = False, skip_shards: Sequence[int] = ()
 ) -> ZPoints:
     """A latentdask store, a Zarr group holding ``z``, or a bare (n, N) Zarr array.
 
@@ -115,7 +115,7 @@ def open_zpoints(
     ``skip_shards`` (damaged shards to leave out), are not valid; ``include_unfinished``
     keeps the rows an unfinished shard has already marked valid.
     """
-    path = Path(path)
+    path = location(path)
     if not path.exists():
         raise StatsError(f"{path} does not exist")
     try:
@@ -161,7 +161,7 @@ def open_zpoints(
 
 def _checked_z(
     array: zarr.Array,
-    path: Path,
+    path: Location,
     expected: list[int | None] | None,
     shard_size: int | None,
     skip: Sequence[int] = (),

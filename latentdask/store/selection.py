@@ -22,7 +22,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import dask
@@ -32,6 +31,7 @@ import zarr
 from zarr.errors import ZarrUserWarning
 
 from latentdask.errors import StatsError
+from latentdask.location import Location, Where, identity, location
 from latentdask.store.output import owned_output, read_record
 
 SELECTION_KIND = "selection"
@@ -100,7 +100,7 @@ def view_rows(z: da.Array, view: View) -> da.Array:
 
 
 def write_selection(
-    out: str | Path,
+    out: Where,
     rows: da.Array,
     *,
     view: View,
@@ -124,7 +124,7 @@ def write_selection(
         group.create_array("smd", shape=smd.shape, dtype="float64", dimension_names=["latent"])[:] = smd
         group.attrs.update(
             {
-                "source": str(Path(source).resolve()),
+                "source": identity(source),
                 "shards": _shards_digest(source),
                 "n": int(rows.shape[0]),
                 "count": int(count),
@@ -140,7 +140,7 @@ def write_selection(
 class RowSelection:
     """A selection read back: its mask (lazy), how many rows it holds, and where it came from."""
 
-    path: Path
+    path: Location
     rows: da.Array
     count: int
     view: dict[str, Any]
@@ -149,21 +149,21 @@ class RowSelection:
         return f"{self.count:,} rows of the selection {self.path}"
 
 
-def _shards_digest(store: str | Path) -> str | None:
+def _shards_digest(store: Where) -> str | None:
     """The digest of a latent store's finished shards (None for an array without checksums)."""
     from latentdask.store.integrity import finished_fingerprint
 
     try:
-        node = zarr.open(str(store), mode="r")
+        node = zarr.open(str(location(store)), mode="r")
     except Exception:  # not a store: nothing to tie the selection to but its path
         return None
     return finished_fingerprint(node) if isinstance(node, zarr.Group) else None
 
 
-def open_selection(path: str | Path, store: str | Path, rows: int, chunks: tuple[int, ...]) -> RowSelection:
+def open_selection(path: Where, store: Where, rows: int, chunks: tuple[int, ...]) -> RowSelection:
     """The selection at ``path``, checked to be one of ``store`` (``rows`` rows, z chunked as
     ``chunks``) as it is now."""
-    path = Path(path)
+    path = location(path)
     found = read_record(path)
     if found is None or found["kind"] != SELECTION_KIND:
         raise StatsError(f"{path} is not a latentdask selection (latentdask select writes one)")
@@ -190,6 +190,6 @@ def open_selection(path: str | Path, store: str | Path, rows: int, chunks: tuple
             raise StatsError(
                 f"the selection {path} was made when {store} held other finished shards; select again"
             )
-    elif source != str(Path(store).resolve()):
+    elif source != identity(store):
         raise StatsError(f"the selection {path} was made on {source}, not on {store}; select again")
     return RowSelection(path, da.from_zarr(mask).rechunk((chunks,)), count, view)

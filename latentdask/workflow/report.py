@@ -20,12 +20,13 @@ import html
 import io
 import json
 import urllib.parse
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from latentdask.errors import LatentdaskError
+from latentdask.location import Location, Where, location, relative
 from latentdask.model.config import CONFIG_FILE, TRAINING_FILE
 from latentdask.store.output import write_html
 from latentdask.store.paths import RunFolder, stats_json_path
@@ -51,7 +52,7 @@ def _esc(value: Any, spec: str = "") -> str:
     return html.escape(format(value, spec) if spec and number else _fmt(value), quote=True)
 
 
-def _image(path: Path, alt: str, width: int | None = None) -> str:
+def _image(path: Location, alt: str, width: int | None = None) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     size = f' width="{int(width)}"' if width else ""
     return f'<img alt="{_esc(alt)}"{size} src="data:image/png;base64,{data}">'
@@ -103,7 +104,7 @@ def training_curve(training: dict[str, Any]) -> str:
     return _figure_png(fig)
 
 
-def radius_plot(stats_path: Path, uniform: Path | None, b: float | None) -> str:
+def radius_plot(stats_path: Location, uniform: Location | None, b: float | None) -> str:
     """Real radii against the uniform sampler's: sampled, theory (mean ± sd) and the best-matching b."""
     import zarr
 
@@ -149,9 +150,9 @@ def radius_plot(stats_path: Path, uniform: Path | None, b: float | None) -> str:
     return _figure_png(fig)
 
 
-def write_report(folder: str | Path) -> Path:
+def write_report(folder: Where) -> Location:
     """Write ``report.html`` in a run folder from what its steps wrote; return its path."""
-    folder = Path(folder)
+    folder = location(folder)
     paths = RunFolder(folder)
     record_path = paths.record
     if not record_path.is_file():
@@ -167,7 +168,7 @@ def write_report(folder: str | Path) -> Path:
         f"synthetic faces {data['synthetic']}" if data.get("synthetic") else f"CelebA at {data.get('root')}"
     )
     parts.append(f"<h2>Dataset and model</h2><p>{_esc(source)}</p>")
-    config_path = Path(definition.get("model", {}).get("checkpoint") or paths.model) / CONFIG_FILE
+    config_path = location(definition.get("model", {}).get("checkpoint") or paths.model) / CONFIG_FILE
     if config_path.is_file():
         config = json.loads(config_path.read_text())
         parts.append(f"<pre>{_esc(json.dumps(config.get('model', config), indent=1))}</pre>")
@@ -241,7 +242,8 @@ def write_report(folder: str | Path) -> Path:
     projections = paths.projections
     if (projections / "render.json").is_file():
         parts.append("<h2>Projections of every z-point</h2>")
-        for png in sorted(projections.glob("*.png")):
+        drawn: Iterable[Location] = projections.glob("*.png")
+        for png in sorted(drawn, key=lambda found: found.name):
             parts.append(f"<h3>{_esc(png.stem)}</h3>" + _image(png, png.stem, 800))
 
     scores = paths.scores
@@ -287,10 +289,10 @@ def write_report(folder: str | Path) -> Path:
     return write_html(paths.report, page, REPORT_KIND)
 
 
-def _run_figures(folder: Path) -> dict[str, Any]:
+def _run_figures(folder: Location) -> dict[str, Any]:
     """The headline figures of one run, for the sweep's table (absent outputs give None)."""
 
-    def read(path: Path) -> Any:
+    def read(path: Location) -> Any:
         return json.loads(path.read_text()) if path.is_file() else None
 
     paths = RunFolder(folder)
@@ -336,7 +338,7 @@ def _run_figures(folder: Path) -> dict[str, Any]:
     }
 
 
-def _cka_table(path: Path) -> str:
+def _cka_table(path: Location) -> str:
     """The sweep's linear CKA matrix (``cka.json``) as a table; nothing when it was not computed."""
     if not path.is_file():
         return ""
@@ -349,12 +351,12 @@ def _cka_table(path: Path) -> str:
     )
 
 
-def write_sweep_report(folder: str | Path, runs: list[Path], matrix: dict[str, list[Any]]) -> Path:
+def write_sweep_report(folder: Where, runs: list[Location], matrix: dict[str, list[Any]]) -> Location:
     """``report.html`` of a sweep: every run's headline figures side by side, the linear CKA between
     their latent spaces, their radii and PCA spectra on shared axes, and a link to each run's report."""
     from latentdask.stats.io import open_stats
 
-    folder = Path(folder)
+    folder = location(folder)
     rows, names = [], []
     plt = _plt()
     fig, (radius_ax, pca_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -363,7 +365,7 @@ def write_sweep_report(folder: str | Path, runs: list[Path], matrix: dict[str, l
         names.append(label)
         figures = _run_figures(run)
         # percent-encoded (":" too): a run folder named "x#y" or "javascript:…" stays a relative path
-        href = urllib.parse.quote(RunFolder(run).report.relative_to(folder).as_posix())
+        href = urllib.parse.quote(relative(RunFolder(run).report, folder))
         link = f'<a href="{_esc(href)}">{_esc(label)}</a>'
         rows.append((link, figures))
         stats_path = RunFolder(run).stats

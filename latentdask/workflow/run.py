@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from latentdask.cluster.connect import NAMED_KINDS, ClusterChoice, cluster_down, cluster_up
+from latentdask.location import Location, identity, is_remote, move_file
 from latentdask.model.config import CONFIG_FILE
 from latentdask.progress import console
 from latentdask.store.points import open_zpoints
@@ -44,7 +45,7 @@ SWEEP_CKA_KIND = "sweep-cka"
 DECODE_TITLE = "each sampler's points, decoded; real images and their reconstructions"
 
 
-def identity(params: dict[str, Any], upstream: str) -> str:
+def step_identity(params: dict[str, Any], upstream: str) -> str:
     """sha256 of a step's parameters and of the identity of the step before it."""
     canonical = json.dumps(params, sort_keys=True, default=str)
     return hashlib.sha256(f"{upstream}|{canonical}".encode()).hexdigest()
@@ -66,22 +67,23 @@ class Runner:
             return {"steps": {}}
 
     def _save(self) -> None:
-        self.paths.root.mkdir(parents=True, exist_ok=True)
+        if not is_remote(self.paths.root):
+            self.paths.root.mkdir(parents=True, exist_ok=True)
         staged = self.paths.record.with_suffix(".json.tmp")
         staged.write_text(json.dumps(self.record, indent=2, default=str) + "\n")
-        staged.replace(self.paths.record)
+        move_file(staged, self.paths.record)
 
     def step(
         self,
         name: str,
         params: dict[str, Any],
         upstream: str,
-        output: Path,
+        output: Location,
         complete: Callable[[], bool],
         run: Callable[[bool], object],
     ) -> str:
         """Run one step unless done; ``run(same)`` is told whether the identity is unchanged."""
-        ident = identity(params, upstream)
+        ident = step_identity(params, upstream)
         previous = self.record["steps"].get(name, {})
         same = previous.get("identity") == ident
         if same and previous.get("status") == "done" and complete():
@@ -124,12 +126,12 @@ class Runner:
         else:
             assert w.dataset.root is not None
             data = w.dataset.root
-            upstream = identity({"root": str(data.resolve())}, upstream)
+            upstream = step_identity({"root": identity(data)}, upstream)
 
         # train
         if w.model.checkpoint is not None:
             checkpoint = w.model.checkpoint
-            upstream = identity({"checkpoint": str(checkpoint.resolve())}, upstream)
+            upstream = step_identity({"checkpoint": identity(checkpoint)}, upstream)
         else:
             checkpoint = paths.model
             params = {
@@ -206,7 +208,8 @@ class Runner:
             )
 
             def generate(same: bool) -> None:
-                paths.points.mkdir(parents=True, exist_ok=True)
+                if not is_remote(paths.points):  # object storage has no folders (nor buckets to make)
+                    paths.points.mkdir(parents=True, exist_ok=True)
                 for entry, out in zip(
                     samplers, points, strict=True
                 ):  # each replaces only its own earlier output
@@ -308,7 +311,7 @@ class Runner:
         console.print(f"workflow {w.name} finished → {paths.report} (record: {paths.record})")
 
 
-def _store_complete(store: Path) -> bool:
+def _store_complete(store: Location) -> bool:
     import numpy as np
     import zarr
 
@@ -318,7 +321,7 @@ def _store_complete(store: Path) -> bool:
         return False
 
 
-def sweep_cka(folder: Path, runs: Sequence[Path], cluster: steps.Connection) -> Path:
+def sweep_cka(folder: Location, runs: Sequence[Location], cluster: steps.Connection) -> Location:
     """``cka.json`` in the sweep's folder: linear CKA between every two runs' latent spaces.
 
     Skipped when it was computed from the same encodes (each run's encode identity in ``run.json``).
@@ -358,7 +361,7 @@ def _one_cluster_for_the_run(choice: ClusterChoice, spec: Any) -> Iterator[Clust
 
 def run_workflow(
     path: str | Path, *, cluster: ClusterChoice | None = None, overrides: Sequence[str] = ()
-) -> Path:
+) -> Location:
     """Run the workflow file at ``path`` (every run of its matrix) on one client; return its run folder."""
     workflow = load_workflow(path, overrides)
     if cluster is not None and (cluster.spec or cluster.scheduler):

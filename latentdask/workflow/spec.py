@@ -14,10 +14,21 @@ import copy
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SkipValidation,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from upath import UPath
 
 from latentdask.cluster.spec import ClusterSpec, ConfigError, read_yaml
 from latentdask.data.synthetic_faces import SynthOptions
@@ -26,6 +37,7 @@ from latentdask.errors import describe_validation_error
 from latentdask.generate.options import DecodeOptions, FaceRate
 from latentdask.generate.samplers import GenerateOptions, SamplerSpec
 from latentdask.generate.score import ScoreOptions
+from latentdask.location import Location, LocationError, location
 from latentdask.model.config import ModelConfig, ModelOptions
 from latentdask.model.train import TrainOptions
 from latentdask.render.options import RenderOptions
@@ -34,12 +46,25 @@ from latentdask.stats.summary import SummaryParams
 from latentdask.store.paths import RunFolder
 
 
+def _location(value: Any) -> Location:
+    if not isinstance(value, str | Path):
+        raise ValueError(f"expected a path or a URL, got {value!r}")
+    try:
+        return location(value)
+    except LocationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+#: a local path or an fsspec URL (``s3://bucket/runs``) in a workflow file, written back as given
+LocationField = Annotated[SkipValidation[Path | UPath], BeforeValidator(_location), PlainSerializer(str)]
+
+
 class DatasetSection(BaseModel):
     """Either ``root`` (a CelebA-layout or image folder) or ``synthetic`` faces made by the run."""
 
     model_config = ConfigDict(extra="forbid")
 
-    root: Path | None = None
+    root: LocationField | None = None
     synthetic: SynthOptions | None = None
 
     @model_validator(mode="after")
@@ -54,7 +79,7 @@ class DatasetSection(BaseModel):
 class ModelSection(ModelOptions):
     """The architecture to train, or ``checkpoint``: an existing checkpoint folder to use as it is."""
 
-    checkpoint: Path | None = None
+    checkpoint: LocationField | None = None
 
 
 #: encode options the runner decides: a stopped encode resumes, a changed one starts again, and the
@@ -137,7 +162,7 @@ class Workflow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    run_dir: Path | None = None
+    run_dir: LocationField | None = None
     #: a cluster spec file, or the spec inline (then ``--set cluster.workers=8`` scales it)
     cluster: Path | ClusterSpec | None = None
     dataset: DatasetSection
@@ -151,7 +176,7 @@ class Workflow(BaseModel):
     decode: DecodeSection = DecodeSection()
     render: RenderSection = RenderSection()
     #: where synthetic faces go (default: ``<run folder>/data``); the runs of a sweep share one
-    data_dir: Path | None = None
+    data_dir: LocationField | None = None
     #: ``section.key: [values]``: one run per combination (see :func:`expand_matrix`)
     matrix: dict[str, list[Any]] = {}
 
@@ -183,7 +208,7 @@ class Workflow(BaseModel):
         return self
 
     @property
-    def folder(self) -> Path:
+    def folder(self) -> Location:
         return self.run_dir if self.run_dir is not None else Path("runs") / self.name
 
     @property

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
     from latentdask.generate.options import DecodeOptions
     from latentdask.generate.samplers import GenerateOptions, SamplerSpec
     from latentdask.generate.score import ScoreOptions
+    from latentdask.location import Location, Where
     from latentdask.model.config import ModelOptions
     from latentdask.model.train import TrainOptions
     from latentdask.render.command import RenderResult
@@ -87,14 +87,15 @@ class Connection:
 # ---------------------------------------------------------------------------- synth
 
 
-def synth_done(out: Path, options: SynthOptions) -> bool:
+def synth_done(out: Where, options: SynthOptions) -> bool:
     """Whether ``out`` already holds exactly these faces."""
     from latentdask.data.synthetic_faces import read_recipe, synthetic_recipe
+    from latentdask.location import location
 
-    return read_recipe(out) == synthetic_recipe(options.n, options.seed)
+    return read_recipe(location(out)) == synthetic_recipe(options.n, options.seed)
 
 
-def synth(out: Path, options: SynthOptions) -> float | None:
+def synth(out: Where, options: SynthOptions) -> float | None:
     """Write the faces (replacing only synthetic faces made earlier); seconds taken, None if already there."""
     import time
 
@@ -110,7 +111,7 @@ def synth(out: Path, options: SynthOptions) -> float | None:
 # ---------------------------------------------------------------------------- train
 
 
-def train(dataset: Path, out: Path, *, model: ModelOptions, options: TrainOptions) -> None:
+def train(dataset: Where, out: Where, *, model: ModelOptions, options: TrainOptions) -> None:
     """Train the autoencoder on ``dataset`` into the checkpoint folder ``out``."""
     from latentdask.model.train import train as run_training
 
@@ -123,7 +124,7 @@ def train(dataset: Path, out: Path, *, model: ModelOptions, options: TrainOption
 
 
 def encode(
-    dataset: Path, checkpoint: Path, out: Path, *, options: EncodeOptions, cluster: Connection
+    dataset: Where, checkpoint: Where, out: Where, *, options: EncodeOptions, cluster: Connection
 ) -> EncodeSummary:
     """Encode every image into the latent store ``out`` (and its statistics beside it).
 
@@ -140,8 +141,8 @@ def encode(
 
 
 def statistics(
-    store: Path,
-    out: Path,
+    store: Where,
+    out: Where,
     *,
     params: SummaryParams,
     split: str = "all",
@@ -169,13 +170,13 @@ def statistics(
 
 
 def normality(
-    store: Path,
-    stats: Path,
-    out: Path,
+    store: Where,
+    stats: Where,
+    out: Where,
     *,
     options: NormalityOptions,
     cluster: Connection,
-    plot: Path | None = None,
+    plot: Where | None = None,
 ) -> dict[str, Any]:
     """Write ``normality.json`` (and the QQ plot to ``plot``) for the store's selected z-points."""
     from latentdask.cluster.connect import check_paths_on_workers
@@ -203,7 +204,7 @@ def normality(
 # ---------------------------------------------------------------------------- generate and score
 
 
-def gmm(store: Path, out: Path, *, options: GMMOptions, cluster: Connection) -> Path:
+def gmm(store: Where, out: Where, *, options: GMMOptions, cluster: Connection) -> Location:
     """Fit a Gaussian mixture over every z-point of the fit and write it to the GMM.zarr ``out``."""
     from latentdask.cluster.connect import check_paths_on_workers
     from latentdask.generate.gmm import GMM_KIND, fit_gmm, write_gmm
@@ -214,7 +215,7 @@ def gmm(store: Path, out: Path, *, options: GMMOptions, cluster: Connection) -> 
     return write_gmm(fit_gmm(store, options=options, scheduler=cluster.client), out, inputs=[store])
 
 
-def generate(stats: Path, out: Path, *, sampler: SamplerSpec, options: GenerateOptions) -> Path:
+def generate(stats: Where, out: Where, *, sampler: SamplerSpec, options: GenerateOptions) -> Location:
     """Write ``options.n`` z-points of ``sampler``, fitted on ``stats``, to the POINTS.zarr ``out``."""
     from latentdask.generate.samplers import generate as run_generate
 
@@ -222,14 +223,14 @@ def generate(stats: Path, out: Path, *, sampler: SamplerSpec, options: GenerateO
 
 
 def score(
-    store: Path,
-    stats: Path,
-    points: Sequence[Path],
-    out: Path,
+    store: Where,
+    stats: Where,
+    points: Sequence[Where],
+    out: Where,
     *,
     options: ScoreOptions,
     cluster: Connection,
-    gmm: Path | None = None,
+    gmm: Where | None = None,
 ) -> dict[str, Any]:
     """Write ``scores.json``: each point set's scores beside held-out real points (log-likelihoods
     under the mixture ``gmm`` too, when given)."""
@@ -257,17 +258,17 @@ class Decoded:
 
 
 def decode(
-    checkpoint: Path,
-    out: Path,
+    checkpoint: Where,
+    out: Where,
     *,
     options: DecodeOptions,
-    points: Sequence[Path] = (),
-    reconstruct: Path | None = None,
-    dataset: Path | None = None,
+    points: Sequence[Where] = (),
+    reconstruct: Where | None = None,
+    dataset: Where | None = None,
     interpolate: Sequence[int] | None = None,
     path: Sequence[int] | None = None,
-    stats: Path | None = None,
-    faces_out: Path | None = None,
+    stats: Where | None = None,
+    faces_out: Where | None = None,
     title: str | None = None,
 ) -> Decoded:
     """Decode z-points to a labelled grid PNG ``out``: a row per point set, then real images above their
@@ -336,13 +337,13 @@ def decode(
 
 
 def render(
-    store: Path,
-    out: Path,
+    store: Where,
+    out: Where,
     *,
     options: RenderOptions,
     cluster: Connection,
-    stats: Path | None = None,
-    overlays: Sequence[Path] = (),
+    stats: Where | None = None,
+    overlays: Sequence[Where] = (),
     points: Any = None,
 ) -> RenderResult:
     """Write the projections' PNGs and render.json to ``out``; ``points``: the store already opened."""
@@ -363,7 +364,7 @@ def render(
 # ---------------------------------------------------------------------------- report
 
 
-def report(folder: Path) -> Path:
+def report(folder: Where) -> Location:
     """Write ``report.html`` in a run folder; return its path."""
     from latentdask.workflow.report import write_report
 
