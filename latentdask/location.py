@@ -12,10 +12,10 @@ file's size, exclusive creation and moving a tree of objects (:func:`move_tree`)
 Credentials come from the usual places only, on the client and on every worker alike:
 the environment (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``,
 ``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_STORAGE_ACCOUNT_NAME``, …), the provider's
-own configuration files, and fsspec's configuration (``~/.config/fsspec/*.json`` or
-``FSSPEC_<PROTOCOL>_<OPTION>`` variables, e.g. ``FSSPEC_S3_ENDPOINT_URL``). A URL never
-carries them, so nothing latentdask prints or records (``run.json``, a store's
-attributes) can hold one.
+own configuration files, fsspec's configuration (``~/.config/fsspec/*.json`` or
+``FSSPEC_<PROTOCOL>_<OPTION>`` variables, e.g. ``FSSPEC_S3_ENDPOINT_URL``), and a
+workflow's ``storage_options`` (:func:`use_storage_options`). A URL never carries them,
+so nothing latentdask prints or records (``run.json``, a store's attributes) can hold one.
 
 Object storage lists lazily and caches listings; latentdask's file systems are opened
 without the listings cache (``use_listings_cache=False``), because a store written by
@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, TypeAlias
+from typing import IO, TYPE_CHECKING, Any, TypeAlias
 
 from latentdask.errors import LatentdaskError
 
@@ -60,6 +60,16 @@ class LocationError(LatentdaskError):
     """A URL whose file system is unknown here, or whose driver is not installed."""
 
 
+def use_storage_options(options: Mapping[str, Mapping[str, Any]]) -> None:
+    """Give this process's new fsspec file systems ``options`` per protocol (``{"s3": {"key": …}}``),
+    through fsspec's configuration, as ``~/.config/fsspec/*.json`` would; a workflow's
+    ``storage_options``, set on the client and, by a worker plugin, on every worker."""
+    import fsspec.config
+
+    for protocol, values in options.items():
+        fsspec.config.conf.setdefault(protocol, {}).update(values)
+
+
 def location(value: Where) -> Location:
     """A local path (``~`` expanded) or an fsspec URL as a pathlib-like object.
 
@@ -78,11 +88,12 @@ def location(value: Where) -> Location:
         return Path(text.removeprefix(f"{protocol}://") if protocol else text).expanduser()
     if hasattr(value, "protocol"):
         return value  # type: ignore[return-value]  # a UPath on a remote file system
+    from fsspec import get_filesystem_class
     from upath import UPath
 
-    try:
+    try:  # the driver is imported (and refused) here, not mid-run; the file system is made on first use
+        get_filesystem_class(protocol)
         path = UPath(text, use_listings_cache=False)
-        path.fs  # noqa: B018  # the file system's driver is imported (and refused) here, not mid-run
     except (ImportError, ValueError) as exc:
         extra = _EXTRAS.get(protocol)
         hint = f"pip install 'latentdask[{extra}]'" if extra else "is its fsspec driver installed?"

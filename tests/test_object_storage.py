@@ -299,23 +299,44 @@ def test_killed_encode_on_s3_resumes_byte_identical(checkpoint: Path, bucket: st
 
 
 def test_a_workflow_runs_with_its_dataset_and_run_folder_on_s3(
-    faces: Path, bucket: str, tmp_path: Path
+    faces: Path, bucket: str, s3_server: S3Server, tmp_path: Path
 ) -> None:
+    """The credentials come from the workflow's storage_options alone (the command's environment has
+    none), reach every worker, and are recorded nowhere."""
+    secret = "s3cr3t-never-recorded"
     spec = tmp_path / "two.yaml"
     spec.write_text("kind: local\nworkers: 2\n")
     workflow = tmp_path / "tiny.yaml"
     run_dir = f"{bucket}/runs/tiny"
-    workflow.write_text(TINY.format(run_dir=run_dir, spec=spec, n=80, shard_size=30))
+    options = {"endpoint_url": s3_server.environment["AWS_ENDPOINT_URL"], "key": "alice", "secret": secret}
+    workflow.write_text(
+        TINY.format(run_dir=run_dir, spec=spec, n=80, shard_size=30)
+        + f"storage_options: {{s3: {json.dumps(options)}}}\n"
+    )
     dataset = upload(faces, f"{bucket}/faces")
-    first = run_cli("run", str(workflow), "--set", f"dataset={{root: {dataset}}}")
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+
+    def run() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "latentdask.cli", "run", str(workflow)]
+        return subprocess.run(
+            [*command, "--set", f"dataset={{root: {dataset}}}"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=environment,
+        )
+
+    first = run()
     assert first.returncode == 0, first.stderr
     folder = location(run_dir)
     record: dict[str, Any] = json.loads((folder / "run.json").read_text())
     assert all(step["status"] == "done" for step in record["steps"].values()), record["steps"]
     for output in ("latents.zarr/zarr.json", "scores.json", "grids/samplers.png", "report.html"):
         assert (folder / output).exists(), output
-    assert "testing" not in (folder / "run.json").read_text()  # no credential is recorded
-    again = run_cli("run", str(workflow), "--set", f"dataset={{root: {dataset}}}")
+    for written in ("run.json", "report.html", "latents.zarr/zarr.json", "latents-stats.json"):
+        assert secret not in (folder / written).read_text(errors="replace"), written
+    assert secret not in first.stdout + first.stderr
+    again = run()
     assert again.returncode == 0, again.stderr
     said = " ".join(again.stderr.split()) + " ".join(again.stdout.split())
     assert said.count("done earlier with the same parameters, skipped") == len(record["steps"])

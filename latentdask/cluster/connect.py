@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, WorkerPlugin
 
 from latentdask.cluster.spec import (
     AddressSpec,
@@ -37,7 +37,7 @@ from latentdask.cluster.spec import (
     SlurmSpec,
     load_cluster_spec,
 )
-from latentdask.location import Where, identity, location
+from latentdask.location import Where, identity, location, use_storage_options
 
 #: kinds whose clusters outlive the command that started them, and are found again by name
 NAMED_KINDS = ("gateway", "kubernetes")
@@ -430,6 +430,22 @@ def connect(
             apply_scaling(started, spec)
     with started, Client(started, set_as_default=False) as client:
         yield client
+
+
+class StorageOptionsPlugin(WorkerPlugin):
+    """A workflow's ``storage_options`` on every worker, joiners too (they never leave the cluster:
+    the scheduler holds the plugin, as it holds the tasks' arguments)."""
+
+    name = "latentdask-storage-options"
+
+    def __init__(self, options: dict[str, dict[str, Any]]) -> None:
+        self.options = options
+
+    def __repr__(self) -> str:  # the options hold credentials: never in a log line
+        return f"StorageOptionsPlugin({sorted(self.options)})"
+
+    def setup(self, worker: Any) -> None:
+        use_storage_options(self.options)
 
 
 def _missing(paths: list[str]) -> list[str]:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from latentdask.cluster.connect import NAMED_KINDS, ClusterChoice, cluster_down, cluster_up
-from latentdask.location import Location, identity, is_remote, move_file
+from latentdask.location import Location, identity, is_remote, move_file, use_storage_options
 from latentdask.model.config import CONFIG_FILE
 from latentdask.progress import console
 from latentdask.store.points import open_zpoints
@@ -370,9 +370,10 @@ def run_workflow(
         choice = ClusterChoice(spec=workflow.cluster, name=cluster.name if cluster else None)
     spec = choice.resolve()  # a bad spec fails before any step runs
     runs = expand_matrix(workflow, path)
+    use_storage_options(workflow.storage_options)
     with (
         _one_cluster_for_the_run(choice, spec) as shared,
-        steps.Connection(shared, for_run=True) as connection,
+        steps.Connection(shared, for_run=True, storage_options=workflow.storage_options) as connection,
     ):
         for run in runs:
             Runner(run, connection).run()

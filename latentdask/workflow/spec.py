@@ -179,6 +179,9 @@ class Workflow(BaseModel):
     data_dir: LocationField | None = None
     #: ``section.key: [values]``: one run per combination (see :func:`expand_matrix`)
     matrix: dict[str, list[Any]] = {}
+    #: fsspec options per protocol for object storage (``{s3: {endpoint_url: …, key: …, secret: …}}``),
+    #: on the client and every worker; never shown nor recorded (``run.json``), for they hold credentials
+    storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude=True, repr=False)
 
     @field_validator("name")
     @classmethod
@@ -261,6 +264,7 @@ def expand_matrix(workflow: Workflow, source: str | Path = "workflow") -> list[W
         for key, value in zip(workflow.matrix, combination, strict=True):
             set_key(data, key, value, what=f"matrix key {key!r}")
         data |= {
+            "storage_options": workflow.storage_options,  # left out of the dump: never recorded
             "name": f"{workflow.name}.{label}",
             "run_dir": str(workflow.folder / label),
             "data_dir": str(workflow.data_dir or workflow.paths.data),

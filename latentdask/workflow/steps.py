@@ -56,15 +56,22 @@ class Connection:
     Steps ask for :attr:`client` after their own checks, so a refused command starts nothing. A
     run opens one Connection for all its steps (``for_run=True``): every step, encode included,
     runs on the one client, and a run whose steps are all skipped starts no cluster. A command
-    that only reads gives ``input_bytes`` (see :func:`~latentdask.cluster.connect.connect`).
+    that only reads gives ``input_bytes`` (see :func:`~latentdask.cluster.connect.connect`); a
+    workflow's ``storage_options`` reach every worker before its first task.
     """
 
     def __init__(
-        self, choice: ClusterChoice, *, for_run: bool = False, input_bytes: int | None = None
+        self,
+        choice: ClusterChoice,
+        *,
+        for_run: bool = False,
+        input_bytes: int | None = None,
+        storage_options: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.choice = choice
         self.for_run = for_run
         self.input_bytes = input_bytes
+        self.storage_options = storage_options or {}
         self._stack = ExitStack()
         self._client: Client | None = None
 
@@ -81,6 +88,10 @@ class Connection:
             from latentdask.cluster.connect import connect
 
             self._client = self._stack.enter_context(connect(self.choice, input_bytes=self.input_bytes))
+            if self.storage_options:  # before any task: the workers' file systems take them
+                from latentdask.cluster.connect import StorageOptionsPlugin
+
+                self._client.register_plugin(StorageOptionsPlugin(self.storage_options))
         return self._client
 
 
