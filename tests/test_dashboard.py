@@ -10,12 +10,14 @@ where a missing browser is a failure.
 from __future__ import annotations
 
 import http.client
+import io
 import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -116,6 +118,32 @@ def test_explorer_counts_equal_statistics(store: Path) -> None:
         assert near == [7]
 
 
+def test_held_selection_aggregated_in_another_view_equals_numpy(store: Path) -> None:
+    """A selection held on worker processes, aggregated in another pair (full and zoomed): numpy's
+    2-d histogram of the selected rows."""
+    z = valid_z(store)
+    box = (*np.quantile(z[:, 1], [0.2, 0.9]).tolist(), *np.quantile(z[:, 4], [0.1, 0.8]).tolist())
+    expected = box_mask(z[:, 1], z[:, 4], box)
+    assert 0 < expected.sum() < len(z)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        explorer = Explorer(store, default_stats_path(store), client)
+        drawn = Drawn().then("new", selection.View.box((1, 4), box[:2], box[2:]))
+        held = explorer.hold(drawn.rows(explorer.points))
+        pair = View("pair", 2, 5)
+        full = explorer.projection(pair)
+        counts = explorer.aggregate_held(pair, held, full.x_range, full.y_range, 20, 10)
+        assert counts.sum() == expected.sum()
+        x_range = (float(np.median(z[:, 2])), float(z[:, 2].max()))
+        zoomed = explorer.aggregate_held(pair, held, x_range, full.y_range, 20, 10)
+        reference, _, _ = np.histogram2d(
+            z[expected, 5], z[expected, 2], bins=[10, 20], range=[full.y_range, x_range]
+        )
+        np.testing.assert_array_equal(zoomed, reference)
+
+
 def polygon_mask(x: np.ndarray, y: np.ndarray, vertices: list[tuple[float, float]]) -> np.ndarray:
     """matplotlib's point-in-polygon test: the reference for a lasso."""
     from matplotlib.path import Path as Polygon
@@ -183,6 +211,80 @@ def test_combined_selections_and_their_description_equal_numpy() -> None:
     assert empty.profile.selected == 0 and empty.mean is None and len(empty.sample) == 0
     with pytest.raises(SelectionError, match="nothing is selected"):
         Drawn().rows(points)
+
+
+def attribute_shares(
+    attributes: np.ndarray, chosen: np.ndarray, kept: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """numpy's share of each attribute (= 1) among the chosen rows and among the kept (valid, finite) rows."""
+    return (attributes[chosen] == 1).mean(axis=0), (attributes[kept] == 1).mean(axis=0)
+
+
+def test_attribute_profile_equals_numpy() -> None:
+    """Each attribute's share among the selected rows and among the valid, finite rows (not the
+    invalid or non-finite ones), ranked by their difference, against numpy; attributes chunked
+    unlike z; none ranked for an empty selection."""
+    rng = np.random.default_rng(11)
+    z = rng.normal(size=(2000, 4)).astype(np.float32)
+    z[::53, 2] = np.nan
+    valid = rng.random(2000) > 0.1
+    # attribute 0 follows component 0 (a selection on it differs most there), the rest are noise
+    attributes = np.where(rng.random((2000, 6)) < 0.3, 1, -1).astype(np.int8)
+    attributes[:, 0] = np.where(z[:, 0] > 0.3, 1, -1)
+    names = ("Smiling", "Bald", "Eyeglasses", "Male", "Young", "Blond_Hair")
+    points = ZPoints(
+        Path("in-memory"),
+        da.from_array(z, chunks=(450, 4)),
+        valid=da.from_array(valid, chunks=450),
+        attributes=da.from_array(attributes, chunks=(300, 6)),
+        attribute_names=names,
+    )
+    drawn = Drawn().then("new", selection.View.box((0, 1), (0.5, 3.0), (-2.0, 2.0)))
+    kept = valid & np.isfinite(z).all(axis=1)
+    expected = box_mask(z[:, 0].astype(np.float64), z[:, 1].astype(np.float64), (0.5, 3.0, -2.0, 2.0)) & kept
+    assert 100 < expected.sum() < 1000
+    summary = describe(points, drawn.rows(points), edges=np.linspace(-3, 3, 13), scheduler="threads")
+    assert summary.attributes is not None
+    chosen, corpus = attribute_shares(attributes, expected, kept)
+    np.testing.assert_allclose(summary.attributes.chosen, chosen, rtol=1e-12)
+    np.testing.assert_allclose(summary.attributes.corpus, corpus, rtol=1e-12)
+    order = np.argsort(-np.abs(chosen - corpus), kind="stable")[:4]
+    ranked = summary.attributes.ranked(4)
+    assert [name for name, _, _ in ranked] == [names[j] for j in order]
+    assert ranked[0][0] == "Smiling" and ranked[0][1] == 1.0  # every selected row has z_0 > 0.3
+    np.testing.assert_allclose([s for _, s, _ in ranked], chosen[order], rtol=1e-12)
+
+    nothing = Drawn().then("new", selection.View.box((0, 1), (50.0, 60.0), (50.0, 60.0)))
+    empty = describe(points, nothing.rows(points), edges=np.linspace(-3, 3, 13), scheduler="sync")
+    assert empty.attributes is not None and empty.attributes.ranked() == []
+    np.testing.assert_allclose(empty.attributes.corpus, corpus, rtol=1e-12)
+    bare = ZPoints(Path("in-memory"), da.from_array(z, chunks=(450, 4)))
+    assert describe(bare, drawn.rows(bare), edges=np.linspace(-3, 3, 13), scheduler="sync").attributes is None
+
+
+def test_attribute_profile_of_an_encoded_store_equals_numpy(store: Path) -> None:
+    """On the encoded synthetic faces (40 CelebA attributes), on worker processes."""
+    z = np.asarray(zarr.open_array(str(store / "z"), mode="r")[...], dtype=np.float64)
+    valid = np.asarray(zarr.open_array(str(store / "valid"), mode="r")[...], dtype=bool)
+    attributes = np.asarray(zarr.open_array(str(store / "attributes"), mode="r")[...])
+    names = [str(v) for v in zarr.open_array(str(store / "attribute"), mode="r")[...]]
+    assert attributes.shape == (len(z), 40)
+    box = (*np.quantile(z[:, 1], [0.3, 1.0]).tolist(), *np.quantile(z[:, 3], [0.0, 0.6]).tolist())
+    drawn = Drawn().then("new", selection.View.box((1, 3), box[:2], box[2:]))
+    kept = valid & np.isfinite(z).all(axis=1)
+    expected = box_mask(z[:, 1], z[:, 3], box) & kept
+    assert 0 < expected.sum() < kept.sum()
+    points = open_zpoints(store)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        summary = describe(points, drawn.rows(points), edges=np.linspace(-8, 8, 65), scheduler=client)
+    assert summary.attributes is not None
+    chosen, corpus = attribute_shares(attributes, expected, kept)
+    assert summary.attributes.names == tuple(names)
+    np.testing.assert_allclose(summary.attributes.chosen, chosen, rtol=1e-12)
+    np.testing.assert_allclose(summary.attributes.corpus, corpus, rtol=1e-12)
 
 
 def test_exported_selection_is_numpys_mask_and_feeds_stats(store: Path, tmp_path: Path) -> None:
@@ -685,6 +787,131 @@ def test_selections_in_headless_chromium(store: Path, tmp_path: Path) -> None:
     assert not errors, f"browser console errors: {errors}"
 
 
+#: the linked view's title and the selection's attribute table (its cells, row by row)
+LINKED_STATE = """() => {
+  if (!window.Bokeh || Bokeh.documents.length === 0) return null;
+  const models = [...Bokeh.documents[0].all_models];
+  const plot = models.find((m) => m.title?.text?.startsWith("linked view"));
+  const said = models.find((m) => typeof m.text === "string" && m.text.includes("highlighted: "))?.text ?? "";
+  const table = models.find((m) => typeof m.text === "string" && m.text.includes("whose share differs"));
+  const parse = (text) => new DOMParser().parseFromString(text, "text/html");
+  // the pane's text is its HTML, escaped once more: parsed twice
+  const cells = table === undefined ? [] : [...parse(parse(table.text).body.textContent)
+    .querySelectorAll("tbody tr")].map((row) => [...row.querySelectorAll("td")].map((td) => td.textContent));
+  const highlighted = said.match(/highlighted: [^;&]*in view/)?.[0] ?? "";
+  return {title: plot?.title?.text ?? "", highlighted, attributes: cells};
+}"""
+
+
+def linked_shows(page: Any, what: str, ok: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The linked view's state once ``ok`` holds for it (polled)."""
+    deadline = time.monotonic() + 60
+    while True:
+        state = page.evaluate(LINKED_STATE)
+        if state is not None and ok(state):
+            return dict(state)
+        if time.monotonic() > deadline:
+            pytest.fail(f"the page does not show {what}; it shows {state}")
+        page.wait_for_timeout(100)
+
+
+def linked_shown(
+    x_label: str, y_label: str, points: int, highlighted: int
+) -> Callable[[dict[str, Any]], bool]:
+    """Whether the linked view shows the pair and highlights ``highlighted`` rows of ``points``."""
+    said = f"highlighted: {highlighted:,} rows of the selection, among {points:,} points in view"
+    return lambda s: s["title"] == f"linked view {x_label} × {y_label}" and s["highlighted"] == said
+
+
+def valid_attributes(store: Path) -> np.ndarray:
+    """The attributes of the rows :func:`valid_z` keeps."""
+    z = np.asarray(zarr.open_array(str(store / "z"), mode="r")[...], dtype=np.float64)
+    valid = np.asarray(zarr.open_array(str(store / "valid"), mode="r")[...], dtype=bool)
+    attributes = np.asarray(zarr.open_array(str(store / "attributes"), mode="r")[...])
+    return attributes[valid & np.isfinite(z).all(axis=1)]
+
+
+def test_linked_view_and_attributes_in_headless_chromium(store: Path, tmp_path: Path) -> None:
+    """A box drawn in the left view: the linked view highlights numpy's count of its rows, in another
+    pair, in a pair picked on the heatmap and in the principal axes; the attribute table is numpy's."""
+    from playwright.sync_api import sync_playwright
+
+    needs_chromium()
+    z = valid_z(store)
+    n = len(z)
+    attributes = valid_attributes(store)
+    names = [str(v) for v in zarr.open_array(str(store / "attribute"), mode="r")[...]]
+    errors: list[str] = []
+    remote: list[str] = []
+    with serving(store, tmp_path) as url, sync_playwright() as playwright:
+        browser = launch(playwright)
+        page = browser.new_page(viewport={"width": 1900, "height": 1200})
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        def route(route: Any) -> None:
+            if route.request.url.startswith(url.rstrip("/")):
+                route.continue_()
+            else:
+                remote.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", route)
+        page.goto(url, wait_until="networkidle")
+        first = shows(page, "the projection", lambda s: s["title"].endswith(f": {n:,} points in view"))
+        a, b = first["a"], first["b"]
+        start = linked_shows(
+            page, "the linked view", lambda s: s["highlighted"].startswith("highlighted: 0 rows")
+        )
+        c, d = (int(v) for v in re.findall(r"latent (\d+)", start["title"]))
+        assert {c, d} != {a, b}
+
+        # a box in the left view: the linked view highlights every selected row (all are in its extent)
+        x, y = z[:, a], z[:, b]
+        box = (*np.quantile(x, [0.1, 0.7]).tolist(), *np.quantile(y, [0.2, 0.9]).tolist())
+        expected = box_mask(x, y, box)
+        count = int(expected.sum())
+        assert 0 < count < n
+        page.evaluate(SELECT_BOX, list(box))
+        selection_shows(page, "the box's count", lambda s: f"{count:,} of {n:,} rows selected" in s["text"])
+        linked_shows(
+            page, f"({c}, {d}) highlighting {count}", linked_shown(f"latent {c}", f"latent {d}", n, count)
+        )
+
+        # the attributes whose share differs most, with numpy's shares
+        chosen, corpus = attribute_shares(attributes, expected, np.ones(n, dtype=bool))
+        order = np.argsort(-np.abs(chosen - corpus), kind="stable")[:8]
+        table = [
+            [names[j], f"{chosen[j]:.1%}", f"{corpus[j]:.1%}", f"{100 * (chosen[j] - corpus[j]):+.1f} pt"]
+            for j in order
+        ]
+        linked_shows(page, f"the attribute table {table}", lambda s: s["attributes"] == table)
+
+        # clicks show the pair in the right view: the least correlated pair, picked on the heatmap
+        r = np.abs(np.corrcoef(z.T)) + np.eye(z.shape[1])
+        p, q = (int(k) for k in np.unravel_index(np.argmin(r), r.shape))
+        page.get_by_text("right view", exact=True).click()
+        page.mouse.click(*page.evaluate(HEATMAP_CELL, [p, q]))
+        linked_shows(
+            page, f"({p}, {q}) highlighting {count}", linked_shown(f"latent {p}", f"latent {q}", n, count)
+        )
+        shows(page, "the left view unchanged", lambda s: (s["a"], s["b"]) == (a, b))
+
+        # principal axes: the selected rows within ±5 sd of PC 1 and PC 2
+        eigenvalues, vectors = np.linalg.eigh(np.cov(z.T))
+        top = np.argsort(eigenvalues)[::-1][:2]
+        inside = (
+            np.abs((z - z.mean(axis=0)) @ vectors[:, top]) <= PC_SPREAD * np.sqrt(eigenvalues[top])
+        ).all(1)
+        page.get_by_text("principal axes", exact=True).click()
+        shown = linked_shown("PC 1", "PC 2", int(inside.sum()), int((inside & expected).sum()))
+        linked_shows(page, "the principal axes", shown)
+        page.screenshot(path=str(tmp_path / "linked.png"))
+        browser.close()
+    assert not remote, f"the page asked for remote resources: {remote}"
+    assert not errors, f"browser console errors: {errors}"
+
+
 def test_file_names_are_shown_as_text(hostile_store: Path, tmp_path: Path) -> None:
     """A file name built to close the alt attribute and add a handler runs no script and reads as written."""
     from playwright.sync_api import expect, sync_playwright
@@ -717,3 +944,54 @@ def test_file_names_are_shown_as_text(hostile_store: Path, tmp_path: Path) -> No
     assert not handlers and not errors, (handlers, errors)
     assert HOSTILE in captions  # all six images are the nearest: the name is there, letter for letter
     assert HOSTILE in alts
+
+
+def screenshot_selection(store: Path, out: Path, folder: Path) -> list[str]:
+    """The README's picture (docs/selection.png): ``latentdask serve STORE`` in ``folder``, a box drawn
+    in the strongest pair's upper right, the page saved as a 256-colour PNG once the selection's
+    statistics, images and linked view are shown; the browser's console errors.
+
+    Run it as ``python -m tests.test_dashboard STORE OUT`` from the repository's root.
+    """
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    z = valid_z(store)
+    errors: list[str] = []
+    with serving(store, folder) as url, sync_playwright() as playwright:
+        browser = launch(playwright)
+        page = browser.new_page(viewport={"width": 1780, "height": 1130})
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(url, wait_until="networkidle")
+        first = shows(page, "the projection", lambda s: s["title"].endswith(f": {len(z):,} points in view"))
+        x, y = z[:, first["a"]], z[:, first["b"]]
+        box = (*np.quantile(x, [0.55, 0.995]).tolist(), *np.quantile(y, [0.45, 0.995]).tolist())
+        page.evaluate(SELECT_BOX, list(box))
+        selection_shows(page, "the selection", lambda s: "rows selected" in s["text"])
+        linked_shows(
+            page, "the highlighted rows", lambda s: not s["highlighted"].startswith("highlighted: 0 ")
+        )
+        if zarr.open_group(str(store), mode="r").attrs.get("model_path"):  # the decoded mean shows
+            page.wait_for_selector("img[alt='decoded mean']", timeout=60_000)
+        page.wait_for_load_state("networkidle")
+        shot = Image.open(io.BytesIO(page.screenshot()))
+        browser.close()
+    shot.convert("RGB").quantize(256).save(out, optimize=True)
+    return errors
+
+
+def test_screenshot_helper(store: Path, tmp_path: Path) -> None:
+    """The helper that makes the README's picture still runs: a PNG under 300 kB, no console errors."""
+    needs_chromium()
+    out = tmp_path / "selection.png"
+    assert screenshot_selection(store, out, tmp_path) == []
+    assert 0 < out.stat().st_size < 300_000
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m tests.test_dashboard STORE OUT.png")
+    with tempfile.TemporaryDirectory() as folder:
+        found = screenshot_selection(Path(sys.argv[1]), Path(sys.argv[2]), Path(folder))
+    print(f"wrote {sys.argv[2]}" + (f"; console errors: {found}" if found else ""))

@@ -10,9 +10,13 @@ image the decoder makes at that latent position (every other component at the me
 A box or a lasso drawn in a pair of components selects rows over every z-point, evaluated
 on the workers (:mod:`latentdask.render.selected`); selections combine (new, add, subtract,
 intersect). Beside the projection: the selection's count and share, the components that set
-it apart (a click shows that pair), its histograms over the corpus's, the decoded image of
-its mean, a seeded sample of its real images, and ``Export``, which writes
-``selection-NAME.zarr`` for ``--rows``. :func:`explore` gives the same app to a notebook.
+it apart (a click shows that pair), where the store has CelebA attributes the ones whose share
+in it differs most from their share in the corpus, its histograms over the corpus's, the decoded
+image of its mean, a seeded sample of its real images, and ``Export``, which writes
+``selection-NAME.zarr`` for ``--rows``. The linked view, a second projection with its own pair or
+principal axes, draws the selection's rows in orange over every point in grey; a click on the
+heatmap or on a component sets the pair of the view the "clicks show" buttons name.
+:func:`explore` gives the same app to a notebook.
 
 Everything the page loads comes from the app's own server (bokeh and panel resources are
 served by it, no template, no remote fonts), so it works on a closed network.
@@ -45,6 +49,11 @@ from latentdask.store import selection
 
 #: canvas pixels of the projection (the plot's inner area)
 CANVAS = (560, 480)
+#: canvas pixels of the linked view
+LINKED = (340, 300)
+#: the linked view: every point in grey, the selection's rows in orange
+GREYS = ["#e6e6e6", "#8c8c8c", "#3a3a3a"]
+ORANGES = ["#fdae6b", "#e6550d", "#a63603"]
 NEAREST = 6
 THUMBNAIL = 72
 #: components listed as setting a selection apart
@@ -155,6 +164,7 @@ class Chosen(param.Parameterized):
 
     drawn = param.Parameter(default=Drawn())
     summary = param.Parameter(default=None)
+    held = param.Parameter(default=None)  # the selected rows, held on the workers (Explorer.hold)
 
 
 class Dashboard:
@@ -186,6 +196,19 @@ class Dashboard:
         self.decoded = pn.Row(name="decoded")
         self._last_view: View | None = None
         self.mode.param.watch(self._axes_for_mode, "value")
+        # the linked view: its own axes; the selection's rows drawn over every point
+        c0, d0 = _second_pair(stats)
+        self.linked_mode = pn.widgets.RadioButtonGroup(
+            options={"components": "pair", "principal axes": "pc"}, value="pair" if dim > 2 else "pc"
+        )
+        self.c = pn.widgets.IntInput(label="linked view: x axis", value=c0, start=0, end=dim - 1, width=160)
+        self.d = pn.widgets.IntInput(label="linked view: y axis", value=d0, start=0, end=dim - 1, width=160)
+        self.linked_mode.param.watch(self._axes_for_linked_mode, "value")
+        self.clicks_show = pn.widgets.RadioButtonGroup(
+            options={"left view": "left", "right view": "right"}, value="left"
+        )
+        self._last_linked: View | None = None
+        self.highlighted = pn.pane.Markdown("", width=420)
         # the selection beside the projection
         self.chosen = Chosen()
         self.combine = pn.widgets.RadioButtonGroup(
@@ -207,10 +230,23 @@ class Dashboard:
         self.apart = pn.Column(name="apart")
         self.mean_image = pn.Row(name="decoded mean")
         self.sample = pn.GridBox(ncols=4, name="sample")
+        self.attribute_profile = pn.pane.Markdown("", width=340)
 
     def _axes_for_mode(self, event: Any) -> None:
         """Principal axes start at the first two; components at the most correlated pair."""
         self.a.value, self.b.value = (0, 1) if event.new == "pc" else _strongest_pair(self.explorer.stats)
+
+    def _axes_for_linked_mode(self, event: Any) -> None:
+        self.c.value, self.d.value = (0, 1) if event.new == "pc" else _second_pair(self.explorer.stats)
+
+    def _set_pair(self, a: int, b: int) -> None:
+        """Show the pair (a, b) in the view the "clicks show" buttons name."""
+        if self.clicks_show.value == "right":
+            self.linked_mode.value = "pair"
+            self.c.value, self.d.value = a, b
+        else:
+            self.mode.value = "pair"
+            self.a.value, self.b.value = a, b
 
     # ------------------------------------------------------------------ state
 
@@ -276,6 +312,46 @@ class Dashboard:
         return hv.Image(image, bounds=bounds, kdims=[x_label, y_label], vdims=["points"]).opts(
             cmap="viridis", cnorm=shading, colorbar=True, clabel="points per pixel", **common
         )
+
+    def linked(self, mode: str, a: int, b: int, held: Any, x_range: Any = None, y_range: Any = None) -> Any:
+        """The linked view: every point in grey, the selection's rows (``held``) in orange over them.
+
+        Always an overlay of two images (a DynamicMap returns one type); the line under it says how
+        many of the selection's rows are highlighted in view.
+        """
+        import holoviews as hv
+
+        view = self.view(mode, a, b, "none", "none")
+        size = {"width": LINKED[0] + 80, "height": LINKED[1] + 60}
+        try:
+            full = self.explorer.projection(view)
+        except LatentdaskError as exc:
+            blank = hv.Image(np.full((2, 2), np.nan))
+            self.highlighted.object = f"linked view: {exc}"
+            return (blank * blank).opts(hv.opts.Image(**size, title="linked view"))
+        if view != self._last_linked or x_range is None or y_range is None:
+            x_range, y_range = full.x_range, full.y_range
+        self._last_linked = view
+        ranges = (tuple(x_range), tuple(y_range), *LINKED)
+        counts = self.explorer.aggregate(view, *ranges)
+        chosen = np.zeros_like(counts) if held is None else self.explorer.aggregate_held(view, held, *ranges)
+        x_label, y_label = full.labels
+        bounds = (x_range[0], y_range[0], x_range[1], y_range[1])
+        title = f"linked view {x_label} × {y_label}"
+        self.highlighted.object = (
+            f"highlighted: {int(chosen.sum()):,} rows of the selection, "
+            f"among {int(counts.sum()):,} points in view"
+        )
+        kdims = [x_label, y_label]
+        common = {"cnorm": "eq_hist", "xlabel": x_label, "ylabel": y_label, "framewise": True}
+        layers = []
+        for name, values, cmap in (("points", counts, GREYS), ("highlighted", chosen, ORANGES)):
+            # the range given: an empty layer (nothing selected) has no data range to compute
+            vdim = hv.Dimension(name, range=(1, max(int(values.max(initial=0)), 1)))
+            image = np.where(values > 0, values, np.nan)[::-1]
+            layers.append(hv.Image(image, bounds=bounds, kdims=kdims, vdims=[vdim]).opts(cmap=cmap, **common))
+        corpus, selected = layers
+        return (corpus * selected).opts(**size, title=title, toolbar="above")
 
     def overlay_points(self, mode: str, a: int, b: int, shown: list[str]) -> Any:
         """The shown overlays' points, all in one red Points element.
@@ -386,8 +462,7 @@ class Dashboard:
         dim = self.explorer.dim
         a, b = round(x), round(y)
         if 0 <= a < dim and 0 <= b < dim and a != b:
-            self.mode.value = "pair"
-            self.a.value, self.b.value = a, b
+            self._set_pair(a, b)
 
     def show_point(self, x: float | None, y: float | None) -> None:
         import panel as pn
@@ -462,9 +537,11 @@ class Dashboard:
             drawn = self.chosen.drawn.then(
                 self.combine.value, drawn_view((view.a, view.b), slice=view.threshold)
             )
+            # evaluated once, held on the workers: described here, drawn in the linked view
+            held = self.explorer.hold(drawn.rows(self.explorer.points))
             summary = describe(
                 self.explorer.points,
-                drawn.rows(self.explorer.points),
+                held,
                 edges=self.explorer.stats["bin_edges"].values,
                 scheduler=self.explorer.client,
             )
@@ -472,7 +549,7 @@ class Dashboard:
             self.selection_note.object = str(exc)
             return
         self.selection_note.object = ""
-        self.chosen.param.update(drawn=drawn, summary=summary)
+        self.chosen.param.update(drawn=drawn, summary=summary, held=held)
         self._show_selection()
 
     def _show_selection(self) -> None:
@@ -483,6 +560,7 @@ class Dashboard:
         if summary is None:
             self.selection_text.object = "draw a box or a lasso in the projection (toolbar) to select rows"
             self.apart.objects, self.mean_image.objects, self.sample.objects = [], [], []
+            self.attribute_profile.object = ""
             return
         contrast = summary.profile
         steps = " then ".join(f"{m} in ({v.pair[0]}, {v.pair[1]})" for m, v in drawn.steps)
@@ -506,6 +584,7 @@ class Dashboard:
             ),
             pn.GridBox(*buttons, ncols=2),
         ]
+        self.attribute_profile.object = _attribute_table(summary)
         if summary.mean is None:
             self.mean_image.objects = []
         elif self.sources.checkpoint is None:
@@ -520,8 +599,7 @@ class Dashboard:
     def _show_apart(self, component: int, others: list[int], _event: Any = None) -> None:
         """Show ``component`` against the strongest other one set apart."""
         if others:
-            self.mode.value = "pair"
-            self.a.value, self.b.value = component, others[0]
+            self._set_pair(component, others[0])
 
     def export(self, _event: Any = None) -> None:
         """Write the selection as ``selection-NAME.zarr`` in the selections folder."""
@@ -541,7 +619,7 @@ class Dashboard:
 
     def clear(self, _event: Any = None) -> None:
         self.selection_note.object = ""
-        self.chosen.param.update(drawn=Drawn(), summary=None)
+        self.chosen.param.update(drawn=Drawn(), summary=None, held=None)
         self._show_selection()
 
     # ------------------------------------------------------------------ layout
@@ -572,6 +650,11 @@ class Dashboard:
         boxes.add_subscriber(self.select_box)
         lassos = hv.streams.Lasso(source=projection, geometry=None)
         lassos.add_subscriber(self.select_lasso)
+        linked_ranges = hv.streams.RangeXY()
+        linked = hv.DynamicMap(
+            pn.bind(self.linked, mode=self.linked_mode, a=self.c, b=self.d, held=self.chosen.param.held),
+            streams=[linked_ranges],
+        )
         heat = self.heatmap()
         picks = hv.streams.Tap(source=heat, x=None, y=None)
         picks.add_subscriber(lambda x, y: self.show_pair(x, y))
@@ -600,6 +683,8 @@ class Dashboard:
             pn.Row(self.selection_name, self.export_button, self.clear_button),
             self.selection_note,
             self.apart,
+            self.attribute_profile,
+            histograms,
             self.mean_image,
             pn.pane.Markdown("a seeded sample of its rows"),
             self.sample,
@@ -613,7 +698,16 @@ class Dashboard:
                 self.nearest,
                 self.decoded,
             ),
-            pn.Column(histograms, heat),
+            pn.Column(
+                pn.pane.HoloViews(linked, name="linked view"),
+                self.highlighted,
+                self.linked_mode,
+                pn.Row(self.c, self.d),
+                pn.pane.Markdown("a click on the heatmap or on a component shows that pair in the"),
+                self.clicks_show,
+                heat,
+                width=440,
+            ),
             chosen,
         )
 
@@ -622,6 +716,31 @@ def _strongest_pair(stats: Any) -> tuple[int, int]:
     from latentdask.render.projections import ranked_pairs
 
     return ranked_pairs(stats, "corr", 1)[0]
+
+
+def _second_pair(stats: Any) -> tuple[int, int]:
+    """The linked view's first pair: the second most correlated (the first when there is one)."""
+    from latentdask.render.projections import ranked_pairs
+
+    return ranked_pairs(stats, "corr", 2)[-1]
+
+
+def _attribute_table(summary: Summary) -> str:
+    """The attributes whose share in the selection differs most from the corpus's, as a table."""
+    shares = summary.attributes
+    ranked = [] if shares is None else shares.ranked()
+    if not ranked:
+        return ""
+    lines = [
+        "attributes whose share differs most (selected vs all valid rows)",
+        "",
+        "| attribute | selected | all | difference |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, chosen, corpus in ranked:
+        cell = html.escape(name).replace("|", "\\|")  # a name stays text and one cell
+        lines.append(f"| {cell} | {chosen:.1%} | {corpus:.1%} | {100 * (chosen - corpus):+.1f} pt |")
+    return "\n".join(lines)
 
 
 def explore(

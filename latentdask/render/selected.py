@@ -9,8 +9,9 @@ and no column reaches the client. What the panel beside the projection shows tak
 1. :func:`latentdask.stats.contrast.profile`: how many rows, their share of the valid rows, and
    per component the standardized mean difference against the rest;
 2. :func:`describe`: their mean, per component their histogram on the statistics' bin edges,
-   and a seeded sample of their rows — chunk → combine → finalize over :class:`Described`,
-   through :func:`~latentdask.stats.reduce.reduce_blocks`.
+   a seeded sample of their rows and, where the store has CelebA attributes, each attribute's
+   share among them and among all valid rows (:class:`AttributeShares`) — chunk → combine →
+   finalize over :class:`Described`, through :func:`~latentdask.stats.reduce.reduce_blocks`.
 
 :func:`export` writes ``selection-NAME.zarr`` with :func:`~latentdask.store.selection.write_selection`,
 which ``stats --rows`` and ``render --rows`` read.
@@ -32,6 +33,7 @@ from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, location
 from latentdask.stats.contrast import SelectionProfile, profile
 from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts
+from latentdask.stats.summary import select_rows
 from latentdask.store.points import ZPoints
 from latentdask.store.selection import View, view_rows, write_selection
 
@@ -39,6 +41,8 @@ Combine = Literal["new", "add", "subtract", "intersect"]
 COMBINE_MODES: tuple[Combine, ...] = ("new", "add", "subtract", "intersect")
 #: rows of the seeded sample shown as real images
 SAMPLE = 12
+#: attributes listed in a selection's attribute profile
+ATTRIBUTES = 8
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -100,13 +104,17 @@ class Drawn:
 
 
 class Described(NamedTuple):
-    """What :func:`describe` merges: the selected rows' count, sum and histograms, and the sample so far."""
+    """What :func:`describe` merges: the selected rows' count, sum and histograms, the sample so far,
+    and per attribute how many rows have it (= 1), selected and valid."""
 
     n: int
     total: np.ndarray  # (N,) float64: Σ of the selected rows
     hist: np.ndarray  # (N, bins) int64, np.histogram's bins over the edges
     keys: np.ndarray  # (≤ k,) the sample's keys, ascending
     rows: np.ndarray  # (≤ k,) their store rows
+    valid: int  # valid, finite rows
+    chosen_with: np.ndarray  # (A,) int64: selected rows with the attribute (A = 0 without attributes)
+    valid_with: np.ndarray  # (A,) int64: valid, finite rows with it
 
 
 def histograms(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -119,9 +127,18 @@ def histograms(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def describe_chunk(
-    block: np.ndarray, chosen: np.ndarray, start: int, *, edges: np.ndarray, seed: int, sample: int
+    block: np.ndarray,
+    chosen: np.ndarray,
+    start: int,
+    valid: np.ndarray | None = None,
+    attributes: np.ndarray | None = None,
+    *,
+    edges: np.ndarray,
+    seed: int,
+    sample: int,
 ) -> Described:
-    """One block's selected rows (``chosen``: valid and finite already) as a :class:`Described` state.
+    """One block's selected rows (``chosen``: valid and finite already) as a :class:`Described` state;
+    with ``attributes`` (rows × A, ±1), how many of them and of the block's valid rows have each.
 
     Every row of the block draws a key from the stream ``(seed, start)`` whether selected or
     not, so a row's key does not depend on the selection: the sample is the selected rows of
@@ -131,8 +148,17 @@ def describe_chunk(
     x = np.asarray(block, dtype=np.float64)[chosen]
     keys = np.random.default_rng([seed, start]).random(len(chosen))[chosen]
     order = np.argsort(keys, kind="stable")[:sample]
+    kept, _, _ = select_rows(block, valid, None)
+    ones = np.zeros((len(chosen), 0), dtype=bool) if attributes is None else np.asarray(attributes) == 1
     return Described(
-        len(x), x.sum(axis=0), histograms(x, edges), keys[order], start + np.flatnonzero(chosen)[order]
+        len(x),
+        x.sum(axis=0),
+        histograms(x, edges),
+        keys[order],
+        start + np.flatnonzero(chosen)[order],
+        int(kept.sum()),
+        ones[chosen].sum(axis=0, dtype=np.int64),
+        ones[kept].sum(axis=0, dtype=np.int64),
     )
 
 
@@ -146,7 +172,28 @@ def describe_combine(states: Sequence[Described], *, sample: int) -> Described:
         np.sum([s.hist for s in states], axis=0),
         keys[order],
         rows[order],
+        sum(s.valid for s in states),
+        np.sum([s.chosen_with for s in states], axis=0),
+        np.sum([s.valid_with for s in states], axis=0),
     )
+
+
+@dataclass(frozen=True)
+class AttributeShares:
+    """Per CelebA attribute, its share (= 1) among the selected rows and among all valid rows."""
+
+    names: tuple[str, ...]
+    chosen: np.ndarray  # (A,) share among the selected rows (NaN when none is selected)
+    corpus: np.ndarray  # (A,) share among the valid, finite rows
+
+    def ranked(self, count: int = ATTRIBUTES) -> list[tuple[str, float, float]]:
+        """The ``count`` attributes whose share differs most, largest difference first:
+        (name, share selected, share overall); none when nothing is selected."""
+        difference = np.abs(self.chosen - self.corpus)
+        if not np.isfinite(difference).any():
+            return []
+        order = np.argsort(-difference, kind="stable")[:count]
+        return [(self.names[j], float(self.chosen[j]), float(self.corpus[j])) for j in order]
 
 
 @dataclass(frozen=True)
@@ -157,6 +204,7 @@ class Summary:
     mean: np.ndarray | None  # (N,) the selected rows' mean; None when none is selected
     hist: np.ndarray  # (N, bins) their histograms on the statistics' edges
     sample: np.ndarray  # store rows of the seeded sample
+    attributes: AttributeShares | None = None  # where the store has attributes
 
 
 def describe(
@@ -168,11 +216,14 @@ def describe(
     sample: int = SAMPLE,
     scheduler: Any,
 ) -> Summary:
-    """The profile of the rows ``chosen`` (from :meth:`Drawn.rows`), their mean, histograms and sample."""
+    """The profile of the rows ``chosen`` (from :meth:`Drawn.rows`), their mean, histograms, sample
+    and, where ``points`` has attributes, their attribute shares."""
     contrast = profile(points.z, chosen, valid=points.valid, scheduler=scheduler)
     blocks = [
-        (*block, start)
-        for block, start in zip(row_blocks(points.z, chosen), row_starts(points.z), strict=True)
+        (z, rows, start, valid, attributes)
+        for (z, rows, valid, attributes), start in zip(
+            row_blocks(points.z, chosen, points.valid, points.attributes), row_starts(points.z), strict=True
+        )
     ]
     graph = reduce_blocks(
         blocks,
@@ -182,7 +233,15 @@ def describe(
     )
     (state,) = dask.compute(graph, scheduler=scheduler)
     mean = state.total / state.n if state.n else None
-    return Summary(contrast, mean, state.hist, state.rows)
+    shares = None
+    if points.attributes is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shares = AttributeShares(
+                tuple(points.attribute_names),
+                state.chosen_with / state.n,
+                state.valid_with / max(state.valid, 1),
+            )
+    return Summary(contrast, mean, state.hist, state.rows, shares)
 
 
 def selection_path(folder: Where, name: str) -> Location:
