@@ -184,19 +184,26 @@ def bench_render(
             )
             zoom_w, zoom_h = canvas_size(width)
             zoom = Projection(
-                "zoom", "pair", full.a, full.b, _central(full.x_range), _central(full.y_range), zoom_w, zoom_h
+                "zoom",
+                "pair",
+                full.a,
+                full.b,
+                central_quarter(full.x_range),
+                central_quarter(full.y_range),
+                zoom_w,
+                zoom_h,
             )
 
             def dashboard() -> np.ndarray:
                 return explorer.aggregate(view, zoom.x_range, zoom.y_range, zoom.width, zoom.height)
 
             ours = dashboard()  # warm-up, as for pandas below
-            persisted = min(_timed(dashboard) for _ in range(repeats))
+            persisted = min(timed(dashboard) for _ in range(repeats))
             two = pd.concat(client.gather(explorer.frame(view)), ignore_index=True)[["x", "y"]]
             bounds = np.linspace(0, len(two), workers + 1).astype(int)
             parts = [two.iloc[b0:b1] for b0, b1 in pairwise(bounds)]
             zoomed = pandas_zoom(pool, parts, zoom)  # warm-up
-            in_pandas = min(_timed(lambda: pandas_zoom(pool, parts, zoom)) for _ in range(repeats))
+            in_pandas = min(timed(lambda: pandas_zoom(pool, parts, zoom)) for _ in range(repeats))
             report.add(zoom_baseline, len(two) / in_pandas / 1e6, "Mpoints/s", kind="baseline")
             report.check(
                 zoom_baseline, "zoomed canvas counts: largest |difference|", count_difference(ours, zoomed), 0
@@ -210,13 +217,15 @@ def bench_render(
     return report
 
 
-def _central(bounds: tuple[float, float]) -> tuple[float, float]:
+def central_quarter(bounds: tuple[float, float]) -> tuple[float, float]:
+    """The central quarter of an axis' range: the zoomed view of the benchmarks."""
     low, high = bounds
     quarter = (high - low) / 4
     return low + 1.5 * quarter, high - 1.5 * quarter
 
 
-def _timed(work: Callable[[], object]) -> float:
+def timed(work: Callable[[], object]) -> float:
+    """Seconds ``work`` takes."""
     started = time.perf_counter()
     work()
     return time.perf_counter() - started

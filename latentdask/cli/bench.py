@@ -229,6 +229,26 @@ def bench_render(
     )
 
 
+@app.command("serve")
+@user_errors
+def bench_serve(
+    n: Annotated[int, typer.Option("--n", help="Rows of the synthetic store.")] = 10_000_000,
+    dim: DimOption = 256,
+    chunk_rows: ChunkRowsOption = 262_144,
+    workers: WorkersOption = 2,
+    repeats: Annotated[int, typer.Option(help="Zoom timings; the best is kept.")] = 5,
+    json_out: JsonOption = None,
+) -> None:
+    """The dashboard's first view, zoom and a lasso's statistics over every z-point, against datashader
+    on pandas and numpy in memory, on the same cores."""
+    from latentdask.bench.serve import bench_serve as run
+
+    _run(
+        json_out,
+        functools.partial(run, n=n, dim=dim, chunk_rows=chunk_rows, workers=workers, repeats=repeats),
+    )
+
+
 @app.command("overhead")
 @user_errors
 def bench_overhead(

@@ -1,0 +1,211 @@
+"""``latentdask bench serve``: the dashboard's three waits at corpus scale, against pandas and numpy.
+
+One run on a synthetic store (``synth-latents``, 10,000,000 × 256 by default) and its
+statistics, every comparison on the same cores (``workers`` single-threaded worker processes
+against ``workers`` threads, or one process where the baseline is numpy's):
+
+(a) **first view** — what ``serve`` does before its first picture: the shown pair's columns
+    read from the store into the workers' memory, and every point aggregated on the canvas,
+    against reading the same two columns with zarr into a pandas DataFrame and datashader's
+    aggregation of it (``workers`` parts on as many threads).
+(b) **zoom** — re-aggregating the central quarter of each axis from the columns the workers
+    hold, against datashader on the in-memory DataFrame (best of ``repeats``). Goal: ≤ 0.3 s.
+(c) **a lasso's statistics** — a regular octagon in the pair's plane: the selected rows
+    evaluated over every z-point, their count and share, every component's standardized mean
+    difference against the rest, their mean, histograms and seeded sample (what the panel
+    shows, :func:`latentdask.render.selected.describe`), against numpy on the whole array in
+    memory (loaded untimed; matplotlib's ``contains_points`` for the lasso). Goal: ≤ 2 s.
+
+The baselines' canvases must equal the dashboard's count for count, and numpy's selection the
+same rows, means and differences. The memory the workers hold for one view is stated.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentdask.bench.render import central_quarter, pandas_zoom, timed
+from latentdask.bench.report import BenchReport, count_difference, local_client, warm_up
+from latentdask.generate.synthetic import synthesize_latents
+from latentdask.render.explore import Explorer, View
+from latentdask.render.projections import Projection, canvas_size, ranked_pairs
+from latentdask.render.selected import Drawn, describe
+from latentdask.stats.io import open_stats, stats_of, write_stats
+from latentdask.stats.summary import SummaryParams
+from latentdask.store.points import open_zpoints
+from latentdask.store.selection import View as Lasso
+
+#: the lasso: a regular octagon around the pair's mean, of radius this many standard deviations
+LASSO_RADIUS = 1.0
+
+
+def bench_serve(
+    *, n: int = 10_000_000, dim: int = 256, chunk_rows: int = 262_144, workers: int = 2, repeats: int = 5
+) -> BenchReport:
+    """Run the three measurements (see the module docstring)."""
+    import pandas as pd
+
+    report = BenchReport(
+        "dashboard at corpus scale",
+        setup={
+            "rows": n,
+            "dim": dim,
+            "chunk_rows": chunk_rows,
+            "workers": workers,
+            "baseline_threads": workers,
+        },
+    )
+    first_baseline = f"zarr read of the two columns + datashader on pandas ({workers} threads)"
+    zoom_baseline = f"datashader zoom on in-memory pandas ({workers} threads)"
+    lasso_baseline = "numpy in memory (matplotlib contains_points), one process"
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        ThreadPoolExecutor(workers, thread_name_prefix="bench-pandas") as pool,
+    ):
+        store = synthesize_latents(Path(scratch) / "points.zarr", n=n, dim=dim, seed=0, chunk_rows=chunk_rows)
+        with local_client(workers) as client:
+            client.run(warm_up, "latentdask.render.explore", "latentdask.render.selected")
+            stats_path = Path(scratch) / "stats.zarr"
+            write_stats(
+                stats_of(open_zpoints(store), params=SummaryParams(), scheduler=client),
+                stats_path,
+                source="bench",
+            )
+            stats = open_stats(stats_path).load()
+            (a, b) = ranked_pairs(stats, "corr", 1)[0]
+            view = View("pair", a, b)
+
+            # (a) first view: the columns into the workers' memory, then every point on the canvas
+            explorer = Explorer(store, stats_path, client)
+            full = explorer.projection(view, *canvas_size(800))
+            warm = explorer.projection(View("pair", 0, 1))  # datashader's kernels compile once per process
+            explorer.aggregate(View("pair", 0, 1), warm.x_range, warm.y_range, 8, 8)
+            started = time.perf_counter()
+            ours = explorer.aggregate(view, full.x_range, full.y_range, full.width, full.height)
+            first = time.perf_counter() - started
+            held = sum(client.nbytes(keys=[f.key for f in explorer.frame(view)]).values())
+
+            import zarr
+
+            tiny = pd.DataFrame({"x": np.zeros(4, np.float32), "y": np.zeros(4, np.float32)})
+            pandas_zoom(pool, [tiny] * workers, full)  # datashader's kernels compile once per process
+            started = time.perf_counter()
+            columns = np.asarray(zarr.open_array(str(store / "z"), mode="r").oindex[:, np.array([a, b])])
+            frame = pd.DataFrame({"x": columns[:, 0], "y": columns[:, 1]}, copy=False)
+            parts = [frame.iloc[b0:b1] for b0, b1 in pairwise(np.linspace(0, n, workers + 1).astype(int))]
+            theirs = pandas_zoom(pool, parts, full)
+            report.add(first_baseline, time.perf_counter() - started, "s", kind="baseline")
+            report.check(
+                first_baseline, "canvas counts: largest |difference|", count_difference(ours, theirs), 0
+            )
+            report.add(
+                "dashboard: first view (columns into worker memory + aggregation)",
+                first,
+                "s",
+                vs=[first_baseline],
+            )
+            report.add("memory the workers hold for one view", held / 2**20, "MiB", kind="detail")
+
+            # (b) zoom from the held columns
+            zoom = Projection(
+                "zoom",
+                "pair",
+                a,
+                b,
+                central_quarter(full.x_range),
+                central_quarter(full.y_range),
+                full.width,
+                full.height,
+            )
+            ours = explorer.aggregate(view, zoom.x_range, zoom.y_range, zoom.width, zoom.height)
+            zoomed = min(
+                timed(lambda: explorer.aggregate(view, zoom.x_range, zoom.y_range, zoom.width, zoom.height))
+                for _ in range(repeats)
+            )
+            theirs = pandas_zoom(pool, parts, zoom)
+            in_pandas = min(timed(lambda: pandas_zoom(pool, parts, zoom)) for _ in range(repeats))
+            report.add(zoom_baseline, in_pandas, "s", kind="baseline")
+            report.check(
+                zoom_baseline, "zoomed canvas counts: largest |difference|", count_difference(ours, theirs), 0
+            )
+            report.add("dashboard: zoom (goal 0.3 s)", zoomed, "s", vs=[zoom_baseline])
+
+            # (c) a lasso's statistics over every z-point
+            lasso = Lasso((a, b), _octagon(stats, a, b))
+            points = explorer.points
+            edges = stats["bin_edges"].values
+            started = time.perf_counter()
+            summary = describe(points, Drawn().then("new", lasso).rows(points), edges=edges, scheduler=client)
+            report.add(
+                "dashboard: a lasso's statistics (goal 2 s)",
+                time.perf_counter() - started,
+                "s",
+                vs=[lasso_baseline],
+            )
+
+        z = np.asarray(zarr.open_array(str(store / "z"), mode="r")[:])  # untimed: the baseline's load
+        started = time.perf_counter()
+        mask, smd, mean = _numpy_lasso(z, lasso)
+        report.add(lasso_baseline, time.perf_counter() - started, "s", kind="baseline")
+        report.check(
+            lasso_baseline,
+            "selected rows: count difference",
+            abs(int(mask.sum()) - summary.profile.selected),
+            0,
+        )
+        report.check(
+            lasso_baseline,
+            "standardized mean differences: largest |difference|",
+            float(np.nanmax(np.abs(smd - summary.profile.smd))),
+            1e-6,
+        )
+        assert summary.mean is not None
+        report.check(
+            lasso_baseline,
+            "selection mean: largest |difference|",
+            float(np.abs(mean - summary.mean).max()),
+            1e-6,
+        )
+        report.setup |= {"pair": [a, b], "lasso share": round(float(mask.mean()), 4)}
+        del z
+    return report
+
+
+def _numpy_lasso(
+    z: np.ndarray, lasso: Lasso, rows: int = 1 << 20
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The lasso's rows, every component's standardized mean difference and the selection's mean:
+    float64 sums and sums of squares per group, ``rows`` at a time (a float64 copy of the whole
+    array would not fit beside it)."""
+    from matplotlib.path import Path as Polygon
+
+    mask = Polygon(np.asarray(lasso.polygon)).contains_points(z[:, list(lasso.pair)].astype(np.float64))
+    n, sums, squares = np.zeros(2), np.zeros((2, z.shape[1])), np.zeros((2, z.shape[1]))
+    for start in range(0, len(z), rows):
+        x, chosen = z[start : start + rows].astype(np.float64), mask[start : start + rows]
+        for group, part in enumerate((x[chosen], x[~chosen])):
+            n[group] += len(part)
+            sums[group] += part.sum(axis=0)
+            squares[group] += np.square(part).sum(axis=0)
+    means = sums / n[:, None]
+    within = (squares - n[:, None] * means**2).sum(axis=0)
+    return mask, (means[0] - means[1]) / np.sqrt(within / (n.sum() - 2)), means[0]
+
+
+def _octagon(stats: Any, a: int, b: int) -> tuple[tuple[float, float], ...]:
+    mean, std = stats["mean"].values, stats["std"].values
+    angles = np.linspace(0, 2 * np.pi, 8, endpoint=False) + np.pi / 8
+    return tuple(
+        (
+            float(mean[a] + LASSO_RADIUS * std[a] * np.cos(t)),
+            float(mean[b] + LASSO_RADIUS * std[b] * np.sin(t)),
+        )
+        for t in angles
+    )
