@@ -948,8 +948,9 @@ def test_file_names_are_shown_as_text(hostile_store: Path, tmp_path: Path) -> No
 
 def screenshot_selection(store: Path, out: Path, folder: Path) -> list[str]:
     """The README's picture (docs/selection.png): ``latentdask serve STORE`` in ``folder``, a box drawn
-    in the strongest pair's upper right, the page saved as a 256-colour PNG once the selection's
-    statistics, images and linked view are shown; the browser's console errors.
+    in the strongest pair's upper right, the linked view in the principal axes, the page saved as a
+    256-colour PNG once the selection's statistics, images and linked view are shown; the browser's
+    console errors.
 
     Run it as ``python -m tests.test_dashboard STORE OUT`` from the repository's root.
     """
@@ -969,13 +970,18 @@ def screenshot_selection(store: Path, out: Path, folder: Path) -> list[str]:
         box = (*np.quantile(x, [0.55, 0.995]).tolist(), *np.quantile(y, [0.45, 0.995]).tolist())
         page.evaluate(SELECT_BOX, list(box))
         selection_shows(page, "the selection", lambda s: "rows selected" in s["text"])
+        page.get_by_text("principal axes", exact=True).click()
         linked_shows(
-            page, "the highlighted rows", lambda s: not s["highlighted"].startswith("highlighted: 0 ")
+            page,
+            "the highlighted rows in the principal axes",
+            lambda s: (
+                s["title"] == "linked view PC 1 × PC 2" and not s["highlighted"].startswith("highlighted: 0 ")
+            ),
         )
         if zarr.open_group(str(store), mode="r").attrs.get("model_path"):  # the decoded mean shows
             page.wait_for_selector("img[alt='decoded mean']", timeout=60_000)
         page.wait_for_load_state("networkidle")
-        shot = Image.open(io.BytesIO(page.screenshot()))
+        shot = Image.open(io.BytesIO(page.screenshot(full_page=True)))
         browser.close()
     shot.convert("RGB").quantize(256).save(out, optimize=True)
     return errors

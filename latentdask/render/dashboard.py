@@ -217,7 +217,7 @@ class Dashboard:
         self.next_drawn = pn.pane.Markdown(NEXT_DRAWN["new"], width=340)
         self.combine.param.watch(self._next_drawn, "value")
         self.selection_name = pn.widgets.TextInput(
-            label="name (exported as selection-NAME.zarr)", value="selected"
+            label="name (exported as selection-NAME.zarr)", value="selected", width=190
         )
         self.export_button = pn.widgets.Button(label="Export", color="primary")
         self.clear_button = pn.widgets.Button(label="Clear")
@@ -682,12 +682,12 @@ class Dashboard:
             self.selection_text,
             pn.Row(self.selection_name, self.export_button, self.clear_button),
             self.selection_note,
-            self.apart,
-            self.attribute_profile,
-            histograms,
             self.mean_image,
             pn.pane.Markdown("a seeded sample of its rows"),
             self.sample,
+            self.apart,
+            self.attribute_profile,
+            histograms,
             width=360,
         )
         return pn.Row(
