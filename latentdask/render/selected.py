@@ -27,12 +27,14 @@ from typing import Any, Literal, NamedTuple
 
 import dask
 import dask.array as da
+import numba
 import numpy as np
 
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, location
 from latentdask.stats.contrast import SelectionProfile, profile
 from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts
+from latentdask.stats.scan import histogram_bin
 from latentdask.stats.summary import select_rows
 from latentdask.store.points import ZPoints
 from latentdask.store.selection import View, view_rows, write_selection
@@ -117,13 +119,23 @@ class Described(NamedTuple):
     valid_with: np.ndarray  # (A,) int64: valid, finite rows with it
 
 
-def histograms(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Per column of ``x``, ``np.histogram(column, edges)[0]`` (the last bin closed), in one bincount."""
-    bins = len(edges) - 1
-    index = np.searchsorted(edges, x, side="right") - 1
-    index[x == edges[-1]] = bins - 1
-    flat = (np.arange(x.shape[1]) * bins + index)[(index >= 0) & (index < bins)]
-    return np.bincount(flat, minlength=x.shape[1] * bins).reshape(x.shape[1], bins).astype(np.int64)
+@numba.njit(cache=True, nogil=True)
+def chosen_sums(block: np.ndarray, chosen: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Over the ``chosen`` rows of a float32 block, one pass: per column the float64 sum, and the
+    counts ``np.histogram(column, edges)`` gives (the last bin closed; values outside left out)."""
+    width, bins = block.shape[1], len(edges) - 1
+    scale = bins / (edges[bins] - edges[0])
+    total = np.zeros(width)
+    hist = np.zeros((width, bins), dtype=np.int64)
+    for i in range(block.shape[0]):
+        if chosen[i]:
+            for j in range(width):
+                v = np.float64(block[i, j])
+                total[j] += v
+                k = histogram_bin(v, edges, scale)
+                if 0 <= k < bins:
+                    hist[j, k] += 1
+    return total, hist
 
 
 def describe_chunk(
@@ -145,15 +157,15 @@ def describe_chunk(
     smallest key, and a row added to a selection leaves the rest of its sample in place.
     """
     chosen = np.asarray(chosen, dtype=bool)
-    x = np.asarray(block, dtype=np.float64)[chosen]
+    total, hist = chosen_sums(np.ascontiguousarray(block), chosen, edges)
     keys = np.random.default_rng([seed, start]).random(len(chosen))[chosen]
     order = np.argsort(keys, kind="stable")[:sample]
     kept, _, _ = select_rows(block, valid, None)
     ones = np.zeros((len(chosen), 0), dtype=bool) if attributes is None else np.asarray(attributes) == 1
     return Described(
-        len(x),
-        x.sum(axis=0),
-        histograms(x, edges),
+        int(chosen.sum()),
+        total,
+        hist,
         keys[order],
         start + np.flatnonzero(chosen)[order],
         int(kept.sum()),

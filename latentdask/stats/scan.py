@@ -52,7 +52,7 @@ class BlockScan(NamedTuple):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _bin(v: float, edges: np.ndarray, scale: float) -> int:
+def histogram_bin(v: float, edges: np.ndarray, scale: float) -> int:
     """-1 below, len(edges) - 1 above, else the bin np.histogram would choose."""
     bins = len(edges) - 1
     if v < edges[0]:
@@ -144,7 +144,7 @@ def _scan(
                 if not keep[r]:
                     continue
                 v = np.float64(x[r, j])
-                hist[j, _bin(v, edges, scale) + 1] += 1
+                hist[j, histogram_bin(v, edges, scale) + 1] += 1
                 d = v - mu
                 d2 = d * d
                 m3[j] += d2 * d
@@ -166,7 +166,7 @@ def _scan(
                 continue
             length = np.sqrt(squared[r - r0])
             radius_total += length
-            radius[_bin(length, radius_edges, radius_scale) + 1] += 1
+            radius[histogram_bin(length, radius_edges, radius_scale) + 1] += 1
             for k in range(n_thresholds):
                 c = outside[k, r - r0]
                 if c == 0:
@@ -193,7 +193,7 @@ def _centred_radii(x: np.ndarray, keep: np.ndarray, centre: np.ndarray, radius_e
                 s += d * d
             length = np.sqrt(s)
             total += length
-            counts[_bin(length, radius_edges, scale) + 1] += 1
+            counts[histogram_bin(length, radius_edges, scale) + 1] += 1
     return counts, total
 
 
