@@ -199,6 +199,14 @@ def test_combined_selections_and_their_description_equal_numpy() -> None:
     assert summary.profile.share == pytest.approx(len(chosen) / (valid & np.isfinite(x).all(axis=1)).sum())
     assert summary.mean is not None
     np.testing.assert_allclose(summary.mean, chosen.mean(axis=0), rtol=1e-12)
+    rest = x[~expected & valid & np.isfinite(x).all(axis=1)]
+    pooled = np.sqrt(
+        (chosen.var(axis=0) * len(chosen) + rest.var(axis=0) * len(rest))
+        / (len(x[valid & np.isfinite(x).all(axis=1)]) - 2)
+    )
+    np.testing.assert_allclose(
+        summary.profile.smd, (chosen.mean(axis=0) - rest.mean(axis=0)) / pooled, rtol=1e-10
+    )
     for j in range(5):
         np.testing.assert_array_equal(summary.hist[j], np.histogram(chosen[:, j], bins=edges)[0])
     assert len(set(summary.sample)) == len(summary.sample) == 12
@@ -453,6 +461,26 @@ def launch(playwright: Any) -> Any:
     )
 
 
+def watched_page(browser: Any, url: str, width: int, height: int) -> tuple[Any, list[str], list[str]]:
+    """A page of ``browser``, the console and page errors it records, and the requests it aborted:
+    every request must go to ``url``'s server (nothing is fetched from elsewhere)."""
+    errors: list[str] = []
+    remote: list[str] = []
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    def route(route: Any) -> None:
+        if route.request.url.startswith(url.rstrip("/")):
+            route.continue_()
+        else:
+            remote.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", route)
+    return page, errors, remote
+
+
 #: what the page shows, read from its Bokeh models: the projection's title, ranges and red points,
 #: and the two axis widgets (null until the document is there)
 PAGE_STATE = """() => {
@@ -603,22 +631,9 @@ def test_dashboard_in_headless_chromium(
     pcs = (z - z.mean(axis=0)) @ vectors[:, first]
     spread = PC_SPREAD * np.sqrt(eigenvalues[first])
     in_pc_view = int((np.abs(pcs) <= spread).all(axis=1).sum())
-    errors: list[str] = []
-    remote: list[str] = []
     with sync_playwright() as playwright:
         browser = launch(playwright)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-
-        def route(route: Any) -> None:  # everything must come from the app's own server
-            if route.request.url.startswith(server.rstrip("/")):
-                route.continue_()
-            else:
-                remote.append(route.request.url)
-                route.abort()
-
-        page.route("**/*", route)
+        page, errors, remote = watched_page(browser, server, 1500, 1100)
         page.goto(server, wait_until="networkidle")
         first_pair = shows(
             page,
@@ -692,22 +707,9 @@ def test_selections_in_headless_chromium(store: Path, tmp_path: Path) -> None:
     z = valid_z(store)
     n = len(z)
     edges = open_stats(default_stats_path(store))["bin_edges"].values
-    errors: list[str] = []
-    remote: list[str] = []
     with serving(store, tmp_path) as url, sync_playwright() as playwright:
         browser = launch(playwright)
-        page = browser.new_page(viewport={"width": 1900, "height": 1200})
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-
-        def route(route: Any) -> None:
-            if route.request.url.startswith(url.rstrip("/")):
-                route.continue_()
-            else:
-                remote.append(route.request.url)
-                route.abort()
-
-        page.route("**/*", route)
+        page, errors, remote = watched_page(browser, url, 1900, 1200)
         page.goto(url, wait_until="networkidle")
         first = shows(page, "the projection", lambda s: s["title"].endswith(f": {n:,} points in view"))
         a, b = first["a"], first["b"]
@@ -841,22 +843,9 @@ def test_linked_view_and_attributes_in_headless_chromium(store: Path, tmp_path: 
     n = len(z)
     attributes = valid_attributes(store)
     names = [str(v) for v in zarr.open_array(str(store / "attribute"), mode="r")[...]]
-    errors: list[str] = []
-    remote: list[str] = []
     with serving(store, tmp_path) as url, sync_playwright() as playwright:
         browser = launch(playwright)
-        page = browser.new_page(viewport={"width": 1900, "height": 1200})
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-
-        def route(route: Any) -> None:
-            if route.request.url.startswith(url.rstrip("/")):
-                route.continue_()
-            else:
-                remote.append(route.request.url)
-                route.abort()
-
-        page.route("**/*", route)
+        page, errors, remote = watched_page(browser, url, 1900, 1200)
         page.goto(url, wait_until="networkidle")
         first = shows(page, "the projection", lambda s: s["title"].endswith(f": {n:,} points in view"))
         a, b = first["a"], first["b"]

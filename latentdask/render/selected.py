@@ -4,14 +4,14 @@ A selection is a sequence of drawn views — a box or a lasso in the pair of com
 with the slice condition when a slice is shown — each combined with the rows selected so far:
 ``new``, ``add``, ``subtract`` or ``intersect``. Its rows are evaluated where they lie, block by
 block over every z-point, by :func:`latentdask.store.selection.view_rows`: nothing is sampled
-and no column reaches the client. What the panel beside the projection shows takes two passes:
-
-1. :func:`latentdask.stats.contrast.profile`: how many rows, their share of the valid rows, and
-   per component the standardized mean difference against the rest;
-2. :func:`describe`: their mean, per component their histogram on the statistics' bin edges,
-   a seeded sample of their rows and, where the store has CelebA attributes, each attribute's
-   share among them and among all valid rows (:class:`AttributeShares`) — chunk → combine →
-   finalize over :class:`Described`, through :func:`~latentdask.stats.reduce.reduce_blocks`.
+and no column reaches the client. What the panel beside the projection shows takes one pass,
+:func:`describe`: how many rows, their share of the valid rows and per component the
+standardized mean difference against the rest (the moments of
+:func:`latentdask.stats.contrast.profile_block`), their mean, per component their histogram on
+the statistics' bin edges, a seeded sample of their rows and, where the store has CelebA
+attributes, each attribute's share among them and among all valid rows
+(:class:`AttributeShares`) — chunk → combine → finalize over :class:`Described`, through
+:func:`~latentdask.stats.reduce.reduce_blocks`.
 
 :func:`export` writes ``selection-NAME.zarr`` with :func:`~latentdask.store.selection.write_selection`,
 which ``stats --rows`` and ``render --rows`` read.
@@ -32,7 +32,8 @@ import numpy as np
 
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, location
-from latentdask.stats.contrast import SelectionProfile, profile
+from latentdask.stats.contrast import SelectionProfile, profile_block, profile_of
+from latentdask.stats.kernels import GroupMoments, groups_combine
 from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts
 from latentdask.stats.scan import histogram_bin
 from latentdask.stats.summary import select_rows
@@ -107,7 +108,7 @@ class Drawn:
 
 class Described(NamedTuple):
     """What :func:`describe` merges: the selected rows' count, sum and histograms, the sample so far,
-    and per attribute how many rows have it (= 1), selected and valid."""
+    per attribute how many rows have it (= 1), selected and valid, and the two groups' moments."""
 
     n: int
     total: np.ndarray  # (N,) float64: Σ of the selected rows
@@ -117,6 +118,7 @@ class Described(NamedTuple):
     valid: int  # valid, finite rows
     chosen_with: np.ndarray  # (A,) int64: selected rows with the attribute (A = 0 without attributes)
     valid_with: np.ndarray  # (A,) int64: valid, finite rows with it
+    groups: GroupMoments  # the selected rows and the rest: the profile (standardized differences)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -171,6 +173,7 @@ def describe_chunk(
         int(kept.sum()),
         ones[chosen].sum(axis=0, dtype=np.int64),
         ones[kept].sum(axis=0, dtype=np.int64),
+        profile_block(block, valid, chosen),
     )
 
 
@@ -187,6 +190,7 @@ def describe_combine(states: Sequence[Described], *, sample: int) -> Described:
         sum(s.valid for s in states),
         np.sum([s.chosen_with for s in states], axis=0),
         np.sum([s.valid_with for s in states], axis=0),
+        groups_combine([s.groups for s in states]),
     )
 
 
@@ -230,7 +234,6 @@ def describe(
 ) -> Summary:
     """The profile of the rows ``chosen`` (from :meth:`Drawn.rows`), their mean, histograms, sample
     and, where ``points`` has attributes, their attribute shares."""
-    contrast = profile(points.z, chosen, valid=points.valid, scheduler=scheduler)
     blocks = [
         (z, rows, start, valid, attributes)
         for (z, rows, valid, attributes), start in zip(
@@ -253,7 +256,7 @@ def describe(
                 state.chosen_with / state.n,
                 state.valid_with / max(state.valid, 1),
             )
-    return Summary(contrast, mean, state.hist, state.rows, shares)
+    return Summary(profile_of(state.groups), mean, state.hist, state.rows, shares)
 
 
 def selection_path(folder: Where, name: str) -> Location:

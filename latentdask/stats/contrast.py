@@ -64,7 +64,8 @@ def _two_group_sums(
     return n, s1, s2
 
 
-def _profile_block(block: np.ndarray, valid: np.ndarray | None, chosen: np.ndarray) -> GroupMoments:
+def profile_block(block: np.ndarray, valid: np.ndarray | None, chosen: np.ndarray) -> GroupMoments:
+    """One block's two groups, the ``chosen`` rows and the rest of its valid, finite rows."""
     keep, _, _ = select_rows(block, valid, None)
     block = np.ascontiguousarray(block)
     first = np.flatnonzero(keep)[:1024]  # sums about a point near the data stay accurate far from 0
@@ -81,9 +82,14 @@ def profile(
 ) -> SelectionProfile:
     """The profile of the rows ``chosen`` (a boolean dask array aligned with ``z``'s rows)."""
     graph = reduce_blocks(
-        row_blocks(z, valid, chosen), chunk=_profile_block, combine=groups_combine, name="selection_profile"
+        row_blocks(z, valid, chosen), chunk=profile_block, combine=groups_combine, name="selection_profile"
     )
     (groups,) = dask.compute(graph, scheduler=scheduler)
+    return profile_of(groups)
+
+
+def profile_of(groups: GroupMoments) -> SelectionProfile:
+    """The profile from the merged moments of :func:`profile_block`'s two groups."""
     n, mean, m2 = groups.n[0], groups.mean[0], groups.m2[0]  # group 0 selected, 1 the rest
     with np.errstate(invalid="ignore", divide="ignore"):
         pooled = np.sqrt((m2[0] + m2[1]) / max(int(n.sum()) - 2, 1))
