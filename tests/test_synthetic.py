@@ -11,7 +11,13 @@ import pytest
 
 from latentdask.data.celeba_names import ATTRIBUTE_NAMES
 from latentdask.data.dataset import open_dataset
-from latentdask.data.face_drawing import CONTROLLED_ATTRIBUTES, FaceParams, draw_params, render_face
+from latentdask.data.face_drawing import (
+    CONTROLLED_ATTRIBUTES,
+    FaceParams,
+    draw_params,
+    render_face,
+    render_face_jpeg,
+)
 from latentdask.data.synthetic_faces import celeba_like_splits, read_recipe, synthesize, synthetic_recipe
 from latentdask.errors import DatasetError
 from latentdask.store.output import OutputError
@@ -133,3 +139,11 @@ def test_same_recipe_again_is_a_no_op_other_recipe_replaces_it(tmp_path: Path) -
     synthesize(root, n=4, seed=1, progress=False)  # synthetic faces made earlier: replaced
     assert read_recipe(root) == synthetic_recipe(4, 1)
     assert len(list((root / "img_align_celeba").iterdir())) == 4
+
+
+def test_many_faces_are_drawn_on_every_core_with_the_same_bytes(tmp_path: Path) -> None:
+    root = synthesize(tmp_path / "faces", n=2500, seed=4, progress=False)  # three tasks of the pool
+    for index in (0, 999, 1000, 2499):
+        expected = render_face_jpeg(seed=4, index=index)[0]
+        assert (root / "img_align_celeba" / f"{index + 1:06d}.jpg").read_bytes() == expected
+    assert len((root / "list_attr_celeba.txt").read_text().splitlines()) == 2 + 2500
