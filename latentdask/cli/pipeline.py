@@ -165,6 +165,10 @@ def encode(
     precision: Annotated[
         str, typer.Option(help="The encoder's arithmetic: fp32, or bf16/fp16 autocast (faster on GPUs).")
     ] = ENCODE.precision,
+    decoder: Annotated[
+        str,
+        typer.Option(help="JPEG decoding: pil (CPU cores), or nvjpeg (on the GPU; needs torchvision)."),
+    ] = ENCODE.decoder,
     decode_threads: Annotated[
         int | None,
         typer.Option(

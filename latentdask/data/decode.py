@@ -186,11 +186,11 @@ def decode_rgb(
             # refusal here. The filters are process-wide, but every decoding thread installs
             # this same one, so an interleaving can only leave it in place.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = _open_header(data)
+            image = open_header(data)
             size = image.size
             if limit is not None and size[0] * size[1] > limit:  # refused like PIL's own bound
                 raise Image.DecompressionBombError(f"{size[0] * size[1]} pixels")
-            box, crop = _crop_box(size, prep.crop)
+            box, crop = crop_box(size, prep.crop)
             scale = _draft(image, box, prep) if prep.draft else 1.0
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -214,7 +214,7 @@ def decode_rgb(
     return np.asarray(resized, dtype=np.uint8), crop
 
 
-def _open_header(data: bytes) -> ImageFile.ImageFile:
+def open_header(data: bytes) -> ImageFile.ImageFile:
     """``Image.open`` without its decompression-bomb check: the header is read, no pixel decoded.
 
     ``Image.open`` compares width × height with PIL's own bound before it returns, so an
@@ -245,9 +245,10 @@ def _crop(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
     return image if box == (0, 0, *image.size) else image.crop(box)
 
 
-def _crop_box(
+def crop_box(
     size: tuple[int, int], box: tuple[int, int, int, int] | None
 ) -> tuple[tuple[int, int, int, int], CropMode]:
+    """The region of an image of ``size`` to keep: ``box``, else its centred largest square."""
     width, height = size
     if box is None:
         return (0, 0, width, height), "none"

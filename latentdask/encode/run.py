@@ -36,8 +36,9 @@ from latentdask.cluster.spec import LocalSpec
 from latentdask.data.container import Container
 from latentdask.data.dataset import open_dataset
 from latentdask.data.manifest import Shard
+from latentdask.data.nvjpeg import check_nvjpeg
 from latentdask.encode.task import STAGES, ModelPlugin, ShardJob, ShardReport, encode_shard
-from latentdask.errors import CheckpointError
+from latentdask.errors import CheckpointError, LatentdaskError
 from latentdask.location import Location, Where, identity, location
 from latentdask.model.config import CheckpointConfig, checkpoint_sha256, read_checkpoint_config
 from latentdask.progress import console, progress_bar
@@ -75,6 +76,9 @@ class EncodeOptions(BaseModel):
     #: the encoder's arithmetic: fp32 (exact, the default), or bf16/fp16 autocast (faster on GPUs;
     #: latents differ from fp32 by a bounded amount, see tests/test_encode.py); part of the store's record
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    #: JPEG decoding: "pil" on the CPU cores (the default, the same pixels everywhere), or "nvjpeg"
+    #: on the GPU (torchvision; within NVJPEG_TOLERANCE of pil); part of the store's record
+    decoder: Literal["pil", "nvjpeg"] = "pil"
     #: threads decoding ahead of the encoder; 0: decode in the task's own thread; None: 1 on
     #: CPU (the cores are busy encoding), the worker's cores per GPU beside a GPU (decoding is then the limit)
     decode_threads: int | None = Field(default=None, ge=0)
@@ -175,12 +179,18 @@ def encode(
         "split_selection": options.split,
         "preprocessing": config.preprocessing.model_dump(mode="json"),
         "precision": options.precision,
+        "decoder": options.decoder,
     }
     expected = metadata | {
         "shard_size": options.shard_size,
         "latent_dim": config.model.latent_dim,
         "recon_error": options.reconstruction_error,
     }
+
+    if options.decoder == "nvjpeg":
+        if options.device == "cpu":
+            raise LatentdaskError("--decoder nvjpeg decodes on the GPU: it needs --device cuda or auto")
+        check_nvjpeg(config.preprocessing)
 
     # 2. The outputs: refused before anything runs if they are someone else's or an input.
     if options.resume and options.overwrite:
@@ -384,6 +394,7 @@ def _job(
         batch_size=options.batch_size,
         device=options.device,
         precision=options.precision,
+        decoder=options.decoder,
         decode_threads=options.decode_threads,
         torch_threads=options.torch_threads,
         reconstruction_error=options.reconstruction_error,

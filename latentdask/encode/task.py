@@ -39,7 +39,8 @@ from latentdask.data.container import Container
 from latentdask.data.decode import Preprocessing, decode_rgb
 from latentdask.data.isolated import IsolatedDecoder
 from latentdask.data.manifest import Shard
-from latentdask.errors import CheckpointError, ImageDecodeError
+from latentdask.data.nvjpeg import JpegFile, decode_on_device, inspect_jpeg, require_torchvision
+from latentdask.errors import CheckpointError, ImageDecodeError, LatentdaskError
 from latentdask.stats.summary import SummaryParams, SummaryState, summary_chunk
 from latentdask.store.integrity import shard_checksums
 from latentdask.store.layout import CHECKSUM_ARRAY, StoreError, columns, store_array
@@ -68,6 +69,8 @@ class ShardJob:
     batch_size: int
     device: str
     precision: str
+    #: "pil" (on the CPU) or "nvjpeg" (JPEGs decoded, cropped and resized on the GPU)
+    decoder: str
     decode_threads: int | None
     torch_threads: int | None
     reconstruction_error: bool
@@ -162,11 +165,14 @@ def job_model(job: ShardJob) -> tuple[Autoencoder, torch.device]:
 
 @dataclass
 class _Loaded:
+    """One row read: its pixels (uint8 HWC), or the JPEG the GPU decodes, or why it is invalid."""
+
     pixels: np.ndarray | None
     reason: str
     crop: str
     read_seconds: float
     decode_seconds: float
+    jpeg: JpegFile | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +216,8 @@ def _load(
                 raise found
             data = found
         t1 = time.perf_counter()
+        if job.decoder == "nvjpeg" and (jpeg := inspect_jpeg(data, job.preprocessing)) is not None:
+            return _Loaded(None, "", jpeg.crop, read_seconds, time.perf_counter() - t1, jpeg)
         rgb, crop = decode_rgb(data, job.preprocessing, name)
     except ImageDecodeError as exc:
         return _Loaded(None, exc.reason, "", read_seconds, 0.0)
@@ -241,7 +249,44 @@ def _batches(
         yield start, [f.result() for f in current]
 
 
-def _autocast(precision: str, device: torch.device) -> Any:
+def _on_device(job: ShardJob, loaded: list[_Loaded], start: int, device: torch.device) -> torch.Tensor:
+    """The batch's valid images as uint8 (n, 3, size, size) on ``device``, in row order.
+
+    JPEGs left for the GPU are decoded there; one that nvJPEG cannot decode is decoded by
+    PIL here, or becomes an invalid row with PIL's reason (``loaded`` is updated in place).
+    """
+    import torch
+
+    jpegs = [(k, item.jpeg) for k, item in enumerate(loaded) if item.jpeg is not None]
+    decoded = None
+    if jpegs:
+        decoded, failed = decode_on_device([jpeg for _, jpeg in jpegs], job.preprocessing, device)
+        for k, jpeg in (jpegs[f] for f in failed):
+            item = loaded[k]
+            item.jpeg = None
+            try:
+                item.pixels, item.crop = decode_rgb(jpeg.data, job.preprocessing, str(job.names[start + k]))
+            except ImageDecodeError as exc:
+                item.reason = exc.reason
+    on_gpu = [k for k, item in enumerate(loaded) if item.jpeg is not None]
+    on_host = [k for k, item in enumerate(loaded) if item.pixels is not None]
+    if decoded is not None and not on_host:
+        return decoded
+    side = job.preprocessing.image_size
+    images = torch.empty((len(on_gpu) + len(on_host), 3, side, side), dtype=torch.uint8, device=device)
+    position = {k: p for p, k in enumerate(sorted(on_gpu + on_host))}
+    if on_host:
+        pixels = torch.from_numpy(np.stack([item.pixels for item in loaded if item.pixels is not None]))
+        if device.type == "cuda":  # pinned host memory: the copy overlaps with the GPU's work
+            pixels = pixels.pin_memory()
+        where = torch.as_tensor([position[k] for k in on_host], device=device)
+        images[where] = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2)
+    if decoded is not None:
+        images[torch.as_tensor([position[k] for k in on_gpu], device=device)] = decoded
+    return images
+
+
+def encoder_autocast(precision: str, device: torch.device) -> Any:
     """bf16/fp16 autocast for the encoder on ``device``; fp32 computes as the model is."""
     import contextlib
 
@@ -272,6 +317,10 @@ def encode_shard(job: ShardJob) -> ShardReport:
     if bool(store_array(group, "shard_done")[shard.number]):
         return ShardReport(shard.number, shard.size, 0, {}, {}, skipped=True)
     model, device = job_model(job)
+    if job.decoder == "nvjpeg":
+        if device.type != "cuda":
+            raise LatentdaskError(f"--decoder nvjpeg decodes on the GPU; this worker's device is {device}")
+        require_torchvision()
 
     n = shard.size
     # the latents stay on the model's device until the shard is written (and its statistics computed)
@@ -292,11 +341,14 @@ def encode_shard(job: ShardJob) -> ShardReport:
     pool = ThreadPoolExecutor(threads, "latentdask-decode") if threads and not isolated else None
     try:
         for start, loaded in _batches(job, pool, isolated):
+            t0 = time.perf_counter()
+            pixels = _on_device(job, loaded, start, device)
+            seconds["decode"] += time.perf_counter() - t0
             rows = []
             for offset, item in enumerate(loaded):
                 seconds["read"] += item.read_seconds
                 seconds["decode"] += item.decode_seconds
-                if item.pixels is None:
+                if item.reason:
                     error[start + offset] = item.reason
                     failures[item.reason] += 1
                 else:
@@ -305,12 +357,8 @@ def encode_shard(job: ShardJob) -> ShardReport:
             if not rows:
                 continue
             t0 = time.perf_counter()
-            stacked = np.stack([item.pixels for item in loaded if item.pixels is not None])
-            with torch.inference_mode(), _autocast(job.precision, device):
-                pixels = torch.from_numpy(stacked)
-                if device.type == "cuda":  # pinned host memory: the copy overlaps with the GPU's work
-                    pixels = pixels.pin_memory()
-                images = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0
+            with torch.inference_mode(), encoder_autocast(job.precision, device):
+                images = pixels.float() / 255.0
                 latents = model.encode(images)
                 z[torch.as_tensor(rows, device=device)] = latents.float()
                 if job.reconstruction_error:

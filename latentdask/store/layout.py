@@ -64,10 +64,14 @@ RESUME_KEYS = (
     "manifest_sha256",
     "preprocessing",
     "precision",
+    "decoder",
     "shard_size",
     "latent_dim",
     "recon_error",
 )
+
+#: the values of resume keys added later, for stores written before them
+RESUME_DEFAULTS = {"decoder": "pil"}
 
 
 class StoreError(LatentdaskError):
@@ -209,7 +213,7 @@ def check_resumable(group: zarr.Group, expected: dict[str, Any], path: Where) ->
     differences = [
         f"{key}: store has {attrs.get(key)!r}, this run has {expected.get(key)!r}"
         for key in RESUME_KEYS
-        if attrs.get(key) != expected.get(key)
+        if attrs.get(key, RESUME_DEFAULTS.get(key)) != expected.get(key)
     ]
     if differences:
         raise StoreError(
