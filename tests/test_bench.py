@@ -319,3 +319,27 @@ def test_brute_force_finds_the_nearest_distance() -> None:
     queries = rng.standard_normal((300, 6)).astype(np.float32)
     expected = np.sqrt(((queries[:, None].astype(np.float64) - x[None]) ** 2).sum(axis=2).min(axis=1))
     np.testing.assert_allclose(brute_force_numpy(x, queries, 128, 64), expected, rtol=1e-12)
+
+
+def test_the_gpu_statistics_baseline_computes_latentdasks_figures() -> None:
+    """bench stats --device cuda's torch baseline, run here on CPU tensors: every count equal,
+    moments to float64 rounding (on the GPU the bench checks the same)."""
+    import torch
+
+    from latentdask.bench.gpu import COUNT_FIGURES, MOMENT_TOLERANCE, latentdask_figures, torch_summary
+    from latentdask.bench.report import count_difference, relative_difference
+    from latentdask.stats.summary import SummaryParams, summary_chunk, summary_combine
+
+    params = SummaryParams()
+    generator = torch.Generator().manual_seed(0)
+    scale = torch.linspace(0.25, 0.75, 32)  # a few components outside ±1.5 per row: every slice populated
+    blocks = [torch.randn(3000, 32, generator=generator) * scale + 0.1 for _ in range(3)]
+    ours = latentdask_figures(summary_combine([summary_chunk(block, params=params) for block in blocks]))
+    theirs = torch_summary(blocks, params)
+    assert set(ours) == set(theirs)
+    assert min(int(theirs[name].sum()) for name in ("n0", "c1", "c2")) > 0
+    for name, values in theirs.items():
+        if name in COUNT_FIGURES:
+            assert count_difference(ours[name], values) == 0, name
+        else:
+            assert relative_difference(ours[name], values) <= MOMENT_TOLERANCE, name

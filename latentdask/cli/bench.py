@@ -109,29 +109,66 @@ def bench_train(
     )
 
 
+DeviceOption = Annotated[
+    Literal["cpu", "cuda"],
+    typer.Option(help="cpu, or cuda: the GPU measurements (see latentdask.bench.gpu)."),
+]
+
+
 @app.command("encode")
 @user_errors
 def bench_encode(
-    n: Annotated[int, typer.Option("--n", help="Synthetic images to encode.")] = 8192,
-    shard_size: Annotated[int, typer.Option(help="Images per shard.")] = 1024,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    n: Annotated[
+        int | None, typer.Option("--n", help="Synthetic images to encode (default 8192; 200,000 on cuda).")
+    ] = None,
+    shard_size: Annotated[
+        int | None, typer.Option(help="Images per shard (default 1024; 16,384 on cuda).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per forward pass (default 256; 1024 on cuda).")
+    ] = None,
     image_size: Annotated[int, typer.Option(help="Model input side.")] = 64,
     latent_dim: Annotated[int, typer.Option(help="Latent dimension.")] = 256,
     layout: Annotated[
         list[str] | None,
         typer.Option(
-            help="Worker layout WORKERS,TORCH_THREADS,DECODE_THREADS, repeatable "
+            help="CPU worker layout WORKERS,TORCH_THREADS,DECODE_THREADS, repeatable "
             "(default: 1,2,2, 2,1,1 and 2,1,0)."
         ),
     ] = None,
+    device: DeviceOption = "cpu",
+    precision: Annotated[
+        str, typer.Option(help="cuda: the encoder's arithmetic, fp32, bf16 or fp16.")
+    ] = "fp32",
     json_out: JsonOption = None,
 ) -> None:
-    """Encode pipeline images/s per worker layout against a plain loop, a multi-process loop and the
-    CPU ceiling."""
+    """Encode pipeline images/s against a plain loop and the ceiling: per CPU worker layout (with a
+    multi-process loop), or on a CUDA GPU per decoder (PIL, nvJPEG) with each stage alone."""
+    if device == "cuda":
+        from latentdask.bench.gpu import bench_encode_gpu
+
+        _run(
+            json_out,
+            functools.partial(
+                bench_encode_gpu,
+                n=n or 200_000,
+                shard_size=shard_size or 16_384,
+                batch_size=batch_size or 1024,
+                image_size=image_size,
+                latent_dim=latent_dim,
+                precision=precision,
+            ),
+        )
+        return
     from latentdask.bench.encode import bench_encode as run
 
     measure = functools.partial(
-        run, n=n, shard_size=shard_size, batch_size=batch_size, image_size=image_size, latent_dim=latent_dim
+        run,
+        n=n or 8192,
+        shard_size=shard_size or 1024,
+        batch_size=batch_size or 256,
+        image_size=image_size,
+        latent_dim=latent_dim,
     )
     if layout:
         layouts = tuple(parse_ints(text, "--layout") for text in layout)
@@ -154,10 +191,17 @@ def bench_stats(
             "--baselines/--no-baselines", help="Also run the baselines (they hold the array in RAM)."
         ),
     ] = True,
+    device: DeviceOption = "cpu",
     json_out: JsonOption = None,
 ) -> None:
     """The fused statistics pass against the CelebA study's own code, numpy and dask.array (all pairs), and a
-    float32 XᵀX bound; every baseline's figures checked against latentdask's."""
+    float32 XᵀX bound; every baseline's figures checked against latentdask's. On cuda: the pass over
+    device-resident blocks against a torch baseline of the same figures."""
+    if device == "cuda":
+        from latentdask.bench.gpu import bench_stats_gpu
+
+        _run(json_out, functools.partial(bench_stats_gpu, n=n, dim=dim, chunk_rows=chunk_rows))
+        return
     from latentdask.bench.stats import bench_stats as run
 
     _run(
