@@ -21,6 +21,11 @@ from latentdask.store.paths import stats_json_path
 from latentdask.store.points import ZPoints
 from latentdask.store.rows import selection_mask
 
+#: the attributes naming the row selection (``--rows``) statistics describe: its path ("" for
+#: none), and which rows it held (:func:`~latentdask.store.selection.rows_fingerprint`)
+ROWS_ATTR = "rows"
+ROWS_FINGERPRINT_ATTR = "rows_fingerprint"
+
 
 @dataclass
 class KnownStates:
@@ -71,24 +76,49 @@ def stats_of(
             "and more); z-points this large have no finite covariance: rescale them first"
         )
     centred = second_pass(inputs, state, params, scheduler=scheduler)
+    chosen = points.selection
     return summary_finalize(
         state, params, centred_radius=centred, attribute_names=points.attribute_names, selection=selection
     ).assign_attrs(
-        split=split, where=list(where), rows="" if points.selection is None else str(points.selection.path)
+        split=split,
+        where=list(where),
+        **{
+            ROWS_ATTR: "" if chosen is None else str(chosen.path),
+            ROWS_FINGERPRINT_ATTR: "" if chosen is None else chosen.fingerprint(scheduler),
+        },
     )
 
 
-def fitted_rows(stats: xr.Dataset) -> tuple[str, tuple[str, ...]]:
+@dataclass(frozen=True)
+class FittedSelection:
+    """The row selection statistics describe: its path then, and the fingerprint of its rows
+    (None for statistics written before they recorded it)."""
+
+    path: str
+    fingerprint: str | None
+
+
+def fitted_selection(stats: xr.Dataset) -> FittedSelection | None:
+    """The row selection ``stats`` describe, or None (statistics written before they recorded
+    one describe no selection)."""
+    path = stats.attrs.get(ROWS_ATTR)
+    if not path:
+        return None
+    return FittedSelection(str(path), stats.attrs.get(ROWS_FINGERPRINT_ATTR) or None)
+
+
+def fitted_rows(stats: xr.Dataset, *, selection_checked: bool = False) -> tuple[str, tuple[str, ...]]:
     """The split and attribute conditions of the rows ``stats`` describe (the rows a fit saw).
 
     Statistics written before they recorded it describe all valid rows. Statistics of a row
-    selection (``--rows``) are refused: its rows are not a split, so nothing would say which
-    rows are held out of them.
+    selection (``--rows``) are refused unless ``selection_checked`` (the caller reads the same
+    selection, as ``score --rows`` does): its rows are not a split, so nothing else would say
+    which rows are held out of them.
     """
-    if stats.attrs.get("rows"):
+    if stats.attrs.get(ROWS_ATTR) and not selection_checked:
         raise StatsError(
-            f"these statistics describe the row selection {stats.attrs['rows']}; normality, fits and "
-            "scores need statistics of a split (and conditions): compute them without --rows"
+            f"these statistics describe the row selection {stats.attrs[ROWS_ATTR]}; normality and "
+            "fits need statistics of a split (and conditions): compute them without --rows"
         )
     return str(stats.attrs.get("split", "all")), tuple(stats.attrs.get("where", ()))
 
