@@ -289,11 +289,13 @@ def score(
     gmm: Annotated[
         str | None, typer.Option(help="GMM.zarr: each set's log-likelihood under the mixture too.")
     ] = None,
+    rows: RowsOption = None,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
     cluster_name: ClusterNameOption = None,
 ) -> None:
-    """In-distribution scores of point sets, always beside held-out real points."""
+    """In-distribution scores of point sets, always beside held-out real points (of a row selection
+    with --rows, which STATS must describe too)."""
     from latentdask.generate.score import ScoreOptions, format_scores
     from latentdask.workflow import steps
 
@@ -302,7 +304,9 @@ def score(
         raise LatentdaskError(f"--pair expects two component numbers a,b, got {pair!r}")
     options = options_from(ScoreOptions, locals(), pair=chosen)
     with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
-        results = steps.score(store, stats, points, out, options=options, cluster=connection, gmm=gmm)
+        results = steps.score(
+            store, stats, points, out, options=options, cluster=connection, gmm=gmm, rows=rows
+        )
     typer.echo(format_scores(results))
     console.print(f"scores → {out}")
 

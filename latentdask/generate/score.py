@@ -7,6 +7,12 @@ conditions, e.g. ``--split train``). The real reference points are drawn from th
 reference's rows and how many of them the fit saw (0). Statistics of every row leave nothing
 to hold out, and scoring refuses them.
 
+With a row selection (``rows``, a ``selection.zarr`` of ``latentdask select``), every real
+point is one of its rows: the fit is the selection's rows of the statistics' split and
+conditions, the held-out reference is drawn from its rows of the other splits. The statistics
+must describe the same selection (``latentdask stats --rows``): the fingerprints of their rows
+are compared, and scores.json records the selection beside the rows of the fit.
+
 For each point set (artificial z-points, and always the held-out real points as the
 reference):
 
@@ -42,8 +48,8 @@ import zarr
 from pydantic import BaseModel, ConfigDict, Field
 
 from latentdask.errors import LatentdaskError
-from latentdask.location import Location, Where, location
-from latentdask.stats.io import fitted_rows, open_stats
+from latentdask.location import Location, Where, identity, location
+from latentdask.stats.io import fitted_rows, fitted_selection, open_stats
 from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts, ship
 from latentdask.stats.summary import select_rows
 from latentdask.store.output import write_json
@@ -289,13 +295,22 @@ def score(
     threshold: float | None = None,
     seed: int = 0,
     gmm: Where | None = None,
+    rows: Where | None = None,
     scheduler: Any = None,
 ) -> dict[str, Any]:
-    """Score each point set and a held-out real sample; see the module docstring."""
+    """Score each point set and a held-out real sample; see the module docstring.
+
+    ``rows``: a row selection of ``store`` (its ``selection.zarr``) that ``stats`` describe too.
+    """
     from latentdask.generate.quality import K, reference_radii, sample_quality
 
     corpus = open_zpoints(store)
     statistics = open_stats(stats)
+    if rows is not None:
+        from latentdask.store.selection import open_selection
+
+        corpus.selection = open_selection(rows, store, corpus.z.shape[0], corpus.z.chunks[0])
+    selection = same_selection(statistics, stats, corpus, scheduler=scheduler)
     reference = Reference.from_stats(statistics)
     dim = len(reference.mean)
     t = float(threshold if threshold is not None else reference.thresholds[0])
@@ -308,14 +323,14 @@ def score(
         population[np.tril_indices(dim)] = np.inf
         pair = tuple(int(v) for v in np.unravel_index(np.argmin(population), population.shape))  # type: ignore[assignment]
     a, b = pair  # type: ignore[misc]
-    fit_split, fit_where = fitted_rows(statistics)
+    fit_split, fit_where = fitted_rows(statistics, selection_checked=True)
     fit, fit_selection = selection_mask(corpus, fit_split, fit_where)
     split_rows = split_mask(corpus, fit_split)
     if fit is None or split_rows is None:
         raise ScoreError(
             f"the statistics {stats} describe rows of every split ({fit_selection}), so no real point "
             "is held out of the fit: compute them on the rows to fit (latentdask stats --split train, "
-            "or --split fit for a seeded 90 %) and score against the others"
+            "or --split fit for a seeded 90 %, with the same --rows) and score against the others"
         )
     in_fit = np.asarray(fit.compute(scheduler=scheduler), dtype=bool)
     selected = int(statistics["count"]) + int(statistics["invalid"]) + int(statistics["nonfinite"])
@@ -324,13 +339,13 @@ def score(
             f"the statistics {stats} selected {selected:,} rows ({fit_selection}); {store} has "
             f"{int(in_fit.sum()):,} there: were they computed on this store?"
         )
-    # held out: the same conditions (--where) in the rows of the other splits
+    # held out: the same conditions (--where) in the rows of the other splits, and of the selection
     same_conditions, _ = selection_mask(corpus, "all", fit_where)
     outside = ~split_rows if same_conditions is None else ~split_rows & same_conditions
-    real, rows = real_sample(corpus, reference_size, seed, scheduler, keep=outside)
-    if len(rows) == 0:
+    real, heldout = real_sample(corpus, reference_size, seed, scheduler, keep=outside)
+    if len(heldout) == 0:
         raise ScoreError(f"no valid row of {store} lies outside the fit ({fit_selection}) to compare with")
-    sets: dict[str, tuple[np.ndarray, np.ndarray | None]] = {"real (held out)": (real, rows)}
+    sets: dict[str, tuple[np.ndarray, np.ndarray | None]] = {"real (held out)": (real, heldout)}
     for path in point_sets:
         node = zarr.open_group(str(location(path)), mode="r")
         z = np.asarray(node["z"][:], dtype=np.float32)  # type: ignore[index]
@@ -352,19 +367,21 @@ def score(
             )
         if mixture.means.shape[1] != dim:
             raise ScoreError(f"{gmm} has {mixture.means.shape[1]} components; the statistics have {dim}")
-    radii = reference_radii(corpus, rows, k=K, scheduler=scheduler)
+    radii = reference_radii(corpus, heldout, k=K, scheduler=scheduler)
     results: dict[str, Any] = {
         "fit": fit_selection,
         "fit_rows": int(statistics["count"]),
-        "heldout": f"valid rows outside the fit, {len(rows):,} drawn with seed {seed}",
-        "heldout_rows": len(rows),
-        "heldout_rows_in_fit": int(in_fit[rows].sum()),
+        "selection": selection,
+        "heldout": f"valid rows{'' if selection is None else ' of the selection'} outside the fit, "
+        f"{len(heldout):,} drawn with seed {seed}",
+        "heldout_rows": len(heldout),
+        "heldout_rows_in_fit": int(in_fit[heldout].sum()),
         "pair": [a, b],
         "threshold": t,
         "real_slice_fraction": float(reference.slice_fraction[k, a, b]),
         "range": "[0.5 %, 99.5 %] per component",
         "quality": (
-            f"k-NN balls, k = {K}, around the {len(rows):,} held-out real points and as many of each set's"
+            f"k-NN balls, k = {K}, around the {len(heldout):,} held-out real points and as many of each set's"
         ),
         "sets": {},
     }
@@ -382,9 +399,47 @@ def score(
         }
         if query_rows is None:  # an artificial set: its quality against the held-out reference,
             # with as many of its points as there are reference points (the measures depend on both sizes)
-            quality = sample_quality(corpus, rows, radii, points[: len(rows)], k=K, scheduler=scheduler)
+            quality = sample_quality(corpus, heldout, radii, points[: len(heldout)], k=K, scheduler=scheduler)
             results["sets"][name]["quality"] = quality
     return results
+
+
+def same_selection(
+    statistics: xr.Dataset, stats: Where, corpus: ZPoints, *, scheduler: Any = None
+) -> dict[str, Any] | None:
+    """The row selection every real point is drawn from (its path, the fingerprint of its rows and
+    their number), checked to be the one ``statistics`` were computed over; None for none.
+
+    Statistics of a selection are the fit of its rows only: scored without it, or with another
+    selection, the held-out points could be rows the fit saw, so both are refused.
+    """
+    fitted, given = fitted_selection(statistics), corpus.selection
+    if given is None:
+        if fitted is not None:
+            raise ScoreError(
+                f"the statistics {stats} describe the row selection {fitted.path}; score with "
+                f"--rows {fitted.path}, or compute them without --rows"
+            )
+        return None
+    if fitted is None:
+        raise ScoreError(
+            f"the statistics {stats} describe no row selection; --rows gives {given.path}: compute "
+            f"them with latentdask stats --rows {given.path}, or score without --rows"
+        )
+    if fitted.fingerprint is None:
+        raise ScoreError(
+            f"the statistics {stats} of the row selection {fitted.path} do not record which rows it "
+            f"held (written before they did); compute them again with --rows {given.path}"
+        )
+    fingerprint = given.fingerprint(scheduler)
+    if fingerprint != fitted.fingerprint:
+        now = " now" if identity(fitted.path) == identity(given.path) else ""
+        raise ScoreError(
+            f"the statistics {stats} describe the rows of the selection {fitted.path}; --rows "
+            f"{given.path} holds other rows{now}: compute the statistics with --rows {given.path}, "
+            "or score with the selection they describe"
+        )
+    return {"path": identity(given.path), "fingerprint": fingerprint, "rows": given.count}
 
 
 def mvn_log_likelihood(points: np.ndarray, reference: Reference) -> np.ndarray:

@@ -242,17 +242,19 @@ def score(
     options: ScoreOptions,
     cluster: Connection,
     gmm: Where | None = None,
+    rows: Where | None = None,
 ) -> dict[str, Any]:
     """Write ``scores.json``: each point set's scores beside held-out real points (log-likelihoods
-    under the mixture ``gmm`` too, when given)."""
+    under the mixture ``gmm`` too, when given); with ``rows``, a row selection the statistics
+    describe too, every real point is one of its rows."""
     from latentdask.generate.score import SCORES_KIND, ScoreOptions, write_scores
     from latentdask.generate.score import score as run_score
     from latentdask.store.output import check_output
 
-    inputs = [store, stats, *points, *([gmm] if gmm is not None else [])]
+    inputs = [store, stats, *points, *(p for p in (gmm, rows) if p is not None)]
     check_output(out, SCORES_KIND, inputs=inputs)
     results = run_score(
-        store, stats, points, **keywords(options, ScoreOptions), gmm=gmm, scheduler=cluster.client
+        store, stats, points, **keywords(options, ScoreOptions), gmm=gmm, rows=rows, scheduler=cluster.client
     )
     write_scores(results, out, inputs=inputs)
     return results
