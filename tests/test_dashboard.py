@@ -118,6 +118,58 @@ def test_explorer_counts_equal_statistics(store: Path) -> None:
         assert near == [7]
 
 
+def plane_nearest(
+    xy: np.ndarray, rows: np.ndarray, scale: tuple[float, float], at: np.ndarray, k: int
+) -> np.ndarray:
+    """numpy's brute force: the store rows of the k points of ``xy`` nearest to each of ``at``, in the
+    plane scaled by ``scale``, nearest first."""
+    d = (((xy[None, :, :] - at[:, None, :]) * np.asarray(scale)) ** 2).sum(axis=2)
+    return rows[np.argsort(d, axis=1, kind="stable")[:, :k]]
+
+
+def valid_rows(store: Path) -> np.ndarray:
+    z = np.asarray(zarr.open_array(str(store / "z"), mode="r")[...], dtype=np.float64)
+    valid = np.asarray(zarr.open_array(str(store / "valid"), mode="r")[...], dtype=bool)
+    return np.flatnonzero(valid & np.isfinite(z).all(axis=1))
+
+
+def test_nearest_real_points_and_thumbnails_equal_numpy(store: Path, tmp_path: Path) -> None:
+    """The plane indexes' nearest rows (hover, click, thumbnails) are numpy's brute-force nearest
+    points of the view, and each thumbnail is the real point nearest its dense cell's densest pixel."""
+    from latentdask.render.dashboard import CANVAS, Dashboard, Sources
+    from latentdask.render.thumbnails import dense_spots, pixel_centre
+
+    z, rows = valid_z(store), valid_rows(store)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        sources = Sources.open(
+            store, stats=None, points=[], dataset=None, model=None, client=client, selections=tmp_path
+        )
+        explorer = sources.explorer
+        view = View("pair", 3, 6)
+        full = explorer.projection(view)
+        scale = explorer.plane_scale(view)
+        xy = z[:, [3, 6]].astype(np.float32).astype(np.float64)  # the frames hold float32 columns
+        at = np.random.default_rng(0).uniform(
+            [full.x_range[0], full.y_range[0]], [full.x_range[1], full.y_range[1]], size=(50, 2)
+        )
+        np.testing.assert_array_equal(
+            explorer.nearest_each(view, at, 3), plane_nearest(xy, rows, scale, at, 3)
+        )
+        assert explorer.nearest_rows(view, *at[0]) == plane_nearest(xy, rows, scale, at[:1], 6)[0].tolist()
+        assert explorer.index_bytes(view) >= len(rows) * (2 * 8 + 8)  # the points, their order, their rows
+
+        x_range = (float(np.quantile(xy[:, 0], 0.1)), full.x_range[1])
+        picks = Dashboard(sources).thumbnail_rows(view, x_range, full.y_range)
+        counts = explorer.aggregate(view, x_range, full.y_range, *CANVAS)
+        spots = dense_spots(counts)
+        assert [(c, r) for c, r, _ in picks] == [(c, r) for c, r, _, _ in spots] and spots
+        centres = np.array([pixel_centre(i, j, x_range, full.y_range, counts.shape) for _, _, i, j in spots])
+        assert [row for _, _, row in picks] == plane_nearest(xy, rows, scale, centres, 1)[:, 0].tolist()
+
+
 def test_held_selection_aggregated_in_another_view_equals_numpy(store: Path) -> None:
     """A selection held on worker processes, aggregated in another pair (full and zoomed): numpy's
     2-d histogram of the selected rows."""
@@ -692,6 +744,79 @@ def test_dashboard_in_headless_chromium(
             name.endswith(".jpg") for name in thumbnails.evaluate_all("images => images.map(i => i.alt)")
         )
         page.screenshot(path=str(tmp_path / "clicked.png"))
+        browser.close()
+    assert not remote, f"the page asked for remote resources: {remote}"
+    assert not errors, f"browser console errors: {errors}"
+
+
+#: the page's line naming the real point under the cursor, and the opaque pixels of the thumbnails layer
+IMAGES_STATE = """() => {
+  const models = [...Bokeh.documents[0].all_models];
+  const said = models.find((m) => typeof m.text === "string" && m.text.includes("under the cursor ("));
+  const plot = models.find((m) => m.title?.text?.endsWith(" points in view"));
+  const layer = plot?.renderers.find((r) => r.glyph?.type === "ImageRGBA");
+  let opaque = 0;
+  for (const v of layer?.data_source.data.image?.[0] ?? []) if ((v >>> 24) !== 0) opaque++;
+  return {hovered: said?.text ?? "", opaque};
+}"""
+HOVERED = re.compile(r"under the cursor \(([-+.\de]+), ([-+.\de]+)\): nearest real point, row (\d+)")
+
+
+def images_show(page: Any, what: str, ok: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        state = page.evaluate(IMAGES_STATE)
+        if ok(state):
+            return dict(state)
+        if time.monotonic() > deadline:
+            pytest.fail(f"the page does not show {what}; it shows {state}")
+        page.wait_for_timeout(100)
+
+
+def test_images_instead_of_dots_in_headless_chromium(server: str, store: Path) -> None:
+    """Hovering shows the real image of numpy's nearest point to the cursor in the view's plane, a
+    click keeps it, and the thumbnails toggle draws images over the projection."""
+    from playwright.sync_api import sync_playwright
+
+    z, rows = valid_z(store), valid_rows(store)
+    names = [str(name) for name in zarr.open_array(str(store / "filename"), mode="r")[...]]
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        page, errors, remote = watched_page(browser, server, 1500, 1100)
+        page.goto(server, wait_until="networkidle")
+        state = shows(
+            page,
+            "every point in view",
+            lambda s: s["title"] == in_view(f"latent {s['a']}", f"latent {s['b']}", len(z)),
+        )
+        xy = z[:, [state["a"], state["b"]]].astype(np.float32).astype(np.float64)
+        (x0, x1), (y0, y1) = state["x_range"], state["y_range"]  # the full view: the plane's scale
+        scale = (1 / (x1 - x0), 1 / (y1 - y0))
+        apart = (((xy[:, None] - xy[None]) * np.asarray(scale)) ** 2).sum(axis=2) + np.eye(len(xy))
+        lone = int(np.argmax(apart.min(axis=1)))  # the point farthest from any other: a pixel off is nothing
+        where = page.evaluate(PROJECTION_POINT, xy[lone].tolist())
+
+        page.mouse.move(*where)
+        said = images_show(
+            page, "the point under the cursor", lambda s: HOVERED.search(s["hovered"]) is not None
+        )
+        found = HOVERED.search(said["hovered"])
+        assert found is not None
+        cursor = np.array([[float(found[1]), float(found[2])]])
+        assert int(found[3]) == plane_nearest(xy, rows, scale, cursor, 1)[0, 0] == rows[lone]
+        image = page.locator(f"img[alt='{names[rows[lone]]}']")
+        image.first.wait_for(timeout=30_000)
+
+        page.mouse.click(*where)  # shown under the cursor, first of the nearest six, and kept
+        deadline = time.monotonic() + 60
+        while image.count() < 3 and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        assert image.count() == 3
+
+        assert page.evaluate(IMAGES_STATE)["opaque"] == 0
+        page.get_by_label("thumbnails over dense regions").check()
+        images_show(page, "thumbnails over the projection", lambda s: s["opaque"] > 0)
+        page.screenshot(path=str(Path(tempfile.gettempdir()) / "latentdask-thumbnails.png"))
         browser.close()
     assert not remote, f"the page asked for remote resources: {remote}"
     assert not errors, f"browser console errors: {errors}"

@@ -4,8 +4,11 @@ The projection (a pair of components or of principal axes, optionally a slice, c
 by an attribute) is re-aggregated with datashader over **all** points on every zoom and
 pan, from the columns held in the cluster's memory (:mod:`latentdask.render.explore`). Beside it:
 both components' histograms, the correlation heatmap (a click selects that pair), and the
-headline statistics. A click in the projection shows the nearest real images and the
-image the decoder makes at that latent position (every other component at the mean).
+headline statistics. Hovering shows the real image nearest to the cursor (from the view's plane
+indexes on the workers); a click shows the nearest real images, keeps the nearest, and shows
+the image the decoder makes at that latent position (every other component at the mean). A
+toggle draws the images of representative points over the dense cells of the canvas shown
+(:mod:`latentdask.render.thumbnails`).
 
 A box or a lasso drawn in a pair of components selects rows over every z-point, evaluated
 on the workers (:mod:`latentdask.render.selected`); selections combine (new, add, subtract,
@@ -13,9 +16,10 @@ intersect). Beside the projection: the selection's count and share, the componen
 it apart (a click shows that pair), where the store has CelebA attributes the ones whose share
 in it differs most from their share in the corpus, its histograms over the corpus's, the decoded
 image of its mean, a seeded sample of its real images, and ``Export``, which writes
-``selection-NAME.zarr`` for ``--rows``. The linked view, a second projection with its own pair or
-principal axes, draws the selection's rows in orange over every point in grey; a click on the
-heatmap or on a component sets the pair of the view the "clicks show" buttons name.
+``selection-NAME.zarr`` for ``--rows`` (stats, render, score). The linked view, a second
+projection with its own pair or principal axes, draws the selection's rows in orange over
+every point in grey; a click on the heatmap or on a component sets the pair of the view the
+"clicks show" buttons name.
 :func:`explore` gives the same app to a notebook.
 
 Everything the page loads comes from the app's own server (bokeh and panel resources are
@@ -56,6 +60,10 @@ GREYS = ["#e6e6e6", "#8c8c8c", "#3a3a3a"]
 ORANGES = ["#fdae6b", "#e6550d", "#a63603"]
 NEAREST = 6
 THUMBNAIL = 72
+#: images kept by clicks in the projection (the oldest leaves first)
+KEPT = 12
+HOVER_HINT = "hover over the projection: the nearest real image; a click keeps it"
+THUMBNAILS_TOGGLE = "thumbnails over dense regions"
 #: components listed as setting a selection apart
 APART = 10
 #: what the next box or lasso does, per combine mode
@@ -194,6 +202,13 @@ class Dashboard:
         self.shown_overlays = pn.widgets.CheckBoxGroup(label="overlays", options=list(sources.overlays))
         self.nearest = pn.Row(name="nearest real images")
         self.decoded = pn.Row(name="decoded")
+        # images instead of dots: the real image under the cursor, those kept by a click, thumbnails
+        self.under_cursor = pn.Row(name="under the cursor")
+        self.under_cursor_text = pn.pane.Markdown(HOVER_HINT, width=CANVAS[0])
+        self._hovered: int | None = None
+        self.kept = pn.Row(name="kept")
+        self.thumbnails_shown = pn.widgets.CheckBoxGroup(options=[THUMBNAILS_TOGGLE], value=[])
+        self._last_thumbnail_view: View | None = None
         self._last_view: View | None = None
         self.mode.param.watch(self._axes_for_mode, "value")
         # the linked view: its own axes; the selection's rows drawn over every point
@@ -464,13 +479,32 @@ class Dashboard:
         if 0 <= a < dim and 0 <= b < dim and a != b:
             self._set_pair(a, b)
 
+    def hover(self, x: float | None, y: float | None) -> None:
+        """The real image nearest to the cursor (the view's plane indexes answer on the workers)."""
+        if x is None or y is None:
+            return
+        try:
+            rows = self.explorer.nearest_rows(self.current_view(), x, y, 1)
+        except LatentdaskError:  # no view to hover over: the projection says why
+            return
+        if not rows:
+            return
+        self.under_cursor_text.object = f"under the cursor ({x!r}, {y!r}): nearest real point, row {rows[0]}"
+        if rows[0] != self._hovered:
+            self._hovered = rows[0]
+            self.under_cursor.objects = self._images(rows)
+
     def show_point(self, x: float | None, y: float | None) -> None:
+        """A click: the nearest real images, the nearest one kept, and what the decoder makes there."""
         import panel as pn
 
         if x is None or y is None:
             return
         view = self.current_view()
-        self.nearest.objects = self._images(self.explorer.nearest_rows(view, x, y, NEAREST))
+        rows = self.explorer.nearest_rows(view, x, y, NEAREST)
+        self.nearest.objects = self._images(rows)
+        if rows:
+            self.kept.objects = [*self.kept.objects, *self._images(rows[:1])][-KEPT:]
         if self.sources.checkpoint is not None:
             z = self.explorer.latent_at(view, x, y)
             caption = f"decoded at ({x:.3f}, {y:.3f}), other components at the mean"
@@ -504,11 +538,72 @@ class Dashboard:
     def _thumbnail(self, name: str) -> bytes:
         from PIL import Image
 
-        image = Image.open(io.BytesIO(self.sources.dataset.container.read(name))).convert("RGB")
+        image = Image.fromarray(self._real_image(name))
         image.thumbnail((THUMBNAIL, THUMBNAIL))
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         return buffer.getvalue()
+
+    def _real_image(self, name: str) -> np.ndarray:
+        """A dataset image as uint8 RGB, as its file holds it."""
+        from PIL import Image
+
+        return np.asarray(Image.open(io.BytesIO(self.sources.dataset.container.read(name))).convert("RGB"))
+
+    # ------------------------------------------------------------------ thumbnails
+
+    def thumbnail_rows(
+        self, view: View, x_range: tuple[float, float], y_range: tuple[float, float]
+    ) -> list[tuple[int, int, int]]:
+        """(cell column, cell row, store row) of each dense cell's representative in the canvas shown: the
+        real point nearest to the centre of the cell's densest pixel (see latentdask.render.thumbnails)."""
+        from latentdask.render.thumbnails import dense_spots, pixel_centre
+
+        counts = self.explorer.aggregate(view, x_range, y_range, *CANVAS)
+        if counts.ndim == 3:  # coloured by an attribute: every category's points count
+            counts = counts.sum(axis=2)
+        spots = dense_spots(counts)
+        if not spots:
+            return []
+        centres = np.array([pixel_centre(i, j, x_range, y_range, counts.shape) for _, _, i, j in spots])
+        nearest = self.explorer.nearest_each(view, centres, 1)
+        return [
+            (c, r, int(found[0])) for (c, r, _, _), found in zip(spots, nearest, strict=True) if len(found)
+        ]
+
+    def thumbnail_layer(
+        self,
+        mode: str,
+        a: int,
+        b: int,
+        threshold: str,
+        color_by: str,
+        shown: list[str],
+        x_range: Any = None,
+        y_range: Any = None,
+    ) -> Any:
+        """The representatives' images over their cells, as one RGBA image over the canvas shown
+        (transparent elsewhere; all of it when the toggle is off). Always that one type (a DynamicMap's)."""
+        import holoviews as hv
+
+        from latentdask.render.thumbnails import compose
+
+        view = self.view(mode, a, b, threshold, color_by)
+        try:
+            full = self.explorer.projection(view)
+        except LatentdaskError:  # the projection says why
+            return hv.RGB(np.zeros((2, 2, 4), np.uint8), vdims=list("RGBA"))
+        if view != self._last_thumbnail_view or x_range is None or y_range is None:
+            x_range, y_range = full.x_range, full.y_range
+        self._last_thumbnail_view = view
+        rgba = np.zeros((2, 2, 4), np.uint8)
+        if shown and self.sources.dataset is not None and self.sources.filenames is not None:
+            filenames = self.sources.filenames
+            picks = self.thumbnail_rows(view, tuple(x_range), tuple(y_range))
+            images = [(c, r, self._real_image(str(filenames[row]))) for c, r, row in picks]
+            rgba = compose(images, (CANVAS[1], CANVAS[0]))
+        bounds = (x_range[0], y_range[0], x_range[1], y_range[1])
+        return hv.RGB(rgba, bounds=bounds, vdims=list("RGBA"))
 
     # ------------------------------------------------------------------ selection
 
@@ -644,8 +739,15 @@ class Dashboard:
         outline = hv.DynamicMap(
             pn.bind(self.outline, mode=self.mode, a=self.a, b=self.b, drawn=self.chosen.param.drawn)
         )
+        view_widgets = {k: widgets[k] for k in ("mode", "a", "b", "threshold", "color_by")}
+        thumbnails = hv.DynamicMap(
+            pn.bind(self.thumbnail_layer, **view_widgets, shown=self.thumbnails_shown),
+            streams=[hv.streams.RangeXY(source=projection)],
+        )
         clicks = hv.streams.Tap(source=projection, x=None, y=None)
         clicks.add_subscriber(lambda x, y: self.show_point(x, y))
+        pointer = hv.streams.PointerXY(source=projection, x=None, y=None)  # holoviews throttles its events
+        pointer.add_subscriber(lambda x, y: self.hover(x, y))
         boxes = hv.streams.BoundsXY(source=projection, bounds=None)
         boxes.add_subscriber(self.select_box)
         lassos = hv.streams.Lasso(source=projection, geometry=None)
@@ -667,6 +769,7 @@ class Dashboard:
             self.threshold,
             self.color_by,
             self.shading,
+            self.thumbnails_shown,
             pn.pane.Markdown("overlays (red)") if overlaid else None,
             self.shown_overlays if overlaid else None,
             pn.pane.Markdown(self.headline_markdown()),
@@ -693,10 +796,14 @@ class Dashboard:
         return pn.Row(
             controls,
             pn.Column(
-                pn.pane.HoloViews(projection * overlays * outline, name="projection"),
+                pn.pane.HoloViews(projection * thumbnails * overlays * outline, name="projection"),
+                self.under_cursor_text,
+                self.under_cursor,
                 pn.pane.Markdown("click a point: the nearest real images, and what the decoder makes there"),
                 self.nearest,
                 self.decoded,
+                pn.pane.Markdown("kept by clicks"),
+                self.kept,
             ),
             pn.Column(
                 pn.pane.HoloViews(linked, name="linked view"),

@@ -114,13 +114,41 @@ def aggregate_chosen(
     return aggregate_frame(kept, x_range=x_range, y_range=y_range, width=width, height=height, coloured=False)
 
 
-def nearest_in_frame(
-    frame: Any, *, x: float, y: float, scale: tuple[float, float], k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The k smallest scaled plane distances to (x, y) in one frame, and their store rows."""
-    d = ((frame["x"].to_numpy() - x) * scale[0]) ** 2 + ((frame["y"].to_numpy() - y) * scale[1]) ** 2
-    best = np.argsort(d, kind="stable")[:k] if len(d) <= k else np.argpartition(d, k)[:k]
-    return d[best], frame["row"].to_numpy()[best]
+@dataclass(frozen=True)
+class PlaneIndex:
+    """A k-d tree of one frame's points in the view's plane, each axis scaled by its full range
+    (so that a distance means the same across and along), and the store rows of its points."""
+
+    tree: Any  # scipy.spatial.cKDTree
+    rows: np.ndarray
+    scale: tuple[float, float]
+
+    @classmethod
+    def of(cls, frame: Any, *, scale: tuple[float, float]) -> PlaneIndex:
+        """Built on the worker that holds ``frame``."""
+        from scipy.spatial import cKDTree
+
+        plane = np.column_stack([frame["x"].to_numpy() * scale[0], frame["y"].to_numpy() * scale[1]])
+        return cls(cKDTree(plane), frame["row"].to_numpy(), scale)
+
+    def nearest(self, xy: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """For each point of ``xy`` (m, 2): the k smallest scaled plane distances to it and their
+        store rows, each (m, k'), k' = min(k, points indexed)."""
+        k = min(k, len(self.rows))
+        if k == 0:
+            return np.zeros((len(xy), 0)), np.zeros((len(xy), 0), dtype=np.int64)
+        distances, found = self.tree.query(
+            np.asarray(xy, dtype=np.float64) * self.scale, k=[*range(1, k + 1)]
+        )
+        return distances, self.rows[found]
+
+    def nbytes(self) -> int:
+        """Memory the index holds: its points, their tree order and the rows (the nodes are few)."""
+        return int(self.tree.data.nbytes + self.tree.indices.nbytes + self.rows.nbytes)
+
+
+def _nearest(index: PlaneIndex, *, xy: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return index.nearest(xy, k)
 
 
 class Explorer:
@@ -133,6 +161,7 @@ class Explorer:
         self.capacity = capacity
         self._frames: OrderedDict[View, Any] = OrderedDict()
         self._blocks: dict[View, np.ndarray] = {}  # per view, the bounds of each frame's blocks
+        self._indexes: dict[View, list[Any]] = {}  # per view, a PlaneIndex per frame (on its worker)
         dim = self.stats.sizes["latent"]
         if self.points.z.shape[1] != dim:
             raise ExploreError(f"{store} has {self.points.z.shape[1]} components; the statistics have {dim}")
@@ -194,6 +223,7 @@ class Explorer:
         while len(self._frames) > self.capacity:
             dropped, _ = self._frames.popitem(last=False)
             del self._blocks[dropped]
+            self._indexes.pop(dropped, None)
         return futures
 
     def hold(self, chosen: Any) -> Any:
@@ -241,19 +271,39 @@ class Explorer:
     def count(self, view: View) -> int:
         return int(sum(self.client.gather(self.client.map(len, self.frame(view), pure=False))))
 
-    def nearest_rows(self, view: View, x: float, y: float, k: int = 6) -> list[int]:
-        """Store rows of the k points nearest to (x, y) in the view's plane (axes scaled by their ranges)."""
+    def plane_scale(self, view: View) -> tuple[float, float]:
+        """1 / the full extent of each axis: the scale in which plane distances are measured."""
         projection = self.projection(view)
-        scale = (
+        return (
             1.0 / (projection.x_range[1] - projection.x_range[0]),
             1.0 / (projection.y_range[1] - projection.y_range[0]),
         )
-        parts = self.client.gather(
-            self.client.map(nearest_in_frame, self.frame(view), x=x, y=y, scale=scale, k=k, pure=False)
-        )
-        distances = np.concatenate([d for d, _ in parts])
-        rows = np.concatenate([r for _, r in parts])
-        return [int(r) for r in rows[np.argsort(distances, kind="stable")[:k]]]
+
+    def index(self, view: View) -> list[Any]:
+        """The view's plane indexes, one per frame, built where the frames lie on first use and held
+        there as long as the frames (futures of :class:`PlaneIndex`)."""
+        if view not in self._indexes:
+            frames = self.frame(view)
+            scale = self.plane_scale(view)
+            self._indexes[view] = self.client.map(partial(PlaneIndex.of, scale=scale), frames, pure=False)
+        return self._indexes[view]
+
+    def index_bytes(self, view: View) -> int:
+        """Memory the view's plane indexes hold on the workers."""
+        return int(sum(self.client.gather(self.client.map(PlaneIndex.nbytes, self.index(view), pure=False))))
+
+    def nearest_rows(self, view: View, x: float, y: float, k: int = 6) -> list[int]:
+        """Store rows of the k points nearest to (x, y) in the view's plane (axes scaled by their ranges)."""
+        return [int(r) for r in self.nearest_each(view, np.array([[x, y]]), k)[0]]
+
+    def nearest_each(self, view: View, xy: np.ndarray, k: int = 1) -> np.ndarray:
+        """Store rows of the k points nearest to each point of ``xy`` (m, 2) in the view's plane,
+        (m, ≤ k), nearest first, from the view's plane indexes: one query per frame, where it lies."""
+        parts = self.client.gather(self.client.map(_nearest, self.index(view), xy=xy, k=k, pure=False))
+        distances = np.concatenate([d for d, _ in parts], axis=1)
+        rows = np.concatenate([r for _, r in parts], axis=1)
+        order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(rows, order, axis=1)
 
     def latent_at(self, view: View, x: float, y: float) -> np.ndarray:
         """The latent vector at (x, y) of the view, every other component at the real mean."""
