@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, get_task_stream
 
 from latentdask.cluster.connect import ClusterChoice
 from latentdask.data.decode import Preprocessing
@@ -41,7 +41,15 @@ from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig
 from latentdask.render.explore import Explorer, View
 from latentdask.render.projections import PC_SPREAD
-from latentdask.render.selected import Drawn, SelectionError, describe, export, selection_path
+from latentdask.render.selected import (
+    Corpus,
+    Drawn,
+    SelectionError,
+    describe,
+    describe_drawn,
+    export,
+    selection_path,
+)
 from latentdask.stats.io import open_stats
 from latentdask.store import selection
 from latentdask.store.output import OutputError
@@ -183,7 +191,17 @@ def test_held_selection_aggregated_in_another_view_equals_numpy(store: Path) -> 
     ):
         explorer = Explorer(store, default_stats_path(store), client)
         drawn = Drawn().then("new", selection.View.box((1, 4), box[:2], box[2:]))
-        held = explorer.hold(drawn.rows(explorer.points))
+        with get_task_stream(client) as tasks:
+            held, _ = describe_drawn(  # one view, the corpus known: found and described in one pass
+                explorer.points,
+                drawn,
+                edges=explorer.stats["bin_edges"].values,
+                columns=(1, 4),
+                corpus=Corpus.of(explorer.stats),
+                client=client,
+            )
+        passes = [t for t in tasks.data if str(t["key"]).startswith("selection_drawn_chunk")]
+        assert len(passes) == len(explorer.points.z.chunks[0]) == 3  # one per block, for mask and panel
         pair = View("pair", 2, 5)
         full = explorer.projection(pair)
         counts = explorer.aggregate_held(pair, held, full.x_range, full.y_range, 20, 10)
@@ -266,6 +284,44 @@ def test_combined_selections_and_their_description_equal_numpy() -> None:
     again = describe(points, drawn.rows(points), edges=edges, scheduler="sync")
     np.testing.assert_array_equal(again.sample, summary.sample)  # seeded: the same rows every time
 
+    # the corpus's moments known (as the statistics give them): the selected rows alone are summed
+    kept = x[valid & np.isfinite(x).all(axis=1)]
+    corpus = Corpus(len(kept), kept.mean(axis=0), ((kept - kept.mean(axis=0)) ** 2).sum(axis=0))
+    quick = describe(
+        points, drawn.rows(points), edges=edges, columns=(3, 1), corpus=corpus, scheduler="threads"
+    )
+    assert (quick.profile.selected, quick.profile.rows) == (len(chosen), len(kept))
+    np.testing.assert_allclose(
+        quick.profile.smd, (chosen.mean(axis=0) - rest.mean(axis=0)) / pooled, rtol=1e-9
+    )
+    np.testing.assert_allclose(quick.mean, chosen.mean(axis=0), rtol=1e-12)  # type: ignore[arg-type]
+    assert sorted(quick.hist) == [1, 3]
+    for j in (1, 3):
+        np.testing.assert_array_equal(quick.hist[j], np.histogram(chosen[:, j], bins=edges)[0])
+    np.testing.assert_array_equal(quick.sample, summary.sample)
+
+    # one view drawn, the corpus known: the rows found and summed in one pass, held on a worker
+    single = Drawn().then("new", selection.View.box((0, 1), box[:2], box[2:], slice=2.0))
+    alone = box_mask(x[:, 0], x[:, 1], box) & in_slice(x, (0, 1), 2.0) & valid & np.isfinite(x).all(axis=1)
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        held, fused = describe_drawn(
+            points, single, edges=edges, columns=(0, 2), corpus=corpus, client=client
+        )
+        np.testing.assert_array_equal(held.compute(), alone)
+    picked, others = x[alone], x[~alone & valid & np.isfinite(x).all(axis=1)]
+    pooled = np.sqrt((picked.var(axis=0) * len(picked) + others.var(axis=0) * len(others)) / (len(kept) - 2))
+    np.testing.assert_allclose(
+        fused.profile.smd, (picked.mean(axis=0) - others.mean(axis=0)) / pooled, rtol=1e-9
+    )
+    np.testing.assert_allclose(fused.mean, picked.mean(axis=0), rtol=1e-12)  # type: ignore[arg-type]
+    for j in (0, 2):
+        np.testing.assert_array_equal(fused.hist[j], np.histogram(picked[:, j], bins=edges)[0])
+    two_passes = describe(points, single.rows(points), edges=edges, columns=(0, 2), scheduler="sync")
+    np.testing.assert_array_equal(fused.sample, two_passes.sample)
+
     nothing = Drawn().then("new", selection.View.box((0, 1), (50.0, 60.0), (50.0, 60.0)))
     empty = describe(points, nothing.rows(points), edges=edges, scheduler="sync")
     assert empty.profile.selected == 0 and empty.mean is None and len(empty.sample) == 0
@@ -340,11 +396,23 @@ def test_attribute_profile_of_an_encoded_store_equals_numpy(store: Path) -> None
         Client(cluster) as client,
     ):
         summary = describe(points, drawn.rows(points), edges=np.linspace(-8, 8, 65), scheduler=client)
-    assert summary.attributes is not None
+        # the store's statistics as the corpus: its moments and attribute counts, not a pass over it
+        stats_corpus = Corpus.of(open_stats(default_stats_path(store)))
+        quick = describe(
+            points, drawn.rows(points), edges=np.linspace(-8, 8, 65), corpus=stats_corpus, scheduler=client
+        )
+    assert stats_corpus is not None and stats_corpus.n == kept.sum()
+    np.testing.assert_allclose(stats_corpus.mean, z[kept].mean(axis=0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        stats_corpus.m2, ((z[kept] - z[kept].mean(axis=0)) ** 2).sum(axis=0), rtol=1e-9
+    )
     chosen, corpus = attribute_shares(attributes, expected, kept)
-    assert summary.attributes.names == tuple(names)
-    np.testing.assert_allclose(summary.attributes.chosen, chosen, rtol=1e-12)
-    np.testing.assert_allclose(summary.attributes.corpus, corpus, rtol=1e-12)
+    for described in (summary, quick):
+        assert described.attributes is not None
+        assert described.attributes.names == tuple(names)
+        np.testing.assert_allclose(described.attributes.chosen, chosen, rtol=1e-12)
+        np.testing.assert_allclose(described.attributes.corpus, corpus, rtol=1e-12)
+    np.testing.assert_allclose(quick.profile.smd, summary.profile.smd, rtol=1e-8, atol=1e-12)
 
 
 def test_exported_selection_is_numpys_mask_and_feeds_stats(store: Path, tmp_path: Path) -> None:
@@ -738,7 +806,7 @@ def test_dashboard_in_headless_chromium(
             projection["x"] + 0.4 * projection["width"], projection["y"] + 0.45 * projection["height"]
         )
         page.wait_for_selector("img[alt='decoded']", timeout=30_000)
-        thumbnails = page.locator("img[alt$='.jpg']")
+        thumbnails = page.locator("img[data-strip='nearest']")
         assert thumbnails.count() == 6
         assert all(
             name.endswith(".jpg") for name in thumbnails.evaluate_all("images => images.map(i => i.alt)")
@@ -807,6 +875,7 @@ def test_images_instead_of_dots_in_headless_chromium(server: str, store: Path) -
         image = page.locator(f"img[alt='{names[rows[lone]]}']")
         image.first.wait_for(timeout=30_000)
 
+        assert page.locator(f"img[data-strip='under-cursor'][alt='{names[rows[lone]]}']").count() == 1
         page.mouse.click(*where)  # shown under the cursor, first of the nearest six, and kept
         deadline = time.monotonic() + 60
         while image.count() < 3 and time.monotonic() < deadline:
@@ -888,7 +957,7 @@ def test_selections_in_headless_chromium(store: Path, tmp_path: Path) -> None:
         ours = np.histogram(z[expected, a], bins=edges)[0][used[0] : used[-1] + 1].tolist()
         selection_shows(page, f"the histogram {ours} of component {a}", lambda s: s["histogram"] == ours, a)
         page.wait_for_selector("img[alt='decoded mean']", timeout=30_000)
-        assert page.locator("img[alt$='.jpg']").count() == min(count, 12)  # the seeded sample's images
+        assert page.locator("img[data-strip='sample']").count() == min(count, 12)  # the seeded sample
 
         # the components that set it apart, by numpy's standardized mean difference; a click shows
         # the first against the second

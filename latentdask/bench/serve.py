@@ -11,13 +11,19 @@ against ``workers`` threads, or one process where the baseline is numpy's):
 (b) **zoom** — re-aggregating the central quarter of each axis from the columns the workers
     hold, against datashader on the in-memory DataFrame (best of ``repeats``). Goal: ≤ 0.3 s.
 (c) **a lasso's statistics** — a regular octagon in the pair's plane: the selected rows
-    evaluated over every z-point, their count and share, every component's standardized mean
-    difference against the rest, their mean, histograms and seeded sample (what the panel
-    shows, :func:`latentdask.render.selected.describe`), against numpy on the whole array in
-    memory (loaded untimed; matplotlib's ``contains_points`` for the lasso). Goal: ≤ 2 s.
+    evaluated over every z-point and held (as the dashboard holds them for its linked view),
+    their count and share, every component's standardized mean difference against the rest,
+    their mean, the pair's histograms and a seeded sample (what the panel shows,
+    :func:`latentdask.render.selected.describe`, the corpus's moments from the statistics as
+    the dashboard takes them), against numpy on the whole array in memory, given the same corpus
+    sums (the load and those sums untimed; matplotlib's ``contains_points`` for the lasso, then
+    the selected rows' sums). Goal: ≤ 2 s.
 
-The baselines' canvases must equal the dashboard's count for count, and numpy's selection the
-same rows, means and differences. The memory the workers hold for one view is stated.
+The dashboard holds the store's rows in the workers' memory (they fit in half of it), read once
+more after the first view, in the background; the lasso is timed once they are held. The
+baselines' canvases must equal the dashboard's count for count, and numpy's selection the same
+rows, means, differences and histograms. The memory the workers
+hold is stated: the store's rows, one view's columns and its plane indexes (hover).
 """
 
 from __future__ import annotations
@@ -30,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from distributed import wait
 
 from latentdask.bench.render import central_quarter, pandas_zoom, timed
 from latentdask.bench.report import BenchReport, count_difference, local_client, warm_up
 from latentdask.generate.synthetic import synthesize_latents
 from latentdask.render.explore import Explorer, View
 from latentdask.render.projections import Projection, canvas_size, ranked_pairs
-from latentdask.render.selected import Drawn, describe
+from latentdask.render.selected import Corpus, Drawn, describe_drawn, warm_kernels
 from latentdask.stats.io import open_stats, stats_of, write_stats
 from latentdask.stats.summary import SummaryParams
 from latentdask.store.points import open_zpoints
@@ -72,6 +79,7 @@ def bench_serve(
         store = synthesize_latents(Path(scratch) / "points.zarr", n=n, dim=dim, seed=0, chunk_rows=chunk_rows)
         with local_client(workers) as client:
             client.run(warm_up, "latentdask.render.explore", "latentdask.render.selected")
+            client.run(warm_kernels)  # as serve does when it starts
             stats_path = Path(scratch) / "stats.zarr"
             write_stats(
                 stats_of(open_zpoints(store), params=SummaryParams(), scheduler=client),
@@ -82,15 +90,22 @@ def bench_serve(
             (a, b) = ranked_pairs(stats, "corr", 1)[0]
             view = View("pair", a, b)
 
-            # (a) first view: the columns into the workers' memory, then every point on the canvas
+            # (a) first view: the store's rows and the pair's columns into the workers' memory, then
+            # every point on the canvas (datashader's kernels compiled first, on a tiny store)
+            warm_store = synthesize_latents(Path(scratch) / "warm.zarr", n=64, dim=dim, seed=1, chunk_rows=64)
+            warm_explorer = Explorer(warm_store, stats_path, client)
+            warm = warm_explorer.projection(View("pair", 0, 1))
+            warm_explorer.aggregate(View("pair", 0, 1), warm.x_range, warm.y_range, 8, 8)
+            started = time.perf_counter()
             explorer = Explorer(store, stats_path, client)
             full = explorer.projection(view, *canvas_size(800))
-            warm = explorer.projection(View("pair", 0, 1))  # datashader's kernels compile once per process
-            explorer.aggregate(View("pair", 0, 1), warm.x_range, warm.y_range, 8, 8)
-            started = time.perf_counter()
             ours = explorer.aggregate(view, full.x_range, full.y_range, full.width, full.height)
             first = time.perf_counter() - started
+            started = time.perf_counter()
+            wait(explorer.hold_rows())  # as serve does after the first view, in the background
+            holding = time.perf_counter() - started
             held = sum(client.nbytes(keys=[f.key for f in explorer.frame(view)]).values())
+            indexed = explorer.index_bytes(view)
 
             import zarr
 
@@ -111,7 +126,24 @@ def bench_serve(
                 "s",
                 vs=[first_baseline],
             )
-            report.add("memory the workers hold for one view", held / 2**20, "MiB", kind="detail")
+            report.add(
+                "the store's rows into the workers' memory, after the first view (in the background)",
+                holding,
+                "s",
+                kind="detail",
+            )
+            report.add(
+                "memory the workers hold: the store's rows", explorer.held_bytes / 2**20, "MiB", kind="detail"
+            )
+            report.add(
+                "memory the workers hold: one view's columns (x, y, row)", held / 2**20, "MiB", kind="detail"
+            )
+            report.add(
+                "memory the workers hold: one view's plane indexes (hover)",
+                indexed / 2**20,
+                "MiB",
+                kind="detail",
+            )
 
             # (b) zoom from the held columns
             zoom = Projection(
@@ -141,8 +173,11 @@ def bench_serve(
             lasso = Lasso((a, b), _octagon(stats, a, b))
             points = explorer.points
             edges = stats["bin_edges"].values
+            corpus = Corpus.of(stats)
             started = time.perf_counter()
-            summary = describe(points, Drawn().then("new", lasso).rows(points), edges=edges, scheduler=client)
+            _, summary = describe_drawn(
+                points, Drawn().then("new", lasso), edges=edges, columns=(a, b), corpus=corpus, client=client
+            )
             report.add(
                 "dashboard: a lasso's statistics (goal 2 s)",
                 time.perf_counter() - started,
@@ -151,8 +186,9 @@ def bench_serve(
             )
 
         z = np.asarray(zarr.open_array(str(store / "z"), mode="r")[:])  # untimed: the baseline's load
+        sums = _numpy_sums(z, np.ones(len(z), dtype=bool))  # untimed: the corpus, as the statistics give it
         started = time.perf_counter()
-        mask, smd, mean = _numpy_lasso(z, lasso)
+        mask, smd, mean, hist = _numpy_lasso(z, lasso, sums, edges)
         report.add(lasso_baseline, time.perf_counter() - started, "s", kind="baseline")
         report.check(
             lasso_baseline,
@@ -173,30 +209,43 @@ def bench_serve(
             float(np.abs(mean - summary.mean).max()),
             1e-6,
         )
+        report.check(
+            lasso_baseline,
+            "the pair's histograms: largest |difference|",
+            count_difference(np.stack([summary.hist[a], summary.hist[b]]), hist),
+            0,
+        )
         report.setup |= {"pair": [a, b], "lasso share": round(float(mask.mean()), 4)}
         del z
     return report
 
 
+def _numpy_sums(z: np.ndarray, mask: np.ndarray, rows: int = 1 << 20) -> np.ndarray:
+    """(count, Σx, Σx²) per component of the rows ``mask`` keeps, float64, ``rows`` at a time (a
+    float64 copy of the whole array would not fit beside it): (3, N)."""
+    sums = np.zeros((3, z.shape[1]))
+    for start in range(0, len(z), rows):
+        x = z[start : start + rows][mask[start : start + rows]].astype(np.float64)
+        sums += [np.full(z.shape[1], len(x)), x.sum(axis=0), np.square(x).sum(axis=0)]
+    return sums
+
+
 def _numpy_lasso(
-    z: np.ndarray, lasso: Lasso, rows: int = 1 << 20
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The lasso's rows, every component's standardized mean difference and the selection's mean:
-    float64 sums and sums of squares per group, ``rows`` at a time (a float64 copy of the whole
-    array would not fit beside it)."""
+    z: np.ndarray, lasso: Lasso, corpus: np.ndarray, edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The lasso's rows, every component's standardized mean difference, the selection's mean and
+    its histograms of the pair: the selected rows' sums, the rest's the corpus's less theirs."""
     from matplotlib.path import Path as Polygon
 
-    mask = Polygon(np.asarray(lasso.polygon)).contains_points(z[:, list(lasso.pair)].astype(np.float64))
-    n, sums, squares = np.zeros(2), np.zeros((2, z.shape[1])), np.zeros((2, z.shape[1]))
-    for start in range(0, len(z), rows):
-        x, chosen = z[start : start + rows].astype(np.float64), mask[start : start + rows]
-        for group, part in enumerate((x[chosen], x[~chosen])):
-            n[group] += len(part)
-            sums[group] += part.sum(axis=0)
-            squares[group] += np.square(part).sum(axis=0)
+    pair = list(lasso.pair)
+    mask = Polygon(np.asarray(lasso.polygon)).contains_points(z[:, pair].astype(np.float64))
+    chosen = _numpy_sums(z, mask)
+    groups = np.stack([chosen, corpus - chosen])  # (the selection, the rest) × (count, Σx, Σx²) × N
+    n, sums, squares = groups[:, 0, 0], groups[:, 1], groups[:, 2]
     means = sums / n[:, None]
     within = (squares - n[:, None] * means**2).sum(axis=0)
-    return mask, (means[0] - means[1]) / np.sqrt(within / (n.sum() - 2)), means[0]
+    hist = np.stack([np.histogram(z[mask, j], bins=edges)[0] for j in pair])
+    return mask, (means[0] - means[1]) / np.sqrt(within / (n.sum() - 2)), means[0], hist
 
 
 def _octagon(stats: Any, a: int, b: int) -> tuple[tuple[float, float], ...]:

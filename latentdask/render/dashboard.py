@@ -47,7 +47,16 @@ import param
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, location
 from latentdask.render.explore import Explorer, View
-from latentdask.render.selected import Drawn, Summary, describe, export, selection_path
+from latentdask.render.selected import (
+    Corpus,
+    Drawn,
+    Summary,
+    describe,
+    describe_drawn,
+    export,
+    selection_path,
+    warm_kernels,
+)
 from latentdask.stats.analysis import headline
 from latentdask.store import selection
 
@@ -79,13 +88,14 @@ class ServeError(LatentdaskError):
     """A dashboard that cannot start as asked."""
 
 
-def _figure(png: bytes | None, caption: str, width: int, *, alt: str | None = None) -> str:
-    """An image and its caption as HTML; every text escaped (``&<>"'``), so data stays text."""
+def _figure(png: bytes | None, caption: str, width: int, *, alt: str | None = None, strip: str = "") -> str:
+    """An image and its caption as HTML; every text escaped (``&<>"'``), so data stays text.
+    ``strip``: which row of images it is in (a ``data-strip`` attribute: nearest, sample, ...)."""
     text = html.escape(caption, quote=True)
     style = f"margin:0 4px;width:{int(width)}px;font-size:10px;line-height:1.2;overflow-wrap:anywhere"
     image = (
         f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}" width="{int(width)}" '
-        f'alt="{html.escape(caption if alt is None else alt, quote=True)}">'
+        f'alt="{html.escape(caption if alt is None else alt, quote=True)}" data-strip="{strip}">'
         if png is not None
         else ""
     )
@@ -111,6 +121,9 @@ class Sources:
     filenames: np.ndarray | None = None
     overlays: dict[str, np.ndarray] = field(default_factory=dict)
     selections: Location = field(default_factory=Path)
+    #: every valid row's moments, from the statistics (None when they are of a split): a selection
+    #: is then described from its own rows alone
+    corpus: Corpus | None = None
 
     @classmethod
     def open(
@@ -135,10 +148,11 @@ class Sources:
         if not stats_path.exists():
             raise ServeError(f"{stats_path} does not exist; give --stats")
         explorer = Explorer(store, stats_path, client)
+        client.run(warm_kernels)
         attrs = zarr.open_group(str(store), mode="r").attrs if (store / "zarr.json").exists() else {}
         dataset_root = dataset or attrs.get("dataset_root")
         model_path = model or attrs.get("model_path")
-        sources = cls(explorer, selections=location(selections))
+        sources = cls(explorer, selections=location(selections), corpus=Corpus.of(explorer.stats))
         if dataset_root is not None and location(str(dataset_root)).exists():
             from latentdask.data.dataset import open_dataset
 
@@ -160,6 +174,7 @@ class Sources:
                 raise ServeError(f"{path} has {overlay.z.shape[1]} components; the store has {explorer.dim}")
             sources.overlays[overlay.label] = overlay.z
         explorer.frame(Dashboard(sources).current_view())
+        explorer.hold_rows()  # queued behind the first view's columns: selections then read memory
         return sources
 
     def session(self) -> Any:
@@ -397,6 +412,19 @@ class Dashboard:
         if mode == "pc":
             return hv.Div("<p>histograms are per component: choose the 'pair' axes</p>")
         edges = stats["bin_edges"].values
+        missing = [j for j in (a, b) if summary is not None and j not in summary.hist]
+        if missing and self.chosen.held is not None:  # another pair since the selection: its histograms now
+            assert summary is not None
+            summary.hist.update(
+                describe(
+                    self.explorer.points,
+                    self.chosen.held,
+                    edges=edges,
+                    columns=missing,
+                    corpus=self.sources.corpus,
+                    scheduler=self.explorer.client,
+                ).hist
+            )
         plots = []
         for component in (a, b):
             counts = stats["hist"].values[component]
@@ -492,7 +520,7 @@ class Dashboard:
         self.under_cursor_text.object = f"under the cursor ({x!r}, {y!r}): nearest real point, row {rows[0]}"
         if rows[0] != self._hovered:
             self._hovered = rows[0]
-            self.under_cursor.objects = self._images(rows)
+            self.under_cursor.objects = self._images(rows, "under-cursor")
 
     def show_point(self, x: float | None, y: float | None) -> None:
         """A click: the nearest real images, the nearest one kept, and what the decoder makes there."""
@@ -502,16 +530,17 @@ class Dashboard:
             return
         view = self.current_view()
         rows = self.explorer.nearest_rows(view, x, y, NEAREST)
-        self.nearest.objects = self._images(rows)
+        self.nearest.objects = self._images(rows, "nearest")
         if rows:
-            self.kept.objects = [*self.kept.objects, *self._images(rows[:1])][-KEPT:]
+            self.kept.objects = [*self.kept.objects, *self._images(rows[:1], "kept")][-KEPT:]
         if self.sources.checkpoint is not None:
             z = self.explorer.latent_at(view, x, y)
             caption = f"decoded at ({x:.3f}, {y:.3f}), other components at the mean"
             self.decoded.objects = [pn.pane.HTML(self._decoded(z, caption, "decoded"), width=140)]
 
-    def _images(self, rows: Any) -> list[Any]:
-        """The real images of store rows as captioned thumbnails (their row numbers without a dataset)."""
+    def _images(self, rows: Any, strip: str) -> list[Any]:
+        """The real images of store rows as captioned thumbnails (their row numbers without a dataset),
+        for the row of images ``strip``."""
         import panel as pn
 
         sources = self.sources
@@ -520,7 +549,7 @@ class Dashboard:
             if sources.dataset is not None and sources.filenames is not None:
                 name = str(sources.filenames[row])
                 try:
-                    shown = _figure(self._thumbnail(name), name, THUMBNAIL)
+                    shown = _figure(self._thumbnail(name), name, THUMBNAIL, strip=strip)
                 except Exception as exc:  # moved or damaged since the encode: say so in its place
                     shown = _figure(None, f"{name}: cannot be shown ({exc})", THUMBNAIL)
             else:
@@ -633,12 +662,13 @@ class Dashboard:
                 self.combine.value, drawn_view((view.a, view.b), slice=view.threshold)
             )
             # evaluated once, held on the workers: described here, drawn in the linked view
-            held = self.explorer.hold(drawn.rows(self.explorer.points))
-            summary = describe(
+            held, summary = describe_drawn(
                 self.explorer.points,
-                held,
+                drawn,
                 edges=self.explorer.stats["bin_edges"].values,
-                scheduler=self.explorer.client,
+                columns=(view.a, view.b),
+                corpus=self.sources.corpus,
+                client=self.explorer.client,
             )
         except LatentdaskError as exc:  # e.g. a lasso of two vertices: say so, keep the selection
             self.selection_note.object = str(exc)
@@ -689,7 +719,7 @@ class Dashboard:
         else:
             image = self._decoded(summary.mean, "the selection's mean, decoded", "decoded mean")
             self.mean_image.objects = [pn.pane.HTML(image, width=140)]
-        self.sample.objects = self._images(summary.sample)
+        self.sample.objects = self._images(summary.sample, "sample")
 
     def _show_apart(self, component: int, others: list[int], _event: Any = None) -> None:
         """Show ``component`` against the strongest other one set apart."""
@@ -705,7 +735,12 @@ class Dashboard:
         try:
             out = selection_path(self.sources.selections, self.selection_name.value or "")
             count = export(
-                out, self.chosen.drawn, self.explorer.points, summary.profile, scheduler=self.explorer.client
+                out,
+                self.chosen.drawn,
+                self.explorer.points,
+                summary.profile,
+                rows=self.chosen.held,  # computed when drawn, held on the workers
+                scheduler=self.explorer.client,
             )
         except LatentdaskError as exc:
             self.selection_note.object = str(exc)

@@ -10,13 +10,18 @@ through datashader's dask-DataFrame pipeline instead costs ~0.2 s per call in pi
 its compiled kernels — more than aggregating 10 million points.) The last few views'
 frames stay cached (``capacity``).
 
-A selection's rows (a boolean per row, held on the workers by :meth:`Explorer.hold`) are
-aggregated in any view the same way: each frame is joined with the blocks of the mask that
-cover its rows, where both lie.
+Where they fit in half the workers' memory, the store's rows themselves are held there too
+(:meth:`Explorer.hold_rows`, read in the background once the first view's columns are taken):
+later views and every selection then read memory, not the store.
+
+A selection's rows (a boolean per row, held on the workers by
+:func:`latentdask.render.selected.describe_drawn`) are aggregated in any view the same way:
+each frame is joined with the blocks of the mask that cover its rows, where both lie.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
@@ -32,7 +37,7 @@ from latentdask.location import Where
 from latentdask.render.columns import BlockColumns, category_column
 from latentdask.render.projections import Projection, pair_projection, pc_projection
 from latentdask.stats.io import open_stats
-from latentdask.stats.reduce import aligned, map_blocks, row_blocks, row_starts
+from latentdask.stats.reduce import map_blocks, row_blocks, row_starts
 from latentdask.store.points import open_zpoints
 
 
@@ -151,13 +156,40 @@ def _nearest(index: PlaneIndex, *, xy: np.ndarray, k: int) -> tuple[np.ndarray, 
     return index.nearest(xy, k)
 
 
-class Explorer:
-    """A store, its statistics, and the cluster that holds the shown columns."""
+#: the store's rows are held in the workers' memory when they take at most this share of it
+HOLD_SHARE = 0.5
 
-    def __init__(self, store: Where, stats: Where, client: Any, *, capacity: int = 4) -> None:
-        self.points = open_zpoints(store)
+
+def workers_memory(client: Any) -> int:
+    """The cluster's memory: its workers' limits summed (this machine's memory where they have none)."""
+    import psutil
+
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+    return int(sum(limits)) if all(limits) and limits else int(psutil.virtual_memory().total)
+
+
+class Explorer:
+    """A store, its statistics, and the cluster that holds the shown columns.
+
+    ``hold``: whether :meth:`hold_rows` keeps the store's rows (z, valid, attributes) in the
+    workers' memory, so that later views and selections never read the store again; by default
+    when they take at most :data:`HOLD_SHARE` of the cluster's memory (:attr:`held_bytes` says
+    how much they take).
+    """
+
+    def __init__(
+        self, store: Where, stats: Where, client: Any, *, capacity: int = 4, hold: bool | None = None
+    ) -> None:
+        points = open_zpoints(store)
         self.stats: xr.Dataset = open_stats(stats).load()
         self.client = client
+        arrays = [a for a in (points.z, points.valid, points.attributes) if a is not None]
+        size = int(sum(a.nbytes for a in arrays))
+        if hold is None:
+            hold = size <= HOLD_SHARE * workers_memory(client)
+        self.held_bytes = size if hold else 0
+        self.points = points
+        self._held: list[Any] | None = None
         self.capacity = capacity
         self._frames: OrderedDict[View, Any] = OrderedDict()
         self._blocks: dict[View, np.ndarray] = {}  # per view, the bounds of each frame's blocks
@@ -165,6 +197,24 @@ class Explorer:
         dim = self.stats.sizes["latent"]
         if self.points.z.shape[1] != dim:
             raise ExploreError(f"{store} has {self.points.z.shape[1]} components; the statistics have {dim}")
+
+    def hold_rows(self) -> list[Any]:
+        """Read the store's rows into the workers' memory (when :attr:`held_bytes`; once) and read
+        them from there from now on; the held arrays, to wait for (nothing where not held)."""
+        if self._held is None:
+            points = self.points
+            self._held = []
+            if self.held_bytes:
+                persist = self.client.persist
+                self.points = dataclasses.replace(
+                    points,
+                    z=persist(points.z),
+                    valid=None if points.valid is None else persist(points.valid),
+                    attributes=None if points.attributes is None else persist(points.attributes),
+                )
+                held = (self.points.z, self.points.valid, self.points.attributes)
+                self._held = [a for a in held if a is not None]
+        return self._held
 
     @property
     def dim(self) -> int:
@@ -225,11 +275,6 @@ class Explorer:
             del self._blocks[dropped]
             self._indexes.pop(dropped, None)
         return futures
-
-    def hold(self, chosen: Any) -> Any:
-        """The selected rows ``chosen`` (a lazy boolean array over the store's rows) computed once and
-        held in the workers' memory, chunked as the store's rows; a dask array over those futures."""
-        return self.client.persist(aligned(chosen, self.points.z))
 
     def aggregate(
         self, view: View, x_range: tuple[float, float], y_range: tuple[float, float], width: int, height: int

@@ -202,7 +202,27 @@ def finite_rows(x: np.ndarray) -> np.ndarray:
     return _finite_rows(np.ascontiguousarray(x))
 
 
-def _as_block(x: np.ndarray) -> np.ndarray:
+@numba.njit(cache=True, nogil=True)
+def _within(x: np.ndarray, keep: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    out = keep.copy()
+    for r in range(x.shape[0]):
+        if out[r]:
+            for j in range(x.shape[1]):
+                if not abs(x[r, j]) < bound[j]:  # NaN and ±inf fail every bound, inf included
+                    out[r] = False
+                    break
+    return out
+
+
+def finite_within(x: np.ndarray, keep: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    """``keep`` less the rows with a value whose magnitude is not below its column's ``bound``
+    (so any NaN or ±inf); rows not kept are never read."""
+    x = float_block(x)
+    return _within(x, np.asarray(keep, dtype=np.bool_), np.asarray(bound, dtype=x.dtype))
+
+
+def float_block(x: np.ndarray) -> np.ndarray:
+    """``x`` C-contiguous in float32 or float64, as the kernels take it (other types as float64)."""
     x = np.ascontiguousarray(x)
     return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
 
@@ -218,7 +238,7 @@ def scan_block(
 ) -> BlockScan:
     """The moments, histogram, radius and slice states of the kept rows of ``x``; with
     ``attributes`` ((rows, A) of ±1, 0 unknown) the attribute groups' moments too."""
-    x = _as_block(x)
+    x = float_block(x)
     keep = np.ascontiguousarray(keep, dtype=bool)
     dim = x.shape[1]
     n = int(keep.sum())
@@ -274,7 +294,7 @@ def centred_radius_counts(
 ) -> Counts1D:
     """Histogram of |x - centre| over the kept rows, without a block-sized temporary."""
     counts, total = _centred_radii(
-        _as_block(x),
+        float_block(x),
         np.ascontiguousarray(keep, dtype=bool),
         np.asarray(centre, dtype=np.float64),
         np.asarray(radius_edges, dtype=np.float64),

@@ -77,18 +77,24 @@ def inside_polygon(x: np.ndarray, y: np.ndarray, polygon: Sequence[tuple[float, 
     return inside
 
 
-def _block_rows(block: np.ndarray, view: View) -> np.ndarray:
-    from latentdask.stats.scan import finite_rows
+def bounds(view: View, dim: int, dtype: Any) -> np.ndarray:
+    """Per column, what a row's |value| must stay below to be in the view: the slice's t outside the
+    pair (no bound without a slice) and none on the pair, so only finiteness there; in the
+    block's dtype, as numpy compares a float32 block with a Python float."""
+    bound = np.full(dim, np.inf if view.slice is None else view.slice, dtype=dtype)
+    bound[list(view.pair)] = np.inf
+    return bound
+
+
+def rows_in_view(block: np.ndarray, view: View) -> np.ndarray:
+    """The rows of a block inside the view's polygon, finite, and within the slice when it has one;
+    only the rows inside the polygon are read beyond the pair's two columns."""
+    from latentdask.stats.scan import finite_within
 
     a, b = view.pair
     x = np.asarray(block[:, a], dtype=np.float64)
     y = np.asarray(block[:, b], dtype=np.float64)
-    keep = inside_polygon(x, y, view.polygon) & finite_rows(block)
-    if view.slice is not None:
-        others = np.ones(block.shape[1], dtype=bool)
-        others[[a, b]] = False
-        keep &= (np.abs(np.asarray(block[:, others], dtype=np.float64)) < view.slice).all(axis=1)
-    return keep
+    return finite_within(block, inside_polygon(x, y, view.polygon), bounds(view, block.shape[1], block.dtype))
 
 
 def view_rows(z: da.Array, view: View) -> da.Array:
@@ -96,7 +102,7 @@ def view_rows(z: da.Array, view: View) -> da.Array:
     dim = z.shape[1]
     if not all(0 <= j < dim for j in view.pair):
         raise StatsError(f"the selection's pair {view.pair} is outside the {dim} components (0 … {dim - 1})")
-    return da.map_blocks(_block_rows, z, view=view, drop_axis=1, dtype=bool)
+    return da.map_blocks(rows_in_view, z, view=view, drop_axis=1, dtype=bool)
 
 
 def write_selection(
