@@ -148,6 +148,6 @@ def decode_on_device(
             crops = torch.nn.functional.interpolate(
                 crops, size=(side, side), mode=mode, antialias=True, align_corners=False
             )
-        where = torch.as_tensor([k for k, _ in members], device=device)
+        where = torch.as_tensor([k for k, _ in members], dtype=torch.long, device=device)
         pixels[where] = crops.round_().clamp_(0, 255).to(torch.uint8)
     return pixels, failed

@@ -279,10 +279,10 @@ def _on_device(job: ShardJob, loaded: list[_Loaded], start: int, device: torch.d
         pixels = torch.from_numpy(np.stack([item.pixels for item in loaded if item.pixels is not None]))
         if device.type == "cuda":  # pinned host memory: the copy overlaps with the GPU's work
             pixels = pixels.pin_memory()
-        where = torch.as_tensor([position[k] for k in on_host], device=device)
+        where = torch.as_tensor([position[k] for k in on_host], dtype=torch.long, device=device)
         images[where] = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2)
     if decoded is not None:
-        images[torch.as_tensor([position[k] for k in on_gpu], device=device)] = decoded
+        images[torch.as_tensor([position[k] for k in on_gpu], dtype=torch.long, device=device)] = decoded
     return images
 
 

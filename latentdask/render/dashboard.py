@@ -152,7 +152,11 @@ class Sources:
         attrs = zarr.open_group(str(store), mode="r").attrs if (store / "zarr.json").exists() else {}
         dataset_root = dataset or attrs.get("dataset_root")
         model_path = model or attrs.get("model_path")
-        sources = cls(explorer, selections=location(selections), corpus=Corpus.of(explorer.stats))
+        sources = cls(
+            explorer,
+            selections=location(selections),
+            corpus=Corpus.of(explorer.stats, explorer.points.z.shape[0]),
+        )
         if dataset_root is not None and location(str(dataset_root)).exists():
             from latentdask.data.dataset import open_dataset
 
@@ -629,7 +633,12 @@ class Dashboard:
         if shown and self.sources.dataset is not None and self.sources.filenames is not None:
             filenames = self.sources.filenames
             picks = self.thumbnail_rows(view, tuple(x_range), tuple(y_range))
-            images = [(c, r, self._real_image(str(filenames[row]))) for c, r, row in picks]
+            images = []
+            for c, r, row in picks:
+                try:
+                    images.append((c, r, self._real_image(str(filenames[row]))))
+                except Exception:  # moved or damaged since the encode: its cell stays empty
+                    continue
             rgba = compose(images, (CANVAS[1], CANVAS[0]))
         bounds = (x_range[0], y_range[0], x_range[1], y_range[1])
         return hv.RGB(rgba, bounds=bounds, vdims=list("RGBA"))

@@ -143,11 +143,14 @@ class Corpus:
     with_attribute: np.ndarray | None = None  # (A,) rows with each attribute = 1
 
     @classmethod
-    def of(cls, stats: Any) -> Corpus | None:
-        """From ``stats``, if they are of every valid row (not a split, ``--where`` or ``--rows``)."""
+    def of(cls, stats: Any, rows: int) -> Corpus | None:
+        """From ``stats``, if they are of every valid row of a store of ``rows`` rows (not of a split,
+        ``--where`` or ``--rows``, and counting every row as kept, invalid or non-finite)."""
         attrs = stats.attrs
         if attrs.get("split", "all") != "all" or attrs.get("where") or attrs.get("rows"):
             return None
+        if int(stats["count"]) + int(stats["invalid"]) + int(stats["nonfinite"]) != rows:
+            return None  # of other rows (unfinished shards, another store): the panel sums the rest
         n = int(stats["count"])
         m2 = np.diag(stats["cov"].values) * (n - 1) if n > 1 else np.zeros(stats.sizes["latent"])
         counts = stats.get("attribute_count")
@@ -166,6 +169,28 @@ class Corpus:
         return GroupMoments(np.array([[n_s, n_r]]), means[None], m2s[None])
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_row(
+    row: np.ndarray,
+    centre: np.ndarray,
+    s1: np.ndarray,
+    s2: np.ndarray,
+    edges: np.ndarray,
+    scale: float,
+    columns: np.ndarray,
+    hist: np.ndarray,
+) -> None:
+    """One chosen row into the sums about ``centre`` and the histograms of ``columns``."""
+    for j in range(len(row)):
+        d = np.float64(row[j]) - centre[j]
+        s1[j] += d
+        s2[j] += d * d
+    for c in range(len(columns)):
+        k = histogram_bin(np.float64(row[columns[c]]), edges, scale)
+        if 0 <= k < len(edges) - 1:
+            hist[c, k] += 1
+
+
 @numba.njit(cache=True, nogil=True)
 def chosen_moments(
     block: np.ndarray, chosen: np.ndarray, centre: np.ndarray, edges: np.ndarray, columns: np.ndarray
@@ -182,14 +207,7 @@ def chosen_moments(
     for i in range(block.shape[0]):
         if chosen[i]:
             n += 1
-            for j in range(width):
-                d = np.float64(block[i, j]) - centre[j]
-                s1[j] += d
-                s2[j] += d * d
-            for c in range(len(columns)):
-                k = histogram_bin(np.float64(block[i, columns[c]]), edges, scale)
-                if 0 <= k < bins:
-                    hist[c, k] += 1
+            _add_row(block[i], centre, s1, s2, edges, scale, columns, hist)
     return n, s1, s2, hist
 
 
@@ -387,14 +405,7 @@ def _chosen_in_one_pass(
             continue
         chosen[i] = True
         n += 1
-        for j in range(width):
-            d = np.float64(block[i, j]) - centre[j]
-            s1[j] += d
-            s2[j] += d * d
-        for c in range(len(columns)):
-            k = histogram_bin(np.float64(block[i, columns[c]]), edges, scale)
-            if 0 <= k < bins:
-                hist[c, k] += 1
+        _add_row(block[i], centre, s1, s2, edges, scale, columns, hist)
     return chosen, n, s1, s2, hist
 
 
@@ -419,7 +430,7 @@ def drawn_chunk(
     if valid is not None:
         inside &= np.asarray(valid, dtype=bool)
     block = float_block(block)
-    bound = bounds(view, block.shape[1], block.dtype)
+    bound = bounds(view, block.shape[1])
     chosen, n, s1, s2, hist = _chosen_in_one_pass(block, inside, bound, centre, edges, columns)
     ones = _ones(attributes, len(chosen))
     keys, rows = _sampled(chosen, start, seed, sample)
@@ -501,16 +512,27 @@ def describe_drawn(
         partial(describe_combine, sample=sample),
         name="selection_drawn",
     )
-    held = client.persist(rows)
-    merged = client.compute(state).result()  # the same block tasks (their keys): each pass runs once
-    return held, _summary(merged, points, shown, corpus)
+    # one graph, not optimized (fusing would rename the block tasks): each block's pass runs once
+    held, reduced = client.persist([rows, state], optimize_graph=False)
+    return held, _summary(client.compute(reduced).result(), points, shown, corpus)
 
 
 def warm_kernels() -> None:
     """Compile (or load from numba's cache) the kernels a selection runs, on tiny data: run once per
     worker when a dashboard starts, so that the first selection does not wait for them."""
     block = np.zeros((4, 3), dtype=np.float32)
-    chosen = rows_in_view(block, View((0, 1), ((-1.0, -1.0), (1.0, -1.0), (0.0, 1.0)), slice=1.0))
+    view = View((0, 1), ((-1.0, -1.0), (1.0, -1.0), (0.0, 1.0)), slice=1.0)
+    drawn_chunk(
+        block,
+        0,
+        view=view,
+        centre=np.zeros(3),
+        edges=np.linspace(-1.0, 1.0, 3),
+        columns=np.array([0]),
+        seed=0,
+        sample=2,
+    )
+    chosen = rows_in_view(block, view)
     describe_chunk(
         block,
         chosen,
@@ -519,7 +541,7 @@ def warm_kernels() -> None:
         columns=np.array([0, 1]),
         seed=0,
         sample=2,
-        corpus_known=True,
+        corpus_known=False,
         count_valid=True,
     )
 

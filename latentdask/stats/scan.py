@@ -218,7 +218,7 @@ def finite_within(x: np.ndarray, keep: np.ndarray, bound: np.ndarray) -> np.ndar
     """``keep`` less the rows with a value whose magnitude is not below its column's ``bound``
     (so any NaN or ±inf); rows not kept are never read."""
     x = float_block(x)
-    return _within(x, np.asarray(keep, dtype=np.bool_), np.asarray(bound, dtype=x.dtype))
+    return _within(x, np.asarray(keep, dtype=np.bool_), np.asarray(bound, dtype=np.float64))
 
 
 def float_block(x: np.ndarray) -> np.ndarray:

@@ -94,9 +94,9 @@ def scan_block_torch(
         "m4": (d2 * d2).sum(dim=0),
         "min": x.min(dim=0).values,
         "max": x.max(dim=0).values,
-        "n0": torch.stack(n0).reshape(len(n0)),
-        "c1": torch.stack(c1).reshape(len(c1), dim),
-        "c2": torch.stack(c2).reshape(len(c2), dim, dim),
+        "n0": torch.stack(n0) if n0 else torch.zeros(0, dtype=torch.long, device=device),
+        "c1": torch.stack(c1) if c1 else torch.zeros((0, dim), dtype=torch.long, device=device),
+        "c2": torch.stack(c2) if c2 else torch.zeros((0, dim, dim), dtype=torch.long, device=device),
     }
     if attributes is not None:
         on_device["d"] = d

@@ -77,11 +77,11 @@ def inside_polygon(x: np.ndarray, y: np.ndarray, polygon: Sequence[tuple[float, 
     return inside
 
 
-def bounds(view: View, dim: int, dtype: Any) -> np.ndarray:
+def bounds(view: View, dim: int) -> np.ndarray:
     """Per column, what a row's |value| must stay below to be in the view: the slice's t outside the
-    pair (no bound without a slice) and none on the pair, so only finiteness there; in the
-    block's dtype, as numpy compares a float32 block with a Python float."""
-    bound = np.full(dim, np.inf if view.slice is None else view.slice, dtype=dtype)
+    pair (no bound without a slice) and none on the pair, so only finiteness there; compared in
+    float64, as the view's columns and the statistics compare."""
+    bound = np.full(dim, np.inf if view.slice is None else view.slice, dtype=np.float64)
     bound[list(view.pair)] = np.inf
     return bound
 
@@ -94,7 +94,7 @@ def rows_in_view(block: np.ndarray, view: View) -> np.ndarray:
     a, b = view.pair
     x = np.asarray(block[:, a], dtype=np.float64)
     y = np.asarray(block[:, b], dtype=np.float64)
-    return finite_within(block, inside_polygon(x, y, view.polygon), bounds(view, block.shape[1], block.dtype))
+    return finite_within(block, inside_polygon(x, y, view.polygon), bounds(view, block.shape[1]))
 
 
 def view_rows(z: da.Array, view: View) -> da.Array:
