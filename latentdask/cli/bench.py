@@ -118,15 +118,9 @@ DeviceOption = Annotated[
 @app.command("encode")
 @user_errors
 def bench_encode(
-    n: Annotated[
-        int | None, typer.Option("--n", help="Synthetic images to encode (default 8192; 200,000 on cuda).")
-    ] = None,
-    shard_size: Annotated[
-        int | None, typer.Option(help="Images per shard (default 1024; 16,384 on cuda).")
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Images per forward pass (default 256; 1024 on cuda).")
-    ] = None,
+    n: Annotated[int, typer.Option("--n", help="Synthetic images (on cuda: 200,000 or more).")] = 8192,
+    shard_size: Annotated[int, typer.Option(help="Images per shard (on cuda: 16,384).")] = 1024,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass (on cuda: 1024).")] = 256,
     image_size: Annotated[int, typer.Option(help="Model input side.")] = 64,
     latent_dim: Annotated[int, typer.Option(help="Latent dimension.")] = 256,
     layout: Annotated[
@@ -151,9 +145,9 @@ def bench_encode(
             json_out,
             functools.partial(
                 bench_encode_gpu,
-                n=n or 200_000,
-                shard_size=shard_size or 16_384,
-                batch_size=batch_size or 1024,
+                n=n,
+                shard_size=shard_size,
+                batch_size=batch_size,
                 image_size=image_size,
                 latent_dim=latent_dim,
                 precision=precision,
@@ -164,9 +158,9 @@ def bench_encode(
 
     measure = functools.partial(
         run,
-        n=n or 8192,
-        shard_size=shard_size or 1024,
-        batch_size=batch_size or 256,
+        n=n,
+        shard_size=shard_size,
+        batch_size=batch_size,
         image_size=image_size,
         latent_dim=latent_dim,
     )
