@@ -173,7 +173,7 @@ def bench_serve(
             lasso = Lasso((a, b), _octagon(stats, a, b))
             points = explorer.points
             edges = stats["bin_edges"].values
-            corpus = Corpus.of(stats)
+            corpus = Corpus.of(stats, points.z.shape[0])
             started = time.perf_counter()
             _, summary = describe_drawn(
                 points, Drawn().then("new", lasso), edges=edges, columns=(a, b), corpus=corpus, client=client
