@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
-from latentdask.store.selection import View, inside_polygon
+from latentdask.store.selection import TILE, View, inside_polygon, rows_in_view
 from tests.helpers import run_cli as run
 
 ROWS, DIM = 6000, 6
@@ -49,6 +49,29 @@ def test_box_edges_lower_and_left_inside_upper_and_right_outside_nan_never() -> 
     np.testing.assert_array_equal(
         inside_polygon(x, y, corners), [True, True, False, False, True, False, False]
     )
+
+
+@pytest.mark.parametrize("slice_threshold", [None, 1.8])
+def test_rows_in_view_over_tiles_equals_matplotlib_and_numpy(slice_threshold: float | None) -> None:
+    """A block of several tiles and a partial one; NaN and ±inf inside and outside the lasso."""
+    from matplotlib.path import Path as Polygon
+
+    rng = np.random.default_rng(5)
+    block = rng.normal(size=(3 * TILE + 77, 7)).astype(np.float32)
+    block[rng.integers(0, len(block), 40), rng.integers(0, 7, 40)] = np.nan
+    block[rng.integers(0, len(block), 40), rng.integers(0, 7, 40)] = np.inf
+    block[rng.integers(0, len(block), 40), rng.integers(0, 7, 40)] = -np.inf
+    angles = np.sort(rng.uniform(0, 2 * np.pi, 11))
+    vertices = np.column_stack([np.cos(angles), np.sin(angles)]) * rng.uniform(0.4, 1.5, (11, 1))
+    keep = rng.random(len(block)) < 0.9
+    view = View((4, 1), tuple(map(tuple, vertices)), slice=slice_threshold)
+    x = block.astype(np.float64)
+    expected = Polygon(vertices).contains_points(x[:, [4, 1]]) & np.isfinite(x).all(axis=1) & keep
+    if slice_threshold is not None:
+        expected &= (np.abs(x[:, [0, 2, 3, 5, 6]]) < slice_threshold).all(axis=1)
+    ours = rows_in_view(block, view, keep)
+    np.testing.assert_array_equal(ours, expected)
+    assert 30 < ours.sum() < len(block) - 30
 
 
 def test_views_refuse_what_cannot_select() -> None:

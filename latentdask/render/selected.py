@@ -44,10 +44,10 @@ from latentdask.stats.summary import select_rows
 from latentdask.store.points import ZPoints
 from latentdask.store.selection import (
     View,
-    bounds,
-    inside_polygon,
     rows_in_view,
+    tile_in_view,
     view_rows,
+    view_test,
     write_selection,
 )
 
@@ -377,15 +377,19 @@ def _summary(state: Described, points: ZPoints, shown: np.ndarray, corpus: Corpu
 @numba.njit(cache=True, nogil=True)
 def _chosen_in_one_pass(
     block: np.ndarray,
-    inside: np.ndarray,
+    keep: np.ndarray,
+    a: int,
+    b: int,
+    polygon: np.ndarray,
     bound: np.ndarray,
     centre: np.ndarray,
     edges: np.ndarray,
     columns: np.ndarray,
 ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]:
-    """The rows ``inside`` whose every |x_j| is below ``bound[j]`` (finite, and in the slice), and
-    :func:`chosen_moments`' sums of them, in one read of those rows (each row's test and its sums
-    while it is in cache); the other rows are never read."""
+    """The rows among ``keep`` in the view (:func:`~latentdask.store.selection.tile_in_view`) and
+    :func:`chosen_moments`' sums of them, in one read of the block: tile by tile, the rows inside
+    the polygon are tested and summed while they are in cache; the other rows' other columns are
+    never read."""
     width, bins = block.shape[1], len(edges) - 1
     scale = bins / (edges[bins] - edges[0])
     chosen = np.zeros(block.shape[0], dtype=np.bool_)
@@ -393,19 +397,14 @@ def _chosen_in_one_pass(
     s1 = np.zeros(width)
     s2 = np.zeros(width)
     hist = np.zeros((len(columns), bins), dtype=np.int64)
-    for i in range(block.shape[0]):
-        if not inside[i]:
-            continue
-        ok = True
-        for j in range(width):
-            if not abs(block[i, j]) < bound[j]:  # NaN and ±inf fail every bound
-                ok = False
-                break
-        if not ok:
-            continue
-        chosen[i] = True
-        n += 1
-        _add_row(block[i], centre, s1, s2, edges, scale, columns, hist)
+    start = 0
+    while start < block.shape[0]:
+        stop = tile_in_view(block, keep, start, a, b, polygon, bound, chosen)
+        for i in range(start, stop):
+            if chosen[i]:
+                n += 1
+                _add_row(block[i], centre, s1, s2, edges, scale, columns, hist)
+        start = stop
     return chosen, n, s1, s2, hist
 
 
@@ -424,14 +423,11 @@ def drawn_chunk(
 ) -> tuple[np.ndarray, Described]:
     """One block of a selection drawn as one view: its rows (as :func:`rows_in_view` and ``valid``
     give them) and their :class:`Described` state (the corpus's moments known), in one pass."""
-    a, b = view.pair
-    x, y = np.asarray(block[:, a], np.float64), np.asarray(block[:, b], np.float64)
-    inside = inside_polygon(x, y, view.polygon)
-    if valid is not None:
-        inside &= np.asarray(valid, dtype=bool)
     block = float_block(block)
-    bound = bounds(view, block.shape[1])
-    chosen, n, s1, s2, hist = _chosen_in_one_pass(block, inside, bound, centre, edges, columns)
+    keep = np.ones(block.shape[0], dtype=np.bool_) if valid is None else np.asarray(valid, dtype=np.bool_)
+    chosen, n, s1, s2, hist = _chosen_in_one_pass(
+        block, keep, *view_test(view, block.shape[1]), centre, edges, columns
+    )
     ones = _ones(attributes, len(chosen))
     keys, rows = _sampled(chosen, start, seed, sample)
     state = Described(

@@ -202,25 +202,6 @@ def finite_rows(x: np.ndarray) -> np.ndarray:
     return _finite_rows(np.ascontiguousarray(x))
 
 
-@numba.njit(cache=True, nogil=True)
-def _within(x: np.ndarray, keep: np.ndarray, bound: np.ndarray) -> np.ndarray:
-    out = keep.copy()
-    for r in range(x.shape[0]):
-        if out[r]:
-            for j in range(x.shape[1]):
-                if not abs(x[r, j]) < bound[j]:  # NaN and ±inf fail every bound, inf included
-                    out[r] = False
-                    break
-    return out
-
-
-def finite_within(x: np.ndarray, keep: np.ndarray, bound: np.ndarray) -> np.ndarray:
-    """``keep`` less the rows with a value whose magnitude is not below its column's ``bound``
-    (so any NaN or ±inf); rows not kept are never read."""
-    x = float_block(x)
-    return _within(x, np.asarray(keep, dtype=np.bool_), np.asarray(bound, dtype=np.float64))
-
-
 def float_block(x: np.ndarray) -> np.ndarray:
     """``x`` C-contiguous in float32 or float64, as the kernels take it (other types as float64)."""
     x = np.ascontiguousarray(x)

@@ -26,6 +26,7 @@ from typing import Any
 
 import dask
 import dask.array as da
+import numba
 import numpy as np
 import zarr
 from zarr.errors import ZarrUserWarning
@@ -63,18 +64,32 @@ class View:
         return {"pair": list(self.pair), "polygon": [list(v) for v in self.polygon], "slice": self.slice}
 
 
+def polygon_edges(polygon: Sequence[tuple[float, float]]) -> np.ndarray:
+    """The polygon's edges that are not horizontal, as rows (x_i, y_i, x_j, y_j) in float64 (a
+    horizontal edge crosses no horizontal ray)."""
+    start = np.asarray(polygon, dtype=np.float64)
+    edges = np.column_stack([start, np.roll(start, -1, axis=0)])
+    return np.ascontiguousarray(edges[edges[:, 1] != edges[:, 3]])
+
+
+@numba.njit(cache=True, nogil=True)
+def _inside_each(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The even–odd rule: a ray from each (x, y) towards +x crosses an odd number of ``edges``
+    (edge by edge over every point, without a branch, so the points run in SIMD lanes)."""
+    inside = np.zeros(len(x), dtype=np.bool_)
+    for e in range(edges.shape[0]):
+        xi, yi, xj, yj = edges[e, 0], edges[e, 1], edges[e, 2], edges[e, 3]
+        for i in range(len(x)):
+            inside[i] ^= ((yi > y[i]) != (yj > y[i])) & (x[i] < (xj - xi) * (y[i] - yi) / (yj - yi) + xi)
+    return inside
+
+
 def inside_polygon(x: np.ndarray, y: np.ndarray, polygon: Sequence[tuple[float, float]]) -> np.ndarray:
     """Points inside ``polygon`` by the even–odd rule (one crossing test per edge). On the edges of
     a box: the lower and left ones are inside, the upper and right ones outside, so boxes that
     tile a plane share no point; NaN is never inside."""
-    inside = np.zeros(len(x), dtype=bool)
-    vertices = np.asarray(polygon, dtype=np.float64)
-    for (xi, yi), (xj, yj) in zip(vertices, np.roll(vertices, -1, axis=0), strict=True):
-        if yi == yj:
-            continue  # a horizontal edge crosses no horizontal ray
-        crosses = (yi > y) != (yj > y)
-        inside ^= crosses & (x < (xj - xi) * (y - yi) / (yj - yi) + xi)
-    return inside
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    return _inside_each(x, y, polygon_edges(polygon))
 
 
 def bounds(view: View, dim: int) -> np.ndarray:
@@ -86,15 +101,73 @@ def bounds(view: View, dim: int) -> np.ndarray:
     return bound
 
 
-def rows_in_view(block: np.ndarray, view: View) -> np.ndarray:
-    """The rows of a block inside the view's polygon, finite, and within the slice when it has one;
-    only the rows inside the polygon are read beyond the pair's two columns."""
-    from latentdask.stats.scan import finite_within
+#: rows tested at a time: a tile's pair of columns is tested in SIMD lanes, then the tile's rows
+#: inside the polygon are read, tested and (by the caller) summed while they are in cache
+TILE = 256
 
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _within(row: np.ndarray, bound: np.ndarray) -> bool:
+    """Every |value| of ``row`` below its column's ``bound`` (so none is NaN or ±inf); branch-free."""
+    outside = 0
+    for j in range(len(row)):
+        outside += not abs(np.float64(row[j])) < bound[j]
+    return outside == 0
+
+
+@numba.njit(cache=True, nogil=True)
+def tile_in_view(
+    block: np.ndarray,
+    keep: np.ndarray,
+    start: int,
+    a: int,
+    b: int,
+    edges: np.ndarray,
+    bound: np.ndarray,
+    chosen: np.ndarray,
+) -> int:
+    """Sets ``chosen`` for the rows ``start`` … ``start + TILE`` of a float block (those left):
+    among ``keep``, inside the polygon ``edges`` in columns ``a`` and ``b``, with every |value|
+    below its column's ``bound``. A row's other columns are read only when it is inside the
+    polygon. Returns where the tile stops."""
+    stop = min(start + TILE, block.shape[0])
+    x = np.empty(stop - start)
+    y = np.empty(stop - start)
+    for i in range(start, stop):
+        x[i - start], y[i - start] = block[i, a], block[i, b]
+    inside = _inside_each(x, y, edges)
+    for i in range(start, stop):
+        chosen[i] = keep[i] and inside[i - start] and _within(block[i], bound)
+    return stop
+
+
+@numba.njit(cache=True, nogil=True)
+def _rows_in_view(
+    block: np.ndarray, keep: np.ndarray, a: int, b: int, edges: np.ndarray, bound: np.ndarray
+) -> np.ndarray:
+    chosen = np.zeros(block.shape[0], dtype=np.bool_)
+    start = 0
+    while start < block.shape[0]:
+        start = tile_in_view(block, keep, start, a, b, edges, bound, chosen)
+    return chosen
+
+
+def view_test(view: View, dim: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """What the kernels take of a view over ``dim`` components: its pair, its polygon's edges
+    (:func:`polygon_edges`) and its :func:`bounds`."""
     a, b = view.pair
-    x = np.asarray(block[:, a], dtype=np.float64)
-    y = np.asarray(block[:, b], dtype=np.float64)
-    return finite_within(block, inside_polygon(x, y, view.polygon), bounds(view, block.shape[1]))
+    return a, b, polygon_edges(view.polygon), bounds(view, dim)
+
+
+def rows_in_view(block: np.ndarray, view: View, keep: np.ndarray | None = None) -> np.ndarray:
+    """The rows of a block (among ``keep``, when given) inside the view's polygon, finite, and
+    within the slice when it has one; only the rows inside the polygon are read beyond the pair's
+    two columns."""
+    from latentdask.stats.scan import float_block
+
+    block = float_block(block)
+    keep = np.ones(block.shape[0], dtype=np.bool_) if keep is None else np.asarray(keep, dtype=np.bool_)
+    return _rows_in_view(block, keep, *view_test(view, block.shape[1]))
 
 
 def view_rows(z: da.Array, view: View) -> da.Array:
