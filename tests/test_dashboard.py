@@ -1131,10 +1131,10 @@ def test_file_names_are_shown_as_text(hostile_store: Path, tmp_path: Path) -> No
 
 
 def screenshot_selection(store: Path, out: Path, folder: Path) -> list[str]:
-    """The README's picture (docs/selection.png): ``latentdask serve STORE`` in ``folder``, a box drawn
-    in the strongest pair's upper right, the linked view in the principal axes, the page saved as a
-    256-colour PNG once the selection's statistics, images and linked view are shown; the browser's
-    console errors.
+    """The README's picture (docs/selection.png): ``latentdask serve STORE`` in ``folder``, the image
+    under the cursor at the pair's median point kept by a click, a box drawn in the strongest pair's
+    upper right, the linked view in the principal axes, the thumbnails over dense regions on, the
+    page saved as a 256-colour PNG once all of them are shown; the browser's console errors.
 
     Run it as ``python -m tests.test_dashboard STORE OUT`` from the repository's root.
     """
@@ -1151,6 +1151,8 @@ def screenshot_selection(store: Path, out: Path, folder: Path) -> list[str]:
         page.goto(url, wait_until="networkidle")
         first = shows(page, "the projection", lambda s: s["title"].endswith(f": {len(z):,} points in view"))
         x, y = z[:, first["a"]], z[:, first["b"]]
+        page.mouse.click(*page.evaluate(PROJECTION_POINT, [float(np.median(x)), float(np.median(y))]))
+        page.wait_for_selector("img[data-strip='kept']", timeout=60_000)
         box = (*np.quantile(x, [0.55, 0.995]).tolist(), *np.quantile(y, [0.45, 0.995]).tolist())
         page.evaluate(SELECT_BOX, list(box))
         selection_shows(page, "the selection", lambda s: "rows selected" in s["text"])
@@ -1164,6 +1166,8 @@ def screenshot_selection(store: Path, out: Path, folder: Path) -> list[str]:
         )
         if zarr.open_group(str(store), mode="r").attrs.get("model_path"):  # the decoded mean shows
             page.wait_for_selector("img[alt='decoded mean']", timeout=60_000)
+        page.get_by_label("thumbnails over dense regions").check()
+        images_show(page, "thumbnails over the projection", lambda s: s["opaque"] > 0)
         page.wait_for_load_state("networkidle")
         shot = Image.open(io.BytesIO(page.screenshot(full_page=True)))
         browser.close()
