@@ -182,9 +182,12 @@ def bench_serve(
                     points, drawn, edges=edges, columns=(a, b), corpus=corpus, client=client
                 )[1]
 
+            started = time.perf_counter()
             summary = selected()
+            first_lasso = time.perf_counter() - started
             described = min(timed(selected) for _ in range(repeats))
             report.add("dashboard: a lasso's statistics (goal 2 s)", described, "s", vs=[lasso_baseline])
+            report.add("a lasso's statistics, the first time", first_lasso, "s", kind="detail")
 
         z = np.asarray(zarr.open_array(str(store / "z"), mode="r")[:])  # untimed: the baseline's load
         blocks = [z[start : start + chunk_rows] for start in range(0, n, chunk_rows)]
