@@ -144,6 +144,20 @@ def test_bench_render(tmp_path: Path) -> None:
     assert "on 2 threads" in baseline and "2 workers" in zoom["name"]  # the same cores
 
 
+def test_bench_serve(tmp_path: Path) -> None:
+    """Not in ``bench all`` (it needs 20 GB at its size): run small, its three baselines agree."""
+    out = tmp_path / "serve.json"
+    args = ("--n", "30000", "--dim", "12", "--chunk-rows", "4096", "--repeats", "1", "--json", str(out))
+    result = run_cli("bench", "serve", *args)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert_checked(report, baselines=3)
+    lasso = next(row for row in report["rows"] if row["name"].startswith("dashboard: a lasso"))
+    (baseline,) = lasso["ratios"]
+    assert "on 2 threads" in baseline  # the same cores as the two workers
+    assert 0.1 < report["setup"]["lasso share"] < 0.9
+
+
 def test_bench_overhead(tmp_path: Path) -> None:
     report = bench("overhead", tmp_path)
     assert_checked(report, baselines=0)
