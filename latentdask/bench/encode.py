@@ -36,17 +36,18 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import zarr
 
 from latentdask.bench.report import BenchReport, local_client, relative_difference, warm_up
-from latentdask.data.dataset import open_dataset
+from latentdask.data.dataset import ImageDataset, open_dataset
 from latentdask.data.decode import Preprocessing, decode_rgb
 from latentdask.data.synthetic_faces import synthesize
 from latentdask.encode.run import EncodeOptions, encode
-from latentdask.location import location
+from latentdask.location import Location, location
 from latentdask.model.autoencoder import Autoencoder, for_inference
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig
@@ -54,6 +55,33 @@ from latentdask.store.layout import create_latents
 
 #: float32 latents from torch on other thread counts and weight layouts: relative to the largest |latent|
 LATENT_TOLERANCE = 1e-4
+
+
+class SyntheticCorpus(NamedTuple):
+    """What the encode benchmarks run on: ``synth``'s faces (``root``, opened as ``dataset``), an
+    untrained seeded model and its checkpoint, and every file's bytes (read once, as a loop would)."""
+
+    root: Location
+    dataset: ImageDataset
+    model: Autoencoder
+    prep: Preprocessing
+    checkpoint: Location
+    files: list[bytes]
+    synth_seconds: float
+
+
+def synthetic_corpus(scratch: Path, *, n: int, image_size: int, latent_dim: int) -> SyntheticCorpus:
+    """``n`` synthetic faces under ``scratch/faces`` and a seeded model under ``scratch/model``."""
+    started = time.perf_counter()
+    root = synthesize(scratch / "faces", n=n, seed=0, progress=False)
+    synth_seconds = time.perf_counter() - started
+    torch.manual_seed(0)
+    model = Autoencoder(ModelConfig(image_size=image_size, latent_dim=latent_dim)).eval()
+    prep = Preprocessing(image_size=image_size)
+    checkpoint = save_checkpoint(scratch / "model", model, prep)
+    dataset = open_dataset(root)
+    files = [dataset.read(row) for row in range(len(dataset.manifest))]
+    return SyntheticCorpus(root, dataset, model, prep, checkpoint, files, synth_seconds)
 
 
 def plain_loop(
@@ -205,13 +233,9 @@ def bench_encode(
     multi = f"multi-process loop ({cores} processes x 1 thread, no Dask, Zarr on disk)"
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
-        root = synthesize(scratch / "faces", n=n, seed=0, progress=False)
-        torch.manual_seed(0)
-        model = Autoencoder(ModelConfig(image_size=image_size, latent_dim=latent_dim)).eval()
-        prep = Preprocessing(image_size=image_size)
-        checkpoint = save_checkpoint(scratch / "model", model, prep)
-        dataset = open_dataset(root)
-        files = [dataset.read(row) for row in range(len(dataset.manifest))]
+        root, dataset, model, prep, checkpoint, files, _ = synthetic_corpus(
+            scratch, n=n, image_size=image_size, latent_dim=latent_dim
+        )
 
         decode, encoder = single_thread_seconds(files, model, prep, batch_size)
         report.add(ceiling, cores / (decode + encoder), "images/s", kind="bound")

@@ -38,17 +38,14 @@ import numpy as np
 import torch
 import zarr
 
+from latentdask.bench.encode import synthetic_corpus
 from latentdask.bench.report import BenchReport, count_difference, relative_difference, warm_up
-from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing, decode_rgb
 from latentdask.data.nvjpeg import decode_on_device, inspect_jpeg
-from latentdask.data.synthetic_faces import synthesize
 from latentdask.encode.run import EncodeOptions, encode
 from latentdask.encode.task import encoder_autocast
 from latentdask.errors import LatentdaskError
 from latentdask.model.autoencoder import Autoencoder, for_inference
-from latentdask.model.checkpoint import save_checkpoint
-from latentdask.model.config import ModelConfig
 from latentdask.progress import console
 from latentdask.stats.summary import SummaryParams, SummaryState, summary_chunk, summary_combine
 
@@ -182,16 +179,11 @@ def bench_encode_gpu(
     )
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
-        started = time.perf_counter()
-        root = synthesize(scratch / "faces", n=n, seed=0, progress=False)
-        report.setup["synth seconds"] = round(time.perf_counter() - started, 1)
+        root, _, model, prep, checkpoint, files, synth_seconds = synthetic_corpus(
+            scratch, n=n, image_size=image_size, latent_dim=latent_dim
+        )
+        report.setup["synth seconds"] = round(synth_seconds, 1)
         console.print(f"  {n:,} faces synthesized in {report.setup['synth seconds']} s")
-        torch.manual_seed(0)
-        model = Autoencoder(ModelConfig(image_size=image_size, latent_dim=latent_dim)).eval()
-        prep = Preprocessing(image_size=image_size)
-        checkpoint = save_checkpoint(scratch / "model", model, prep)
-        dataset = open_dataset(root)
-        files = [dataset.read(row) for row in range(n)]
         stage = files[: min(sample, n)]
         on_device = for_inference(model, device)
 
