@@ -179,12 +179,14 @@ def _add_row(
     scale: float,
     columns: np.ndarray,
     hist: np.ndarray,
+    sums: bool = True,
 ) -> None:
-    """One chosen row into the sums about ``centre`` and the histograms of ``columns``."""
-    for j in range(len(row)):
-        d = np.float64(row[j]) - centre[j]
-        s1[j] += d
-        s2[j] += d * d
+    """One chosen row into the histograms of ``columns`` and, with ``sums``, the sums about ``centre``."""
+    if sums:
+        for j in range(len(row)):
+            d = np.float64(row[j]) - centre[j]
+            s1[j] += d
+            s2[j] += d * d
     for c in range(len(columns)):
         k = histogram_bin(np.float64(row[columns[c]]), edges, scale)
         if 0 <= k < len(edges) - 1:
@@ -193,11 +195,17 @@ def _add_row(
 
 @numba.njit(cache=True, nogil=True)
 def chosen_moments(
-    block: np.ndarray, chosen: np.ndarray, centre: np.ndarray, edges: np.ndarray, columns: np.ndarray
+    block: np.ndarray,
+    chosen: np.ndarray,
+    centre: np.ndarray,
+    edges: np.ndarray,
+    columns: np.ndarray,
+    sums: bool = True,
 ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """Over the ``chosen`` rows of a float32 block, one pass: their count, per column Σ(x − centre)
-    and Σ(x − centre)² in float64, and for ``columns`` the counts ``np.histogram(column, edges)``
-    gives (the last bin closed; values outside left out). Unchosen rows cost a test each."""
+    and Σ(x − centre)² in float64 (zeros without ``sums``), and for ``columns`` the counts
+    ``np.histogram(column, edges)`` gives (the last bin closed; values outside left out). Unchosen
+    rows cost a test each."""
     width, bins = block.shape[1], len(edges) - 1
     scale = bins / (edges[bins] - edges[0])
     n = 0
@@ -207,7 +215,7 @@ def chosen_moments(
     for i in range(block.shape[0]):
         if chosen[i]:
             n += 1
-            _add_row(block[i], centre, s1, s2, edges, scale, columns, hist)
+            _add_row(block[i], centre, s1, s2, edges, scale, columns, hist, sums)
     return n, s1, s2, hist
 
 
@@ -257,8 +265,11 @@ def describe_chunk(
     chosen = np.asarray(chosen, dtype=bool)
     block = np.ascontiguousarray(block)
     picked = np.flatnonzero(chosen)[:1024]  # sums about a point near the data stay accurate far from 0
-    centre = block[picked].mean(axis=0, dtype=np.float64) if len(picked) else np.zeros(block.shape[1])
-    n, s1, s2, hist = chosen_moments(block, chosen, centre, edges, columns)
+    centre = np.zeros(block.shape[1])
+    if corpus_known and len(picked):
+        centre = block[picked].mean(axis=0, dtype=np.float64)
+    # without the corpus, profile_block sums both groups: only the histograms are counted here
+    n, s1, s2, hist = chosen_moments(block, chosen, centre, edges, columns, corpus_known)
     ones = _ones(attributes, len(chosen))
     groups = _one_group(n, s1, s2, centre) if corpus_known else profile_block(block, valid, chosen)
     valid_count, valid_with = 0, np.zeros(ones.shape[1], dtype=np.int64)
