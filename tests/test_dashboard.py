@@ -39,6 +39,7 @@ from latentdask.generate.samplers import generate, sampler_spec
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig
+from latentdask.render.dashboard import THUMBNAILS_TOGGLE
 from latentdask.render.explore import Explorer, View
 from latentdask.render.projections import PC_SPREAD
 from latentdask.render.selected import (
@@ -884,7 +885,7 @@ def test_images_instead_of_dots_in_headless_chromium(server: str, store: Path) -
         assert image.count() == 3
 
         assert page.evaluate(IMAGES_STATE)["opaque"] == 0
-        page.get_by_label("thumbnails over dense regions").check()
+        page.get_by_label(THUMBNAILS_TOGGLE).check()
         images_show(page, "thumbnails over the projection", lambda s: s["opaque"] > 0)
         page.screenshot(path=str(Path(tempfile.gettempdir()) / "latentdask-thumbnails.png"))
         browser.close()
@@ -1166,7 +1167,7 @@ def screenshot_selection(store: Path, out: Path, folder: Path) -> list[str]:
         )
         if zarr.open_group(str(store), mode="r").attrs.get("model_path"):  # the decoded mean shows
             page.wait_for_selector("img[alt='decoded mean']", timeout=60_000)
-        page.get_by_label("thumbnails over dense regions").check()
+        page.get_by_label(THUMBNAILS_TOGGLE).check()
         images_show(page, "thumbnails over the projection", lambda s: s["opaque"] > 0)
         page.wait_for_load_state("networkidle")
         shot = Image.open(io.BytesIO(page.screenshot(full_page=True)))

@@ -274,7 +274,9 @@ def bench_serve(
     dim: DimOption = 256,
     chunk_rows: ChunkRowsOption = 262_144,
     workers: WorkersOption = 2,
-    repeats: Annotated[int, typer.Option(help="Zoom timings; the best is kept.")] = 5,
+    repeats: Annotated[
+        int, typer.Option(help="Timings of the zoom and of the lasso, each side; the best is kept.")
+    ] = 5,
     json_out: JsonOption = None,
 ) -> None:
     """The dashboard's first view, zoom and a lasso's statistics over every z-point, against datashader

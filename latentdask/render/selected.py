@@ -193,7 +193,11 @@ def _add_row(
             hist[c, k] += 1
 
 
-@numba.njit(cache=True, nogil=True)
+# The two kernels below call kernels of other modules (histogram_bin, tile_in_view). numba's cache
+# would not see those change, so they are compiled once per process instead (warm_kernels).
+
+
+@numba.njit(nogil=True)
 def chosen_moments(
     block: np.ndarray,
     chosen: np.ndarray,
@@ -385,22 +389,23 @@ def _summary(state: Described, points: ZPoints, shown: np.ndarray, corpus: Corpu
     return Summary(profile, mean, histograms, state.rows, shares)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(nogil=True)
 def _chosen_in_one_pass(
     block: np.ndarray,
     keep: np.ndarray,
     a: int,
     b: int,
-    polygon: np.ndarray,
+    sides: np.ndarray,
     bound: np.ndarray,
     centre: np.ndarray,
     edges: np.ndarray,
     columns: np.ndarray,
 ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]:
-    """The rows among ``keep`` in the view (:func:`~latentdask.store.selection.tile_in_view`) and
-    :func:`chosen_moments`' sums of them, in one read of the block: tile by tile, the rows inside
-    the polygon are tested and summed while they are in cache; the other rows' other columns are
-    never read."""
+    """The rows among ``keep`` in the view (columns ``a`` and ``b`` inside the polygon of ``sides``,
+    :func:`~latentdask.store.selection.polygon_edges`, every |value| below ``bound``) and
+    :func:`chosen_moments`' sums of them, in one read of the block: tile by tile
+    (:func:`~latentdask.store.selection.tile_in_view`), the rows inside the polygon are tested and
+    summed while they are in cache; the other rows' other columns are never read."""
     width, bins = block.shape[1], len(edges) - 1
     scale = bins / (edges[bins] - edges[0])
     chosen = np.zeros(block.shape[0], dtype=np.bool_)
@@ -410,7 +415,7 @@ def _chosen_in_one_pass(
     hist = np.zeros((len(columns), bins), dtype=np.int64)
     start = 0
     while start < block.shape[0]:
-        stop = tile_in_view(block, keep, start, a, b, polygon, bound, chosen)
+        stop = tile_in_view(block, keep, start, a, b, sides, bound, chosen)
         for i in range(start, stop):
             if chosen[i]:
                 n += 1
@@ -526,7 +531,7 @@ def describe_drawn(
 
 def warm_kernels() -> None:
     """Compile (or load from numba's cache) the kernels a selection runs, on tiny data: run once per
-    worker when a dashboard starts, so that the first selection does not wait for them."""
+    worker when a dashboard starts (about 2 s), so that the first selection does not wait for them."""
     block = np.zeros((4, 3), dtype=np.float32)
     view = View((0, 1), ((-1.0, -1.0), (1.0, -1.0), (0.0, 1.0)), slice=1.0)
     drawn_chunk(

@@ -84,14 +84,6 @@ def _inside_each(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return inside
 
 
-def inside_polygon(x: np.ndarray, y: np.ndarray, polygon: Sequence[tuple[float, float]]) -> np.ndarray:
-    """Points inside ``polygon`` by the even–odd rule (one crossing test per edge). On the edges of
-    a box: the lower and left ones are inside, the upper and right ones outside, so boxes that
-    tile a plane share no point; NaN is never inside."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    return _inside_each(x, y, polygon_edges(polygon))
-
-
 def bounds(view: View, dim: int) -> np.ndarray:
     """Per column, what a row's |value| must stay below to be in the view: the slice's t outside the
     pair (no bound without a slice) and none on the pair, so only finiteness there; compared in
@@ -159,14 +151,15 @@ def view_test(view: View, dim: int) -> tuple[int, int, np.ndarray, np.ndarray]:
     return a, b, polygon_edges(view.polygon), bounds(view, dim)
 
 
-def rows_in_view(block: np.ndarray, view: View, keep: np.ndarray | None = None) -> np.ndarray:
-    """The rows of a block (among ``keep``, when given) inside the view's polygon, finite, and
-    within the slice when it has one; only the rows inside the polygon are read beyond the pair's
-    two columns."""
+def rows_in_view(block: np.ndarray, view: View) -> np.ndarray:
+    """The rows of a block inside the view's polygon (even–odd rule; on a box's edges, the lower
+    and left ones are inside, the upper and right ones outside, so boxes that tile a plane share
+    no point), finite, and within the slice when it has one; only the rows inside the polygon are
+    read beyond the pair's two columns."""
     from latentdask.stats.scan import float_block
 
     block = float_block(block)
-    keep = np.ones(block.shape[0], dtype=np.bool_) if keep is None else np.asarray(keep, dtype=np.bool_)
+    keep = np.ones(block.shape[0], dtype=np.bool_)
     return _rows_in_view(block, keep, *view_test(view, block.shape[1]))
 
 
