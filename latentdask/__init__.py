@@ -78,25 +78,28 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from latentdask.cluster.connect import ClusterChoice, connect
+    from latentdask.cluster.connect import connect
+    from latentdask.cluster.spec import ClusterChoice
     from latentdask.data.dataset import open_dataset
     from latentdask.data.decode import Preprocessing, decode_image
     from latentdask.data.synthetic_faces import synthesize
-    from latentdask.encode.run import EncodeOptions, encode
+    from latentdask.encode.options import EncodeOptions
+    from latentdask.encode.run import encode
     from latentdask.errors import ImageDecodeError, LatentdaskError
-    from latentdask.generate.samplers import generate, sampler_spec
+    from latentdask.generate.options import sampler_spec
+    from latentdask.generate.samplers import generate
     from latentdask.generate.score import score
     from latentdask.model.autoencoder import Autoencoder
     from latentdask.model.checkpoint import import_state_dict, load_checkpoint
-    from latentdask.model.config import ModelConfig
-    from latentdask.model.train import TrainOptions, train
+    from latentdask.model.config import ModelConfig, TrainOptions
+    from latentdask.model.train import train
     from latentdask.render.command import render
     from latentdask.render.dashboard import explore
     from latentdask.render.explore import Explorer, View
     from latentdask.stats.io import open_stats
     from latentdask.stats.normality import normality
+    from latentdask.stats.options import SummaryParams
     from latentdask.stats.reduce import summarize
-    from latentdask.stats.summary import SummaryParams
     from latentdask.store import open_latents
     from latentdask.workflow.report import write_report
     from latentdask.workflow.run import run_workflow

@@ -300,7 +300,7 @@ def test_the_cli_exits_1_when_a_baseline_disagrees(tmp_path: Path, monkeypatch: 
 
 def test_block_histograms_bin_as_np_histogram() -> None:
     from latentdask.bench.stats import block_histograms
-    from latentdask.stats.summary import SummaryParams
+    from latentdask.stats.options import SummaryParams
 
     edges = SummaryParams().edges
     x = (np.random.default_rng(0).standard_normal((3000, 5)) * 4).astype(np.float32)
@@ -342,7 +342,8 @@ def test_the_gpu_statistics_baseline_computes_latentdasks_figures() -> None:
 
     from latentdask.bench.gpu import COUNT_FIGURES, MOMENT_TOLERANCE, latentdask_figures, torch_summary
     from latentdask.bench.report import count_difference, relative_difference
-    from latentdask.stats.summary import SummaryParams, summary_chunk, summary_combine
+    from latentdask.stats.options import SummaryParams
+    from latentdask.stats.summary import summary_chunk, summary_combine
 
     params = SummaryParams()
     generator = torch.Generator().manual_seed(0)

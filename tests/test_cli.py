@@ -136,13 +136,11 @@ def test_option_defaults_are_the_options_models() -> None:
     import typer
 
     from latentdask.cli import app
-    from latentdask.encode.run import EncodeOptions
-    from latentdask.generate.options import DecodeOptions
-    from latentdask.generate.score import ScoreOptions
+    from latentdask.encode.options import EncodeOptions
+    from latentdask.generate.options import DecodeOptions, ScoreOptions
     from latentdask.model.config import ModelConfig
     from latentdask.render.options import RenderOptions
-    from latentdask.stats.normality import NormalityOptions
-    from latentdask.stats.summary import SummaryParams
+    from latentdask.stats.options import NormalityOptions, SummaryParams
     from latentdask.workflow.spec import RenderSection
 
     group: Any = typer.main.get_command(app)
@@ -159,6 +157,25 @@ def test_option_defaults_are_the_options_models() -> None:
     # the one default that differs on purpose: a study's slices at 1.5, the command's only on request
     assert defaults["render"]["slice_threshold"] is RenderOptions().slice is None
     assert RenderSection().slice == 1.5
+
+
+def test_reading_a_workflow_imports_none_of_the_heavy_libraries() -> None:
+    """A run whose steps are all done only reads the workflow and the step records: its options
+    models live apart from the code that computes (the run took 6 s of imports before)."""
+    import subprocess
+    import sys
+
+    demo = str(Path(__file__).parents[1] / "workflows" / "demo.yaml")
+    script = (
+        "import sys\n"
+        "from latentdask.workflow.run import run_workflow\n"
+        "from latentdask.workflow.spec import expand_matrix, load_workflow\n"
+        f"expand_matrix(load_workflow({demo!r}), {demo!r})\n"
+        "heavy = ('torch', 'scipy', 'numba', 'xarray', 'dask.array', 'distributed', 'datashader')\n"
+        "print('IMPORTED', sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert "IMPORTED []" in done.stdout, done.stdout
 
 
 def test_help_lists_every_command_without_importing_torch_or_xarray() -> None:

@@ -10,14 +10,20 @@ from distributed.core import Status
 
 import latentdask.cluster.connect
 from latentdask.cluster.connect import (
-    ClusterChoice,
     cluster_up,
     connect,
     cuda_cluster_kwargs,
     kubernetes_cluster_spec,
     slurm_cluster_kwargs,
 )
-from latentdask.cluster.spec import ConfigError, CudaSpec, KubernetesSpec, SlurmSpec, load_cluster_spec
+from latentdask.cluster.spec import (
+    ClusterChoice,
+    ConfigError,
+    CudaSpec,
+    KubernetesSpec,
+    SlurmSpec,
+    load_cluster_spec,
+)
 from tests.helpers import require_extra
 
 SHIPPED = Path(__file__).resolve().parent.parent / "cluster"

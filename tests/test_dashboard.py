@@ -32,10 +32,12 @@ import torch
 import zarr
 from distributed import Client, LocalCluster, get_task_stream
 
-from latentdask.cluster.connect import ClusterChoice
+from latentdask.cluster.spec import ClusterChoice
 from latentdask.data.decode import Preprocessing
-from latentdask.encode.run import EncodeOptions, encode
-from latentdask.generate.samplers import generate, sampler_spec
+from latentdask.encode.options import EncodeOptions
+from latentdask.encode.run import encode
+from latentdask.generate.options import sampler_spec
+from latentdask.generate.samplers import generate
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig

@@ -19,11 +19,11 @@ import zarr
 from distributed import Client, LocalCluster, Scheduler, SchedulerPlugin
 from PIL import Image
 
-from latentdask.cluster.connect import ClusterChoice
-from latentdask.cluster.spec import LocalSpec
+from latentdask.cluster.spec import ClusterChoice, LocalSpec
 from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing
-from latentdask.encode.run import EncodeOptions, encode
+from latentdask.encode.options import EncodeOptions
+from latentdask.encode.run import encode
 from latentdask.errors import LatentdaskError
 from latentdask.location import LocationError
 from latentdask.model.checkpoint import load_checkpoint

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from latentdask.stats.summary import MAX_BINS, SummaryParams
+from latentdask.stats.options import MAX_BINS, SummaryParams
 
 
 def test_a_bin_width_that_asks_for_millions_of_bins_is_refused() -> None:

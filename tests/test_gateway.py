@@ -107,7 +107,8 @@ def test_wrong_password_is_refused(gateway: Path) -> None:
 
 
 def workers_of(spec: Path, name: str) -> int:
-    from latentdask.cluster.connect import ClusterChoice, connect
+    from latentdask.cluster.connect import connect
+    from latentdask.cluster.spec import ClusterChoice
 
     os.environ["DASK_GATEWAY_PASSWORD"] = PASSWORD
     with connect(ClusterChoice(spec=spec, name=name)) as client:

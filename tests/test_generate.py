@@ -9,18 +9,11 @@ import pytest
 import scipy.spatial.distance
 import zarr
 
-from latentdask.generate.samplers import (
-    Fitted,
-    GenerateError,
-    RadiusTheory,
-    b_scan,
-    core_radius,
-    generate,
-    sampler_spec,
-)
+from latentdask.generate.options import GenerateError, sampler_spec
+from latentdask.generate.samplers import Fitted, RadiusTheory, b_scan, core_radius, generate
 from latentdask.stats.io import open_stats, write_stats
+from latentdask.stats.options import SummaryParams
 from latentdask.stats.reduce import summarize
-from latentdask.stats.summary import SummaryParams
 from latentdask.store.output import OutputError
 
 

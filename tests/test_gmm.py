@@ -13,7 +13,8 @@ import zarr
 from sklearn.mixture import GaussianMixture
 
 from latentdask.generate import gmm
-from latentdask.generate.samplers import generate, sampler_spec
+from latentdask.generate.options import sampler_spec
+from latentdask.generate.samplers import generate
 from latentdask.generate.synthetic import true_distribution
 from latentdask.store.points import open_zpoints
 from tests.helpers import run_cli

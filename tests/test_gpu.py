@@ -9,10 +9,11 @@ import pytest
 import torch
 from distributed import LocalCluster
 
-from latentdask.cluster.connect import ClusterChoice
+from latentdask.cluster.spec import ClusterChoice
 from latentdask.data.decode import Preprocessing
 from latentdask.device import resolve_device
-from latentdask.encode.run import EncodeOptions, encode
+from latentdask.encode.options import EncodeOptions
+from latentdask.encode.run import encode
 from latentdask.location import Location
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import save_checkpoint
@@ -63,7 +64,8 @@ def test_encode_on_gpu_worker_matches_cpu(faces: Path, tmp_path: Path) -> None:
 
 
 def test_statistics_on_the_gpu_equal_the_cpu() -> None:
-    from latentdask.stats.summary import SummaryParams, summary_chunk
+    from latentdask.stats.options import SummaryParams
+    from latentdask.stats.summary import summary_chunk
 
     x = np.random.default_rng(0).normal(0.5, 1.2, size=(5000, 16)).astype(np.float32)
     params = SummaryParams(thresholds=(1.5,))

@@ -20,11 +20,12 @@ import pytest
 import zarr
 from distributed import LocalCluster
 
-from latentdask.cluster.connect import ClusterChoice
-from latentdask.encode.run import EncodeOptions, _job, encode
+from latentdask.cluster.spec import ClusterChoice
+from latentdask.encode.options import EncodeOptions
+from latentdask.encode.run import _job, encode
 from latentdask.encode.task import ShardJob, encode_shard
 from latentdask.stats.io import stats_of
-from latentdask.stats.summary import SummaryParams
+from latentdask.stats.options import SummaryParams
 from latentdask.store.integrity import DamagedShardError, verify_store
 from latentdask.store.layout import StoreError
 from latentdask.store.lock import StoreLockedError, lock_path

@@ -14,8 +14,8 @@ from latentdask.data.decode import Preprocessing
 from latentdask.errors import CheckpointError, ModelConfigError
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import import_state_dict, load_checkpoint, save_checkpoint
-from latentdask.model.config import ModelConfig, build_config
-from latentdask.model.train import TrainOptions, decode_rows, evaluate, train
+from latentdask.model.config import ModelConfig, TrainOptions, build_config
+from latentdask.model.train import decode_rows, evaluate, train
 
 SMALL = {"channels": (8, 8, 16, 16), "latent_dim": 16}
 LEARNS = {"channels": (8, 8, 16, 16), "latent_dim": 16, "batch_norm": True}  # learns fast on 96 images

@@ -18,8 +18,8 @@ from latentdask.generate.score import Reference
 from latentdask.stats import multivariate
 from latentdask.stats.io import open_stats, stats_of, write_stats
 from latentdask.stats.normality import NormalityError, multivariate_pass, normality
+from latentdask.stats.options import SummaryParams
 from latentdask.stats.reduce import summarize
-from latentdask.stats.summary import SummaryParams
 from latentdask.store.points import open_zpoints
 
 DIM = 6

@@ -11,7 +11,8 @@ from PIL import Image
 from latentdask.data.decode import Preprocessing
 from latentdask.data.face_drawing import render_face_jpeg
 from latentdask.data.nvjpeg import check_nvjpeg, inspect_jpeg
-from latentdask.encode.run import EncodeOptions, encode
+from latentdask.encode.options import EncodeOptions
+from latentdask.encode.run import encode
 from latentdask.errors import LatentdaskError
 from latentdask.store.layout import RESUME_KEYS, StoreError, check_resumable
 from tests.helpers import banded_image, png_from_idat

@@ -23,8 +23,8 @@ from latentdask.render.projections import (
     ranked_pairs,
 )
 from latentdask.stats.io import open_stats, write_stats
+from latentdask.stats.options import SummaryParams
 from latentdask.stats.reduce import summarize
-from latentdask.stats.summary import SummaryParams
 from latentdask.store.points import open_zpoints
 
 DIM = 7

@@ -11,7 +11,8 @@ import scipy.spatial.distance
 import torch
 import zarr
 
-from latentdask.generate.samplers import generate, sampler_spec
+from latentdask.generate.options import sampler_spec
+from latentdask.generate.samplers import generate
 from latentdask.generate.score import (
     Reference,
     ScoreError,
@@ -24,8 +25,8 @@ from latentdask.generate.score import (
     score,
 )
 from latentdask.stats.io import open_stats, stats_of, write_stats
+from latentdask.stats.options import SummaryParams
 from latentdask.stats.reduce import summarize
-from latentdask.stats.summary import SummaryParams
 from latentdask.store.points import open_zpoints
 from latentdask.store.rows import heldout_rows, selection_mask
 

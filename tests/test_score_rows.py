@@ -13,7 +13,7 @@ import zarr
 
 from latentdask.generate.score import ScoreError, score
 from latentdask.stats.io import stats_of, write_stats
-from latentdask.stats.summary import SummaryParams
+from latentdask.stats.options import SummaryParams
 from latentdask.store.points import open_zpoints
 from latentdask.store.selection import open_selection
 from tests.helpers import run_cli as run

@@ -121,7 +121,7 @@ def test_box_selection_equals_numpy_and_feeds_stats(
     stats = zarr.open_group(str(out), mode="r")
     assert int(stats["count"][...]) == len(chosen)
     np.testing.assert_allclose(stats["cov"][:], np.cov(chosen.T), rtol=1e-9, atol=1e-12)
-    from latentdask.stats.summary import SummaryParams
+    from latentdask.stats.options import SummaryParams
 
     edges = SummaryParams().edges  # the command's default bins
     for j in range(DIM):

@@ -20,9 +20,10 @@ from latentdask.generate.synthetic import synthesize_latents
 from latentdask.stats.analysis import peak_and_fwhm
 from latentdask.stats.io import StatsError, open_stats, stats_of, write_stats
 from latentdask.stats.kernels import moments_combine, slice_population, slices_combine
+from latentdask.stats.options import SummaryParams
 from latentdask.stats.reduce import summarize
 from latentdask.stats.scan import histogram_chunk, moments_chunk, slices_chunk
-from latentdask.stats.summary import SummaryParams, summary_chunk
+from latentdask.stats.summary import summary_chunk
 from latentdask.store.points import open_zpoints
 
 PARAMS = SummaryParams(range=(-8.0, 8.0), bin_width=0.25, thresholds=(1.0, 1.5), radius_max=32.0)
@@ -260,8 +261,9 @@ def test_synthetic_latents_recover_their_truth(client: object, tmp_path: Path) -
 def test_subsets_of_a_store_and_their_record(
     client: object, faces: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
-    from latentdask.cluster.connect import ClusterChoice
-    from latentdask.encode.run import EncodeOptions, encode
+    from latentdask.cluster.spec import ClusterChoice
+    from latentdask.encode.options import EncodeOptions
+    from latentdask.encode.run import encode
 
     store = tmp_path / "latents.zarr"
     choice = ClusterChoice(scheduler=client.scheduler.address)  # type: ignore[attr-defined]
@@ -301,8 +303,9 @@ def test_subsets_of_a_store_and_their_record(
 def test_resumed_encode_sidecar_equals_later_stats(
     client: object, faces: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
-    from latentdask.cluster.connect import ClusterChoice
-    from latentdask.encode.run import EncodeOptions, encode
+    from latentdask.cluster.spec import ClusterChoice
+    from latentdask.encode.options import EncodeOptions
+    from latentdask.encode.run import encode
 
     store = tmp_path / "latents.zarr"
     choice = ClusterChoice(scheduler=client.scheduler.address)  # type: ignore[attr-defined]
@@ -330,8 +333,9 @@ def test_resumed_encode_sidecar_equals_later_stats(
 def test_resume_with_nothing_to_do_keeps_statistics_that_describe_the_store(
     client: object, faces: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
-    from latentdask.cluster.connect import ClusterChoice
-    from latentdask.encode.run import EncodeOptions, encode
+    from latentdask.cluster.spec import ClusterChoice
+    from latentdask.encode.options import EncodeOptions
+    from latentdask.encode.run import encode
     from latentdask.stats.io import FINGERPRINT_ATTR
 
     store, stats = tmp_path / "latents.zarr", tmp_path / "latents-stats.zarr"

@@ -20,8 +20,8 @@ from distributed import Client
 from distributed.security import Security
 
 from latentdask.cluster.certs import CertificateError, make_certificates
-from latentdask.cluster.connect import ClusterChoice, connect
-from latentdask.cluster.spec import ConfigError, load_cluster_spec
+from latentdask.cluster.connect import connect
+from latentdask.cluster.spec import ClusterChoice, ConfigError, load_cluster_spec
 from latentdask.errors import LatentdaskError
 
 DASK = str(Path(sys.executable).parent / "dask")

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import zarr
 
-from latentdask.cluster.connect import ClusterChoice
-from latentdask.cluster.spec import ConfigError
+from latentdask.cluster.spec import ClusterChoice, ConfigError
 from latentdask.workflow.spec import expand_matrix, load_workflow
 
 TINY = """

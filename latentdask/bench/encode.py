@@ -46,7 +46,8 @@ from latentdask.bench.report import BenchReport, local_client, relative_differen
 from latentdask.data.dataset import ImageDataset, open_dataset
 from latentdask.data.decode import Preprocessing, decode_rgb
 from latentdask.data.synthetic_faces import synthesize
-from latentdask.encode.run import EncodeOptions, encode
+from latentdask.encode.options import EncodeOptions
+from latentdask.encode.run import encode
 from latentdask.location import Location, location
 from latentdask.model.autoencoder import Autoencoder, for_inference
 from latentdask.model.checkpoint import save_checkpoint

@@ -42,12 +42,14 @@ from latentdask.bench.encode import synthetic_corpus
 from latentdask.bench.report import BenchReport, count_difference, relative_difference, warm_up
 from latentdask.data.decode import Preprocessing, decode_rgb
 from latentdask.data.nvjpeg import decode_on_device, inspect_jpeg
-from latentdask.encode.run import EncodeOptions, encode
+from latentdask.encode.options import EncodeOptions
+from latentdask.encode.run import encode
 from latentdask.encode.task import encoder_autocast
 from latentdask.errors import LatentdaskError
 from latentdask.model.autoencoder import Autoencoder, for_inference
 from latentdask.progress import console
-from latentdask.stats.summary import SummaryParams, SummaryState, summary_chunk, summary_combine
+from latentdask.stats.options import SummaryParams
+from latentdask.stats.summary import SummaryState, summary_chunk, summary_combine
 
 #: float32 latents of the same pixels from the same GPU in other batch shapes (cuDNN picks
 #: kernels per shape, TF32 included): relative to the largest |latent|

@@ -40,7 +40,7 @@ from latentdask.render.draw import save_grid
 from latentdask.render.explore import Explorer, View
 from latentdask.render.projections import Projection, canvas_size, pair_projection, ranked_pairs
 from latentdask.stats.io import open_stats, stats_of, write_stats
-from latentdask.stats.summary import SummaryParams
+from latentdask.stats.options import SummaryParams
 from latentdask.store.points import open_zpoints
 
 PROJECTIONS = 16

@@ -287,7 +287,8 @@ def warm_up(*modules: str) -> None:
     import zarr
 
     import latentdask.model.checkpoint  # noqa: F401
-    from latentdask.stats.summary import SummaryParams, centred_radius_chunk, summary_chunk
+    from latentdask.stats.options import SummaryParams
+    from latentdask.stats.summary import centred_radius_chunk, summary_chunk
 
     for module in modules:
         importlib.import_module(module)

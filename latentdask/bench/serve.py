@@ -47,7 +47,7 @@ from latentdask.render.explore import Explorer, View
 from latentdask.render.projections import Projection, canvas_size, ranked_pairs
 from latentdask.render.selected import Corpus, Drawn, describe_drawn, warm_kernels
 from latentdask.stats.io import open_stats, stats_of, write_stats
-from latentdask.stats.summary import SummaryParams
+from latentdask.stats.options import SummaryParams
 from latentdask.store.points import open_zpoints
 from latentdask.store.selection import View as Lasso
 

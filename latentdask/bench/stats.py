@@ -66,8 +66,9 @@ from latentdask.generate.synthetic import synthesize_latents
 from latentdask.location import Location
 from latentdask.stats.io import write_stats
 from latentdask.stats.kernels import slice_population
+from latentdask.stats.options import SummaryParams
 from latentdask.stats.reduce import Inputs, first_pass, row_starts, second_pass
-from latentdask.stats.summary import SummaryParams, SummaryState, select_rows, summary_finalize
+from latentdask.stats.summary import SummaryState, select_rows, summary_finalize
 from latentdask.store.points import ZPoints, open_zpoints
 
 #: pairs the CelebA study's code counts (all 32,640 pairs would take it hours)

@@ -38,7 +38,8 @@ from latentdask.bench.report import BenchReport, local_client, warm_up
 from latentdask.data.dataset import open_dataset
 from latentdask.data.decode import Preprocessing
 from latentdask.data.synthetic_faces import synthesize
-from latentdask.encode.run import EncodeOptions, encode
+from latentdask.encode.options import EncodeOptions
+from latentdask.encode.run import encode
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, is_remote, location, remove_tree
 from latentdask.model.autoencoder import Autoencoder

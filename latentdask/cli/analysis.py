@@ -40,7 +40,7 @@ def summary_params(bin_width: float, value_range: tuple[float, float], threshold
 
     from latentdask.cluster.spec import ConfigError
     from latentdask.errors import describe_validation_error
-    from latentdask.stats.summary import SummaryParams
+    from latentdask.stats.options import SummaryParams
 
     given = {"bin_width": bin_width, "range": value_range} | (
         {"thresholds": thresholds} if thresholds else {}
@@ -254,7 +254,8 @@ def generate(
     import numpy as np
     import zarr
 
-    from latentdask.generate.samplers import GenerateOptions, radius_report, sampler_spec
+    from latentdask.generate.options import GenerateOptions, sampler_spec
+    from latentdask.generate.samplers import radius_report
     from latentdask.stats.io import open_stats
     from latentdask.workflow import steps
 
@@ -296,7 +297,8 @@ def score(
 ) -> None:
     """In-distribution scores of point sets, always beside held-out real points (of a row selection
     with --rows, which STATS must describe too)."""
-    from latentdask.generate.score import ScoreOptions, format_scores
+    from latentdask.generate.options import ScoreOptions
+    from latentdask.generate.score import format_scores
     from latentdask.workflow import steps
 
     chosen = parse_ints(pair, "--pair") if pair else None
@@ -338,7 +340,8 @@ def normality(
     cluster_name: ClusterNameOption = None,
 ) -> None:
     """How normal the real z-points are: moments, Shapiro–Wilk, Mardia, Henze–Zirkler, Mahalanobis²."""
-    from latentdask.stats.normality import NormalityOptions, format_normality
+    from latentdask.stats.normality import format_normality
+    from latentdask.stats.options import NormalityOptions
     from latentdask.store.points import zpoint_bytes
     from latentdask.workflow import steps
 

@@ -19,7 +19,7 @@ from latentdask.progress import console
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from latentdask.cluster.connect import ClusterChoice
+    from latentdask.cluster.spec import ClusterChoice
     from latentdask.location import Where
     from latentdask.workflow.steps import Connection
 
@@ -186,7 +186,7 @@ UnfinishedOption = Annotated[
 
 def cluster_choice(cluster: Path | None, scheduler: str | None, name: str | None = None) -> ClusterChoice:
     """The one place every computing command turns its cluster options into a choice."""
-    from latentdask.cluster.connect import ClusterChoice
+    from latentdask.cluster.spec import ClusterChoice
 
     return ClusterChoice(spec=cluster, scheduler=scheduler, name=name)
 

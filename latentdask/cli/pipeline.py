@@ -73,8 +73,7 @@ def train(
     workers: Annotated[int, typer.Option(help="Processes decoding images (0: this one).")] = TRAIN.workers,
 ) -> None:
     """Train the convolutional autoencoder; writes model.safetensors, config.json, training.json."""
-    from latentdask.model.config import ModelOptions
-    from latentdask.model.train import TrainOptions
+    from latentdask.model.config import ModelOptions, TrainOptions
     from latentdask.workflow import steps
 
     parameters = locals()
@@ -183,7 +182,7 @@ def encode(
     cluster_name: ClusterNameOption = None,
 ) -> None:
     """Encode every image into a chunked Zarr latent store, on Dask workers; resumable."""
-    from latentdask.encode.run import EncodeOptions
+    from latentdask.encode.options import EncodeOptions
     from latentdask.workflow import steps
 
     options = options_from(EncodeOptions, locals())

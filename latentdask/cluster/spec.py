@@ -12,6 +12,7 @@ A cluster spec is a small YAML file::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -241,3 +242,45 @@ def load_cluster_spec(path: str | Path) -> AnySpec:
             for k, v in data["tls"].items()
         }
     return parse_cluster_spec(data, source=str(path))
+
+
+#: kinds whose clusters outlive the command that started them, and are found again by name
+NAMED_KINDS = ("gateway", "kubernetes")
+
+
+@dataclass(frozen=True)
+class ClusterChoice:
+    """What the user asked for: a spec file, a scheduler address, or neither (local); and a cluster name."""
+
+    spec: Path | AnySpec | None = None  # a spec file, or a spec already read (a workflow's inline one)
+    scheduler: str | None = None
+    name: str | None = None
+
+    def resolve(self) -> AnySpec:
+        if self.spec is not None and self.scheduler is not None:
+            raise ConfigError("give either --cluster or --scheduler, not both")
+        if self.scheduler is not None:
+            if self.name is not None:
+                raise ConfigError(
+                    "--cluster-name names a gateway or Kubernetes cluster; --scheduler needs none"
+                )
+            if self.scheduler.startswith("tls://"):
+                raise ConfigError(
+                    f"--scheduler {self.scheduler}: a tls:// scheduler needs the client's certificates; give "
+                    f"--cluster SPEC, a spec of kind address with 'address: {self.scheduler}' and "
+                    "'tls: {ca_file, cert, key}' (latentdask cluster certs DIR writes them; "
+                    "see cluster/README.md)"
+                )
+            return AddressSpec(kind="address", address=self.scheduler)
+        spec = (
+            self.spec
+            if not isinstance(self.spec, Path | str | type(None))
+            else load_cluster_spec(self.spec)
+            if self.spec is not None
+            else LocalSpec()
+        )
+        if self.name is not None and spec.kind not in NAMED_KINDS:
+            raise ConfigError(
+                f"--cluster-name works with {' and '.join(NAMED_KINDS)} specs, not kind {spec.kind!r}"
+            )
+        return spec

@@ -26,24 +26,24 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import zarr
-from pydantic import BaseModel, ConfigDict, Field
 
-from latentdask.cluster.connect import ClusterChoice, check_paths_on_workers, connect, local_torch_threads
-from latentdask.cluster.spec import LocalSpec
+from latentdask.cluster.connect import check_paths_on_workers, connect, local_torch_threads
+from latentdask.cluster.spec import ClusterChoice, LocalSpec
 from latentdask.data.container import Container
 from latentdask.data.dataset import open_dataset
 from latentdask.data.manifest import Shard
 from latentdask.data.nvjpeg import check_nvjpeg
+from latentdask.encode.options import EncodeOptions
 from latentdask.encode.task import STAGES, ModelPlugin, ShardJob, ShardReport, encode_shard
 from latentdask.errors import CheckpointError, LatentdaskError
 from latentdask.location import Location, Where, identity, location
 from latentdask.model.config import CheckpointConfig, checkpoint_sha256, read_checkpoint_config
 from latentdask.progress import console, progress_bar
 from latentdask.stats.io import KnownStates, check_stats_output, store_fingerprint
-from latentdask.stats.summary import SummaryParams
+from latentdask.stats.options import SummaryParams
 from latentdask.store.layout import (
     CHECKSUM_ARRAY,
     FORMAT_VERSION,
@@ -59,33 +59,6 @@ from latentdask.store.lock import writer_lock
 from latentdask.store.output import RECORD_KEY, check_output, owned_output
 from latentdask.store.paths import default_stats_path
 from latentdask.store.points import zpoint_bytes
-
-
-class EncodeOptions(BaseModel):
-    """How to encode; the defaults suit a CPU laptop and a GPU worker alike."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    shard_size: int = Field(default=4096, ge=1)
-    batch_size: int = Field(default=256, ge=1)
-    split: str = "all"
-    resume: bool = False
-    overwrite: bool = False
-    reconstruction_error: bool = False
-    device: str = "auto"
-    #: the encoder's arithmetic: fp32 (exact, the default), or bf16/fp16 autocast (faster on GPUs;
-    #: latents differ from fp32 by a bounded amount, see tests/test_encode.py); part of the store's record
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    #: JPEG decoding: "pil" on the CPU cores (the default, the same pixels everywhere), or "nvjpeg"
-    #: on the GPU (torchvision; within NVJPEG_TOLERANCE of pil); part of the store's record
-    decoder: Literal["pil", "nvjpeg"] = "pil"
-    #: threads decoding ahead of the encoder; 0: decode in the task's own thread; None: 1 on
-    #: CPU (the cores are busy encoding), the worker's cores per GPU beside a GPU (decoding is then the limit)
-    decode_threads: int | None = Field(default=None, ge=0)
-    torch_threads: int | None = Field(default=None, ge=1)
-    #: write statistics of all valid rows beside the store, from the tasks' own states
-    stats: bool = True
-    stats_params: SummaryParams = SummaryParams()
 
 
 @dataclass

@@ -41,7 +41,8 @@ from latentdask.data.isolated import IsolatedDecoder
 from latentdask.data.manifest import Shard
 from latentdask.data.nvjpeg import JpegFile, decode_on_device, inspect_jpeg, require_torchvision
 from latentdask.errors import CheckpointError, ImageDecodeError, LatentdaskError
-from latentdask.stats.summary import SummaryParams, SummaryState, summary_chunk
+from latentdask.stats.options import SummaryParams
+from latentdask.stats.summary import SummaryState, summary_chunk
 from latentdask.store.integrity import shard_checksums
 from latentdask.store.layout import CHECKSUM_ARRAY, StoreError, columns, store_array
 

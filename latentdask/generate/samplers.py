@@ -25,44 +25,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
 
 import numpy as np
 import xarray as xr
 import zarr
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import stats as scipy_stats
 
-from latentdask.errors import LatentdaskError, describe_validation_error
+from latentdask.generate.options import GenerateError, SamplerSpec
 from latentdask.location import Location, Where, identity, location
 from latentdask.store.output import RECORD_KEY, check_output, owned_output
 from latentdask.store.points import BlockSampler, write_rows
 
 #: the kind of output a POINTS.zarr group is, in its ``latentdask`` attribute
 POINTS_KIND = "points"
-SamplerName = Literal["uniform", "gaussian", "empirical", "mvn", "mvn-core", "gmm"]
-
-
-class GenerateError(LatentdaskError):
-    """A sampler that cannot be built as asked."""
-
-
-class SamplerSpec(BaseModel):
-    """A sampler and its parameters."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: SamplerName
-    b: float = Field(default=1.5, gt=0)  # uniform: half-width of the cube
-    quantile: float = Field(default=0.9973, gt=0, lt=1)  # mvn-core: χ² quantile of the kept core
-
-
-def sampler_spec(name: str, **params: float) -> SamplerSpec:
-    """A validated SamplerSpec, with one clear error for an unknown name or a bad parameter."""
-    try:
-        return SamplerSpec(name=name, **params)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise GenerateError(f"sampler {name!r}: {describe_validation_error(exc)}") from None
 
 
 @dataclass(frozen=True)
@@ -161,15 +136,6 @@ def block_sampler(spec: SamplerSpec, fitted: Fitted) -> BlockSampler:
     factor = _cholesky(fitted.cov)
     radius = core_radius(fitted.dim, spec.quantile) if spec.name == "mvn-core" else None
     return partial(_mvn, fitted.mean, factor, radius)
-
-
-class GenerateOptions(BaseModel):
-    """How many points ``latentdask generate`` (and each sampler of a workflow's ``generate``) writes."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    n: int = Field(default=10_000, ge=1)
-    seed: int = 0
 
 
 def generate(

@@ -45,7 +45,6 @@ import dask
 import numpy as np
 import xarray as xr
 import zarr
-from pydantic import BaseModel, ConfigDict, Field
 
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, identity, location
@@ -272,17 +271,6 @@ def real_sample(
     rows = np.flatnonzero(valid)
     rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, len(rows)), replace=False))
     return np.asarray(corpus.z[rows].compute(scheduler=scheduler), dtype=np.float32), rows
-
-
-class ScoreOptions(BaseModel):
-    """The options of ``latentdask score`` and of a workflow's ``score`` section."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    reference_size: int = Field(default=2000, ge=1)  # real points outside the fit scored beside the sets
-    pair: tuple[int, int] | None = None  # None: the pair whose slice the real points fill least
-    threshold: float | None = None  # None: the statistics' first slice threshold
-    seed: int = 0
 
 
 def score(

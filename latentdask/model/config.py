@@ -177,3 +177,17 @@ def checkpoint_sha256(folder: Location, config: CheckpointConfig) -> str:
     digest.update(config.model.model_dump_json().encode())
     digest.update(config.preprocessing.model_dump_json().encode())
     return digest.hexdigest()
+
+
+class TrainOptions(BaseModel):
+    """Training parameters, recorded in the checkpoint's ``config.json``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    split: str = "train"
+    seed: int = 0
+    device: str = "auto"
+    workers: int = Field(default=0, ge=0)

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader, Dataset
 
 from latentdask.data.dataset import ImageDataset, open_dataset
@@ -33,23 +32,9 @@ from latentdask.errors import DatasetError, ImageDecodeError
 from latentdask.location import Where, identity
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import CHECKPOINT_KIND, Checkpoint, load_checkpoint, save_checkpoint
-from latentdask.model.config import ModelConfig
+from latentdask.model.config import ModelConfig, TrainOptions
 from latentdask.progress import console, progress_bar
 from latentdask.store.output import check_output
-
-
-class TrainOptions(BaseModel):
-    """Training parameters, recorded in the checkpoint's ``config.json``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    split: str = "train"
-    seed: int = 0
-    device: str = "auto"
-    workers: int = Field(default=0, ge=0)
 
 
 @dataclass

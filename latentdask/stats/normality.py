@@ -29,13 +29,13 @@ import dask
 import numpy as np
 import scipy.stats
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field
 
 from latentdask.errors import LatentdaskError
 from latentdask.generate.score import Reference, real_sample
 from latentdask.location import Location, Where, location
 from latentdask.stats import multivariate
 from latentdask.stats.io import fitted_rows, open_stats
+from latentdask.stats.options import SKEWNESS_ROWS
 from latentdask.stats.reduce import reduce_blocks, row_blocks
 from latentdask.stats.summary import select_rows
 from latentdask.store.output import save_figure, write_json
@@ -51,9 +51,6 @@ QQ_PROBABILITIES = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.
 TAIL = 0.9973
 #: bins of the d² histogram (geometric: 0.2 % wide at n = 200,000)
 D2_BINS = 8192
-#: rows Mardia's skewness is computed on: every row up to this many, a seeded sample of this
-#: many above (n·N²(N+1)/2 multiply-adds: 1.7 · 10¹² for CelebA's 202,599 rows at N = 256)
-SKEWNESS_ROWS = 250_000
 #: the shown number of most skewed / least normal components
 SHOWN = 10
 
@@ -240,20 +237,6 @@ def mardia_tests(
     if result.tensor is None:
         skewness["seconds"] = time.perf_counter() - started
     return [multivariate.kurtosis_test(b2, n, dim, alpha), skewness]
-
-
-class NormalityOptions(BaseModel):
-    """The options of ``latentdask normality`` and of a workflow's ``normality`` section."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    sample_size: int = Field(default=5000, ge=3, le=5000)  # Shapiro–Wilk is defined for 3 to 5,000 values
-    hz_size: int = Field(default=2000, ge=1)
-    skewness_rows: int = Field(default=SKEWNESS_ROWS, ge=50_000)  # above: Mardia's skewness on a sample
-    alpha: float = Field(default=0.01, gt=0, lt=1)
-    split: str | None = None  # None: the rows the statistics describe (any other is refused)
-    where: tuple[str, ...] | None = None
-    seed: int = 0
 
 
 def normality(

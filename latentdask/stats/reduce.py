@@ -30,8 +30,8 @@ import xarray as xr
 from dask.delayed import Delayed, delayed
 
 from latentdask.stats.kernels import Counts1D, counts_combine
+from latentdask.stats.options import SummaryParams
 from latentdask.stats.summary import (
-    SummaryParams,
     SummaryState,
     centred_radius_chunk,
     summary_chunk,

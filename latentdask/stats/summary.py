@@ -17,7 +17,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from latentdask.stats.analysis import peak_and_fwhm
 from latentdask.stats.kernels import (
@@ -32,68 +31,9 @@ from latentdask.stats.kernels import (
     moments_combine,
     slice_population,
     slices_combine,
-    uniform_edges,
 )
+from latentdask.stats.options import SummaryParams
 from latentdask.stats.scan import centred_radius_counts, finite_rows, scan_block
-
-#: the most bins a histogram may have. Every chunk's state holds components × bins int64
-#: counts (at 256 components and 65,536 bins, 128 MiB), every encode task and every merge of
-#: ``split_every`` states holds some at once; more would exhaust a worker's memory before a
-#: row is read (a bin width of 1e-7 over the default range asks for 320 million bins).
-MAX_BINS = 65_536
-
-
-class SummaryParams(BaseModel):
-    """What to count: bin edges and thresholds are fixed before the pass (nothing computed to find them)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    bin_width: float = Field(default=0.125, gt=0)
-    range: tuple[float, float] = (-16.0, 16.0)
-    thresholds: tuple[float, ...] = (1.5, 2.0)
-    radius_width: float = Field(default=0.125, gt=0)
-    radius_max: float = Field(default=64.0, gt=0)
-    correlation_levels: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
-    strong_correlation: float = Field(default=0.5, gt=0, le=1)
-
-    @model_validator(mode="after")
-    def _edges_fit(self) -> SummaryParams:
-        low, high = self.range
-        if not low < high:
-            raise ValueError(f"range must be (low, high) with low < high, got {self.range}")
-        _check_bins(
-            (high - low) / self.bin_width,
-            f"bin width {self.bin_width:g} over the range [{low:g}, {high:g}] (--bin-width, --range)",
-            " per component",
-            "use a wider --bin-width or a narrower --range",
-        )
-        _check_bins(
-            self.radius_max / self.radius_width,
-            f"radius_width {self.radius_width:g} up to radius_max {self.radius_max:g}",
-            "",
-            "use a wider radius_width or a smaller radius_max",
-        )
-        uniform_edges(low, high, self.bin_width)  # raises if the width does not divide the range
-        uniform_edges(0.0, self.radius_max, self.radius_width)
-        if any(t <= 0 for t in self.thresholds):
-            raise ValueError(f"thresholds must be positive, got {self.thresholds}")
-        return self
-
-    @property
-    def edges(self) -> np.ndarray:
-        return uniform_edges(self.range[0], self.range[1], self.bin_width)
-
-    @property
-    def radius_edges(self) -> np.ndarray:
-        return uniform_edges(0.0, self.radius_max, self.radius_width)
-
-
-def _check_bins(bins: float, what: str, per: str, remedy: str) -> None:
-    """Refuse a bin count above :data:`MAX_BINS` before anything is allocated."""
-    if not bins <= MAX_BINS:  # also catches inf and nan
-        raise ValueError(
-            f"{what} gives {bins:,.0f} bins{per}; at most {MAX_BINS:,} fit in a worker's memory: {remedy}"
-        )
 
 
 class SummaryState(NamedTuple):

@@ -30,12 +30,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from latentdask.cluster.connect import NAMED_KINDS, ClusterChoice, cluster_down, cluster_up
+from latentdask.cluster.spec import NAMED_KINDS, ClusterChoice
 from latentdask.location import Location, identity, is_remote, move_file, use_storage_options
 from latentdask.model.config import CONFIG_FILE
 from latentdask.progress import console
-from latentdask.store.points import open_zpoints
-from latentdask.store.rows import default_fit_split
 from latentdask.workflow import steps
 from latentdask.workflow.spec import SamplerEntry, Workflow, expand_matrix, load_workflow
 
@@ -180,6 +178,9 @@ class Runner:
         samplers = w.generate.samplers
         points = [paths.sampler_points(entry.label) for entry in samplers]
         if samplers:
+            from latentdask.store.points import open_zpoints
+            from latentdask.store.rows import default_fit_split
+
             fit_stats, fit_split = paths.fit_stats, w.generate.fit or default_fit_split(open_zpoints(store))
 
             def gmm_options(entry: SamplerEntry) -> Any:
@@ -350,6 +351,8 @@ def _one_cluster_for_the_run(choice: ClusterChoice, spec: Any) -> Iterator[Clust
     if spec.kind not in NAMED_KINDS or choice.name is not None:
         yield choice
         return
+    from latentdask.cluster.connect import cluster_down, cluster_up
+
     name = cluster_up(spec)
     console.print(f"started cluster {name} for this run")
     try:

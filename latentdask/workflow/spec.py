@@ -32,17 +32,13 @@ from upath import UPath
 
 from latentdask.cluster.spec import ClusterSpec, ConfigError, read_yaml
 from latentdask.data.synthetic_faces import SynthOptions
-from latentdask.encode.run import EncodeOptions
+from latentdask.encode.options import EncodeOptions
 from latentdask.errors import describe_validation_error
-from latentdask.generate.options import DecodeOptions, FaceRate
-from latentdask.generate.samplers import GenerateOptions, SamplerSpec
-from latentdask.generate.score import ScoreOptions
+from latentdask.generate.options import DecodeOptions, FaceRate, GenerateOptions, SamplerSpec, ScoreOptions
 from latentdask.location import Location, LocationError, location
-from latentdask.model.config import ModelConfig, ModelOptions
-from latentdask.model.train import TrainOptions
+from latentdask.model.config import ModelConfig, ModelOptions, TrainOptions
 from latentdask.render.options import RenderOptions
-from latentdask.stats.normality import NormalityOptions
-from latentdask.stats.summary import SummaryParams
+from latentdask.stats.options import NormalityOptions, SummaryParams
 from latentdask.store.paths import RunFolder
 
 

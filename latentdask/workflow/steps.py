@@ -24,20 +24,17 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from distributed import Client
 
-    from latentdask.cluster.connect import ClusterChoice
+    from latentdask.cluster.spec import ClusterChoice
     from latentdask.data.synthetic_faces import SynthOptions
-    from latentdask.encode.run import EncodeOptions, EncodeSummary
+    from latentdask.encode.options import EncodeOptions
+    from latentdask.encode.run import EncodeSummary
     from latentdask.generate.gmm import GMMOptions
-    from latentdask.generate.options import DecodeOptions
-    from latentdask.generate.samplers import GenerateOptions, SamplerSpec
-    from latentdask.generate.score import ScoreOptions
+    from latentdask.generate.options import DecodeOptions, GenerateOptions, SamplerSpec, ScoreOptions
     from latentdask.location import Location, Where
-    from latentdask.model.config import ModelOptions
-    from latentdask.model.train import TrainOptions
+    from latentdask.model.config import ModelOptions, TrainOptions
     from latentdask.render.command import RenderResult
     from latentdask.render.options import RenderOptions
-    from latentdask.stats.normality import NormalityOptions
-    from latentdask.stats.summary import SummaryParams
+    from latentdask.stats.options import NormalityOptions, SummaryParams
     from latentdask.store.points import ZPoints
 
 
@@ -191,14 +188,9 @@ def normality(
 ) -> dict[str, Any]:
     """Write ``normality.json`` (and the QQ plot to ``plot``) for the store's selected z-points."""
     from latentdask.cluster.connect import check_paths_on_workers
-    from latentdask.stats.normality import (
-        NORMALITY_KIND,
-        QQ_PLOT_KIND,
-        NormalityOptions,
-        plot_qq,
-        write_normality,
-    )
+    from latentdask.stats.normality import NORMALITY_KIND, QQ_PLOT_KIND, plot_qq, write_normality
     from latentdask.stats.normality import normality as run_normality
+    from latentdask.stats.options import NormalityOptions
     from latentdask.store.output import check_output
 
     check_output(out, NORMALITY_KIND, inputs=[store, stats])
@@ -247,7 +239,8 @@ def score(
     """Write ``scores.json``: each point set's scores beside held-out real points (log-likelihoods
     under the mixture ``gmm`` too, when given); with ``rows``, a row selection the statistics
     describe too, every real point is one of its rows."""
-    from latentdask.generate.score import SCORES_KIND, ScoreOptions, write_scores
+    from latentdask.generate.options import ScoreOptions
+    from latentdask.generate.score import SCORES_KIND, write_scores
     from latentdask.generate.score import score as run_score
     from latentdask.store.output import check_output
 
