@@ -25,11 +25,11 @@ from latentdask.cli.options import (
 from latentdask.errors import LatentdaskError
 from latentdask.progress import console
 
-SUMMARY = ModelDefaults("latentdask.stats.summary:SummaryParams")
-SAMPLER = ModelDefaults("latentdask.generate.samplers:SamplerSpec")
-GENERATE = ModelDefaults("latentdask.generate.samplers:GenerateOptions")
-SCORE = ModelDefaults("latentdask.generate.score:ScoreOptions")
-NORMALITY = ModelDefaults("latentdask.stats.normality:NormalityOptions")
+SUMMARY = ModelDefaults("latentdask.stats.options:SummaryParams")
+SAMPLER = ModelDefaults("latentdask.generate.options:SamplerSpec")
+GENERATE = ModelDefaults("latentdask.generate.options:GenerateOptions")
+SCORE = ModelDefaults("latentdask.generate.options:ScoreOptions")
+NORMALITY = ModelDefaults("latentdask.stats.options:NormalityOptions")
 GMM = ModelDefaults("latentdask.generate.gmm:GMMOptions")
 DECODE = ModelDefaults("latentdask.generate.options:DecodeOptions")
 RENDER = ModelDefaults("latentdask.render.options:RenderOptions")

@@ -81,10 +81,10 @@ class _Default:
 
 class ModelDefaults:
     """The defaults of an options model, for typer options: ``ENCODE.shard_size`` with
-    ``ENCODE = ModelDefaults("latentdask.encode.run:EncodeOptions")``.
+    ``ENCODE = ModelDefaults("latentdask.encode.options:EncodeOptions")``.
 
     The model's module is imported only when a command using it is built (see
-    :func:`resolve_defaults`): the models live beside code that imports torch or xarray, and
+    :func:`resolve_defaults`): some models live beside code that imports torch or xarray, and
     ``latentdask info`` should not wait seconds for ``encode``'s defaults.
     """
 

@@ -27,8 +27,8 @@ from latentdask.progress import console
 
 SYNTH = ModelDefaults("latentdask.data.synthetic_faces:SynthOptions")
 MODEL = ModelDefaults("latentdask.model.config:ModelOptions")
-TRAIN = ModelDefaults("latentdask.model.train:TrainOptions")
-ENCODE = ModelDefaults("latentdask.encode.run:EncodeOptions")
+TRAIN = ModelDefaults("latentdask.model.config:TrainOptions")
+ENCODE = ModelDefaults("latentdask.encode.options:EncodeOptions")
 
 
 @user_errors
