@@ -41,7 +41,7 @@ from latentdask.generate.samplers import generate
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig
-from latentdask.render.dashboard import THUMBNAILS_TOGGLE
+from latentdask.render.dashboard import CLICKS_SHOW, THUMBNAILS_TOGGLE
 from latentdask.render.explore import Explorer, View
 from latentdask.render.projections import PC_SPREAD
 from latentdask.render.selected import (
@@ -1078,6 +1078,9 @@ def test_linked_view_and_attributes_in_headless_chromium(store: Path, tmp_path: 
         r = np.abs(np.corrcoef(z.T)) + np.eye(z.shape[1])
         p, q = (int(k) for k in np.unravel_index(np.argmin(r), r.shape))
         page.get_by_text("right view", exact=True).click()
+        # a click sent before the server has the choice goes to the left view, as it would for a
+        # person clicking within milliseconds: the page says when the server has it
+        page.get_by_text(CLICKS_SHOW["right"]).wait_for()
         page.mouse.click(*page.evaluate(HEATMAP_CELL, [p, q]))
         linked_shows(
             page, f"({p}, {q}) highlighting {count}", linked_shown(f"latent {p}", f"latent {q}", n, count)

@@ -83,6 +83,13 @@ NEXT_DRAWN = {
     "intersect": "the next box or lasso drawn keeps the selected rows inside it",
 }
 
+#: where a click on the heatmap or on a component shows its pair, said once the server has the choice
+#: (a click that reaches the server before the choice does goes to the view chosen before)
+CLICKS_SHOW = {
+    "left": "clicks on the heatmap or on a component now show their pair in the left view",
+    "right": "clicks on the heatmap or on a component now show their pair in the right view",
+}
+
 
 class ServeError(LatentdaskError):
     """A dashboard that cannot start as asked."""
@@ -241,6 +248,8 @@ class Dashboard:
         self.clicks_show = pn.widgets.RadioButtonGroup(
             options={"left view": "left", "right view": "right"}, value="left"
         )
+        self.clicks_note = pn.pane.Markdown(CLICKS_SHOW["left"], width=420)
+        self.clicks_show.param.watch(self._clicks_note, "value")
         self._last_linked: View | None = None
         self.highlighted = pn.pane.Markdown("", width=420)
         # the selection beside the projection
@@ -658,6 +667,9 @@ class Dashboard:
     def _next_drawn(self, event: Any) -> None:
         self.next_drawn.object = NEXT_DRAWN[event.new]
 
+    def _clicks_note(self, event: Any) -> None:
+        self.clicks_note.object = CLICKS_SHOW[event.new]
+
     def _select(self, drawn_view: Any) -> None:
         """Combine the view drawn in the pair shown (with its slice) with the selection, and describe it."""
         view = self.current_view()
@@ -854,8 +866,8 @@ class Dashboard:
                 self.highlighted,
                 self.linked_mode,
                 pn.Row(self.c, self.d),
-                pn.pane.Markdown("a click on the heatmap or on a component shows that pair in the"),
                 self.clicks_show,
+                self.clicks_note,
                 heat,
                 width=440,
             ),
