@@ -151,7 +151,10 @@ def encode(
     shard_size: Annotated[
         int, typer.Option(help="Images per shard = per task = per Zarr chunk.")
     ] = ENCODE.shard_size,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = ENCODE.batch_size,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Images per forward pass (default: 64 on CPU workers, 256 on GPU workers)."),
+    ] = ENCODE.batch_size,
     split: SplitOption = ENCODE.split,
     resume: Annotated[bool, typer.Option("--resume", help="Finish an interrupted store.")] = ENCODE.resume,
     overwrite: Annotated[
@@ -166,7 +169,10 @@ def encode(
     ] = ENCODE.precision,
     decoder: Annotated[
         str,
-        typer.Option(help="JPEG decoding: pil (CPU cores), or nvjpeg (on the GPU; needs torchvision)."),
+        typer.Option(
+            help="JPEG decoding: pil (CPU cores), opencv (CPU cores, outside the GIL: decode threads "
+            "scale with the cores; within 1.5/255 of pil), or nvjpeg (on the GPU; needs torchvision)."
+        ),
     ] = ENCODE.decoder,
     decode_threads: Annotated[
         int | None,

@@ -263,15 +263,36 @@ def _draft(image: Image.Image, box: tuple[int, int, int, int], prep: Preprocessi
     """Ask libjpeg for the largest DCT reduction that keeps ``box`` ≥ image_size; return the scale."""
     if image.format != "JPEG":
         return 1.0
-    region = min(box[2] - box[0], box[3] - box[1])
-    reduction = 1
-    while reduction < 8 and region // (reduction * 2) >= prep.image_size:
-        reduction *= 2
+    reduction = _requested_reduction(box, prep.image_size)
     if reduction == 1:
         return 1.0
     width, height = image.size
     image.draft(image.mode, (-(-width // reduction), -(-height // reduction)))
     return width / image.size[0]
+
+
+def _requested_reduction(box: tuple[int, int, int, int], image_size: int) -> int:
+    """The largest of 1, 2, 4, 8 that keeps the region ``box`` at least ``image_size`` wide."""
+    region = min(box[2] - box[0], box[3] - box[1])
+    reduction = 1
+    while reduction < 8 and region // (reduction * 2) >= image_size:
+        reduction *= 2
+    return reduction
+
+
+def draft_reduction(size: tuple[int, int], box: tuple[int, int, int, int], prep: Preprocessing) -> int:
+    """The DCT reduction (1, 2, 4 or 8) that :func:`decode_rgb` decodes a JPEG of ``size`` at.
+
+    PIL's ``draft`` turns the size asked for back into a reduction, the largest of 8, 4, 2, 1
+    that fits ``min(width // asked_width, height // asked_height)``: for odd sizes that can
+    be less than the reduction asked for. Other decoders take this one to see the same pixels.
+    """
+    reduction = _requested_reduction(box, prep.image_size) if prep.draft else 1
+    if reduction == 1:
+        return 1
+    width, height = size
+    fits = min(width // -(-width // reduction), height // -(-height // reduction))
+    return next(a for a in (8, 4, 2, 1) if fits >= a)
 
 
 def _to_gray8(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:

@@ -42,12 +42,13 @@ class IsolatedDecoder:
         self.memory_bytes = memory_bytes or memory_limit()
         self._child: subprocess.Popen[bytes] | None = None
 
-    def load(self, container: Any, name: str, preprocessing: Any) -> tuple[np.ndarray, str]:
-        """``(rgb, crop)`` as ``decode_rgb`` gives them; ImageDecodeError for a bad image or a dead child."""
+    def load(self, container: Any, name: str, preprocessing: Any, decoder: str) -> tuple[np.ndarray, str]:
+        """``(rgb, crop)`` as the store's ``decoder`` gives them on the CPU (see
+        :func:`~latentdask.data.opencv.cpu_decoder`); ImageDecodeError for a bad image or a dead child."""
         child = self._start()
         assert child.stdin is not None and child.stdout is not None
         try:
-            pickle.dump((container, name, preprocessing), child.stdin)
+            pickle.dump((container, name, preprocessing, decoder), child.stdin)
             child.stdin.flush()
             kind, *answer = pickle.load(child.stdout)
         except (EOFError, BrokenPipeError, pickle.UnpicklingError):
@@ -91,16 +92,17 @@ class IsolatedDecoder:
 
 
 def _serve(requests: BinaryIO, answers: BinaryIO) -> None:
-    """The child's loop: one (container, name, preprocessing) in, one answer out, until stdin closes."""
-    from latentdask.data.decode import decode_rgb
+    """The child's loop: one (container, name, preprocessing, decoder) in, one answer out, until stdin
+    closes."""
+    from latentdask.data.opencv import cpu_decoder
 
     while True:
         try:
-            container, name, preprocessing = pickle.load(requests)
+            container, name, preprocessing, decoder = pickle.load(requests)
         except EOFError:
             return
         try:
-            rgb, crop = decode_rgb(container.read(name), preprocessing, name)
+            rgb, crop = cpu_decoder(decoder)(container.read(name), preprocessing, name)
             answer: tuple[Any, ...] = ("ok", rgb, crop)
         except ImageDecodeError as exc:
             answer = ("error", exc.reason)

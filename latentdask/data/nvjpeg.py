@@ -7,7 +7,7 @@ is not a dependency: PyPI's torchvision wheels need a CUDA torch.
 Steps, for one batch:
 
 1. On the CPU (the decode threads, a batch ahead): :func:`inspect_jpeg` reads the
-   header only, as :func:`~latentdask.data.decode.decode_rgb` does, and keeps for the
+   frame header from the bytes (:func:`~latentdask.data.jpeg.read_jpeg_header`, no PIL), and keeps for the
    GPU the RGB or gray JPEGs that end where they should (with their end-of-image
    marker) and are within the pixel limit. Anything else (PNG, CMYK, a truncated file,
    a corrupt header, an image too large, bytes after the end marker) is decoded, or
@@ -28,16 +28,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from PIL import Image
-
 from latentdask.data.decode import (
     DRAFT_TOLERANCE,
     CropMode,
     Preprocessing,
     crop_box,
-    open_header,
     pixel_limit,
 )
+from latentdask.data.jpeg import read_jpeg_header
 from latentdask.errors import LatentdaskError
 
 if TYPE_CHECKING:
@@ -86,19 +84,15 @@ def inspect_jpeg(data: bytes, prep: Preprocessing, *, max_pixels: int | None = N
     None leaves the file to :func:`~latentdask.data.decode.decode_rgb`, which decodes it
     or refuses it with its reason (not a JPEG, CMYK, corrupt, too large).
     """
-    if data[:2] != b"\xff\xd8" or data[-2:] != b"\xff\xd9":  # a truncated file is PIL's to refuse
+    if data[-2:] != b"\xff\xd9":  # a truncated file is PIL's to refuse
         return None
-    try:
-        header = open_header(data)
-    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError):
+    header = read_jpeg_header(data)
+    if header is None or not header.decodable:
         return None
-    if header.format != "JPEG" or header.mode not in ("RGB", "L"):
-        return None
-    width, height = header.size
     limit = pixel_limit(max_pixels)
-    if limit is not None and width * height > limit:
+    if limit is not None and header.width * header.height > limit:
         return None
-    box, crop = crop_box(header.size, prep.crop)
+    box, crop = crop_box((header.width, header.height), prep.crop)
     return JpegFile(data, box, crop)
 
 

@@ -16,7 +16,9 @@ class EncodeOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     shard_size: int = Field(default=4096, ge=1)
-    batch_size: int = Field(default=256, ge=1)
+    #: images per forward pass; None: 64 on a CPU worker (as fast as larger batches there, with a
+    #: fifth of their activations' memory), 256 on a GPU worker
+    batch_size: int | None = Field(default=None, ge=1)
     split: str = "all"
     resume: bool = False
     overwrite: bool = False
@@ -25,9 +27,10 @@ class EncodeOptions(BaseModel):
     #: the encoder's arithmetic: fp32 (exact, the default), or bf16/fp16 autocast (faster on GPUs;
     #: latents differ from fp32 by a bounded amount, see tests/test_encode.py); part of the store's record
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    #: JPEG decoding: "pil" on the CPU cores (the default, the same pixels everywhere), or "nvjpeg"
-    #: on the GPU (torchvision; within NVJPEG_TOLERANCE of pil); part of the store's record
-    decoder: Literal["pil", "nvjpeg"] = "pil"
+    #: JPEG decoding: "pil" on the CPU cores (the default, the same pixels everywhere), "opencv" on
+    #: the CPU cores outside the GIL (decode threads scale with the cores; within OPENCV_TOLERANCE of
+    #: pil), or "nvjpeg" on the GPU (torchvision; within NVJPEG_TOLERANCE of pil); part of the store's record
+    decoder: Literal["pil", "opencv", "nvjpeg"] = "pil"
     #: threads decoding ahead of the encoder; 0: decode in the task's own thread; None: 1 on
     #: CPU (the cores are busy encoding), the worker's cores per GPU beside a GPU (decoding is then the limit)
     decode_threads: int | None = Field(default=None, ge=0)

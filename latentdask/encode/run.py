@@ -36,6 +36,7 @@ from latentdask.data.container import Container
 from latentdask.data.dataset import open_dataset
 from latentdask.data.manifest import Shard
 from latentdask.data.nvjpeg import check_nvjpeg
+from latentdask.data.opencv import check_opencv
 from latentdask.encode.options import EncodeOptions
 from latentdask.encode.task import STAGES, ModelPlugin, ShardJob, ShardReport, encode_shard
 from latentdask.errors import CheckpointError, LatentdaskError
@@ -164,6 +165,8 @@ def encode(
         if options.device == "cpu":
             raise LatentdaskError("--decoder nvjpeg decodes on the GPU: it needs --device cuda or auto")
         check_nvjpeg(config.preprocessing)
+    elif options.decoder == "opencv":
+        check_opencv(config.preprocessing)
 
     # 2. The outputs: refused before anything runs if they are someone else's or an input.
     if options.resume and options.overwrite:
