@@ -79,14 +79,22 @@ def test_bench_train(tmp_path: Path) -> None:
 
 
 def test_bench_encode(tmp_path: Path) -> None:
+    """Per decoder: the decoder alone, the ceiling, both loops decoding with it (checked against its
+    pipeline's latents) and the pipeline compared with those three."""
     report = bench("encode", tmp_path)
-    assert_checked(report, baselines=2)
-    kinds = {row["name"]: row["kind"] for row in report["rows"]}
-    assert sorted(kinds.values()) == ["baseline", "baseline", "bound", "latentdask", "latentdask"]
-    pipeline = rows(report)["latentdask encode: 2 worker(s) x torch 1 + decode 1 threads"]
-    assert len(pipeline["ratios"]) == 3  # the plain loop, the multi-process loop, the ceiling
-    multi = next(row for row in report["rows"] if row["name"].startswith("multi-process loop"))
-    assert "Zarr on disk" in multi["name"]
+    assert_checked(report, baselines=4)
+    by_name = rows(report)
+    for decoder in ("pil", "opencv"):
+        mine = {name: row for name, row in by_name.items() if name.startswith(f"{decoder}: ")}
+        kinds = sorted(row["kind"] for row in mine.values())
+        assert kinds == ["baseline", "baseline", "bound", *["latentdask"] * 5], kinds
+        decode_only = [name for name in mine if "decode only" in name]
+        assert len(decode_only) == 3 and all(by_name[name]["value"] > 0 for name in decode_only)
+        pipeline = mine[f"{decoder}: latentdask encode: 2 worker(s) x torch 1 + decode 1 threads"]
+        compared = [by_name[other] for other in pipeline["ratios"]]
+        assert len(compared) == 3 and all(row["name"].startswith(f"{decoder}: ") for row in compared)
+        multi = next(row for row in compared if "multi-process loop" in row["name"])
+        assert "Zarr on disk" in multi["name"] and multi["check"]
 
 
 def test_bench_stats(tmp_path: Path) -> None:
@@ -180,8 +188,8 @@ def test_bench_options_default_to_the_functions_defaults() -> None:
     for name in BENCHES:
         options = {param.name: param.default for param in benches.get_command(None, name).params}
         for key, value in sizes(name, "default").items():
-            if key == "layouts":
-                assert options["layout"] is None  # None: the function's own layouts
+            if key in ("layouts", "decoders"):
+                assert options[key[:-1]] is None  # None: the function's own layouts and decoders
             else:
                 assert options[key] == value, (name, key)
 

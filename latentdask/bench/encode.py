@@ -1,10 +1,15 @@
 """``latentdask bench encode``: the Dask pipeline against a plain loop and the machine's ceiling.
 
 Measured in one run over the same synthetic files and the same (default, 64 × 64,
-256-dim) model:
+256-dim) model, for each decoder (``pil``, ``opencv``): every loop decodes with the decoder
+of the pipeline rows it is compared with, so a faster decoder speeds up both sides and the
+ratio measures the pipeline.
 
-- **plain loop** — what a person writes first: one process, PIL decode as the
-  pipeline does it, batched forward with torch on all cores, ``np.save`` per batch::
+- **decode only** — the decoder alone on one thread, on a thread per core in one process
+  (how a worker's decode threads run: a decoder that holds the GIL does not scale there),
+  and in a process per core (what the cores give a decoder that holds the GIL).
+- **plain loop** — what a person writes first: one process, the decoder as the pipeline
+  uses it, batched forward with torch on all cores, ``np.save`` per batch::
 
       for batch in batches(files):
           pixels = np.stack([decode(f) for f in batch])
@@ -17,14 +22,18 @@ Measured in one run over the same synthetic files and the same (default, 64 × 6
   encoding whole shards with one torch thread and writing them into a Zarr array on
   disk laid out as the store's ``z`` (and ``valid``): what the cores deliver when all of
   them work at once (on a shared VM, less than the ceiling).
-- **pipeline** — ``latentdask encode`` on a LocalCluster with each worker layout;
-  images/s from the first task submitted to the last result (cluster start-up apart),
-  and the peak resident memory of each worker process. It also writes the error and
-  crop columns and checksums and computes the sidecar statistics, which the loops do
+- **pipeline** — ``latentdask encode --decoder D`` on a LocalCluster with each worker
+  layout; images/s from the first task submitted to the last result (cluster start-up
+  apart), and the peak resident memory of each worker process. It also writes the error
+  and crop columns and checksums and computes the sidecar statistics, which the loops do
   not (their seconds are in ``stage seconds``).
 
-The loops' latents must equal the pipeline's (first layout) within float32 rounding of
-torch on other thread counts: largest |difference| ≤ 1e-4 × the largest |latent|.
+Every process that encodes, the pipeline's workers and the loops' processes alike, keeps freed
+memory for the next batch (:func:`~latentdask.encode.allocator.retain_freed_memory`), so the
+ratios measure the pipeline, not the allocator.
+
+The loops' latents must equal the pipeline's (first layout, same decoder) within float32
+rounding of torch on other thread counts: largest |difference| ≤ 1e-4 × the largest |latent|.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import functools
 import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,8 +53,10 @@ import zarr
 
 from latentdask.bench.report import BenchReport, local_client, relative_difference, warm_up
 from latentdask.data.dataset import ImageDataset, open_dataset
-from latentdask.data.decode import Preprocessing, decode_rgb
+from latentdask.data.decode import Preprocessing
+from latentdask.data.opencv import cpu_decoder
 from latentdask.data.synthetic_faces import synthesize
+from latentdask.encode.allocator import retain_freed_memory
 from latentdask.encode.options import EncodeOptions
 from latentdask.encode.run import encode
 from latentdask.location import Location, location
@@ -86,37 +97,60 @@ def synthetic_corpus(scratch: Path, *, n: int, image_size: int, latent_dim: int)
 
 
 def plain_loop(
-    files: list[bytes], model: Autoencoder, prep: Preprocessing, batch_size: int, out: Path
+    files: list[bytes], model: Autoencoder, prep: Preprocessing, batch_size: int, out: Path, decoder: str
 ) -> None:
+    decode = cpu_decoder(decoder)
     with torch.inference_mode():
         for k, start in enumerate(range(0, len(files), batch_size)):
-            pixels = np.stack([decode_rgb(data, prep)[0] for data in files[start : start + batch_size]])
+            pixels = np.stack([decode(data, prep)[0] for data in files[start : start + batch_size]])
             images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
             np.save(out / f"{k}.npy", model.encode(images).numpy())
 
 
-def single_thread_seconds(
-    files: list[bytes], model: Autoencoder, prep: Preprocessing, batch_size: int
-) -> tuple[float, float]:
-    """(decode seconds per image, encoder seconds per image), each on one thread."""
+def encoder_seconds(files: list[bytes], model: Autoencoder, prep: Preprocessing, batch_size: int) -> float:
+    """The encoder's seconds per image on one thread, as the workers run it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        sample = files[: min(len(files), 1024)]
-        started = time.perf_counter()
-        pixels = np.stack([decode_rgb(data, prep)[0] for data in sample])
-        decode = (time.perf_counter() - started) / len(sample)
-        images = torch.from_numpy(pixels[:batch_size]).permute(0, 3, 1, 2).float() / 255.0
+        pixels = np.stack([cpu_decoder("pil")(data, prep)[0] for data in files[:batch_size]])
+        images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
         pipeline_model = for_inference(copy.deepcopy(model), torch.device("cpu"))  # as the workers run it
         with torch.inference_mode():
             pipeline_model.encode(images)  # warm-up
             started = time.perf_counter()
             for _ in range(3):
                 pipeline_model.encode(images)
-            encoder = (time.perf_counter() - started) / (3 * len(images))
+            return (time.perf_counter() - started) / (3 * len(images))
     finally:
         torch.set_num_threads(threads)
-    return decode, encoder
+
+
+def _decode_all(files: list[bytes], prep: Preprocessing, decoder: str) -> int:
+    decode = cpu_decoder(decoder)
+    for data in files:
+        decode(data, prep)
+    return len(files)
+
+
+def decode_rates(files: list[bytes], prep: Preprocessing, decoder: str, cores: int) -> tuple[float, ...]:
+    """Images/s of ``decoder`` alone: on one thread, a thread per core of one process, a process per core
+    (each worker of a pool given its own share of the files, started and warm before the clock)."""
+    import multiprocessing
+
+    shares = [files[k::cores] for k in range(cores)]
+    _decode_all(files[:8], prep, decoder)  # imports and first calls, untimed
+    started = time.perf_counter()
+    _decode_all(files, prep, decoder)
+    one = len(files) / (time.perf_counter() - started)
+    rates = [one]
+    spawn = multiprocessing.get_context("spawn")
+    for pool in (ThreadPoolExecutor(cores), ProcessPoolExecutor(cores, mp_context=spawn)):
+        with pool:
+            list(pool.map(_decode_all, [share[:8] for share in shares], [prep] * cores, [decoder] * cores))
+            started = time.perf_counter()
+            done = sum(pool.map(_decode_all, shares, [prep] * cores, [decoder] * cores))
+            rates.append(done / (time.perf_counter() - started))
+    return tuple(rates)
 
 
 @functools.cache
@@ -132,6 +166,7 @@ def _start_process(checkpoint: str) -> None:
     """Every process of the multi-process loop, before its first task (untimed): one torch
     thread, the warm-up the pipeline's workers get, the model loaded and run once."""
     torch.set_num_threads(1)
+    retain_freed_memory()
     warm_up()
     model, prep = _inference_model(checkpoint)
     with torch.inference_mode():
@@ -139,11 +174,17 @@ def _start_process(checkpoint: str) -> None:
 
 
 def _process_share(
-    shards: list[tuple[int, int]], paths: list[str], checkpoint: str, batch_size: int, store: str
+    shards: list[tuple[int, int]],
+    paths: list[str],
+    checkpoint: str,
+    batch_size: int,
+    store: str,
+    decoder: str,
 ) -> int:
     """One process of the multi-process loop: decode and encode its shards with one torch
     thread, and write each into the Zarr arrays ``z`` and ``valid`` at ``store``."""
     model, prep = _inference_model(checkpoint)
+    decode = cpu_decoder(decoder)
     group = zarr.open_group(store, mode="r+")
     z, valid = group["z"], group["valid"]
     assert isinstance(z, zarr.Array) and isinstance(valid, zarr.Array)
@@ -153,10 +194,7 @@ def _process_share(
             latents = []
             for b0 in range(start, stop, batch_size):
                 pixels = np.stack(
-                    [
-                        decode_rgb(Path(p).read_bytes(), prep)[0]
-                        for p in paths[b0 : min(b0 + batch_size, stop)]
-                    ]
+                    [decode(Path(p).read_bytes(), prep)[0] for p in paths[b0 : min(b0 + batch_size, stop)]]
                 )
                 images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
                 latents.append(model.encode(images).numpy())
@@ -167,7 +205,14 @@ def _process_share(
 
 
 def multi_process_loop(
-    paths: list[str], checkpoint: str, *, batch_size: int, shard_size: int, latent_dim: int, store: Path
+    paths: list[str],
+    checkpoint: str,
+    *,
+    batch_size: int,
+    shard_size: int,
+    latent_dim: int,
+    store: Path,
+    decoder: str,
 ) -> float:
     """Images/s of one plain process per core sharing the shards, no Dask: what the cores
     deliver when they all decode, encode and write at once (start-up excluded)."""
@@ -183,6 +228,7 @@ def multi_process_loop(
         [checkpoint] * processes,
         [batch_size] * processes,
         [str(store)] * processes,
+        [decoder] * processes,
     )
     with ProcessPoolExecutor(
         processes,
@@ -211,13 +257,15 @@ def bench_encode(
     *,
     n: int = 8192,
     shard_size: int = 1024,
-    batch_size: int = 256,
+    batch_size: int = 64,
     image_size: int = 64,
     latent_dim: int = 256,
     layouts: tuple[tuple[int, int, int], ...] = ((1, 2, 2), (2, 1, 1), (2, 1, 0)),
+    decoders: tuple[str, ...] = ("pil", "opencv"),
 ) -> BenchReport:
-    """Run the three measurements; ``layouts`` are (workers, torch threads, decode threads)."""
+    """Run the measurements per decoder; ``layouts`` are (workers, torch threads, decode threads)."""
     cores = os.cpu_count() or 1
+    retain_freed_memory()  # as the workers do: this process runs the plain loop and times the encoder
     report = BenchReport(
         "encode pipeline",
         setup={
@@ -229,76 +277,129 @@ def bench_encode(
             "cores": cores,
         },
     )
-    ceiling = "ceiling: cores / (decode + encode per image, one thread each)"
-    plain = "plain loop (one process, torch on all cores, np.save per batch)"
-    multi = f"multi-process loop ({cores} processes x 1 thread, no Dask, Zarr on disk)"
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         root, dataset, model, prep, checkpoint, files, _ = synthetic_corpus(
             scratch, n=n, image_size=image_size, latent_dim=latent_dim
         )
-
-        decode, encoder = single_thread_seconds(files, model, prep, batch_size)
-        report.add(ceiling, cores / (decode + encoder), "images/s", kind="bound")
-        report.setup |= {
-            "decode_ms_per_image": round(decode * 1e3, 3),
-            "encode_ms_per_image": round(encoder * 1e3, 3),
-        }
-
-        # plain loop (files already in memory would flatter it: it reads them like the pipeline)
-        (scratch / "plain").mkdir()
-        torch.set_num_threads(cores)
-        started = time.perf_counter()
-        plain_loop([dataset.read(row) for row in range(n)], model, prep, batch_size, scratch / "plain")
-        report.add(plain, n / (time.perf_counter() - started), "images/s", kind="baseline")
-        batches = sorted((scratch / "plain").glob("*.npy"), key=lambda path: int(path.stem))
-        plain_z = np.concatenate([np.load(path) for path in batches])
-
-        # all cores busy at once, no Dask: shows what sharing the cores costs on this machine
+        encoder = encoder_seconds(files, model, prep, batch_size)
+        report.setup["encode_ms_per_image"] = round(encoder * 1e3, 3)
         folder = location(getattr(dataset.container, "folder", root))
         paths = [str(folder / name) for name in dataset.manifest.names]
-        rate = multi_process_loop(
-            paths,
-            str(checkpoint),
-            batch_size=batch_size,
-            shard_size=shard_size,
-            latent_dim=latent_dim,
-            store=scratch / "loop.zarr",
-        )
-        report.add(multi, rate, "images/s", kind="baseline", vs=[ceiling])
-        multi_z = np.asarray(zarr.open_array(str(scratch / "loop.zarr" / "z"), mode="r")[:])
-
-        # the pipeline, per layout
-        reference: np.ndarray | None = None
-        for workers, torch_threads, decode_threads in layouts:
-            name = (
-                f"latentdask encode: {workers} worker(s) x torch {torch_threads} "
-                f"+ decode {decode_threads} threads"
+        for decoder in decoders:
+            _bench_decoder(
+                report,
+                decoder,
+                scratch,
+                root,
+                dataset,
+                model,
+                prep,
+                checkpoint,
+                files,
+                paths,
+                encoder=encoder,
+                cores=cores,
+                batch_size=batch_size,
+                shard_size=shard_size,
+                latent_dim=latent_dim,
+                layouts=layouts,
             )
-            with local_client(workers) as client:
-                client.run(warm_up, "latentdask.encode.task")
-                options = EncodeOptions(
-                    shard_size=shard_size,
-                    batch_size=batch_size,
-                    torch_threads=torch_threads,
-                    decode_threads=decode_threads,
-                )
-                summary = encode(
-                    root,
-                    checkpoint,
-                    scratch / f"{name}.zarr",
-                    options=options,
-                    client=client,
-                    progress=False,
-                )
-                peaks = client.run(_peak_rss_mib)
-            if reference is None:
-                reference = np.asarray(zarr.open_array(str(summary.store / "z"), mode="r")[:])
-            report.add(name, summary.images_per_second, "images/s", vs=[plain, multi, ceiling])
-            report.add(f"{name}: peak RSS per worker", max(peaks.values()), "MiB")
-            report.setup[f"stage seconds, {workers} worker(s)"] = {
-                k: round(v, 2) for k, v in summary.stage_seconds.items()
-            }
+    return report
+
+
+def _bench_decoder(
+    report: BenchReport,
+    decoder: str,
+    scratch: Path,
+    root: Location,
+    dataset: ImageDataset,
+    model: Autoencoder,
+    prep: Preprocessing,
+    checkpoint: Location,
+    files: list[bytes],
+    paths: list[str],
+    *,
+    encoder: float,
+    cores: int,
+    batch_size: int,
+    shard_size: int,
+    latent_dim: int,
+    layouts: tuple[tuple[int, int, int], ...],
+) -> None:
+    """The rows of one decoder: decode alone, the ceiling, both loops and the pipeline per layout."""
+    n = len(files)
+    one, threads, processes = decode_rates(files, prep, decoder, cores)
+    report.add(f"{decoder}: decode only, 1 thread", one, "images/s")
+    report.add(f"{decoder}: decode only, {cores} threads of one process", threads, "images/s")
+    report.add(f"{decoder}: decode only, {cores} processes", processes, "images/s")
+    report.setup[f"{decoder}: decode_ms_per_image"] = round(1e3 / one, 3)
+    ceiling = f"{decoder}: ceiling: cores / (decode + encode per image, one thread each)"
+    plain = f"{decoder}: plain loop (one process, torch on all cores, np.save per batch)"
+    multi = f"{decoder}: multi-process loop ({cores} processes x 1 thread, no Dask, Zarr on disk)"
+    report.add(ceiling, cores / (1 / one + encoder), "images/s", kind="bound")
+
+    # plain loop (files already in memory would flatter it: it reads them like the pipeline)
+    (scratch / f"plain-{decoder}").mkdir()
+    torch.set_num_threads(cores)
+    started = time.perf_counter()
+    plain_loop(
+        [dataset.read(row) for row in range(n)],
+        model,
+        prep,
+        batch_size,
+        scratch / f"plain-{decoder}",
+        decoder,
+    )
+    report.add(plain, n / (time.perf_counter() - started), "images/s", kind="baseline")
+    batches = sorted((scratch / f"plain-{decoder}").glob("*.npy"), key=lambda path: int(path.stem))
+    plain_z = np.concatenate([np.load(path) for path in batches])
+
+    # all cores busy at once, no Dask: shows what sharing the cores costs on this machine
+    rate = multi_process_loop(
+        paths,
+        str(checkpoint),
+        batch_size=batch_size,
+        shard_size=shard_size,
+        latent_dim=latent_dim,
+        store=scratch / f"loop-{decoder}.zarr",
+        decoder=decoder,
+    )
+    report.add(multi, rate, "images/s", kind="baseline", vs=[ceiling])
+    multi_z = np.asarray(zarr.open_array(str(scratch / f"loop-{decoder}.zarr" / "z"), mode="r")[:])
+
+    # the pipeline, per layout
+    reference: np.ndarray | None = None
+    for workers, torch_threads, decode_threads in layouts:
+        name = (
+            f"{decoder}: latentdask encode: {workers} worker(s) x torch {torch_threads} "
+            f"+ decode {decode_threads} threads"
+        )
+        with local_client(workers) as client:
+            client.run(warm_up, "latentdask.encode.task")
+            options = EncodeOptions(
+                shard_size=shard_size,
+                batch_size=batch_size,
+                torch_threads=torch_threads,
+                decode_threads=decode_threads,
+                decoder=decoder,  # type: ignore[arg-type]
+            )
+            summary = encode(
+                root,
+                checkpoint,
+                scratch / f"{decoder}-{workers}-{torch_threads}-{decode_threads}.zarr",
+                options=options,
+                client=client,
+                progress=False,
+            )
+            peaks = client.run(_peak_rss_mib)
+        if reference is None:
+            reference = np.asarray(zarr.open_array(str(summary.store / "z"), mode="r")[:])
+        report.add(name, summary.images_per_second, "images/s", vs=[plain, multi, ceiling])
+        report.add(f"{name}: peak RSS per worker", max(peaks.values()), "MiB")
+        report.setup[f"{decoder}: stage seconds, {workers} worker(s) x {decode_threads} decode threads"] = {
+            k: round(v, 2) for k, v in summary.stage_seconds.items()
+        }
     if reference is not None:
         for baseline, theirs in ((plain, plain_z), (multi, multi_z)):
             report.check(
@@ -307,4 +408,3 @@ def bench_encode(
                 relative_difference(reference, theirs),
                 LATENT_TOLERANCE,
             )
-    return report

@@ -94,6 +94,8 @@ def command(name: str, arguments: dict[str, Any]) -> str:
             words.append(option if value else option.replace("--", "--no-", 1))
         elif key == "layouts":
             words += [word for layout in value for word in ("--layout", ",".join(map(str, layout)))]
+        elif key == "decoders":
+            words += [word for decoder in value for word in ("--decoder", decoder)]
         else:
             words += [option, str(value)]
     return " ".join(words)

@@ -120,7 +120,9 @@ DeviceOption = Annotated[
 def bench_encode(
     n: Annotated[int, typer.Option("--n", help="Synthetic images (on cuda: 200,000 or more).")] = 8192,
     shard_size: Annotated[int, typer.Option(help="Images per shard (on cuda: 16,384).")] = 1024,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass (on cuda: 1024).")] = 256,
+    batch_size: Annotated[
+        int, typer.Option(help="Images per forward pass (the CPU workers' default; on cuda: 1024).")
+    ] = 64,
     image_size: Annotated[int, typer.Option(help="Model input side.")] = 64,
     latent_dim: Annotated[int, typer.Option(help="Latent dimension.")] = 256,
     layout: Annotated[
@@ -130,14 +132,19 @@ def bench_encode(
             "(default: 1,2,2, 2,1,1 and 2,1,0)."
         ),
     ] = None,
+    decoder: Annotated[
+        list[str] | None,
+        typer.Option(help="CPU: the decoders measured, repeatable (default: pil and opencv)."),
+    ] = None,
     device: DeviceOption = "cpu",
     precision: Annotated[
         str, typer.Option(help="cuda: the encoder's arithmetic, fp32, bf16 or fp16.")
     ] = "fp32",
     json_out: JsonOption = None,
 ) -> None:
-    """Encode pipeline images/s against a plain loop and the ceiling: per CPU worker layout (with a
-    multi-process loop), or on a CUDA GPU per decoder (PIL, nvJPEG) with each stage alone."""
+    """Encode pipeline images/s against a plain loop and the ceiling: per CPU decoder (PIL, OpenCV) and
+    worker layout (with a multi-process loop and each decoder alone), or on a CUDA GPU per decoder
+    (PIL, nvJPEG) with each stage alone."""
     if device == "cuda":
         from latentdask.bench.gpu import bench_encode_gpu
 
@@ -169,6 +176,11 @@ def bench_encode(
         if any(len(item) != 3 for item in layouts):
             raise LatentdaskError(f"--layout expects WORKERS,TORCH_THREADS,DECODE_THREADS, got {layout}")
         measure = functools.partial(measure, layouts=layouts)
+    if decoder:
+        unknown = sorted(set(decoder) - {"pil", "opencv"})
+        if unknown:
+            raise LatentdaskError(f"--decoder measures pil or opencv on the CPU, got {', '.join(unknown)}")
+        measure = functools.partial(measure, decoders=tuple(decoder))
     _run(json_out, measure)
 
 
