@@ -3,16 +3,18 @@
 **encode** — a synthetic corpus of 178 × 218 JPEGs (``synth``, one file per image)
 encoded at 64 × 64 into a store, with, in the same run and over the same files:
 
-- *CPU decode only* — the PIL path (draft mode) on as many threads as cores, files in
-  memory: the rate that the ``pil`` decoder can feed a GPU;
+- *CPU decode only* — per CPU decoder (``pil``, the PIL path in draft mode; ``opencv``,
+  outside the GIL) on as many threads as cores, files in memory: the rate that decoder
+  can feed a GPU;
 - *nvJPEG decode only* — header checks on the same threads, then batched nvJPEG, crop
   and resize on the GPU (:mod:`latentdask.data.nvjpeg`), files in memory;
 - *encoder only* — the model on device-resident uint8 batches (conversion included);
 - *ceiling* (a bound) per decoder — the slower of its decode stage and the encoder:
   the pipeline runs both at once, so it cannot beat the slower;
-- *plain GPU loop* (a baseline) — what a skilled person writes: the same decode on
-  as many threads as cores, a batch ahead, pinned memory, the model on the GPU,
-  latents back per batch, ``np.save`` per batch; its latents must equal the store's;
+- *plain GPU loop* (a baseline) per CPU decoder — what a skilled person writes: the same
+  decode on as many threads as cores, a batch ahead, pinned memory, the model on the GPU,
+  latents back per batch, ``np.save`` per batch; its latents must equal the store's of
+  the same decoder;
 - *latentdask encode* per decoder, on a ``LocalCluster`` of one GPU worker
   (``resources={"GPU": 1}``): images/s from the first task to the last result; it also
   reads the files, writes every column with checksums and computes the sidecar statistics.
@@ -40,8 +42,9 @@ import zarr
 
 from latentdask.bench.encode import synthetic_corpus
 from latentdask.bench.report import BenchReport, count_difference, relative_difference, warm_up
-from latentdask.data.decode import Preprocessing, decode_rgb
+from latentdask.data.decode import Preprocessing
 from latentdask.data.nvjpeg import decode_on_device, inspect_jpeg
+from latentdask.data.opencv import cpu_decoder
 from latentdask.encode.options import EncodeOptions
 from latentdask.encode.run import encode
 from latentdask.encode.task import encoder_autocast
@@ -54,6 +57,9 @@ from latentdask.stats.summary import SummaryState, summary_chunk, summary_combin
 #: float32 latents of the same pixels from the same GPU in other batch shapes (cuDNN picks
 #: kernels per shape, TF32 included): relative to the largest |latent|
 GPU_LATENT_TOLERANCE = 5e-3
+
+#: the decoders that decode on the CPU's threads, each measured alone, in a plain loop and in the pipeline
+CPU_DECODERS = ("pil", "opencv")
 #: moments of a baseline that sums raw powers in float64, relative to latentdask's
 MOMENT_TOLERANCE = 1e-8
 
@@ -79,12 +85,13 @@ def _batched(items: list[Any], size: int) -> list[list[Any]]:
     return [items[k : k + size] for k in range(0, len(items), size)]
 
 
-def cpu_decode_rate(files: list[bytes], prep: Preprocessing, threads: int) -> float:
-    """Images/s of the PIL path on ``threads`` threads (files in memory)."""
+def cpu_decode_rate(files: list[bytes], prep: Preprocessing, threads: int, decoder: str) -> float:
+    """Images/s of the CPU ``decoder`` on ``threads`` threads (files in memory)."""
+    decode = cpu_decoder(decoder)
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(decode_rgb, files[:threads], [prep] * threads))  # threads started
+        list(pool.map(decode, files[:threads], [prep] * threads))  # threads started, imports done
         started = time.perf_counter()
-        list(pool.map(decode_rgb, files, [prep] * len(files)))
+        list(pool.map(decode, files, [prep] * len(files)))
         return len(files) / (time.perf_counter() - started)
 
 
@@ -129,21 +136,19 @@ def plain_gpu_loop(
     precision: str,
     device: torch.device,
     out: Path,
+    decoder: str,
 ) -> float:
     """Images/s of the skilled person's loop (see the module docstring); latents in ``out``."""
-
-    def decode_batch(batch: list[bytes]) -> np.ndarray:
-        return np.stack([decode_rgb(data, prep)[0] for data in batch])
-
+    decode = cpu_decoder(decoder)
     batches = _batched(files, batch_size)
     started = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool, torch.inference_mode(), encoder_autocast(precision, device):
         # the batch's images decoded by all threads at once, the next batch's already queued
-        ahead = [pool.submit(decode_rgb, data, prep) for data in batches[0]]
+        ahead = [pool.submit(decode, data, prep) for data in batches[0]]
         for k in range(len(batches)):
             current = ahead
             if k + 1 < len(batches):
-                ahead = [pool.submit(decode_rgb, data, prep) for data in batches[k + 1]]
+                ahead = [pool.submit(decode, data, prep) for data in batches[k + 1]]
             pixels = torch.from_numpy(np.stack([f.result()[0] for f in current])).pin_memory()
             images = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0
             np.save(out / f"{k}.npy", model.encode(images).float().cpu().numpy())
@@ -189,39 +194,54 @@ def bench_encode_gpu(
         stage = files[: min(sample, n)]
         on_device = for_inference(model, device)
 
-        pil_rate = cpu_decode_rate(stage, prep, cores)
-        nv_rate = nvjpeg_decode_rate(stage, prep, cores, batch_size, device)
+        rates = {decoder: cpu_decode_rate(stage, prep, cores, decoder) for decoder in CPU_DECODERS}
+        rates["nvjpeg"] = nvjpeg_decode_rate(stage, prep, cores, batch_size, device)
         jpegs = [j for j in (inspect_jpeg(data, prep) for data in stage[:batch_size]) if j is not None]
         resident = decode_on_device(jpegs, prep, device)[0]
         enc_rate = encoder_rate(on_device, resident, precision, max(1, sample // batch_size), device)
-        rows = {
-            "pil": f"CPU decode only (PIL, {cores} threads)",
-            "nvjpeg": f"nvJPEG decode only (headers on {cores} threads)",
-        }
-        _measured(report, rows["pil"], pil_rate, "images/s", kind="detail")
-        _measured(report, rows["nvjpeg"], nv_rate, "images/s", kind="detail")
+        for decoder in CPU_DECODERS:
+            _measured(
+                report,
+                f"CPU decode only ({decoder}, {cores} threads)",
+                rates[decoder],
+                "images/s",
+                kind="detail",
+            )
+        _measured(
+            report,
+            f"nvJPEG decode only (headers on {cores} threads)",
+            rates["nvjpeg"],
+            "images/s",
+            kind="detail",
+        )
         encoder = f"encoder only ({precision}, device-resident batches)"
         _measured(report, encoder, enc_rate, "images/s", kind="detail")
-        for decoder, rate in (("pil", pil_rate), ("nvjpeg", nv_rate)):
+        for decoder, rate in rates.items():
             report.add(
                 f"ceiling, {decoder}: min(decode, encoder)", min(rate, enc_rate), "images/s", kind="bound"
             )
 
-        plain = f"plain GPU loop (PIL on {cores} threads a batch ahead, np.save per batch)"
-        (scratch / "plain").mkdir()
-        rate = plain_gpu_loop(
-            files,
-            on_device,
-            prep,
-            batch_size=batch_size,
-            threads=cores,
-            precision=precision,
-            device=device,
-            out=scratch / "plain",
-        )
-        _measured(report, plain, rate, "images/s", kind="baseline")
-        saved = sorted((scratch / "plain").glob("*.npy"), key=lambda path: int(path.stem))
-        plain_z = np.concatenate([np.load(path) for path in saved])
+        plains: dict[str, str] = {}
+        plain_z: dict[str, np.ndarray] = {}
+        for decoder in CPU_DECODERS:
+            plains[decoder] = (
+                f"plain GPU loop ({decoder} on {cores} threads a batch ahead, np.save per batch)"
+            )
+            (scratch / f"plain-{decoder}").mkdir()
+            rate = plain_gpu_loop(
+                files,
+                on_device,
+                prep,
+                batch_size=batch_size,
+                threads=cores,
+                precision=precision,
+                device=device,
+                out=scratch / f"plain-{decoder}",
+                decoder=decoder,
+            )
+            _measured(report, plains[decoder], rate, "images/s", kind="baseline")
+            saved = sorted((scratch / f"plain-{decoder}").glob("*.npy"), key=lambda path: int(path.stem))
+            plain_z[decoder] = np.concatenate([np.load(path) for path in saved])
         del on_device, resident
         torch.cuda.empty_cache()
 
@@ -237,7 +257,7 @@ def bench_encode_gpu(
             Client(cluster) as client,
         ):
             client.run(warm_up, "latentdask.encode.task", "latentdask.data.nvjpeg")
-            for decoder in ("pil", "nvjpeg"):
+            for decoder in (*CPU_DECODERS, "nvjpeg"):
                 summary = encode(
                     root,
                     checkpoint,
@@ -254,22 +274,26 @@ def bench_encode_gpu(
                     progress=False,
                 )
                 name = f"latentdask encode, {decoder} decoder (1 GPU worker, {cores} decode threads)"
-                vs = [f"ceiling, {decoder}: min(decode, encoder)"] + ([plain] if decoder == "pil" else [])
+                vs = [f"ceiling, {decoder}: min(decode, encoder)"] + (
+                    [plains[decoder]] if decoder in plains else []
+                )
                 _measured(report, name, summary.images_per_second, "images/s", vs=vs)
                 report.setup[f"stage seconds, {decoder}"] = {
                     k: round(v, 2) for k, v in summary.stage_seconds.items()
                 }
                 stores[decoder] = np.asarray(zarr.open_array(str(summary.store / "z"), mode="r")[:])
-    report.check(
-        plain,
-        "latents: largest |difference| / largest |latent|",
-        relative_difference(stores["pil"], plain_z),
-        GPU_LATENT_TOLERANCE,
-    )
+    for decoder, plain in plains.items():
+        report.check(
+            plain,
+            "latents: largest |difference| / largest |latent|",
+            relative_difference(stores[decoder], plain_z[decoder]),
+            GPU_LATENT_TOLERANCE,
+        )
     scale = float(np.abs(stores["pil"]).max())
-    report.setup["nvjpeg vs pil latents: mean |difference| / largest |latent|"] = float(
-        np.abs(stores["nvjpeg"] - stores["pil"]).mean() / scale
-    )
+    for decoder in ("opencv", "nvjpeg"):
+        report.setup[f"{decoder} vs pil latents: mean |difference| / largest |latent|"] = float(
+            np.abs(stores[decoder] - stores["pil"]).mean() / scale
+        )
     return report
 
 

@@ -13,12 +13,10 @@ The histogram of radii about the mean is the one figure a single pass cannot giv
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import xarray as xr
 
-from latentdask.stats.analysis import peak_and_fwhm
 from latentdask.stats.kernels import (
     Counts1D,
     GroupMoments,
@@ -34,6 +32,9 @@ from latentdask.stats.kernels import (
 )
 from latentdask.stats.options import SummaryParams
 from latentdask.stats.scan import centred_radius_counts, finite_rows, scan_block
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 
 class SummaryState(NamedTuple):
@@ -138,6 +139,10 @@ def summary_finalize(
     selection: str = "all valid rows",
 ) -> xr.Dataset:
     """The ``stats`` Dataset (names in DESIGN.md, "Formats")."""
+    import xarray as xr  # here, not above: encode's workers compute chunks and never import xarray
+
+    from latentdask.stats.analysis import peak_and_fwhm
+
     m = state.moments
     dim = len(m.mean)
     n = m.n
