@@ -229,10 +229,25 @@ def _load(
     return _Loaded(rgb, "", crop, read_seconds, time.perf_counter() - t1)
 
 
+def _load_rows(job: ShardJob, rows: range, fetched: Future[_Fetched] | None, first: int) -> list[_Loaded]:
+    """:func:`_load` of each row of ``rows`` (the ``first`` of which is at that place in ``fetched``)."""
+    if fetched is None:
+        return [_load(job, i) for i in rows]
+    return [_load(job, i, None, (fetched, first + k)) for k, i in enumerate(rows)]
+
+
 def _batches(
-    job: ShardJob, batch_size: int, pool: ThreadPoolExecutor | None, isolated: IsolatedDecoder | None
+    job: ShardJob,
+    batch_size: int,
+    pool: ThreadPoolExecutor | None,
+    threads: int,
+    isolated: IsolatedDecoder | None,
 ) -> Iterator[tuple[int, list[_Loaded]]]:
-    """Yield (offset, loaded images) per batch; with a pool, the next batch is already decoding."""
+    """Yield (offset, loaded images) per batch; with a pool, the next batch is already decoding.
+
+    A pool's task decodes a run of rows, not one: a task's own Python costs about as much as
+    OpenCV's decode of a CelebA image, and would hold the GIL for all of the threads' share.
+    """
     size = job.shard.size
     starts = list(range(0, size, batch_size))
     if pool is None:
@@ -240,18 +255,20 @@ def _batches(
             yield start, [_load(job, i, isolated) for i in range(start, min(start + batch_size, size))]
         return
 
-    def submit(start: int) -> list[Future[_Loaded]]:
+    def submit(start: int) -> list[Future[list[_Loaded]]]:
         rows = range(start, min(start + batch_size, size))
-        if not job.container.fetches_together:
-            return [pool.submit(_load, job, i) for i in rows]
-        fetched = pool.submit(_fetch, job, rows)  # queued first: the decodes that wait on it come after
-        return [pool.submit(_load, job, i, None, (fetched, k)) for k, i in enumerate(rows)]
+        # queued first: the decodes that wait on it come after
+        fetched = pool.submit(_fetch, job, rows) if job.container.fetches_together else None
+        step = -(-len(rows) // (2 * threads))  # two runs a thread: an even share when some run long
+        return [
+            pool.submit(_load_rows, job, rows[k : k + step], fetched, k) for k in range(0, len(rows), step)
+        ]
 
     ahead = submit(starts[0]) if starts else []
     for k, start in enumerate(starts):
         current = ahead
         ahead = submit(starts[k + 1]) if k + 1 < len(starts) else []
-        yield start, [f.result() for f in current]
+        yield start, [item for future in current for item in future.result()]
 
 
 def _on_device(job: ShardJob, loaded: list[_Loaded], start: int, device: torch.device) -> torch.Tensor:
@@ -352,7 +369,7 @@ def encode_shard(job: ShardJob) -> ShardReport:
     isolated = IsolatedDecoder() if job.isolate else None
     pool = ThreadPoolExecutor(threads, "latentdask-decode") if threads and not isolated else None
     try:
-        for start, loaded in _batches(job, batch_size, pool, isolated):
+        for start, loaded in _batches(job, batch_size, pool, threads, isolated):
             t0 = time.perf_counter()
             pixels = _on_device(job, loaded, start, device)
             seconds["decode"] += time.perf_counter() - t0
