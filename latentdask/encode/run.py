@@ -219,10 +219,10 @@ def encode(
             _job(out, s, data.container, manifest, checkpoint, model_sha256, config, options, lock.run_id)
             for s in pending
         ]
-        submitted = time.perf_counter()
         if jobs:
             plugin = ModelPlugin(jobs[0].checkpoint, model_sha256, options.device, options.torch_threads)
             client.register_plugin(plugin)  # every worker loads the model once, joiners too
+            submitted = time.perf_counter()
             try:
                 reports = _follow(
                     client,
@@ -232,9 +232,9 @@ def encode(
                     progress,
                     known,
                 )
+                compute_seconds = time.perf_counter() - submitted
             finally:
                 client.unregister_worker_plugin(plugin.name)  # the workers let the model go
-        compute_seconds = time.perf_counter() - submitted
         if stats_path is not None:
             _write_sidecar_stats(
                 out, stats_path, known, bool(reports), options.stats_params, client, progress, inputs
