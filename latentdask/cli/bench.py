@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -134,7 +134,9 @@ def bench_encode(
     ] = None,
     decoder: Annotated[
         list[str] | None,
-        typer.Option(help="CPU: the decoders measured, repeatable (default: pil and opencv)."),
+        typer.Option(
+            help="The decoders measured, repeatable (default: pil and opencv; on cuda also nvjpeg)."
+        ),
     ] = None,
     device: DeviceOption = "cpu",
     precision: Annotated[
@@ -145,6 +147,11 @@ def bench_encode(
     """Encode pipeline images/s against a plain loop and the ceiling: per CPU decoder (PIL, OpenCV) and
     worker layout (with a multi-process loop and each decoder alone), or on a CUDA GPU per decoder
     (PIL, nvJPEG) with each stage alone."""
+    known = ("pil", "opencv", "nvjpeg") if device == "cuda" else ("pil", "opencv")
+    unknown = sorted(set(decoder or ()) - set(known))
+    if unknown:
+        raise LatentdaskError(f"--decoder measures {', '.join(known)} on {device}, got {', '.join(unknown)}")
+    chosen: dict[str, Any] = {"decoders": tuple(decoder)} if decoder else {}
     if device == "cuda":
         from latentdask.bench.gpu import bench_encode_gpu
 
@@ -158,6 +165,7 @@ def bench_encode(
                 image_size=image_size,
                 latent_dim=latent_dim,
                 precision=precision,
+                **chosen,
             ),
         )
         return
@@ -176,12 +184,7 @@ def bench_encode(
         if any(len(item) != 3 for item in layouts):
             raise LatentdaskError(f"--layout expects WORKERS,TORCH_THREADS,DECODE_THREADS, got {layout}")
         measure = functools.partial(measure, layouts=layouts)
-    if decoder:
-        unknown = sorted(set(decoder) - {"pil", "opencv"})
-        if unknown:
-            raise LatentdaskError(f"--decoder measures pil or opencv on the CPU, got {', '.join(unknown)}")
-        measure = functools.partial(measure, decoders=tuple(decoder))
-    _run(json_out, measure)
+    _run(json_out, functools.partial(measure, **chosen))
 
 
 @app.command("stats")
