@@ -81,6 +81,11 @@ def test_views_refuse_what_cannot_select() -> None:
         View((0, 1), ((0.0, 0.0), (1.0, 1.0)))
     with pytest.raises(StatsError, match="two different components"):
         View.box((2, 2), (0, 1), (0, 1))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(StatsError, match="finite vertices"):
+            View.box((0, 1), (bad, 1.0), (0.0, 1.0))
+        with pytest.raises(StatsError, match="finite vertices"):
+            View((0, 1), ((0.0, 0.0), (1.0, bad), (1.0, 1.0)))
 
 
 @pytest.mark.parametrize("slice_threshold", [None, 1.5])
@@ -188,6 +193,12 @@ def test_rows_of_another_store_and_statistics_of_a_selection_are_refused(store: 
 
     done = run("select", str(store), *box, "--polygon", "0,0", "--out", str(tmp_path / "x.zarr"))
     assert done.returncode != 0 and "either --box" in done.stderr
+    # bounds that would select by accident (NaN compares false, ±inf or reversed bounds select nothing)
+    for bounds in ("nan,1,0,1", "inf,-inf,0,1", "1,0,0,1", "0,1,1,0"):
+        done = run("select", str(store), "--pair", "0,1", "--box", bounds, "--out", str(tmp_path / "x.zarr"))
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "--box expects X0,X1,Y0,Y1 with X0 < X1" in done.stderr
+    assert not (tmp_path / "x.zarr").exists()
 
     from latentdask.errors import StatsError
     from latentdask.stats.io import fitted_rows, open_stats

@@ -174,6 +174,8 @@ def _view(pair: str, box: str | None, polygon: list[str], slice_threshold: float
         raise LatentdaskError("give either --box X0,X1,Y0,Y1 or --polygon x,y (3 or more), not both")
     if box is not None:
         x0, x1, y0, y1 = _floats(box, "--box", 4)
+        if not (x0 < x1 and y0 < y1):  # false for NaN too
+            raise LatentdaskError(f"--box expects X0,X1,Y0,Y1 with X0 < X1 and Y0 < Y1, got {box!r}")
         return View.box((chosen[0], chosen[1]), (x0, x1), (y0, y1), slice=slice_threshold)
     vertices = tuple(_floats(vertex, "--polygon", 2) for vertex in polygon)
     return View((chosen[0], chosen[1]), vertices, slice=slice_threshold)  # type: ignore[arg-type]

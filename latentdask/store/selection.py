@@ -50,6 +50,9 @@ class View:
     def __post_init__(self) -> None:
         if len(self.polygon) < 3:
             raise StatsError(f"a selection's polygon needs 3 vertices or more, got {len(self.polygon)}")
+        if not np.isfinite(np.asarray(self.polygon, dtype=np.float64)).all():
+            # NaN compares false and ±inf makes the edge test NaN: such a polygon selects by accident
+            raise StatsError(f"a selection's polygon needs finite vertices, got {self.polygon}")
         if self.pair[0] == self.pair[1]:
             raise StatsError(f"a selection's pair needs two different components, got {self.pair}")
         if self.slice is not None and not self.slice > 0:
