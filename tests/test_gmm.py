@@ -130,6 +130,10 @@ def test_gmm_command_on_worker_processes(tmp_path: Path) -> None:
     taken.write_text(json.dumps({"mine": True}))
     refused = run_cli("gmm", str(store), "--out", str(taken), "--components", "2", "--split", "fit")
     assert refused.returncode == 2 and json.loads(taken.read_text()) == {"mine": True}
+    for bad in ("abc", "-2", "2.5"):
+        done = run_cli("gmm", str(store), "--out", str(tmp_path / "new.zarr"), "--components", bad)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "--components expects a number of components or 'auto'" in done.stderr
 
 
 def test_building_an_em_pass_computes_nothing(tmp_path: Path) -> None:
