@@ -67,6 +67,7 @@ def test_synth_train_info(tmp_path: Path) -> None:
             "'batch_size'",
         ),
         (("stats", "{tmp}/s.zarr", "--out", "{tmp}/m", "--bin-width", "1e-7"), "--bin-width"),
+        (("serve", "{tmp}/s.zarr", "--port", "99999"), "--port must be a port number from 1 to 65535"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(

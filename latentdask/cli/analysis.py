@@ -481,7 +481,7 @@ def serve(
     address: Annotated[
         str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 5006,
+    port: Annotated[int, typer.Option(help="Port (1-65535).")] = 5006,
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
     cluster_name: ClusterNameOption = None,
@@ -490,6 +490,8 @@ def serve(
     from latentdask.cluster.connect import check_paths_on_workers, connect
     from latentdask.render.dashboard import serve as run_serve
 
+    if not 0 < port < 65536:  # before a cluster starts
+        raise LatentdaskError(f"--port must be a port number from 1 to 65535, got {port}")
     with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
         check_paths_on_workers(client, [store])
         console.print(f"serving {store} on http://{address}:{port}/ (Ctrl-C stops)")
