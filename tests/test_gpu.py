@@ -114,7 +114,8 @@ def _jpegs_of_every_shape(faces: Path) -> list[bytes]:
 @pytest.mark.parametrize("resample", ["bilinear", "bicubic"])
 def test_nvjpeg_pixels_equal_the_pil_paths_within_tolerance(faces: Path, resample: str) -> None:
     from latentdask.data.decode import decode_rgb
-    from latentdask.data.nvjpeg import NVJPEG_TOLERANCE, decode_on_device, inspect_jpeg
+    from latentdask.data.jpeg import inspect_jpeg
+    from latentdask.data.nvjpeg import NVJPEG_TOLERANCE, decode_on_device
 
     prep = Preprocessing(image_size=64, resample=resample)  # type: ignore[arg-type]
     files = _jpegs_of_every_shape(faces)

@@ -10,7 +10,8 @@ from PIL import Image
 
 from latentdask.data.decode import Preprocessing
 from latentdask.data.face_drawing import render_face_jpeg
-from latentdask.data.nvjpeg import check_nvjpeg, inspect_jpeg
+from latentdask.data.jpeg import inspect_jpeg
+from latentdask.data.nvjpeg import check_nvjpeg
 from latentdask.encode.options import EncodeOptions
 from latentdask.encode.run import encode
 from latentdask.errors import LatentdaskError

@@ -4,7 +4,10 @@ every file it does not decode left to PIL with PIL's reasons, and stores that re
 from __future__ import annotations
 
 import io
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,6 +163,23 @@ def test_every_other_file_is_the_pil_paths_with_its_reasons(faces: Path) -> None
             assert ours[1] == expected[1]
     with pytest.raises(ImageDecodeError, match=r"image too large \(178×218\)"):
         decode_rgb_opencv(face, PREP, max_pixels=178 * 218 - 1)
+
+
+def test_a_file_opencv_refuses_is_the_pil_paths() -> None:
+    """OpenCV's own refusals (here its pixel bound, as a user may set it; memory alike) are no errors of
+    the encode: the PIL path decodes the file, or refuses it with its reason."""
+    probe = (
+        "import numpy as np\n"
+        "from latentdask.data.decode import Preprocessing, decode_rgb\n"
+        "from latentdask.data.face_drawing import render_face_jpeg\n"
+        "from latentdask.data.opencv import decode_rgb_opencv\n"
+        "face, prep = render_face_jpeg(seed=0, index=0)[0], Preprocessing()\n"
+        "print(np.array_equal(decode_rgb_opencv(face, prep)[0], decode_rgb(face, prep)[0]))\n"
+    )
+    environment = os.environ | {"OPENCV_IO_MAX_IMAGE_PIXELS": "1000"}  # every face is above it
+    done = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
 
 
 def _frame(width: int, height: int) -> bytes:

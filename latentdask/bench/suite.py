@@ -67,7 +67,18 @@ TINY: dict[str, dict[str, Any]] = {
     "overhead": {"rows": 200, "dim": 8, "images": 20, "repeats": 1},
 }
 #: the packages whose versions the figures depend on
-PACKAGES = ("numpy", "dask", "distributed", "zarr", "torch", "datashader", "numba", "pandas")
+PACKAGES = (
+    "numpy",
+    "dask",
+    "distributed",
+    "zarr",
+    "torch",
+    "datashader",
+    "numba",
+    "pandas",
+    "pillow",
+    "opencv-python-headless",
+)
 
 
 def bench_function(name: str) -> Callable[..., BenchReport]:

@@ -1,4 +1,5 @@
-"""A JPEG's size and layout from its bytes alone: no decoder, no PIL, a few microseconds.
+"""A JPEG's size and layout from its bytes alone (no decoder, no PIL, a few microseconds), and
+whether a GIL-free decoder may decode it as the PIL path would (:func:`inspect_jpeg`).
 
 The GIL-free decoders (:mod:`latentdask.data.opencv`, :mod:`latentdask.data.nvjpeg`) must
 decide before decoding whether a file is theirs (an 8-bit gray or colour JPEG that ends
@@ -20,7 +21,10 @@ Steps of :func:`read_jpeg_header`:
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import NamedTuple
+
+from latentdask.data.decode import CropMode, Preprocessing, crop_box, pixel_limit
 
 #: start-of-frame codes: every C0–CF but DHT (C4), JPG (C8) and DAC (CC)
 _FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -83,3 +87,34 @@ def read_jpeg_header(data: bytes) -> JpegHeader | None:
             return None
         at += 2 + length
     return None
+
+
+@dataclass(frozen=True)
+class JpegFile:
+    """A JPEG that a GIL-free decoder (OpenCV, nvJPEG) decodes: its bytes, its size, and the box
+    to crop from the full-size image."""
+
+    data: bytes
+    size: tuple[int, int]
+    box: tuple[int, int, int, int]
+    crop: CropMode
+
+
+def inspect_jpeg(data: bytes, prep: Preprocessing, *, max_pixels: int | None = None) -> JpegFile | None:
+    """The file as a :class:`JpegFile` if it is an 8-bit gray or colour JPEG that ends with its
+    end-of-image marker and is within the pixel limit, else None.
+
+    None leaves the file to :func:`~latentdask.data.decode.decode_rgb`, which decodes it
+    or refuses it with its reason (not a JPEG, CMYK, truncated, corrupt, too large).
+    """
+    if data[-2:] != b"\xff\xd9":  # a truncated file, or bytes after its end: PIL's to judge
+        return None
+    header = read_jpeg_header(data)
+    if header is None or not header.decodable:
+        return None
+    limit = pixel_limit(max_pixels)
+    if limit is not None and header.width * header.height > limit:
+        return None
+    size = (header.width, header.height)
+    box, crop = crop_box(size, prep.crop)
+    return JpegFile(data, size, box, crop)

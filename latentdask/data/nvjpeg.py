@@ -6,7 +6,7 @@ is not a dependency: PyPI's torchvision wheels need a CUDA torch.
 
 Steps, for one batch:
 
-1. On the CPU (the decode threads, a batch ahead): :func:`inspect_jpeg` reads the
+1. On the CPU (the decode threads, a batch ahead): :func:`~latentdask.data.jpeg.inspect_jpeg` reads the
    frame header from the bytes (:func:`~latentdask.data.jpeg.read_jpeg_header`, no PIL), and keeps for the
    GPU the RGB or gray JPEGs that end where they should (with their end-of-image
    marker) and are within the pixel limit. Anything else (PNG, CMYK, a truncated file,
@@ -25,17 +25,10 @@ made it, so a resume never mixes them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from latentdask.data.decode import (
-    DRAFT_TOLERANCE,
-    CropMode,
-    Preprocessing,
-    crop_box,
-    pixel_limit,
-)
-from latentdask.data.jpeg import read_jpeg_header
+from latentdask.data.decode import DRAFT_TOLERANCE, Preprocessing
+from latentdask.data.jpeg import JpegFile
 from latentdask.errors import LatentdaskError
 
 if TYPE_CHECKING:
@@ -48,15 +41,6 @@ NVJPEG_TOLERANCE = DRAFT_TOLERANCE
 
 #: the PIL filters that torch's antialiased interpolation reproduces
 RESAMPLE_ON_DEVICE = {"bilinear": "bilinear", "bicubic": "bicubic"}
-
-
-@dataclass(frozen=True)
-class JpegFile:
-    """A JPEG that the GPU decodes: its bytes, and the box to crop from the full-size image."""
-
-    data: bytes
-    box: tuple[int, int, int, int]
-    crop: CropMode
 
 
 def check_nvjpeg(prep: Preprocessing) -> None:
@@ -76,24 +60,6 @@ def require_torchvision() -> None:
         raise LatentdaskError(
             "--decoder nvjpeg needs torchvision on the GPU workers (install the build matching their torch)"
         ) from None
-
-
-def inspect_jpeg(data: bytes, prep: Preprocessing, *, max_pixels: int | None = None) -> JpegFile | None:
-    """The file as a :class:`JpegFile` if the GPU can decode it as the PIL path would, else None.
-
-    None leaves the file to :func:`~latentdask.data.decode.decode_rgb`, which decodes it
-    or refuses it with its reason (not a JPEG, CMYK, corrupt, too large).
-    """
-    if data[-2:] != b"\xff\xd9":  # a truncated file is PIL's to refuse
-        return None
-    header = read_jpeg_header(data)
-    if header is None or not header.decodable:
-        return None
-    limit = pixel_limit(max_pixels)
-    if limit is not None and header.width * header.height > limit:
-        return None
-    box, crop = crop_box((header.width, header.height), prep.crop)
-    return JpegFile(data, box, crop)
 
 
 def decode_on_device(

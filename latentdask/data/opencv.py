@@ -7,20 +7,22 @@ resize, so a worker's decode threads scale with its cores (``latentdask bench en
 
 Steps of :func:`decode_rgb_opencv`:
 
-1. Read the frame header from the bytes (:func:`~latentdask.data.jpeg.read_jpeg_header`).
+1. Read the frame header from the bytes (:func:`~latentdask.data.jpeg.inspect_jpeg`).
    Anything but an 8-bit gray or colour JPEG that ends with its end-of-image marker and is
    within the pixel limit goes to the PIL path, which decodes it or refuses it with its
    reason (PNG, CMYK, a truncated or corrupt file, an image too large, bytes after the end).
 2. Decode at the DCT reduction the PIL path uses (``IMREAD_REDUCED_COLOR_2/4/8``, libjpeg's
    own scaled IDCT, as PIL's ``draft``), ignoring EXIF orientation as PIL does. A file
-   OpenCV cannot decode goes to the PIL path too.
+   OpenCV cannot decode or refuses (its own pixel bound, memory) goes to the PIL path too.
 3. Crop the same box, scaled as the PIL path scales it.
 4. Resize with pixel-area averaging when the region shrinks on both axes, else bilinear
    (PIL's bilinear filter is antialiased: its support grows with the reduction, as the
    area average's does), and swap BGR to RGB.
 
-The decoded crop is the PIL path's own, byte for byte, where both are built on the same
-libjpeg-turbo; the resize differs by rounding and filter shape: within
+The reduced decode is the PIL path's own where both are built on the same libjpeg-turbo
+(OpenCV's crop is clipped to the image where the PIL path's box, scaled by the width's
+reduction alone, can reach one row past it and pad it black); the resize differs by
+rounding and filter shape: within
 :data:`OPENCV_TOLERANCE` (mean absolute difference per image, ``tests/test_opencv_decode.py``).
 A store records the decoder that made it, so a resume never mixes them.
 """
@@ -31,16 +33,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from latentdask.data.decode import (
-    DRAFT_TOLERANCE,
-    CropMode,
-    Preprocessing,
-    crop_box,
-    decode_rgb,
-    draft_reduction,
-    pixel_limit,
-)
-from latentdask.data.jpeg import read_jpeg_header
+from latentdask.data.decode import DRAFT_TOLERANCE, CropMode, Preprocessing, decode_rgb, draft_reduction
+from latentdask.data.jpeg import inspect_jpeg
 from latentdask.errors import LatentdaskError
 
 if TYPE_CHECKING:
@@ -53,8 +47,6 @@ OPENCV_TOLERANCE = DRAFT_TOLERANCE
 
 #: the PIL filters the OpenCV path reproduces within the tolerance
 RESAMPLE_OPENCV = ("bilinear",)
-
-_END = b"\xff\xd9"
 
 
 def check_opencv(prep: Preprocessing) -> None:
@@ -80,32 +72,30 @@ def decode_rgb_opencv(
     """
     import cv2
 
-    header = read_jpeg_header(data)
-    limit = pixel_limit(max_pixels)
-    if (
-        header is None
-        or not header.decodable
-        or not data.endswith(_END)
-        or (limit is not None and header.width * header.height > limit)
-    ):
+    jpeg = inspect_jpeg(data, prep, max_pixels=max_pixels)
+    if jpeg is None:
         return decode_rgb(data, prep, name, max_pixels=max_pixels)
-    size = (header.width, header.height)
-    box, crop = crop_box(size, prep.crop)
-    reduction = draft_reduction(size, box, prep)
+    reduction = draft_reduction(jpeg.size, jpeg.box, prep)
     reduced = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
     flags = reduced.get(reduction, cv2.IMREAD_REDUCED_COLOR_8) | cv2.IMREAD_IGNORE_ORIENTATION  # as PIL
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
-    if image is None or image.ndim != 3:
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+        if image is None or image.ndim != 3:
+            return decode_rgb(data, prep, name, max_pixels=max_pixels)
+        box = jpeg.box
+        if reduction != 1:  # the box in the reduced image's pixels, rounded as the PIL path rounds it
+            scale = jpeg.size[0] / image.shape[1]
+            box = (round(box[0] / scale), round(box[1] / scale), round(box[2] / scale), round(box[3] / scale))
+        left, top, right, bottom = box
+        region = image[top:bottom, left:right]
+        side = prep.image_size
+        shrinks = region.shape[0] >= side and region.shape[1] >= side
+        interpolation = cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR
+        return cv2.cvtColor(
+            cv2.resize(region, (side, side), interpolation=interpolation), cv2.COLOR_BGR2RGB
+        ), jpeg.crop
+    except cv2.error:  # OpenCV's own refusal (its pixel bound, memory): the PIL path gives the reason
         return decode_rgb(data, prep, name, max_pixels=max_pixels)
-    if reduction != 1:  # the box in the reduced image's pixels, rounded as the PIL path rounds it
-        scale = header.width / image.shape[1]
-        box = (round(box[0] / scale), round(box[1] / scale), round(box[2] / scale), round(box[3] / scale))
-    left, top, right, bottom = box
-    region = image[top:bottom, left:right]
-    side = prep.image_size
-    shrinks = region.shape[0] >= side and region.shape[1] >= side
-    resized = cv2.resize(region, (side, side), interpolation=cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR)
-    return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB), crop
 
 
 def cpu_decoder(decoder: str) -> Callable[..., tuple[np.ndarray, CropMode]]:

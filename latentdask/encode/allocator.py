@@ -31,8 +31,9 @@ from typing import Any
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
-#: blocks below this come from the heap and are reused (a batch's activations)
-MMAP_THRESHOLD = 256 * 2**20
+#: blocks below this come from the heap and are reused (a batch's activations); glibc refuses more
+#: than half its largest heap, 32 MiB on 64-bit machines (a worker thread's arena maps larger ones anyway)
+MMAP_THRESHOLD = 32 * 2**20
 #: freed memory at the top of the heap kept up to this much
 TRIM_THRESHOLD = 512 * 2**20
 #: glibc's own mmap threshold, which stays fixed once any threshold is set
@@ -51,13 +52,12 @@ def _mallopt() -> Any:
 
 
 def retain_freed_memory() -> bool:
-    """Keep freed blocks of up to :data:`MMAP_THRESHOLD` for reuse; True where it took effect."""
+    """Keep freed blocks of up to :data:`MMAP_THRESHOLD` for reuse; True where both thresholds took."""
     mallopt = _mallopt()
     if mallopt is None:
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-    )
+    mapped = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and mapped
 
 
 def release_freed_memory() -> None:

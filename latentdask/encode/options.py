@@ -16,8 +16,8 @@ class EncodeOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     shard_size: int = Field(default=4096, ge=1)
-    #: images per forward pass; None: 64 on a CPU worker (as fast as larger batches there, with a
-    #: fifth of their activations' memory), 256 on a GPU worker
+    #: images per forward pass; None: 64 on a CPU worker (as fast as 256 there, with a quarter of
+    #: the activations' memory), 256 on a GPU worker
     batch_size: int | None = Field(default=None, ge=1)
     split: str = "all"
     resume: bool = False

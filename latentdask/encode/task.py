@@ -38,8 +38,9 @@ from distributed import WorkerPlugin
 from latentdask.data.container import Container
 from latentdask.data.decode import Preprocessing, decode_rgb
 from latentdask.data.isolated import IsolatedDecoder
+from latentdask.data.jpeg import JpegFile, inspect_jpeg
 from latentdask.data.manifest import Shard
-from latentdask.data.nvjpeg import JpegFile, decode_on_device, inspect_jpeg, require_torchvision
+from latentdask.data.nvjpeg import decode_on_device, require_torchvision
 from latentdask.data.opencv import cpu_decoder
 from latentdask.encode.allocator import release_freed_memory, retain_freed_memory
 from latentdask.errors import CheckpointError, ImageDecodeError, LatentdaskError
@@ -72,7 +73,7 @@ class ShardJob:
     batch_size: int | None  # None: the device's own (:func:`default_batch_size`)
     device: str
     precision: str
-    #: "pil" (on the CPU) or "nvjpeg" (JPEGs decoded, cropped and resized on the GPU)
+    #: "pil" or "opencv" (on the CPU), or "nvjpeg" (JPEGs decoded, cropped and resized on the GPU)
     decoder: str
     decode_threads: int | None
     torch_threads: int | None
@@ -310,7 +311,7 @@ def _on_device(job: ShardJob, loaded: list[_Loaded], start: int, device: torch.d
 
 def default_batch_size(device: torch.device) -> int:
     """Images per forward pass where the options name none: 256 on a GPU; 64 on a CPU, as fast as
-    256 there with a fifth of the activations' memory (``latentdask bench encode``)."""
+    256 there with a quarter of the activations' memory (``latentdask bench encode``)."""
     return 256 if device.type == "cuda" else 64
 
 

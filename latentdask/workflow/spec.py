@@ -82,7 +82,7 @@ class ModelSection(ModelOptions):
 #: statistics are always written, with the ``stats`` section's parameters
 RUNNER_DECIDES = frozenset({"resume", "overwrite", "stats", "stats_params"})
 #: encode options that change how fast, not what comes out: left out of the step's identity
-SPEED_ONLY = frozenset({"decode_threads", "torch_threads"})
+SPEED_ONLY = frozenset({"decode_threads", "torch_threads", "batch_size"})
 
 
 class EncodeSection(EncodeOptions):
