@@ -97,7 +97,7 @@ def test_a_workflow_is_checked_whole_before_its_first_step(tmp_path: Path) -> No
     assert not (tmp_path / "run").exists()  # the synth step never ran
     workflow.write_text("name: ..\ndataset: {synthetic: {n: 5}}\n")
     result = run("run", str(workflow), cwd=tmp_path)
-    assert "field 'name': '..' is not a run name" in result.stderr and result.returncode == 2
+    assert "field 'name': '..' is not a name" in result.stderr and result.returncode == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.yaml"]
 
 

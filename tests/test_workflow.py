@@ -170,6 +170,9 @@ def test_killed_run_finishes_when_run_again(tmp_path: Path) -> None:
     assert zarr.open_array(str(store / "shard_done"), mode="r")[:].all()
 
 
+SYNTH = "name: x\ndataset: {synthetic: {n: 5}}\n"
+
+
 @pytest.mark.parametrize(
     ("content", "overrides", "message"),
     [
@@ -187,6 +190,15 @@ def test_killed_run_finishes_when_run_again(tmp_path: Path) -> None:
             "not among generate's samplers",
         ),
         ("name: x\ndataset: {synthetic: {n: 5}}\nrender: {how: linear}\n", [], "field 'render.how'"),
+        # a sampler's label names its points' folder in the run: one safe component, never a path
+        *(
+            (
+                f"{SYNTH}generate: {{samplers: [{{name: uniform, label: '{bad}'}}]}}\n",
+                [],
+                "samplers.0.label",
+            )
+            for bad in ("../../../escaped", "/tmp/abs", "..", "a/b")
+        ),
     ],
 )
 def test_invalid_workflows_name_file_and_field(

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -25,7 +26,6 @@ from pydantic import (
     PlainSerializer,
     SkipValidation,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from upath import UPath
@@ -106,13 +106,23 @@ class EncodeSection(EncodeOptions):
         return EncodeOptions(**own, stats_params=stats, resume=resume, overwrite=not resume)
 
 
+def _one_path_component(name: str) -> str:
+    if name in (".", ".."):  # runs/.. would make the run folder the current directory
+        raise ValueError(f"{name!r} is not a name; use letters, digits, '_', '.' or '-'")
+    return name
+
+
+#: a name from a workflow that becomes one component of a path (a run folder, a sampler's points)
+PathComponent = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$"), AfterValidator(_one_path_component)]
+
+
 class SamplerEntry(SamplerSpec):
     """A sampler of the generate step; ``label`` names its output (default: the sampler's name).
 
     ``gmm`` fits its mixture in the run (on the fit's rows) with ``components`` and ``covariance``.
     """
 
-    label_: str | None = Field(default=None, alias="label")
+    label_: PathComponent | None = Field(default=None, alias="label")
     # gmm: K, or picked by held-out log-likelihood; a run's default (auto) differs from the command's (8)
     components: int | Literal["auto"] = "auto"
     max_components: int = Field(default=8, ge=1)  # gmm, components="auto": K = 1 … this
@@ -157,7 +167,7 @@ class Workflow(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: PathComponent
     run_dir: LocationField | None = None
     #: a cluster spec file, or the spec inline (then ``--set cluster.workers=8`` scales it)
     cluster: Path | ClusterSpec | None = None
@@ -178,13 +188,6 @@ class Workflow(BaseModel):
     #: fsspec options per protocol for object storage (``{s3: {endpoint_url: …, key: …, secret: …}}``),
     #: on the client and every worker; never shown nor recorded (``run.json``), for they hold credentials
     storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude=True, repr=False)
-
-    @field_validator("name")
-    @classmethod
-    def _not_a_relative_folder(cls, name: str) -> str:
-        if name in (".", ".."):  # runs/.. would make the run folder the current directory
-            raise ValueError(f"{name!r} is not a run name; use letters, digits, '_', '.' or '-'")
-        return name
 
     @model_validator(mode="after")
     def _model_builds(self) -> Workflow:
