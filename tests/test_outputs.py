@@ -84,6 +84,9 @@ def test_an_output_may_not_be_or_hold_its_input(points: Path, stats: Path, tmp_p
     assert "contains the input" in line
     line = one_error_line(run("render", str(points), "--stats", str(stats), "--out", str(points.parent)))
     assert "contains the input" in line
+    # nor lie inside it: the statistics would be written into the input store's own folder
+    line = one_error_line(run("stats", str(points), "--out", str(points / "sub.zarr")))
+    assert "lies inside the input" in line
     assert sorted(p.name for p in points.rglob("*")) == before
 
 

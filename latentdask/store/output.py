@@ -128,7 +128,8 @@ def _as_record(value: Any) -> dict[str, Any] | None:
 
 
 def check_output(path: Where, kind: str, *, inputs: Sequence[Where] = ()) -> Location:
-    """Refuse ``path`` unless it is free or this kind's own output, and no input lies at or under it.
+    """Refuse ``path`` unless it is free or this kind's own output, no input lies at or under it, and
+    it lies under no input.
 
     Also makes the parent folder (of a local path) and checks that it is writable, so that
     a command fails before its computing, not after. Returns ``path`` as a
@@ -141,6 +142,8 @@ def check_output(path: Where, kind: str, *, inputs: Sequence[Where] = ()) -> Loc
         if inside(given, path):
             what = "is" if inside(path, given) else "contains"
             raise OutputError(f"the output {path} {what} the input {given}; choose another output path")
+        if inside(path, given):  # written into an input: a store's own folder, a dataset's images
+            raise OutputError(f"the output {path} lies inside the input {given}; choose another output path")
     if (path.exists() or path.is_symlink()) and not _empty_folder(path):
         found = read_record(path) if not path.is_symlink() else None
         if found is None or found["kind"] != kind:
