@@ -11,6 +11,7 @@ import scipy.spatial.distance
 import torch
 import zarr
 
+from latentdask.errors import StatsError
 from latentdask.generate.options import sampler_spec
 from latentdask.generate.samplers import generate
 from latentdask.generate.score import (
@@ -133,6 +134,13 @@ def test_scores_side_by_side(corpus: tuple[Path, Path, np.ndarray, np.ndarray], 
     assert sets["uniform (uniform.zarr)"]["mahalanobis"]["q50"] > real["mahalanobis"]["q50"] + 0.5
     with pytest.raises(ScoreError, match="not among the statistics"):
         score(store, stats_path, [mvn], threshold=0.7)
+    for pair in ((999, 1000), (2, 2), (-1, 3)):
+        with pytest.raises(ScoreError, match=r"needs two different components of 0 … \d+"):
+            score(store, stats_path, [mvn], pair=pair)
+    # a latent store or z-points where the statistics belong: one line, not a KeyError
+    for wrong in (store, mvn):
+        with pytest.raises(StatsError, match="holds no statistics"):
+            score(store, wrong, [mvn])
 
 
 def test_held_out_share_without_a_split(corpus: tuple[Path, Path, np.ndarray, np.ndarray]) -> None:

@@ -311,6 +311,8 @@ def score(
         population[np.tril_indices(dim)] = np.inf
         pair = tuple(int(v) for v in np.unravel_index(np.argmin(population), population.shape))  # type: ignore[assignment]
     a, b = pair  # type: ignore[misc]
+    if not (0 <= a < dim and 0 <= b < dim and a != b):
+        raise ScoreError(f"the slice pair ({a}, {b}) needs two different components of 0 … {dim - 1}")
     fit_split, fit_where = fitted_rows(statistics, selection_checked=True)
     fit, fit_selection = selection_mask(corpus, fit_split, fit_where)
     split_rows = split_mask(corpus, fit_split)

@@ -188,4 +188,14 @@ def open_stats(path: Where) -> xr.Dataset:
     path = location(path)
     if not path.exists():
         raise StatsError(f"statistics {path} do not exist")
-    return xr.open_zarr(str(path)).load()
+    try:
+        stats = xr.open_zarr(str(path))
+        missing = [name for name in ("count", "mean", "cov") if name not in stats]
+    except (KeyError, ValueError, OSError):  # not an xarray group at all (z-points, another folder)
+        missing = ["count", "mean", "cov"]
+    if missing:  # a latent store or z-points given where statistics belong
+        raise StatsError(
+            f"{path} holds no statistics (no {', '.join(missing)}): give what `latentdask stats` writes, "
+            "or the STORE-stats.zarr that encode writes beside its store"
+        )
+    return stats.load()
