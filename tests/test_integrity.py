@@ -107,6 +107,7 @@ def test_stats_refuse_a_damaged_store_or_leave_its_damaged_shards_out(clean: Pat
     result = run_cli("stats", str(store), "--out", str(tmp_path / "s.zarr"))
     assert result.returncode == 2
     assert "2 damaged shard(s): 1 (z does not match its checksum), 2 (valid unreadable" in result.stderr
+    assert "(stats, select and render can leave them out with --skip-damaged)" in result.stderr
     assert not (tmp_path / "s.zarr").exists()
     result = run_cli("stats", str(store), "--out", str(tmp_path / "s.zarr"), "--skip-damaged")
     assert result.returncode == 0, result.stderr

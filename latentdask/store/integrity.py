@@ -147,7 +147,8 @@ class CheckedArray:
                 raise DamagedShardError(
                     f"{self.store}: shard {number} ({self.column}) does not match its checksum; run "
                     f"'latentdask verify {self.store}' to list the damaged shards, 'latentdask encode "
-                    "--resume' to re-encode them, or --skip-damaged to leave them out",
+                    "--resume' to re-encode them (stats, select and render can leave them out with "
+                    "--skip-damaged)",
                     shards=[number],
                 )
 
@@ -256,6 +257,6 @@ def listing_damaged(store: Where, *, client: Any = None) -> Iterator[None]:
         listed = ", ".join(f"{number} ({reason})" for number, reason in sorted(found.damaged.items()))
         raise DamagedShardError(
             f"{store}: {len(found.damaged)} damaged shard(s): {listed}; 'latentdask encode --resume' encodes "
-            "them again, --skip-damaged leaves them out",
+            "them again (stats, select and render can leave them out with --skip-damaged)",
             shards=sorted(found.damaged),
         ) from None
