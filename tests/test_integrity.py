@@ -153,6 +153,38 @@ def test_resume_encodes_damaged_shards_again(
         assert f"encoding 2 shard(s) on {default_local_workers()} worker(s)" in printed
 
 
+def test_damaged_integrity_records_are_damaged_shards_and_resume_mends_them(
+    faces: Path, checkpoint: Path, clean: Path, cluster: ClusterChoice, tmp_path: Path
+) -> None:
+    """A checksum chunk or a shard_done chunk that does not decode blocks neither verify, nor stats, nor
+    the resume: each is its shard's damage, named, and encoded again to the clean store's bytes."""
+    store = copy_of(clean, tmp_path)
+    (store / "checksum" / "c" / "1" / "0").write_bytes(b"\x00garbage" * 3)
+    (store / "shard_done" / "c" / "2").write_bytes(b"\x00garbage")
+    found = verify_store(store)
+    assert sorted(found.damaged) == [1, 2], found.damaged
+    assert found.damaged[1].startswith("checksums unreadable") and found.damaged[2] == "shard_done unreadable"
+    result = run_cli("verify", str(store))
+    assert result.returncode != 0 and "shard 1: checksums unreadable" in result.stdout + result.stderr
+    result = run_cli("stats", str(store), "--out", str(tmp_path / "s.zarr"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "2 damaged shard(s): 1 (checksums unreadable" in result.stderr
+    summary = encode(
+        faces,
+        checkpoint,
+        store,
+        options=EncodeOptions(shard_size=SHARD, batch_size=16, resume=True, stats=False),
+        cluster=cluster,
+        progress=False,
+    )
+    assert summary.shards_run == 2
+    assert verify_store(store).damaged == {}
+    assert z_of(store).tobytes() == z_of(clean).tobytes()
+    for name in ("checksum", "shard_done"):
+        mended = zarr.open_array(str(store / name), mode="r")[...]
+        np.testing.assert_array_equal(mended, zarr.open_array(str(clean / name), mode="r")[...])
+
+
 def test_unfinished_shards_are_left_out_unless_asked(clean: Path, tmp_path: Path) -> None:
     store = copy_of(clean, tmp_path)
     zarr.open_array(str(store / "shard_done"), mode="r+")[3] = False  # its rows are written, its flag is not

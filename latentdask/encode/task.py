@@ -337,13 +337,21 @@ def _check_still_writer(job: ShardJob) -> None:
         )
 
 
+def _finished(group: zarr.Group, number: int) -> bool:
+    """Whether shard ``number`` is done; a flag whose chunk does not decode is not (it is written anew)."""
+    try:
+        return bool(store_array(group, "shard_done")[number])
+    except Exception:  # a chunk that does not decode: this shard's damage, encoded again
+        return False
+
+
 def encode_shard(job: ShardJob) -> ShardReport:
     """Encode one shard and write its chunks; see the module docstring for the steps."""
     import torch
 
     group = zarr.open_group(job.store, mode="r+")
     shard = job.shard
-    if bool(store_array(group, "shard_done")[shard.number]):
+    if _finished(group, shard.number):
         return ShardReport(shard.number, shard.size, 0, {}, {}, skipped=True)
     model, device = job_model(job)
     batch_size = job.batch_size or default_batch_size(device)

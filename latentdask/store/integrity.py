@@ -27,7 +27,14 @@ import numpy as np
 
 from latentdask.errors import LatentdaskError
 from latentdask.location import Where, identity
-from latentdask.store.layout import CHECKSUM_ARRAY, StoreError, open_store, shards_done
+from latentdask.store.layout import (
+    CHECKSUM_ARRAY,
+    StoreError,
+    open_store,
+    shard_rows,
+    shards_done,
+    store_array,
+)
 
 
 class DamagedShardError(LatentdaskError):
@@ -153,15 +160,21 @@ class CheckedArray:
                 )
 
 
+#: the expected checksum of a finished shard whose checksums do not decode: no uint32 equals it
+UNREADABLE = -1
+
+
 def expected_checksums(group: Any, column: str) -> list[int | None] | None:
-    """The recorded checksum of ``column`` per shard (None where not finished), or None without checksums."""
+    """The recorded checksum of ``column`` per shard (None where not finished, :data:`UNREADABLE`
+    where its checksums do not decode), or None without checksums."""
     if CHECKSUM_ARRAY not in set(group.array_keys()):
         return None
     names = list(group[CHECKSUM_ARRAY].attrs.get("columns", []))
     if column not in names:
         return None
-    done = np.asarray(group["shard_done"][:], dtype=bool)
-    values = np.asarray(group[CHECKSUM_ARRAY][:, names.index(column)])
+    done = shards_done(group)
+    recorded, readable = shard_rows(group[CHECKSUM_ARRAY])
+    values = np.where(readable, recorded[:, names.index(column)].astype(np.int64), UNREADABLE)
     return [int(v) if finished else None for v, finished in zip(values.tolist(), done.tolist(), strict=True)]
 
 
@@ -173,9 +186,10 @@ def finished_fingerprint(group: Any) -> str | None:
     """
     if CHECKSUM_ARRAY not in set(group.array_keys()):
         return None
-    done = np.asarray(group["shard_done"][:], dtype=bool)
-    recorded = np.asarray(group[CHECKSUM_ARRAY][:])
+    done = shards_done(group)
+    recorded, readable = shard_rows(group[CHECKSUM_ARRAY])
     digest = hashlib.sha256(done.tobytes())
+    digest.update(readable.tobytes())
     digest.update(np.where(done[:, None], recorded, 0).astype("<u4").tobytes())
     return digest.hexdigest()
 
@@ -186,7 +200,10 @@ def verify_shard(store: str, number: int) -> str | None:
 
     group: Any = zarr.open_group(store, mode="r")  # members are arrays, by the store's layout
     names = list(group[CHECKSUM_ARRAY].attrs["columns"])
-    recorded = np.asarray(group[CHECKSUM_ARRAY][number])
+    try:
+        recorded = np.asarray(group[CHECKSUM_ARRAY][number])
+    except Exception as exc:  # its checksums' chunk does not decode: the shard cannot be trusted
+        return f"checksums unreadable ({type(exc).__name__})"
     size = int(group.attrs["shard_size"])
     region = slice(number * size, min((number + 1) * size, int(group.attrs["n_images"])))
     for i, name in enumerate(names):
@@ -224,7 +241,8 @@ def verify_store(store: Where, *, client: Any = None) -> Verification:
     group = open_store(store)
     if CHECKSUM_ARRAY not in set(group.array_keys()):
         raise StoreError(f"{store} records no checksums (made before latentdask stores kept them)")
-    done = shards_done(group)
+    flags, readable = shard_rows(store_array(group, "shard_done"))
+    done = np.asarray(flags, dtype=bool) & readable
     finished = [int(n) for n in np.flatnonzero(done)]
     path = identity(store)
     if client is not None:
@@ -239,7 +257,11 @@ def verify_store(store: Where, *, client: Any = None) -> Verification:
     else:
         reasons = [verify_shard(path, number) for number in finished]
     damaged = {n: r for n, r in zip(finished, reasons, strict=True) if r is not None}
-    return Verification(str(store), checked=len(finished), unfinished=int((~done).sum()), damaged=damaged)
+    damaged |= {
+        int(n): "shard_done unreadable" for n in np.flatnonzero(~readable)
+    }  # finished or not: unknown
+    unfinished = int((~done & readable).sum())
+    return Verification(str(store), checked=len(finished), unfinished=unfinished, damaged=damaged)
 
 
 @contextlib.contextmanager

@@ -230,9 +230,29 @@ def store_array(group: zarr.Group, name: str) -> zarr.Array:
     return member
 
 
+def shard_rows(array: zarr.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A per-shard array's values (chunks of one shard), and which shards' chunks decode.
+
+    A chunk that does not decode (a flipped byte in its compressed bytes) reads as the fill
+    value: it is that shard's damage, not the store's, so every other shard still reads.
+    """
+    try:
+        return np.asarray(array[...]), np.ones(array.shape[0], dtype=bool)
+    except Exception:  # a chunk that does not decode: read the shards one by one
+        values = np.full(array.shape, array.fill_value, dtype=array.dtype)
+        readable = np.ones(array.shape[0], dtype=bool)
+        for number in range(array.shape[0]):
+            try:
+                values[number] = array[number]
+            except Exception:
+                readable[number] = False
+        return values, readable
+
+
 def shards_done(group: zarr.Group) -> np.ndarray:
-    """Boolean array: which shards are complete."""
-    return np.asarray(store_array(group, "shard_done")[:], dtype=bool)
+    """Boolean array: which shards are complete (a flag that does not decode is not complete)."""
+    done, readable = shard_rows(store_array(group, "shard_done"))
+    return np.asarray(done, dtype=bool) & readable
 
 
 def describe_store(path: Where) -> list[str]:

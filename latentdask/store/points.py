@@ -23,6 +23,7 @@ import zarr
 from latentdask.errors import StatsError
 from latentdask.location import Location, Where, location
 from latentdask.store.integrity import CheckedArray, expected_checksums
+from latentdask.store.layout import shards_done
 
 if TYPE_CHECKING:
     from latentdask.store.selection import RowSelection
@@ -141,7 +142,7 @@ def open_zpoints(
         array, source = _checked_z(member, path, expected_checksums(node, "z"), shard_size, skip_shards)
         points = ZPoints(path, array, source=source)
         points.shard_size = shard_size
-        done = np.asarray(node["shard_done"][:], dtype=bool)  # type: ignore[index]
+        done = shards_done(node)
         points.shards, points.unfinished = len(done), int((~done).sum())
     if "valid" in members:
         points.valid = (
@@ -182,7 +183,7 @@ def _valid_rows(node: Any, points: ZPoints, include_unfinished: bool, skip: Sequ
     """``valid``, checked against its checksums; false for unfinished (unless included) and skipped shards."""
     assert points.shard_size is not None
     size = points.shard_size
-    done = np.asarray(node["shard_done"][:], dtype=bool)
+    done = shards_done(node)
     keep = done | include_unfinished
     keep[list(skip)] = False
     expected = expected_checksums(node, "valid")

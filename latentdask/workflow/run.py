@@ -313,11 +313,12 @@ class Runner:
 
 
 def _store_complete(store: Location) -> bool:
-    import numpy as np
     import zarr
 
+    from latentdask.store.layout import shards_done
+
     try:
-        return bool(np.asarray(zarr.open_array(str(store / "shard_done"), mode="r")[:]).all())
+        return bool(shards_done(zarr.open_group(str(store), mode="r")).all())
     except (FileNotFoundError, ValueError, KeyError):
         return False
 
