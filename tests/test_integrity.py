@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -183,6 +184,38 @@ def test_damaged_integrity_records_are_damaged_shards_and_resume_mends_them(
     for name in ("checksum", "shard_done"):
         mended = zarr.open_array(str(store / name), mode="r")[...]
         np.testing.assert_array_equal(mended, zarr.open_array(str(clean / name), mode="r")[...])
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("shard_size", None),
+        ("shard_size", "ten"),
+        ("shard_size", -5),
+        ("shard_size", 0),
+        ("shard_size", 1e300),
+        ("shard_size", 16),
+        ("n_images", 7),
+        ("format_version", None),
+        ("format_version", "2"),
+    ],
+)
+def test_edited_store_metadata_is_one_line_naming_the_field(
+    clean: Path, tmp_path: Path, name: str, value: object
+) -> None:
+    """A store's attributes are input: edited, they are refused on open, never a crash or false damage."""
+    store = copy_of(clean, tmp_path)
+    zarr.open_group(str(store), mode="r+").attrs[name] = value
+    for read in (verify_store, open_zpoints):
+        with pytest.raises(StoreError, match=f"its attribute {name} is {re.escape(repr(value))}"):
+            read(store)
+    if name == "shard_size" and value == -5:  # and through the commands, as a person meets it
+        for command in ("verify", "info", "stats"):
+            result = run_cli(
+                command, str(store), *(("--out", str(tmp_path / "s.zarr")) if command == "stats" else ())
+            )
+            assert result.returncode == 2 and "Traceback" not in result.stderr, (command, result.stderr)
+            assert f"its attribute shard_size is -5, but its arrays hold {SHARD}" in result.stderr
 
 
 def test_unfinished_shards_are_left_out_unless_asked(clean: Path, tmp_path: Path) -> None:

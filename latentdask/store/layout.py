@@ -197,14 +197,39 @@ def open_store(path: Where, *, mode: str = "r") -> zarr.Group:
     attrs = group.attrs.asdict()
     if attrs.get("format") != FORMAT:
         raise StoreError(f"{path} is not a latentdask latent store (format {attrs.get('format')!r})")
-    if int(attrs.get("format_version", 0)) > FORMAT_VERSION:  # type: ignore[arg-type]
+    if not attrs.get("template_complete"):
+        raise StoreError(f"{path} was not fully created (its creation was interrupted); use --overwrite")
+    check_layout(path, group)
+    if attrs.get("format_version", 1) > FORMAT_VERSION:  # type: ignore[operator]
         raise StoreError(
             f"{path} has store format {attrs['format_version']}, newer than this latentdask "
             f"reads ({FORMAT_VERSION}); upgrade latentdask"
         )
-    if not attrs.get("template_complete"):
-        raise StoreError(f"{path} was not fully created (its creation was interrupted); use --overwrite")
     return group
+
+
+def check_layout(path: Where, group: zarr.Group) -> None:
+    """Refuse, naming the field, a store whose layout attributes are not those of its arrays.
+
+    The attributes are input like any file a person or a tool can edit: ``shard_size`` set to
+    -5 or "ten" must be one line here, not a crash or a false report of damage later.
+    """
+    attrs = group.attrs.asdict()
+    z = store_array(group, "z")
+    truth = {"shard_size": z.chunks[0], "n_images": z.shape[0], "latent_dim": z.shape[1]}
+    truth["n_shards"] = -(-truth["n_images"] // truth["shard_size"]) if truth["shard_size"] else 0
+    version = attrs.get("format_version", 1)  # stores of the first format had none
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise StoreError(f"{path}: its attribute format_version is {version!r}, not a format number")
+    for name, actual in truth.items():
+        if name not in attrs and name == "n_shards":
+            continue
+        value = attrs.get(name)
+        if isinstance(value, bool) or value != actual:
+            raise StoreError(
+                f"{path}: its attribute {name} is {value!r}, but its arrays hold {actual}; the store's "
+                "metadata was edited or damaged (restore it, or encode again with --overwrite)"
+            )
 
 
 def check_resumable(group: zarr.Group, expected: dict[str, Any], path: Where) -> None:

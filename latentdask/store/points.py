@@ -23,7 +23,7 @@ import zarr
 from latentdask.errors import StatsError
 from latentdask.location import Location, Where, location
 from latentdask.store.integrity import CheckedArray, expected_checksums
-from latentdask.store.layout import shards_done
+from latentdask.store.layout import check_layout, shards_done
 
 if TYPE_CHECKING:
     from latentdask.store.selection import RowSelection
@@ -129,6 +129,8 @@ def open_zpoints(
     if "z" not in node:
         raise StatsError(f"{path} is a Zarr group without an array 'z'")
     members = set(node.array_keys())
+    if "shard_done" in members:  # a latent store: its layout attributes are read as input
+        check_layout(path, node)
     shard_size = node.attrs.get("shard_size")
     is_store = isinstance(shard_size, int) and "shard_done" in members
     member = node["z"]
