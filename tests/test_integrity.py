@@ -184,6 +184,12 @@ def test_damaged_integrity_records_are_damaged_shards_and_resume_mends_them(
     for name in ("checksum", "shard_done"):
         mended = zarr.open_array(str(store / name), mode="r")[...]
         np.testing.assert_array_equal(mended, zarr.open_array(str(clean / name), mode="r")[...])
+    # a flag alone that does not decode is damage too, not an unfinished shard whose rows quietly go
+    flagged = copy_of(clean, tmp_path / "flag")
+    (flagged / "shard_done" / "c" / "2").write_bytes(b"\x00garbage")
+    with pytest.raises(DamagedShardError, match=r"shard_done flag of shard\(s\) 2 does not decode"):
+        open_zpoints(flagged)
+    assert open_zpoints(flagged, skip_shards=[2]).shards == 4
 
 
 @pytest.mark.parametrize(

@@ -219,7 +219,7 @@ def gmm(
     from latentdask.store.points import zpoint_bytes
     from latentdask.workflow import steps
 
-    if components != "auto" and not components.isdigit():
+    if components != "auto" and not (components.isascii() and components.isdigit()):
         raise LatentdaskError(f"--components expects a number of components or 'auto', got {components!r}")
     chosen = components if components == "auto" else int(components)
     options = options_from(GMMOptions, locals(), components=chosen)

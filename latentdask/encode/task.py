@@ -47,7 +47,7 @@ from latentdask.errors import CheckpointError, ImageDecodeError, LatentdaskError
 from latentdask.stats.options import SummaryParams
 from latentdask.stats.summary import SummaryState, summary_chunk
 from latentdask.store.integrity import shard_checksums
-from latentdask.store.layout import CHECKSUM_ARRAY, StoreError, columns, store_array
+from latentdask.store.layout import CHECKSUM_ARRAY, UNDECODABLE, StoreError, columns, store_array
 
 if TYPE_CHECKING:
     import torch
@@ -341,7 +341,7 @@ def _finished(group: zarr.Group, number: int) -> bool:
     """Whether shard ``number`` is done; a flag whose chunk does not decode is not (it is written anew)."""
     try:
         return bool(store_array(group, "shard_done")[number])
-    except Exception:  # a chunk that does not decode: this shard's damage, encoded again
+    except UNDECODABLE:  # a chunk that does not decode: this shard's damage, encoded again
         return False
 
 

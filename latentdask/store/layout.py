@@ -200,11 +200,6 @@ def open_store(path: Where, *, mode: str = "r") -> zarr.Group:
     if not attrs.get("template_complete"):
         raise StoreError(f"{path} was not fully created (its creation was interrupted); use --overwrite")
     check_layout(path, group)
-    if attrs.get("format_version", 1) > FORMAT_VERSION:  # type: ignore[operator]
-        raise StoreError(
-            f"{path} has store format {attrs['format_version']}, newer than this latentdask "
-            f"reads ({FORMAT_VERSION}); upgrade latentdask"
-        )
     return group
 
 
@@ -217,10 +212,15 @@ def check_layout(path: Where, group: zarr.Group) -> None:
     attrs = group.attrs.asdict()
     z = store_array(group, "z")
     truth = {"shard_size": z.chunks[0], "n_images": z.shape[0], "latent_dim": z.shape[1]}
-    truth["n_shards"] = -(-truth["n_images"] // truth["shard_size"]) if truth["shard_size"] else 0
+    truth["n_shards"] = max(1, -(-truth["n_images"] // truth["shard_size"]))  # as create_store counts them
     version = attrs.get("format_version", 1)  # stores of the first format had none
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise StoreError(f"{path}: its attribute format_version is {version!r}, not a format number")
+    if version > FORMAT_VERSION:  # a newer layout is not an edited one
+        raise StoreError(
+            f"{path} has store format {version}, newer than this latentdask reads ({FORMAT_VERSION}); "
+            "upgrade latentdask"
+        )
     for name, actual in truth.items():
         if name not in attrs and name == "n_shards":
             continue
@@ -255,6 +255,11 @@ def store_array(group: zarr.Group, name: str) -> zarr.Array:
     return member
 
 
+#: what a chunk whose bytes do not decode raises (zstd's error; a chunk of the wrong size); an
+#: OSError (a network or permission failure) is no damage of the store and is not caught
+UNDECODABLE = (RuntimeError, ValueError)
+
+
 def shard_rows(array: zarr.Array) -> tuple[np.ndarray, np.ndarray]:
     """A per-shard array's values (chunks of one shard), and which shards' chunks decode.
 
@@ -263,13 +268,13 @@ def shard_rows(array: zarr.Array) -> tuple[np.ndarray, np.ndarray]:
     """
     try:
         return np.asarray(array[...]), np.ones(array.shape[0], dtype=bool)
-    except Exception:  # a chunk that does not decode: read the shards one by one
+    except UNDECODABLE:  # a chunk that does not decode: read the shards one by one
         values = np.full(array.shape, array.fill_value, dtype=array.dtype)
         readable = np.ones(array.shape[0], dtype=bool)
         for number in range(array.shape[0]):
             try:
                 values[number] = array[number]
-            except Exception:
+            except UNDECODABLE:
                 readable[number] = False
         return values, readable
 

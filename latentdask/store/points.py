@@ -22,8 +22,8 @@ import zarr
 
 from latentdask.errors import StatsError
 from latentdask.location import Location, Where, location
-from latentdask.store.integrity import CheckedArray, expected_checksums
-from latentdask.store.layout import check_layout, shards_done
+from latentdask.store.integrity import CheckedArray, DamagedShardError, expected_checksums
+from latentdask.store.layout import check_layout, shard_rows, shards_done
 
 if TYPE_CHECKING:
     from latentdask.store.selection import RowSelection
@@ -144,7 +144,16 @@ def open_zpoints(
         array, source = _checked_z(member, path, expected_checksums(node, "z"), shard_size, skip_shards)
         points = ZPoints(path, array, source=source)
         points.shard_size = shard_size
-        done = shards_done(node)
+        flags, readable = shard_rows(node["shard_done"])  # type: ignore[arg-type]
+        unreadable = [int(n) for n in np.flatnonzero(~readable) if int(n) not in skip_shards]
+        if unreadable:  # finished or not, nobody knows: damage, as a checksum that does not match
+            raise DamagedShardError(
+                f"{path}: the shard_done flag of shard(s) {', '.join(map(str, unreadable))} does not decode; "
+                "'latentdask encode --resume' encodes them again (stats, select and render can leave them "
+                "out with --skip-damaged)",
+                shards=unreadable,
+            )
+        done = np.asarray(flags, dtype=bool) & readable
         points.shards, points.unfinished = len(done), int((~done).sum())
     if "valid" in members:
         points.valid = (
