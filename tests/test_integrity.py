@@ -224,6 +224,21 @@ def test_edited_store_metadata_is_one_line_naming_the_field(
             assert f"its attribute shard_size is -5, but its arrays hold {SHARD}" in result.stderr
 
 
+def test_the_fingerprint_of_a_whole_store_is_the_one_selections_recorded(clean: Path) -> None:
+    """Selections and sidecar statistics record this digest; its formula for a store whose every
+    shard reads must not change, or every existing selection would be refused after an upgrade."""
+    import hashlib
+
+    from latentdask.store.integrity import finished_fingerprint
+
+    group = zarr.open_group(str(clean), mode="r")
+    done = np.asarray(group["shard_done"][:], dtype=bool)
+    recorded = np.asarray(group["checksum"][:])
+    digest = hashlib.sha256(done.tobytes())
+    digest.update(np.where(done[:, None], recorded, 0).astype("<u4").tobytes())
+    assert finished_fingerprint(group) == digest.hexdigest()
+
+
 def test_unfinished_shards_are_left_out_unless_asked(clean: Path, tmp_path: Path) -> None:
     store = copy_of(clean, tmp_path)
     zarr.open_array(str(store / "shard_done"), mode="r+")[3] = False  # its rows are written, its flag is not
