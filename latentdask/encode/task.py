@@ -296,16 +296,24 @@ def _on_device(job: ShardJob, loaded: list[_Loaded], start: int, device: torch.d
     if decoded is not None and not on_host:
         return decoded
     side = job.preprocessing.image_size
-    images = torch.empty((len(on_gpu) + len(on_host), 3, side, side), dtype=torch.uint8, device=device)
+    if not on_host:  # every image of the batch invalid
+        return torch.empty((0, 3, side, side), dtype=torch.uint8, device=device)
+    pixels = torch.from_numpy(np.stack([item.pixels for item in loaded if item.pixels is not None]))
+    if device.type == "cuda":  # pinned host memory: the copy overlaps with the GPU's work
+        pixels = pixels.pin_memory()
+    # (n, H, W, C) seen as (n, C, H, W): channels-last strides, the model's layout, without a copy
+    on_device = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2)
+    if decoded is None:
+        return on_device
+    images = torch.empty(
+        (len(on_gpu) + len(on_host), 3, side, side),
+        dtype=torch.uint8,
+        device=device,
+        memory_format=torch.channels_last,
+    )
     position = {k: p for p, k in enumerate(sorted(on_gpu + on_host))}
-    if on_host:
-        pixels = torch.from_numpy(np.stack([item.pixels for item in loaded if item.pixels is not None]))
-        if device.type == "cuda":  # pinned host memory: the copy overlaps with the GPU's work
-            pixels = pixels.pin_memory()
-        where = torch.as_tensor([position[k] for k in on_host], dtype=torch.long, device=device)
-        images[where] = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2)
-    if decoded is not None:
-        images[torch.as_tensor([position[k] for k in on_gpu], dtype=torch.long, device=device)] = decoded
+    images[torch.as_tensor([position[k] for k in on_host], dtype=torch.long, device=device)] = on_device
+    images[torch.as_tensor([position[k] for k in on_gpu], dtype=torch.long, device=device)] = decoded
     return images
 
 
