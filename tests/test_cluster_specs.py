@@ -186,3 +186,42 @@ def test_an_in_process_cluster_cannot_adapt() -> None:
     with pytest.raises(ValidationError, match="'adapt' grows and shrinks worker processes"):
         LocalSpec(processes=False, adapt={"minimum": 1, "maximum": 2})  # type: ignore[arg-type]
     assert LocalSpec(processes=True, adapt={"minimum": 1, "maximum": 2}).adapt is not None  # type: ignore[arg-type]
+
+
+def _housekeeping() -> tuple[str, str, str]:
+    import dask
+
+    return tuple(  # type: ignore[return-value]
+        dask.config.get(key)
+        for key in (
+            "distributed.worker.profile.interval",
+            "distributed.admin.tick.interval",
+            "distributed.worker.memory.monitor-interval",
+        )
+    )
+
+
+def test_embedded_cluster_workers_keep_the_cores_for_their_tasks() -> None:
+    """The embedded cluster's workers, one that scaling adds too, profile every 100 ms and tick every
+    200 ms (dask's 10 and 20 ms cost an encode ~7 % on 2 cores); the memory monitor keeps dask's pace;
+    the command's own process is left as it was."""
+    import dask
+
+    from latentdask.cluster.spec import LocalSpec
+
+    before = _housekeeping()
+    with connect(LocalSpec(workers=1)) as client:
+        assert (
+            client.run_on_scheduler(
+                lambda dask_scheduler: dask_scheduler.periodic_callbacks["tick"].callback_time
+            )
+            == 200
+        )
+        client.cluster.scale(2)
+        client.wait_for_workers(2, timeout=60)
+        settings = client.run(_housekeeping)
+    assert len(settings) == 2
+    assert set(settings.values()) == {
+        ("100ms", "200ms", dask.config.get("distributed.worker.memory.monitor-interval"))
+    }
+    assert _housekeeping() == before

@@ -251,16 +251,19 @@ def _rss(pid: int) -> int:
 
 @contextmanager
 def local_client(workers: int) -> Iterator[Client]:
-    """``workers`` single-threaded worker processes on this machine, and a client: every bench's layout.
+    """``workers`` single-threaded worker processes on this machine, and a client: every bench's layout,
+    with the embedded cluster's settings.
 
     Dask starts each worker with one BLAS and OpenMP thread, so ``workers`` is also the
     number of cores their numpy and torch use.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from latentdask.cluster.connect import local_cluster
 
     with (
-        LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+        local_cluster(
+            n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):
