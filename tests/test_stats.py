@@ -128,6 +128,45 @@ def test_histogram_edges_and_overflow_like_numpy() -> None:
     assert (int(h.underflow[0]), int(h.overflow[0])) == (1, 1)
 
 
+def test_torch_states_equal_the_numba_scan_on_the_cpu() -> None:
+    """An encode task computes its shard's states with torch (no numba in the worker): the same
+    counts as the numba scan and numpy's histogram, values on, just beside and outside every edge
+    included; moments to float64 rounding; every row left out (an all-invalid shard) too."""
+    torch = pytest.importorskip("torch")
+    params = SummaryParams()
+    rng = np.random.default_rng(7)
+    edges = params.edges
+    on_edges = np.concatenate(
+        [edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), [edges[0] - 1, edges[-1] + 1]]
+    )
+    x = rng.normal(scale=1.2, size=(600, 8)).astype(np.float32)
+    rows = len(on_edges) // 8
+    x[:rows] = on_edges[: rows * 8].reshape(rows, 8)
+    attributes = rng.choice(np.array([-1, 0, 1], np.int8), size=(600, 3))
+    valid = rng.random(600) > 0.1
+    for keep in (valid, np.zeros(600, bool)):
+        numba_state = summary_chunk(x, keep, attributes, params=params)
+        torch_state = summary_chunk(torch.from_numpy(x), keep, attributes, params=params)
+        for exact in ("hist", "slices"):
+            for mine, theirs in zip(getattr(torch_state, exact), getattr(numba_state, exact), strict=True):
+                np.testing.assert_array_equal(mine, theirs, err_msg=exact)
+        radius, numba_radius = torch_state.radius, numba_state.radius
+        np.testing.assert_array_equal(radius.counts, numba_radius.counts)
+        assert (radius.underflow, radius.overflow) == (numba_radius.underflow, numba_radius.overflow)
+        assert radius.total == pytest.approx(numba_radius.total, rel=1e-12)
+        for family in ("moments", "groups"):
+            mine_all, theirs_all = getattr(torch_state, family), getattr(numba_state, family)
+            for mine, theirs in zip(mine_all, theirs_all, strict=True):
+                np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-12, err_msg=family)
+        assert (torch_state.invalid, torch_state.nonfinite) == (numba_state.invalid, numba_state.nonfinite)
+    kept = x[valid].astype(np.float64)
+    for j in range(8):
+        np.testing.assert_array_equal(
+            summary_chunk(torch.from_numpy(x), valid, params=params).hist.counts[j],
+            np.histogram(kept[:, j], bins=edges)[0],
+        )
+
+
 def test_invalid_nonfinite_and_all_invalid_blocks() -> None:
     x = latent_sample(n=400, dim=4)
     valid = np.ones(400, dtype=bool)

@@ -435,8 +435,7 @@ def encode_shard(job: ShardJob) -> ShardReport:
     state = None
     if job.stats_params is not None:
         t0 = time.perf_counter()
-        # on a GPU worker the GPU computes the shard's statistics from the latents it holds
-        block: Any = z if device.type == "cuda" else values["z"]
-        state = summary_chunk(block, valid, job.attributes, params=job.stats_params)
+        # computed by torch where the latents are (on a GPU worker, the GPU): no numba in an encode worker
+        state = summary_chunk(z, valid, job.attributes, params=job.stats_params)
         seconds["stats"] = time.perf_counter() - t0
     return ShardReport(shard.number, n, int(valid.sum()), dict(failures), seconds, state=state)

@@ -190,3 +190,13 @@ def groups_merge(a: GroupMoments, b: GroupMoments) -> GroupMoments:
 
 def groups_combine(states: Sequence[GroupMoments]) -> GroupMoments:
     return pairwise(states, groups_merge)
+
+
+class BlockScan(NamedTuple):
+    """Every state of one block of rows, as the numba scan and the torch scan return them."""
+
+    moments: Moments
+    hist: Histogram
+    radius: Counts1D
+    slices: Slices
+    groups: GroupMoments | None  # per attribute and group, when attributes were given

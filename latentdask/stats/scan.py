@@ -21,12 +21,11 @@ in page faults than its GEMM (``latentdask bench stats`` profiles the parts).
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numba
 import numpy as np
 
 from latentdask.stats.kernels import (
+    BlockScan,
     Counts1D,
     GroupMoments,
     Histogram,
@@ -41,14 +40,6 @@ from latentdask.stats.kernels import (
 TILE = 512
 #: rows centred at a time for the co-moment GEMM (a buffer of GEMM_ROWS x N float64, reused)
 GEMM_ROWS = 8192
-
-
-class BlockScan(NamedTuple):
-    moments: Moments
-    hist: Histogram
-    radius: Counts1D
-    slices: Slices
-    groups: GroupMoments | None  # per attribute and group, when attributes were given
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

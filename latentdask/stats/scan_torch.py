@@ -1,7 +1,7 @@
 """The per-block pass for z-points already in a torch tensor, on the tensor's device.
 
 Same states as :func:`latentdask.stats.scan.scan_block`, same binning rule (numpy's:
-``[e_k, e_k+1)``, the last bin closed, by a binary search of the edges), counts equal to the last one, and
+``[e_k, e_k+1)``, the last bin closed, found as the numba kernel finds it), counts equal to the last one, and
 moments equal to float64 rounding. On a GPU worker this keeps the statistics of a
 freshly encoded shard off the CPU, which is busy decoding images. States come back
 as numpy: a block returns numpy, wherever it was computed.
@@ -13,19 +13,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from latentdask.stats.kernels import Counts1D, Histogram, Moments, Slices, groups_chunk
-from latentdask.stats.scan import BlockScan, scan_block
+from latentdask.stats.kernels import BlockScan, Counts1D, Histogram, Moments, Slices, groups_chunk
 
 if TYPE_CHECKING:
     import torch
 
 
 def _bins(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """np.histogram's bin of each value, [e_k, e_k+1) and the last bin closed; -1 below, bins above."""
-    import torch
+    """np.histogram's bin of each value, [e_k, e_k+1) and the last bin closed; -1 below, bins above.
 
-    index = torch.bucketize(values, edges, right=True) - 1
-    return index.masked_fill_(values == edges[-1], len(edges) - 2)
+    The rule of :func:`latentdask.stats.scan.histogram_bin`, element-wise: the bin from the
+    value's offset (edges are evenly spaced), then one step to the bin whose edges hold it.
+    """
+    bins = len(edges) - 1
+    scale = bins / (edges[-1] - edges[0])
+    index = ((values - edges[0]) * scale).clamp_(0, bins - 1).long()
+    below = values < edges[index]
+    above = (values >= edges[index + 1]) & (index != bins - 1)
+    index = index - below.long() + above.long()
+    index.masked_fill_(values < edges[0], -1)
+    return index.masked_fill_(values > edges[-1], bins)
 
 
 def _counts(index: torch.Tensor, bins: int) -> torch.Tensor:
@@ -55,7 +62,9 @@ def scan_block_torch(
     """
     import torch
 
-    if not keep.any():
+    if not keep.any():  # the empty states, as the numba scan makes them
+        from latentdask.stats.scan import scan_block
+
         return scan_block(
             np.zeros((0, z.shape[1]), np.float32),
             keep[:0],
@@ -82,7 +91,7 @@ def scan_block_torch(
         count = outside.sum(dim=1, keepdim=True)
         n0.append((count == 0).sum())
         c1.append((outside & (count == 1)).sum(dim=0))
-        two = (outside & (count == 2)).to(torch.float64)
+        two = outside[count.squeeze(1) == 2].to(torch.float64)  # the rows with exactly two outside
         c2.append(torch.triu(two.T @ two, diagonal=1).round().long())  # pairs a < b, exact in float64
     on_device = {
         "table": _counts(_bins(x.T.contiguous(), edges_t), bins),  # (dim, bins + 2)

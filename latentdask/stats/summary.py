@@ -8,6 +8,10 @@ in-memory answer is ``summary_finalize(summary_chunk(x))``.
 The histogram of radii about the mean is the one figure a single pass cannot give:
 ``|x - μ|`` needs μ before the rows are seen. It is a second, light pass
 (:func:`centred_radius_chunk`) once the mean is known.
+
+The numba kernels (:mod:`latentdask.stats.scan`) are imported on first use: an encode task
+computes its shard's states with torch (:mod:`latentdask.stats.scan_torch`), which its
+worker has loaded already, so the worker never holds numba's compiler (about 130 MiB).
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from latentdask.stats.kernels import (
     slices_combine,
 )
 from latentdask.stats.options import SummaryParams
-from latentdask.stats.scan import centred_radius_counts, finite_rows, scan_block
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -56,7 +59,12 @@ def select_rows(z: Any, valid: np.ndarray | None, selected: np.ndarray | None) -
     if valid is not None:
         invalid = int((keep & ~np.asarray(valid, dtype=bool)).sum())
         keep = keep & np.asarray(valid, dtype=bool)
-    finite = z.isfinite().all(dim=1).cpu().numpy() if is_tensor(z) else finite_rows(z)
+    if is_tensor(z):
+        finite = z.isfinite().all(dim=1).cpu().numpy()
+    else:
+        from latentdask.stats.scan import finite_rows
+
+        finite = finite_rows(z)
     nonfinite = int((keep & ~finite).sum())
     return keep & finite, invalid, nonfinite
 
@@ -92,6 +100,8 @@ def summary_chunk(
             attributes=groups_of,
         )
     else:
+        from latentdask.stats.scan import scan_block
+
         scan = scan_block(
             z,
             keep,
@@ -126,6 +136,8 @@ def centred_radius_chunk(
     params: SummaryParams,
 ) -> Counts1D:
     """Histogram of |x - centre| over the same rows as :func:`summary_chunk` keeps."""
+    from latentdask.stats.scan import centred_radius_counts
+
     keep, _, _ = select_rows(z, valid, selected)
     return centred_radius_counts(z, keep, centre=centre, radius_edges=params.radius_edges)
 
