@@ -24,7 +24,11 @@ ratio measures the pipeline.
   them work at once (on a shared VM, less than the ceiling).
 - **pipeline** — ``latentdask encode --decoder D`` on a LocalCluster with each worker
   layout; images/s from the first task submitted to the last result (cluster start-up
-  apart), and the peak resident memory of each worker process. It also writes the error
+  apart), and the peak resident memory of each worker process.
+
+The multi-process loop and the pipeline take turns, ``rounds`` times (a slow spell of a shared
+machine then falls on both); each of their rows is the median of its rounds, and every round's
+figure is in the setup. It also writes the error
   and crop columns and checksums and computes the sidecar statistics, which the loops do
   not (their seconds are in ``stage seconds``).
 
@@ -67,6 +71,8 @@ from latentdask.store.layout import create_latents
 
 #: float32 latents from torch on other thread counts and weight layouts: relative to the largest |latent|
 LATENT_TOLERANCE = 1e-4
+#: the library each decoder imports on first use: imported before the clock, on both sides
+DECODER_MODULES = {"pil": "PIL.Image", "opencv": "cv2"}
 
 
 class SyntheticCorpus(NamedTuple):
@@ -162,12 +168,12 @@ def _inference_model(checkpoint: str) -> tuple[Autoencoder, Preprocessing]:
     return for_inference(loaded.model, torch.device("cpu")), loaded.preprocessing
 
 
-def _start_process(checkpoint: str) -> None:
+def _start_process(checkpoint: str, decoder: str) -> None:
     """Every process of the multi-process loop, before its first task (untimed): one torch
     thread, the warm-up the pipeline's workers get, the model loaded and run once."""
     torch.set_num_threads(1)
     retain_freed_memory()
-    warm_up()
+    warm_up(DECODER_MODULES[decoder], kernels=False)
     model, prep = _inference_model(checkpoint)
     with torch.inference_mode():
         model.encode(torch.zeros(1, 3, prep.image_size, prep.image_size))
@@ -234,10 +240,10 @@ def multi_process_loop(
         processes,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_process,
-        initargs=(checkpoint,),
+        initargs=(checkpoint, decoder),
     ) as pool:
         # every process started and warm before the clock starts
-        list(pool.map(_start_process, [checkpoint] * processes))
+        list(pool.map(_start_process, [checkpoint] * processes, [decoder] * processes))
         started = time.perf_counter()
         done = sum(pool.map(_process_share, shares, [paths] * processes, *common))
         seconds = time.perf_counter() - started  # before the pool shuts its processes down
@@ -262,8 +268,12 @@ def bench_encode(
     latent_dim: int = 256,
     layouts: tuple[tuple[int, int, int], ...] = ((1, 2, 2), (2, 1, 1), (2, 1, 0)),
     decoders: tuple[str, ...] = ("pil", "opencv"),
+    rounds: int = 3,
 ) -> BenchReport:
-    """Run the measurements per decoder; ``layouts`` are (workers, torch threads, decode threads)."""
+    """Run the measurements per decoder; ``layouts`` are (workers, torch threads, decode threads);
+    the multi-process loop and the pipeline take ``rounds`` turns each (the median is reported)."""
+    if rounds < 1:
+        raise ValueError(f"bench encode needs at least one round, got {rounds}")
     cores = os.cpu_count() or 1
     retain_freed_memory()  # as the workers do: this process runs the plain loop and times the encoder
     report = BenchReport(
@@ -275,6 +285,7 @@ def bench_encode(
             "shard_size": shard_size,
             "batch_size": batch_size,
             "cores": cores,
+            "rounds": rounds,
         },
     )
     with tempfile.TemporaryDirectory() as scratch_name:
@@ -304,6 +315,7 @@ def bench_encode(
                 shard_size=shard_size,
                 latent_dim=latent_dim,
                 layouts=layouts,
+                rounds=rounds,
             )
     return report
 
@@ -326,6 +338,7 @@ def _bench_decoder(
     shard_size: int,
     latent_dim: int,
     layouts: tuple[tuple[int, int, int], ...],
+    rounds: int,
 ) -> None:
     """The rows of one decoder: decode alone, the ceiling, both loops and the pipeline per layout."""
     n = len(files)
@@ -355,51 +368,63 @@ def _bench_decoder(
     batches = sorted((scratch / f"plain-{decoder}").glob("*.npy"), key=lambda path: int(path.stem))
     plain_z = np.concatenate([np.load(path) for path in batches])
 
-    # all cores busy at once, no Dask: shows what sharing the cores costs on this machine
-    rate = multi_process_loop(
-        paths,
-        str(checkpoint),
-        batch_size=batch_size,
-        shard_size=shard_size,
-        latent_dim=latent_dim,
-        store=scratch / f"loop-{decoder}.zarr",
-        decoder=decoder,
-    )
-    report.add(multi, rate, "images/s", kind="baseline", vs=[ceiling])
-    multi_z = np.asarray(zarr.open_array(str(scratch / f"loop-{decoder}.zarr" / "z"), mode="r")[:])
-
-    # the pipeline, per layout
+    # the multi-process loop and the pipeline alternate, round after round: a slow spell of a
+    # shared machine falls on both, and each row is the median of its rounds
+    names = {
+        layout: f"{decoder}: latentdask encode: {layout[0]} worker(s) x torch {layout[1]} "
+        f"+ decode {layout[2]} threads"
+        for layout in layouts
+    }
+    rates: dict[str, list[float]] = {multi: [], **{name: [] for name in names.values()}}
+    peaks: dict[str, float] = {}
     reference: np.ndarray | None = None
-    for workers, torch_threads, decode_threads in layouts:
-        name = (
-            f"{decoder}: latentdask encode: {workers} worker(s) x torch {torch_threads} "
-            f"+ decode {decode_threads} threads"
-        )
-        with local_client(workers) as client:
-            client.run(warm_up, "latentdask.encode.task")
-            options = EncodeOptions(
-                shard_size=shard_size,
+    for k in range(rounds):
+        loop_store = scratch / f"loop-{decoder}-{k}.zarr"
+        rates[multi].append(
+            multi_process_loop(
+                paths,
+                str(checkpoint),
                 batch_size=batch_size,
-                torch_threads=torch_threads,
-                decode_threads=decode_threads,
-                decoder=decoder,  # type: ignore[arg-type]
+                shard_size=shard_size,
+                latent_dim=latent_dim,
+                store=loop_store,
+                decoder=decoder,
             )
-            summary = encode(
-                root,
-                checkpoint,
-                scratch / f"{decoder}-{workers}-{torch_threads}-{decode_threads}.zarr",
-                options=options,
-                client=client,
-                progress=False,
-            )
-            peaks = client.run(_peak_rss_mib)
-        if reference is None:
-            reference = np.asarray(zarr.open_array(str(summary.store / "z"), mode="r")[:])
-        report.add(name, summary.images_per_second, "images/s", vs=[plain, multi, ceiling])
-        report.add(f"{name}: peak RSS per worker", max(peaks.values()), "MiB")
-        report.setup[f"{decoder}: stage seconds, {workers} worker(s) x {decode_threads} decode threads"] = {
-            k: round(v, 2) for k, v in summary.stage_seconds.items()
-        }
+        )
+        if k == 0:
+            multi_z = np.asarray(zarr.open_array(str(loop_store / "z"), mode="r")[:])
+        for (workers, torch_threads, decode_threads), name in names.items():
+            with local_client(workers) as client:
+                client.run(warm_up, "latentdask.encode.task", DECODER_MODULES[decoder], kernels=False)
+                options = EncodeOptions(
+                    shard_size=shard_size,
+                    batch_size=batch_size,
+                    torch_threads=torch_threads,
+                    decode_threads=decode_threads,
+                    decoder=decoder,  # type: ignore[arg-type]
+                )
+                summary = encode(
+                    root,
+                    checkpoint,
+                    scratch / f"{decoder}-{workers}-{torch_threads}-{decode_threads}-{k}.zarr",
+                    options=options,
+                    client=client,
+                    progress=False,
+                )
+                peaks[name] = max(peaks.get(name, 0.0), *client.run(_peak_rss_mib).values())
+            if reference is None:
+                reference = np.asarray(zarr.open_array(str(summary.store / "z"), mode="r")[:])
+            rates[name].append(summary.images_per_second)
+            report.setup[
+                f"{decoder}: stage seconds, {workers} worker(s) x {decode_threads} decode threads"
+            ] = {stage: round(v, 2) for stage, v in summary.stage_seconds.items()}
+    report.add(multi, float(np.median(rates[multi])), "images/s", kind="baseline", vs=[ceiling])
+    for name in names.values():
+        report.add(name, float(np.median(rates[name])), "images/s", vs=[plain, multi, ceiling])
+        report.add(f"{name}: peak RSS per worker", peaks[name], "MiB")
+    report.setup[f"{decoder}: images/s per round"] = {
+        name: [round(rate) for rate in values] for name, values in rates.items()
+    }
     if reference is not None:
         for baseline, theirs in ((plain, plain_z), (multi, multi_z)):
             report.check(

@@ -279,23 +279,26 @@ def blas_threads() -> int:
     )
 
 
-def warm_up(*modules: str) -> None:
+def warm_up(*modules: str, kernels: bool = True) -> None:
     """Once per worker, untimed: import torch, the model code and ``modules`` (the tasks' own),
-    start zarr's I/O (a fresh process pays seconds for these, once in its life), and compile
-    (or load) every numba kernel of the statistics' two passes, whose row filter the search,
-    render and the dashboard use too."""
+    start zarr's I/O (a fresh process pays seconds for these, once in its life), and with
+    ``kernels`` compile (or load) every numba kernel of the statistics' two passes, whose row
+    filter the search, render and the dashboard use too (an encode's tasks use none)."""
     import importlib
 
     import torch  # noqa: F401
     import zarr
 
     import latentdask.model.checkpoint  # noqa: F401
-    from latentdask.stats.options import SummaryParams
-    from latentdask.stats.summary import centred_radius_chunk, summary_chunk
 
     for module in modules:
         importlib.import_module(module)
     zarr.create_array(zarr.storage.MemoryStore(), shape=(1,), dtype="float32")[:]  # zarr's I/O thread
+    if not kernels:
+        return
+    from latentdask.stats.options import SummaryParams
+    from latentdask.stats.summary import centred_radius_chunk, summary_chunk
+
     params = SummaryParams()
     tiny = np.zeros((4, 3), np.float32)  # float32, as stores hold them: numba compiles per type
     summary_chunk(tiny, params=params)

@@ -59,6 +59,7 @@ TINY: dict[str, dict[str, Any]] = {
         "image_size": 16,
         "latent_dim": 8,
         "layouts": ((2, 1, 1),),
+        "rounds": 1,
     },
     "stats": {"n": 20_000, "dim": 16, "chunk_rows": 4096},
     "knn": {"n": 20_000, "queries": 300, "dim": 16, "chunk_rows": 4096},

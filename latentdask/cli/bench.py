@@ -138,6 +138,12 @@ def bench_encode(
             help="The decoders measured, repeatable (default: pil and opencv; on cuda also nvjpeg)."
         ),
     ] = None,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            min=1, help="CPU: turns the multi-process loop and the pipeline take (the median is reported)."
+        ),
+    ] = 3,
     device: DeviceOption = "cpu",
     precision: Annotated[
         str, typer.Option(help="cuda: the encoder's arithmetic, fp32, bf16 or fp16.")
@@ -178,6 +184,7 @@ def bench_encode(
         batch_size=batch_size,
         image_size=image_size,
         latent_dim=latent_dim,
+        rounds=rounds,
     )
     if layout:
         layouts = tuple(parse_ints(text, "--layout") for text in layout)
