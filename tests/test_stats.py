@@ -23,7 +23,7 @@ from latentdask.stats.kernels import moments_combine, slice_population, slices_c
 from latentdask.stats.options import SummaryParams
 from latentdask.stats.reduce import summarize
 from latentdask.stats.scan import histogram_chunk, moments_chunk, slices_chunk
-from latentdask.stats.summary import summary_chunk
+from latentdask.stats.summary import centred_radius_chunk, centred_radius_chunk_torch, summary_chunk
 from latentdask.store.points import open_zpoints
 
 PARAMS = SummaryParams(range=(-8.0, 8.0), bin_width=0.25, thresholds=(1.0, 1.5), radius_max=32.0)
@@ -129,9 +129,10 @@ def test_histogram_edges_and_overflow_like_numpy() -> None:
 
 
 def test_torch_states_equal_the_numba_scan_on_the_cpu() -> None:
-    """An encode task computes its shard's states with torch (no numba in the worker): the same
-    counts as the numba scan and numpy's histogram, values on, just beside and outside every edge
-    included; moments to float64 rounding; every row left out (an all-invalid shard) too."""
+    """An encode task computes its shard's states with torch (no numba in the worker), and so does
+    the second pass of its statistics: the same counts as the numba scan and numpy's histogram,
+    values on, just beside and outside every edge included; moments to float64 rounding; every
+    row left out (an all-invalid shard) too."""
     torch = pytest.importorskip("torch")
     params = SummaryParams()
     rng = np.random.default_rng(7)
@@ -159,6 +160,15 @@ def test_torch_states_equal_the_numba_scan_on_the_cpu() -> None:
             for mine, theirs in zip(mine_all, theirs_all, strict=True):
                 np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-12, err_msg=family)
         assert (torch_state.invalid, torch_state.nonfinite) == (numba_state.invalid, numba_state.nonfinite)
+        # pass 2, radii about a centre: whole radii on the edges of their bins included
+        centre = np.zeros(8)
+        x[rows : rows + 4] = 0.0
+        x[rows : rows + 4, 0] = params.radius_edges[[0, 1, 7, -1]]
+        numba_radii = centred_radius_chunk(x, keep, None, centre=centre, params=params)
+        torch_radii = centred_radius_chunk_torch(x, keep, None, centre=centre, params=params)
+        np.testing.assert_array_equal(torch_radii.counts, numba_radii.counts)
+        assert torch_radii[1:3] == numba_radii[1:3]
+        assert torch_radii.total == pytest.approx(numba_radii.total, rel=1e-12)
     kept = x[valid].astype(np.float64)
     for j in range(8):
         np.testing.assert_array_equal(

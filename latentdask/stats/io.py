@@ -53,7 +53,8 @@ def stats_of(
     """Summarize ``points``; shards whose state is ``known`` are not read in pass 1.
 
     ``known`` states come from an encode's sidecar; they are only used for the default
-    selection (all valid rows), which is what the sidecar saw. ``scheduler`` is the Client to
+    selection (all valid rows), which is what the sidecar saw, and then pass 2 runs on torch,
+    as the encode's tasks did: its workers never load numba. ``scheduler`` is the Client to
     run on (None: dask's default).
     """
     mask, selection = selection_mask(points, split, where)
@@ -76,7 +77,7 @@ def stats_of(
             f"(values reach {np.abs(state.moments.mean).max():.3g} "
             "and more); z-points this large have no finite covariance: rescale them first"
         )
-    centred = second_pass(inputs, state, params, scheduler=scheduler)
+    centred = second_pass(inputs, state, params, scheduler=scheduler, on_torch=known is not None)
     chosen = points.selection
     return summary_finalize(
         state, params, centred_radius=centred, attribute_names=points.attribute_names, selection=selection

@@ -34,6 +34,7 @@ from latentdask.stats.options import SummaryParams
 from latentdask.stats.summary import (
     SummaryState,
     centred_radius_chunk,
+    centred_radius_chunk_torch,
     summary_chunk,
     summary_combine,
     summary_finalize,
@@ -177,8 +178,10 @@ def centred_radius_graph(
     selected: da.Array | None = None,
     centre: np.ndarray,
     params: SummaryParams,
+    on_torch: bool = False,
 ) -> Delayed:
-    """A delayed histogram of |x - centre| (pass 2), over the rows :func:`summary_graph` keeps."""
+    """A delayed histogram of |x - centre| (pass 2), over the rows :func:`summary_graph` keeps;
+    ``on_torch``: each block computed by torch (the same counts), for workers without numba."""
     blocks = row_blocks(z, valid, selected)
     if not blocks:
         return delayed(counts_combine)(
@@ -186,7 +189,9 @@ def centred_radius_graph(
         )
     return reduce_blocks(
         blocks,
-        chunk=partial(centred_radius_chunk, centre=centre, params=params),
+        chunk=partial(
+            centred_radius_chunk_torch if on_torch else centred_radius_chunk, centre=centre, params=params
+        ),
         combine=counts_combine,
         name="centred_radius",
     )
@@ -225,13 +230,23 @@ def first_pass(*inputs: Inputs, params: SummaryParams, scheduler: Any = None) ->
 
 
 def second_pass(
-    inputs: Inputs, state: SummaryState, params: SummaryParams, scheduler: Any = None
+    inputs: Inputs,
+    state: SummaryState,
+    params: SummaryParams,
+    scheduler: Any = None,
+    *,
+    on_torch: bool = False,
 ) -> Counts1D | None:
     """Compute pass 2 (radii about the mean of ``state``); None when no row was kept."""
     if not state.moments.n:
         return None
     graph = centred_radius_graph(
-        inputs.z, valid=inputs.valid, selected=inputs.selected, centre=state.moments.mean, params=params
+        inputs.z,
+        valid=inputs.valid,
+        selected=inputs.selected,
+        centre=state.moments.mean,
+        params=params,
+        on_torch=on_torch,
     )
     (centred,) = dask.compute(graph, scheduler=scheduler)
     return centred

@@ -119,3 +119,24 @@ def scan_block_torch(
         slices=Slices(host["n0"].astype(np.int64), host["c1"].astype(np.int64), host["c2"]),
         groups=None if attributes is None else groups_chunk(host["d"], moments.mean, attributes[keep]),
     )
+
+
+def centred_radius_counts_torch(
+    z: torch.Tensor, keep: np.ndarray, *, centre: np.ndarray, radius_edges: np.ndarray
+) -> Counts1D:
+    """:func:`latentdask.stats.scan.centred_radius_counts` on z's device, with the same counts: each
+    row's squared distance is summed in float64 component after component, in the numba kernel's
+    order, and binned by its rule (the sum of the radii to float64 rounding)."""
+    import torch
+
+    rows = z if keep.all() else z.index_select(0, torch.from_numpy(np.flatnonzero(keep)).to(z.device))
+    x = rows.to(torch.float64)
+    centre_t = torch.as_tensor(centre, dtype=torch.float64, device=z.device)
+    squared = torch.zeros(len(x), dtype=torch.float64, device=z.device)
+    for j in range(x.shape[1]):
+        d = x[:, j] - centre_t[j]
+        squared += d * d
+    length = squared.sqrt()
+    edges = torch.as_tensor(radius_edges, dtype=torch.float64, device=z.device)
+    counts = _counts(_bins(length, edges), len(radius_edges) - 1).cpu().numpy()
+    return Counts1D(counts[1:-1].copy(), int(counts[0]), int(counts[-1]), float(length.sum()))

@@ -128,6 +128,26 @@ def summary_combine(states: Sequence[SummaryState]) -> SummaryState:
 
 
 def centred_radius_chunk(
+    z: Any,
+    valid: np.ndarray | None,
+    selected: np.ndarray | None,
+    *,
+    centre: np.ndarray,
+    params: SummaryParams,
+) -> Counts1D:
+    """Histogram of |x - centre| over the same rows as :func:`summary_chunk` keeps (a torch tensor's
+    on its device, with the same counts)."""
+    keep, _, _ = select_rows(z, valid, selected)
+    if is_tensor(z):
+        from latentdask.stats.scan_torch import centred_radius_counts_torch
+
+        return centred_radius_counts_torch(z, keep, centre=centre, radius_edges=params.radius_edges)
+    from latentdask.stats.scan import centred_radius_counts
+
+    return centred_radius_counts(z, keep, centre=centre, radius_edges=params.radius_edges)
+
+
+def centred_radius_chunk_torch(
     z: np.ndarray,
     valid: np.ndarray | None,
     selected: np.ndarray | None,
@@ -135,11 +155,13 @@ def centred_radius_chunk(
     centre: np.ndarray,
     params: SummaryParams,
 ) -> Counts1D:
-    """Histogram of |x - centre| over the same rows as :func:`summary_chunk` keeps."""
-    from latentdask.stats.scan import centred_radius_counts
+    """:func:`centred_radius_chunk` of a block read from a store, computed by torch: for workers
+    that hold torch and not numba (an encode's, writing its statistics)."""
+    import torch
 
-    keep, _, _ = select_rows(z, valid, selected)
-    return centred_radius_counts(z, keep, centre=centre, radius_edges=params.radius_edges)
+    return centred_radius_chunk(
+        torch.from_numpy(np.ascontiguousarray(z)), valid, selected, centre=centre, params=params
+    )
 
 
 def summary_finalize(
