@@ -25,6 +25,7 @@ from latentdask.cluster.spec import ClusterChoice
 from latentdask.encode.options import EncodeOptions
 from latentdask.encode.run import _job, encode
 from latentdask.encode.task import ShardJob, encode_shard
+from latentdask.errors import DatasetError
 from latentdask.stats.io import stats_of
 from latentdask.stats.options import SummaryParams
 from latentdask.store.integrity import DamagedShardError, verify_store
@@ -282,6 +283,43 @@ def test_a_task_of_a_superseded_run_writes_nothing(
     current = str(zarr.open_group(str(store), mode="r").attrs["writer_run"])
     encode_shard(dataclasses.replace(job, run_id=current))  # the store's own run writes
     assert z_of(store).tobytes() == z_of(clean).tobytes()
+
+
+def test_a_shard_whose_images_the_worker_cannot_see_is_an_error_not_done(
+    faces: Path, checkpoint: Path, clean: Path, tmp_path: Path
+) -> None:
+    """A worker that does not see the dataset the client listed (a mount missing on its node) found
+    every image "listed but missing" and marked the shard done with no valid row; now the task
+    stops with one line naming the worker's view, and the shard stays to do."""
+    from latentdask.data.dataset import open_dataset
+    from latentdask.model.config import read_checkpoint_config
+
+    store = copy_of(clean, tmp_path)
+    zarr.open_array(str(store / "shard_done"), mode="r+")[1] = False
+    seen = tmp_path / "faces"
+    shutil.copytree(faces, seen)
+    data = open_dataset(seen)  # the client's listing
+    config = read_checkpoint_config(checkpoint)
+    attrs = zarr.open_group(str(store), mode="r").attrs
+    job: ShardJob = _job(
+        store,
+        data.manifest.shards(SHARD)[1],
+        data.container,
+        data.manifest,
+        checkpoint,
+        str(attrs["model_sha256"]),
+        config,
+        EncodeOptions(shard_size=SHARD, batch_size=16, stats=False),
+        run_id=str(attrs["writer_run"]),
+    )
+    shutil.rmtree(seen)  # what the worker sees
+    with pytest.raises(DatasetError, match=f"cannot see the images of shard 1: none of the {SHARD} files"):
+        encode_shard(job)
+    assert not zarr.open_array(str(store / "shard_done"), mode="r")[1]
+    # a shard whose images the client itself found missing is done, with their reasons
+    listed_missing = dataclasses.replace(job, present=np.zeros(SHARD, bool))
+    report = encode_shard(listed_missing)
+    assert report.valid == 0 and report.failures == {"listed but missing": SHARD}
 
 
 def test_a_stale_lock_is_taken_over_and_a_foreign_one_is_not(

@@ -43,7 +43,7 @@ from latentdask.data.manifest import Shard
 from latentdask.data.nvjpeg import decode_on_device, require_torchvision
 from latentdask.data.opencv import cpu_decoder
 from latentdask.encode.allocator import release_freed_memory, retain_freed_memory
-from latentdask.errors import CheckpointError, ImageDecodeError, LatentdaskError
+from latentdask.errors import CheckpointError, DatasetError, ImageDecodeError, LatentdaskError
 from latentdask.stats.options import SummaryParams
 from latentdask.stats.summary import SummaryState, summary_chunk
 from latentdask.store.integrity import shard_checksums
@@ -353,6 +353,25 @@ def _finished(group: zarr.Group, number: int) -> bool:
         return False
 
 
+def _check_images_visible(job: ShardJob, failures: Counter[str]) -> None:
+    """Refuse to write a shard whose every image is missing here although the client listed some:
+    this worker cannot see the dataset (a mount missing on a cluster's node), and the shard would
+    be done with no valid row. The shard stays to do; the run stops with this line."""
+    listed = int(np.count_nonzero(job.present))
+    if listed and failures.get("listed but missing", 0) == job.shard.size:
+        from distributed import get_worker
+
+        try:
+            where = f"worker {get_worker().address}"
+        except ValueError:
+            where = "this process"
+        root = getattr(job.container, "folder", job.container)
+        raise DatasetError(
+            f"{where} cannot see the images of shard {job.shard.number}: none of the {listed} files "
+            f"the client found under {root} is there; the dataset must be at the same path on every worker"
+        )
+
+
 def encode_shard(job: ShardJob) -> ShardReport:
     """Encode one shard and write its chunks; see the module docstring for the steps."""
     import torch
@@ -418,6 +437,7 @@ def encode_shard(job: ShardJob) -> ShardReport:
         if isolated is not None:
             isolated.close()
 
+    _check_images_visible(job, failures)
     t0 = time.perf_counter()
     region = slice(shard.start, shard.stop)
     values = {"z": z.cpu().numpy(), "valid": valid, "error": error.astype(str), "crop": crop.astype(str)}
