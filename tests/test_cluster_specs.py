@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from distributed import Client, LocalCluster
@@ -225,3 +228,77 @@ def test_embedded_cluster_workers_keep_the_cores_for_their_tasks() -> None:
         ("100ms", "200ms", dask.config.get("distributed.worker.memory.monitor-interval"))
     }
     assert _housekeeping() == before
+
+
+def _status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _http_hosts(cluster: Any) -> set[str]:
+    return {sock.getsockname()[0] for sock in cluster.scheduler.http_server._sockets.values()}
+
+
+def test_slurm_scheduler_http_stays_on_the_loopback_unless_opened(tmp_path: Path) -> None:
+    """dask-jobqueue's scheduler served its dashboard on every address, port 8787, plain HTTP, on
+    a login node; now on 127.0.0.1 and a free port, without a dashboard when asked, or opened."""
+    dask_jobqueue = require_extra("dask_jobqueue")
+    for address, dashboard, hosts in (
+        ("127.0.0.1:0", True, {"127.0.0.1"}),
+        (None, False, {"127.0.0.1"}),
+        (":0", True, {"0.0.0.0", "::"}),
+    ):
+        spec = SlurmSpec(kind="slurm", tls=False, dashboard_address=address)
+        cluster = dask_jobqueue.SLURMCluster(**slurm_cluster_kwargs(spec))
+        try:
+            assert _http_hosts(cluster) <= hosts and _http_hosts(cluster)
+            port = next(iter(cluster.scheduler.http_server._sockets.values())).getsockname()[1]
+            assert port != 8787
+            assert (_status(f"http://127.0.0.1:{port}/status") == 200) is dashboard
+            assert _status(f"http://127.0.0.1:{port}/health") == 200
+        finally:
+            cluster.close()
+
+
+def test_slurm_spec_passes_directives_worker_arguments_and_log_folder(tmp_path: Path) -> None:
+    dask_jobqueue = require_extra("dask_jobqueue")
+    spec = SlurmSpec(
+        kind="slurm",
+        tls=False,
+        job_extra_directives=["--qos=long", "--constraint=a100"],
+        worker_extra_args=["--lifetime", "55m", "--lifetime-stagger", "4m"],
+        log_directory=str(tmp_path / "logs"),
+    )
+    cluster = dask_jobqueue.SLURMCluster(**slurm_cluster_kwargs(spec))
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH --qos=long" in script and "#SBATCH --constraint=a100" in script
+    assert "--lifetime 55m --lifetime-stagger 4m" in script
+    assert f"#SBATCH -e {tmp_path / 'logs'}" in script
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("job_extra_directives", ["--qos=long\nrm -rf ~"], "job_extra_directives.0"),
+        ("job_extra_directives", ["qos=long"], "is not an sbatch option"),
+        ("worker_extra_args", ["--lifetime\t55m"], "worker_extra_args.0"),
+        ("worker_extra_args", [""], "worker_extra_args.0"),
+    ],
+)
+def test_slurm_spec_refuses_words_that_would_change_the_job_script(
+    tmp_path: Path, field: str, value: list[str], message: str
+) -> None:
+    lines = "\n".join(f"  - {json.dumps(word)}" for word in value)
+    path = tmp_path / "slurm.yaml"
+    path.write_text(f"kind: slurm\n{field}:\n{lines}\n")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_cluster_spec(path)

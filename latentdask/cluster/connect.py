@@ -116,8 +116,14 @@ def slurm_cluster_kwargs(spec: SlurmSpec) -> dict[str, Any]:
         "python": spec.python,
         "job_script_prologue": list(spec.job_script_prologue),
         "local_directory": spec.local_directory,
-        "job_extra_directives": [],
-        "worker_extra_args": [],
+        "job_extra_directives": list(spec.job_extra_directives),
+        "worker_extra_args": list(spec.worker_extra_args),
+        "log_directory": spec.log_directory,
+        # dask-jobqueue's default is every address, port 8787; with no dashboard the scheduler still
+        # serves /health and /metrics over HTTP, so that stays on the loopback
+        "scheduler_options": {"dashboard_address": spec.dashboard_address}
+        if spec.dashboard_address is not None
+        else {"dashboard": False, "dashboard_address": "127.0.0.1:0"},
     }
     if spec.gpus:
         kwargs["job_extra_directives"].append(f"--gres=gpu:{spec.gpus}")

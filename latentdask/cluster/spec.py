@@ -110,6 +110,10 @@ class GatewaySpec(Scaled):
     cluster_options: dict[str, Any] = {}
 
 
+#: a word written into a job script: one line, no control characters (a newline would add a command)
+JobScriptWord = Annotated[str, Field(min_length=1, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
 class SlurmSpec(Scaled):
     """dask-jobqueue's SLURMCluster; with ``gpus`` each job runs dask-cuda workers, one per GPU."""
 
@@ -127,6 +131,24 @@ class SlurmSpec(Scaled):
     local_directory: str | None = None
     tls: bool = True  # temporary certificates shared with the jobs: no one else can join or submit
     shared_temp_directory: str = "~/.latentdask/jobqueue"  # where the jobs read those (a shared file system)
+    #: the scheduler's dashboard: on the login node's loopback (reach it through an SSH tunnel), null
+    #: for none, or an address to open it on (plain HTTP: anyone who reaches it sees the cluster)
+    dashboard_address: str | None = "127.0.0.1:0"
+    #: more ``#SBATCH`` options, e.g. ``--qos=long`` or ``--constraint=a100``
+    job_extra_directives: list[JobScriptWord] = []
+    #: more arguments of each worker, e.g. ``--lifetime 55m --lifetime-stagger 4m``
+    worker_extra_args: list[JobScriptWord] = []
+    #: where the jobs' ``slurm-N.out`` files go (default: the folder the command runs in)
+    log_directory: str | None = None
+
+    @model_validator(mode="after")
+    def _sbatch_options(self) -> SlurmSpec:
+        for directive in self.job_extra_directives:
+            if not directive.startswith("-"):
+                raise ValueError(
+                    f"job_extra_directives: {directive!r} is not an sbatch option (--name=value)"
+                )
+        return self
 
 
 class KubernetesSpec(Scaled):
