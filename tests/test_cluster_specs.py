@@ -18,6 +18,7 @@ from latentdask.cluster.connect import (
     cuda_cluster_kwargs,
     kubernetes_cluster_spec,
     slurm_cluster_kwargs,
+    worker_wait,
 )
 from latentdask.cluster.spec import (
     ClusterChoice,
@@ -301,4 +302,72 @@ def test_slurm_spec_refuses_words_that_would_change_the_job_script(
     path = tmp_path / "slurm.yaml"
     path.write_text(f"kind: slurm\n{field}:\n{lines}\n")
     with pytest.raises(ConfigError, match=re.escape(message)):
+        load_cluster_spec(path)
+
+
+def test_the_path_check_waits_for_the_first_worker_of_an_adaptive_cluster(tmp_path: Path) -> None:
+    """On a cluster without a worker yet (SLURM jobs queued, adapt at zero), the check checked no
+    worker and passed anything; now it runs as a task, which starts a worker, and checks it."""
+    from latentdask.cluster.connect import check_paths_on_workers
+    from latentdask.cluster.spec import LocalSpec
+
+    spec = LocalSpec(adapt={"minimum": 0, "maximum": 1})  # type: ignore[arg-type]
+    with connect(spec) as client:
+        assert not client.scheduler_info()["workers"]
+        with pytest.raises(ConfigError, match=re.escape(f"cannot see {tmp_path / 'elsewhere'}")):
+            check_paths_on_workers(client, [tmp_path, tmp_path / "elsewhere"])
+        check_paths_on_workers(client, [tmp_path])
+
+
+def test_a_cluster_whose_workers_never_come_stops_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from latentdask.cluster.connect import check_paths_on_workers
+
+    monkeypatch.setenv("LATENTDASK_WORKER_WAIT", "2")
+    with (
+        LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        with pytest.raises(ConfigError, match=r"no worker joined the cluster in 2 s \(its scheduler "):
+            check_paths_on_workers(client, [tmp_path])
+        assert not client.futures  # the check's task is gone
+    monkeypatch.setenv("LATENTDASK_WORKER_WAIT", "soon")
+    with pytest.raises(ConfigError, match="LATENTDASK_WORKER_WAIT must be a number of seconds above 0"):
+        worker_wait()
+
+
+def test_slurm_defaults_to_adaptive_jobs_whose_workers_retire_before_the_walltime() -> None:
+    """A fixed number of jobs is never replaced when they reach their walltime; by default a SLURM
+    spec now adapts, and its workers retire (``--lifetime``) before SLURM ends their job, so that
+    adapt starts a new one and their tasks move (dask-jobqueue's documented remedy)."""
+    from latentdask.cluster.connect import worker_lifetime
+    from latentdask.cluster.spec import walltime_seconds
+
+    assert [walltime_seconds(t) for t in ("02:00:00", "60", "10:30", "1-00", "1-02:03:04")] == [
+        7200,
+        3600,
+        630,
+        86400,
+        93784,
+    ]
+    assert worker_lifetime("01:00:00") == ["--lifetime", "3300s", "--lifetime-stagger", "150s"]
+    assert worker_lifetime("00:03:00") == ["--lifetime", "90s", "--lifetime-stagger", "45s"]
+    default = SlurmSpec(kind="slurm")
+    assert default.adapt is not None and (default.adapt.minimum, default.adapt.maximum) == (0, 1)
+    arguments = slurm_cluster_kwargs(SlurmSpec(kind="slurm", tls=False, walltime="01:00:00"))[
+        "worker_extra_args"
+    ]
+    assert arguments == ["--lifetime", "3300s", "--lifetime-stagger", "150s"]
+    fixed = SlurmSpec(kind="slurm", tls=False, workers=2)
+    assert fixed.adapt is None and "--lifetime" not in slurm_cluster_kwargs(fixed)["worker_extra_args"]
+    own = SlurmSpec(kind="slurm", tls=False, worker_extra_args=["--lifetime", "20m"])
+    assert slurm_cluster_kwargs(own)["worker_extra_args"] == ["--lifetime", "20m"]
+
+
+@pytest.mark.parametrize("walltime", ["2h", "1-", "-5", "", "00:00:00", "1:2:3:4"])
+def test_slurm_walltime_that_is_not_a_slurm_time_is_refused(tmp_path: Path, walltime: str) -> None:
+    path = tmp_path / "slurm.yaml"
+    path.write_text(f"kind: slurm\nwalltime: {json.dumps(walltime)}\n")
+    with pytest.raises(ConfigError, match="walltime"):
         load_cluster_spec(path)

@@ -13,6 +13,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import pytest
 import zarr
 from distributed import LocalCluster
 
-from latentdask.cluster.spec import ClusterChoice
+from latentdask.cluster.spec import ClusterChoice, ConfigError
 from latentdask.encode.options import EncodeOptions
 from latentdask.encode.run import _job, encode
 from latentdask.encode.task import ShardJob, encode_shard
@@ -320,6 +322,51 @@ def test_a_shard_whose_images_the_worker_cannot_see_is_an_error_not_done(
     listed_missing = dataclasses.replace(job, present=np.zeros(SHARD, bool))
     report = encode_shard(listed_missing)
     assert report.valid == 0 and report.failures == {"listed but missing": SHARD}
+
+
+def test_an_encode_whose_cluster_loses_every_worker_stops_and_resumes(
+    faces: Path,
+    checkpoint: Path,
+    clean: Path,
+    cluster: ClusterChoice,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers that end (SLURM jobs at their walltime) and are not replaced left the command
+    waiting forever, printing nothing; now it stops with one line once the scheduler has had no
+    worker for LATENTDASK_WORKER_WAIT seconds, and the store resumes to the same bytes."""
+    from distributed import Client
+
+    monkeypatch.setenv("LATENTDASK_WORKER_WAIT", "3")
+    out = tmp_path / "lost.zarr"
+    options = EncodeOptions(shard_size=SHARD, batch_size=16, stats=False)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as local,
+        Client(local) as client,
+    ):
+
+        def end_the_workers_after_a_shard() -> None:
+            while not (out / "shard_done").exists() or not zarr.open_array(str(out / "shard_done"))[:].any():
+                time.sleep(0.05)
+            local.scale(0)
+
+        ender = threading.Thread(target=end_the_workers_after_a_shard, daemon=True)
+        ender.start()
+        with pytest.raises(
+            ConfigError, match=r"the cluster has had no worker for 3 s .* shard\(s\) to encode"
+        ):
+            encode(faces, checkpoint, out, options=options, client=client, progress=False)
+        ender.join()
+    assert not zarr.open_array(str(out / "shard_done"), mode="r")[:].all()
+    encode(
+        faces,
+        checkpoint,
+        out,
+        options=options.model_copy(update={"resume": True}),
+        cluster=cluster,
+        progress=False,
+    )
+    assert z_of(out).tobytes() == z_of(clean).tobytes()
 
 
 def test_a_stale_lock_is_taken_over_and_a_foreign_one_is_not(

@@ -18,6 +18,8 @@ import contextlib
 import copy
 import logging
 import os
+import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +40,7 @@ from latentdask.cluster.spec import (
     LocalSpec,
     Scaled,
     SlurmSpec,
+    walltime_seconds,
 )
 from latentdask.location import Where, identity, location, use_storage_options
 
@@ -102,6 +105,16 @@ def cuda_cluster_kwargs(spec: CudaSpec) -> dict[str, Any]:
     return kwargs
 
 
+def worker_lifetime(walltime: str) -> list[str]:
+    """Worker arguments that retire a job's workers before SLURM ends the job (dask-jobqueue's
+    pattern with ``adapt``, which then starts a new job): their tasks move to other workers
+    instead of being lost at the walltime. A twelfth of the walltime is left (5 minutes of an
+    hour), at least 2 minutes, and the workers of jobs started together retire at staggered times."""
+    total = walltime_seconds(walltime)
+    margin = min(max(120, total // 12), total // 2)
+    return ["--lifetime", f"{total - margin}s", "--lifetime-stagger", f"{margin // 2}s"]
+
+
 def slurm_cluster_kwargs(spec: SlurmSpec) -> dict[str, Any]:
     """Arguments of ``dask_jobqueue.SLURMCluster``; GPU jobs run ``dask cuda worker``, one worker per GPU."""
     processes = spec.processes or max(spec.gpus, 1)
@@ -125,6 +138,8 @@ def slurm_cluster_kwargs(spec: SlurmSpec) -> dict[str, Any]:
         if spec.dashboard_address is not None
         else {"dashboard": False, "dashboard_address": "127.0.0.1:0"},
     }
+    if spec.adapt is not None and "--lifetime" not in spec.worker_extra_args:
+        kwargs["worker_extra_args"] += worker_lifetime(spec.walltime)
     if spec.gpus:
         kwargs["job_extra_directives"].append(f"--gres=gpu:{spec.gpus}")
         # ``python -m dask_cuda.cli`` is dask-cuda's worker: one process per visible GPU, each pinned to it
@@ -450,13 +465,77 @@ def _missing(paths: list[str]) -> list[str]:
     return missing
 
 
+def worker_wait() -> float:
+    """Seconds a command waits for the first worker of a cluster that has none: ``LATENTDASK_WORKER_WAIT``,
+    else 600 (a batch system's jobs may queue; then the command stops with one line)."""
+    text = os.environ.get("LATENTDASK_WORKER_WAIT", "600")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"LATENTDASK_WORKER_WAIT must be a number of seconds above 0, got {text!r}")
+    return seconds
+
+
+class WorkerWatch:
+    """Stops a command that waits on a cluster left without workers (batch jobs past their
+    walltime and not replaced, a cluster whose jobs fail to start) instead of waiting forever."""
+
+    #: seconds between two looks at the scheduler's workers
+    INTERVAL = 1.0
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.wait = worker_wait()
+        self._looked = 0.0
+        self._alone_since: float | None = None
+
+    def check(self, waiting: str) -> None:
+        """Raise ConfigError, saying what is ``waiting``, once the scheduler has had no worker for
+        :func:`worker_wait` seconds."""
+        now = time.monotonic()
+        if now - self._looked < self.INTERVAL:
+            return
+        self._looked = now
+        if self.client.scheduler_info(n_workers=-1)["workers"]:
+            self._alone_since = None
+            return
+        if self._alone_since is None:
+            self._alone_since = now
+        elif now - self._alone_since > self.wait:
+            scheduler = self.client.scheduler_info()["address"]
+            raise ConfigError(
+                f"the cluster has had no worker for {self.wait:.0f} s (its scheduler {scheduler}), with "
+                f"{waiting}; its jobs may have reached their walltime or failed to start "
+                "(LATENTDASK_WORKER_WAIT sets the seconds)"
+            )
+
+
 def check_paths_on_workers(client: Client, paths: Sequence[Where]) -> None:
     """Fail early, naming worker and path, if any worker cannot see a path the run needs.
 
     A tiny task on every worker: on a cluster whose workers run on other machines, a
-    dataset or run folder on the client's local disk is the commonest first mistake.
+    dataset or run folder on the client's local disk is the commonest first mistake. A
+    cluster without a worker yet (batch jobs still queued, an adaptive cluster at zero) is
+    first given the check as a task, which an adaptive cluster starts a worker for, and
+    waited for (:func:`worker_wait`): checking no worker would pass anything, and the GPU
+    decision that follows would see no GPU.
     """
     wanted = [identity(p) for p in paths]
+    if not client.scheduler_info(n_workers=-1)["workers"]:
+        wait = worker_wait()
+        probe = client.submit(_missing, wanted, pure=False, key=f"latentdask-first-worker-{uuid.uuid4().hex}")
+        try:
+            probe.result(timeout=wait)
+        except TimeoutError:
+            probe.cancel()
+            scheduler = client.scheduler_info()["address"]
+            raise ConfigError(
+                f"no worker joined the cluster in {wait:.0f} s (its scheduler {scheduler} "
+                "has none): its jobs may still be queued or failing to start; set LATENTDASK_WORKER_WAIT "
+                "(seconds) to wait longer"
+            ) from None
     unseen = {worker: missing for worker, missing in client.run(_missing, wanted).items() if missing}
     if unseen:
         lines = "; ".join(

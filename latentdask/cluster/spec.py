@@ -136,7 +136,8 @@ class SlurmSpec(Scaled):
     dashboard_address: str | None = "127.0.0.1:0"
     #: more ``#SBATCH`` options, e.g. ``--qos=long`` or ``--constraint=a100``
     job_extra_directives: list[JobScriptWord] = []
-    #: more arguments of each worker, e.g. ``--lifetime 55m --lifetime-stagger 4m``
+    #: more arguments of each worker; with ``adapt`` (the default: ``{minimum: 0, maximum: 1}``)
+    #: workers retire before their job's walltime (``--lifetime``) unless these say when
     worker_extra_args: list[JobScriptWord] = []
     #: where the jobs' ``slurm-N.out`` files go (default: the folder the command runs in)
     log_directory: str | None = None
@@ -148,7 +149,30 @@ class SlurmSpec(Scaled):
                 raise ValueError(
                     f"job_extra_directives: {directive!r} is not an sbatch option (--name=value)"
                 )
+        walltime_seconds(self.walltime)
+        if self.workers is None and self.adapt is None:  # jobs as the work needs them, replaced at walltime
+            self.adapt = Adapt(minimum=0, maximum=1)
         return self
+
+
+def walltime_seconds(text: str) -> int:
+    """Seconds of a SLURM time limit: ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM`` or
+    ``D-HH:MM:SS``."""
+    days, dash, clock = text.rpartition("-")
+    parts = clock.split(":")
+    if (dash and not days.isdigit()) or not all(p.isdigit() for p in parts) or len(parts) > 3:
+        raise ValueError(f"walltime: {text!r} is not a SLURM time (HH:MM:SS, D-HH:MM:SS, MM, ...)")
+    numbers = [int(p) for p in parts]
+    if days:  # D-HH[:MM[:SS]]
+        hours, minutes, seconds = [*numbers, 0, 0][:3]
+    elif len(numbers) == 3:
+        hours, minutes, seconds = numbers
+    else:  # MM[:SS]
+        hours, (minutes, seconds) = 0, [*numbers, 0][:2]
+    total = ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total <= 0:
+        raise ValueError(f"walltime: {text!r} is no time at all")
+    return total
 
 
 class KubernetesSpec(Scaled):

@@ -30,7 +30,7 @@ from typing import Any
 
 import zarr
 
-from latentdask.cluster.connect import check_paths_on_workers, connect, local_torch_threads
+from latentdask.cluster.connect import WorkerWatch, check_paths_on_workers, connect, local_torch_threads
 from latentdask.cluster.spec import ClusterChoice, LocalSpec
 from latentdask.data.container import Container
 from latentdask.data.dataset import open_dataset
@@ -408,9 +408,16 @@ def _follow(
     started = time.perf_counter()
     encoded = 0
     shards = len(futures)
+    watch = WorkerWatch(client)
     with progress_bar("encoding", total=total_images, unit="images", enabled=progress) as bar:
         completed = as_completed(list(futures), loop=client.loop)
-        for future in completed:
+        while not completed.is_empty():
+            if not completed.has_ready():
+                watch.check(f"{len(futures)} shard(s) to encode; the store is resumable: encode --resume")
+                with completed.thread_condition:  # woken by the next result, as as_completed's own loop is
+                    completed.thread_condition.wait(timeout=0.1)
+                continue
+            future = next(completed)
             try:
                 report: ShardReport = future.result()
             except KilledWorker:
