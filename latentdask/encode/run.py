@@ -413,7 +413,7 @@ def _follow(
         completed = as_completed(list(futures), loop=client.loop)
         while not completed.is_empty():
             if not completed.has_ready():
-                watch.check(f"{len(futures)} shard(s) to encode; the store is resumable: encode --resume")
+                watch.check(f"{len(futures)} shard(s) to encode (the store is resumable: encode --resume)")
                 with completed.thread_condition:  # woken by the next result, as as_completed's own loop is
                     completed.thread_condition.wait(timeout=0.1)
                 continue
