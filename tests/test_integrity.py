@@ -358,14 +358,8 @@ def test_an_encode_whose_cluster_loses_every_worker_stops_and_resumes(
             encode(faces, checkpoint, out, options=options, client=client, progress=False)
         ender.join()
     assert not zarr.open_array(str(out / "shard_done"), mode="r")[:].all()
-    encode(
-        faces,
-        checkpoint,
-        out,
-        options=options.model_copy(update={"resume": True}),
-        cluster=cluster,
-        progress=False,
-    )
+    resume = options.model_copy(update={"resume": True})
+    encode(faces, checkpoint, out, options=resume, cluster=cluster, progress=False)
     assert z_of(out).tobytes() == z_of(clean).tobytes()
 
 

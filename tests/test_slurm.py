@@ -71,6 +71,19 @@ def encode_on(spec: Path, faces: Path, checkpoint: Path, out: Path, *more: str) 
     return run_cli("encode", str(faces), "--model", str(checkpoint), "--out", str(out), *options)
 
 
+def encode_cancelling_a_job(
+    slurm: Slurm, spec: Path, faces: Path, checkpoint: Path, out: Path
+) -> CompletedProcess[str]:
+    """:func:`encode_on`, with the first running job cancelled (``scancel``) between two shards."""
+    cancelled: list[str] = []
+    watcher = threading.Thread(target=cancel_a_job_between_shards, args=(slurm, out, cancelled), daemon=True)
+    watcher.start()
+    result = encode_on(spec, faces, checkpoint, out)
+    watcher.join(timeout=5)
+    assert cancelled, "no job was running between two shards"
+    return result
+
+
 def cancel_a_job_between_shards(slurm: Slurm, out: Path, cancelled: list[str]) -> None:
     """``scancel`` the first running job once some of the store's shards are done and not all."""
     deadline = time.monotonic() + 120
@@ -108,13 +121,8 @@ def test_an_adaptive_slurm_cluster_starts_jobs_for_the_work_and_a_cancelled_job_
     while it encodes, another takes its shards, and the store equals the local cluster's."""
     spec = slurm_spec(tmp_path, workers=None, adapt={"minimum": 0, "maximum": 1})
     out = tmp_path / "adapt.zarr"
-    cancelled: list[str] = []
-    watcher = threading.Thread(target=cancel_a_job_between_shards, args=(slurm, out, cancelled), daemon=True)
-    watcher.start()
-    result = encode_on(spec, faces, checkpoint, out)
-    watcher.join(timeout=5)
+    result = encode_cancelling_a_job(slurm, spec, faces, checkpoint, out)
     assert result.returncode == 0, result.stderr
-    assert cancelled, "no job was running between two shards"
     assert arrays(out) == arrays(local_store)
 
 
@@ -132,12 +140,7 @@ def test_fixed_jobs_that_end_stop_the_command_with_one_line_and_the_store_resume
     monkeypatch.setenv("LATENTDASK_WORKER_WAIT", "5")
     spec = slurm_spec(tmp_path, workers=1)
     out = tmp_path / "ended.zarr"
-    cancelled: list[str] = []
-    watcher = threading.Thread(target=cancel_a_job_between_shards, args=(slurm, out, cancelled), daemon=True)
-    watcher.start()
-    result = encode_on(spec, faces, checkpoint, out)
-    watcher.join(timeout=5)
-    assert cancelled, "no job was running between two shards"
+    result = encode_cancelling_a_job(slurm, spec, faces, checkpoint, out)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0] == result.stderr.strip().splitlines()[-1], result.stderr
