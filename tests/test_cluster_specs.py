@@ -293,14 +293,15 @@ def test_slurm_spec_passes_directives_worker_arguments_and_log_folder(tmp_path: 
         ("job_extra_directives", ["qos=long"], "is not an sbatch option"),
         ("worker_extra_args", ["--lifetime\t55m"], "worker_extra_args.0"),
         ("worker_extra_args", [""], "worker_extra_args.0"),
+        ("log_directory", "logs\nrm -rf ~", "log_directory"),
+        ("queue", "gpu\nrm -rf ~", "queue"),
     ],
 )
 def test_slurm_spec_refuses_words_that_would_change_the_job_script(
-    tmp_path: Path, field: str, value: list[str], message: str
+    tmp_path: Path, field: str, value: list[str] | str, message: str
 ) -> None:
-    lines = "\n".join(f"  - {json.dumps(word)}" for word in value)
     path = tmp_path / "slurm.yaml"
-    path.write_text(f"kind: slurm\n{field}:\n{lines}\n")
+    path.write_text(f"kind: slurm\n{field}: {json.dumps(value)}\n")
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_cluster_spec(path)
 
@@ -339,10 +340,12 @@ def test_a_cluster_whose_workers_never_come_stops_with_one_line(
 
 def test_slurm_defaults_to_adaptive_jobs_whose_workers_retire_before_the_walltime() -> None:
     """A fixed number of jobs is never replaced when they reach their walltime; by default a SLURM
-    spec now adapts, and its workers retire (``--lifetime``) before SLURM ends their job, so that
-    adapt starts a new one and their tasks move (dask-jobqueue's documented remedy)."""
+    spec now adapts, and its workers retire (dask's ``worker.lifetime``) before SLURM ends their
+    job, so that adapt starts a new one and their tasks move (dask-jobqueue's documented remedy),
+    dask-cuda's workers too (their command has no ``--lifetime``)."""
+    dask_jobqueue = require_extra("dask_jobqueue")
     from latentdask.cluster.connect import worker_lifetime
-    from latentdask.cluster.spec import walltime_seconds
+    from latentdask.cluster.spec import Adapt, walltime_seconds
 
     assert [walltime_seconds(t) for t in ("02:00:00", "60", "10:30", "1-00", "1-02:03:04")] == [
         7200,
@@ -351,18 +354,50 @@ def test_slurm_defaults_to_adaptive_jobs_whose_workers_retire_before_the_walltim
         86400,
         93784,
     ]
-    assert worker_lifetime("01:00:00") == ["--lifetime", "3300s", "--lifetime-stagger", "150s"]
-    assert worker_lifetime("00:03:00") == ["--lifetime", "90s", "--lifetime-stagger", "45s"]
-    default = SlurmSpec(kind="slurm")
-    assert default.adapt is not None and (default.adapt.minimum, default.adapt.maximum) == (0, 1)
-    arguments = slurm_cluster_kwargs(SlurmSpec(kind="slurm", tls=False, walltime="01:00:00"))[
-        "worker_extra_args"
+    hour = [
+        "export DASK_DISTRIBUTED__WORKER__LIFETIME__DURATION=3300s",
+        "export DASK_DISTRIBUTED__WORKER__LIFETIME__STAGGER=150s",
     ]
-    assert arguments == ["--lifetime", "3300s", "--lifetime-stagger", "150s"]
+    assert worker_lifetime("01:00:00") == hour
+    assert worker_lifetime("00:03:00")[0].endswith("=90s")
+    default = SlurmSpec(kind="slurm")
+    assert default.adapt is None and default.scaling == Adapt(minimum=0, maximum=1)
+    # the default is resolved where the cluster starts: a workflow's matrix can still set workers
+    assert SlurmSpec.model_validate(default.model_dump() | {"workers": 3}).scaling == 3
+    for gpus in (0, 2):
+        spec = SlurmSpec(kind="slurm", tls=False, walltime="01:00:00", gpus=gpus)
+        cluster = dask_jobqueue.SLURMCluster(**slurm_cluster_kwargs(spec))
+        try:
+            script = cluster.job_script()
+        finally:
+            cluster.close()
+        assert all(line in script for line in hour) and "--lifetime" not in script
     fixed = SlurmSpec(kind="slurm", tls=False, workers=2)
-    assert fixed.adapt is None and "--lifetime" not in slurm_cluster_kwargs(fixed)["worker_extra_args"]
-    own = SlurmSpec(kind="slurm", tls=False, worker_extra_args=["--lifetime", "20m"])
-    assert slurm_cluster_kwargs(own)["worker_extra_args"] == ["--lifetime", "20m"]
+    assert not any("LIFETIME" in line for line in slurm_cluster_kwargs(fixed)["job_script_prologue"])
+    for own in (["--lifetime", "20m"], ["--lifetime=20m"]):
+        kwargs = slurm_cluster_kwargs(SlurmSpec(kind="slurm", tls=False, worker_extra_args=own))
+        assert kwargs["worker_extra_args"] == own and not kwargs["job_script_prologue"]
+
+
+def test_slurm_spec_words_stay_words_in_the_job_script(tmp_path: Path) -> None:
+    """dask-jobqueue joins the worker's command line unquoted: a spec's words are quoted, so that a
+    ``;`` or ``$(...)`` is an argument, not a command."""
+    dask_jobqueue = require_extra("dask_jobqueue")
+    spec = SlurmSpec(
+        kind="slurm",
+        tls=False,
+        worker_extra_args=["--name", "a; touch pwned", "--memory-limit", "$(id)"],
+        python="/opt/my python/bin/python",
+        log_directory="~/slurm-logs",
+    )
+    cluster = dask_jobqueue.SLURMCluster(**slurm_cluster_kwargs(spec))
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "--name 'a; touch pwned' --memory-limit '$(id)'" in script
+    assert "'/opt/my python/bin/python' -m distributed.cli.dask_worker" in script
+    assert f"#SBATCH -e {Path('~/slurm-logs').expanduser()}/" in script
 
 
 @pytest.mark.parametrize("walltime", ["2h", "1-", "-5", "", "00:00:00", "1:2:3:4"])

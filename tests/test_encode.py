@@ -523,3 +523,20 @@ def test_reduced_precision_stays_within_its_bound(
             cluster=on_cluster,
             progress=False,
         )
+
+
+def _numba_loaded() -> bool:
+    return "numba" in sys.modules
+
+
+def test_an_encode_worker_never_loads_numba(faces: Path, checkpoint: Path, tmp_path: Path) -> None:
+    """numba's compiler and kernels are about 130 MiB of a worker: an encode's tasks compute their
+    shards' statistics, and its statistics their second pass, with torch, which the worker holds."""
+    from latentdask.cluster.connect import connect
+
+    with connect(LocalSpec(workers=1)) as client:
+        options = EncodeOptions(shard_size=64, batch_size=16)
+        encode(faces, checkpoint, tmp_path / "z.zarr", options=options, client=client, progress=False)
+        loaded = client.run(_numba_loaded)
+    assert list(loaded.values()) == [False]
+    assert (tmp_path / "z-stats.zarr").is_dir()

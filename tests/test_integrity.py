@@ -315,7 +315,7 @@ def test_a_shard_whose_images_the_worker_cannot_see_is_an_error_not_done(
         run_id=str(attrs["writer_run"]),
     )
     shutil.rmtree(seen)  # what the worker sees
-    with pytest.raises(DatasetError, match=f"cannot see the images of shard 1: none of the {SHARD} files"):
+    with pytest.raises(DatasetError, match=f"cannot read the images of shard 1: none of the {SHARD} files"):
         encode_shard(job)
     assert not zarr.open_array(str(store / "shard_done"), mode="r")[1]
     # a shard whose images the client itself found missing is done, with their reasons

@@ -23,7 +23,12 @@ from latentdask.stats.kernels import moments_combine, slice_population, slices_c
 from latentdask.stats.options import SummaryParams
 from latentdask.stats.reduce import summarize
 from latentdask.stats.scan import histogram_chunk, moments_chunk, slices_chunk
-from latentdask.stats.summary import centred_radius_chunk, centred_radius_chunk_torch, summary_chunk
+from latentdask.stats.summary import (
+    centred_radius_chunk,
+    centred_radius_chunk_torch,
+    summary_chunk,
+    summary_combine,
+)
 from latentdask.store.points import open_zpoints
 
 PARAMS = SummaryParams(range=(-8.0, 8.0), bin_width=0.25, thresholds=(1.0, 1.5), radius_max=32.0)
@@ -128,53 +133,62 @@ def test_histogram_edges_and_overflow_like_numpy() -> None:
     assert (int(h.underflow[0]), int(h.overflow[0])) == (1, 1)
 
 
-def test_torch_states_equal_the_numba_scan_on_the_cpu() -> None:
+@pytest.mark.parametrize(
+    "params",
+    [SummaryParams(), SummaryParams(bin_width=0.1, range=(-3.0, 3.0), radius_width=0.3, radius_max=9.0)],
+    ids=["default", "edges-not-dyadic"],
+)
+def test_torch_states_equal_the_numba_scan_on_the_cpu(params: SummaryParams) -> None:
     """An encode task computes its shard's states with torch (no numba in the worker), and so does
     the second pass of its statistics: the same counts as the numba scan and numpy's histogram,
-    values on, just beside and outside every edge included; moments to float64 rounding; every
-    row left out (an all-invalid shard) too."""
+    float32 values on, just beside and outside every edge included (edges of bins whose width a
+    float does not hold exactly too); moments to float64 rounding."""
     torch = pytest.importorskip("torch")
-    params = SummaryParams()
     rng = np.random.default_rng(7)
-    edges = params.edges
+    edges = params.edges.astype(np.float32)
     on_edges = np.concatenate(
-        [edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), [edges[0] - 1, edges[-1] + 1]]
+        [edges, np.nextafter(edges, np.float32(-np.inf)), np.nextafter(edges, np.float32(np.inf))]
     )
-    x = rng.normal(scale=1.2, size=(600, 8)).astype(np.float32)
+    x = rng.normal(scale=1.2, size=(900, 8)).astype(np.float32)
     rows = len(on_edges) // 8
     x[:rows] = on_edges[: rows * 8].reshape(rows, 8)
-    attributes = rng.choice(np.array([-1, 0, 1], np.int8), size=(600, 3))
-    valid = rng.random(600) > 0.1
-    for keep in (valid, np.zeros(600, bool)):
-        numba_state = summary_chunk(x, keep, attributes, params=params)
-        torch_state = summary_chunk(torch.from_numpy(x), keep, attributes, params=params)
-        for exact in ("hist", "slices"):
-            for mine, theirs in zip(getattr(torch_state, exact), getattr(numba_state, exact), strict=True):
-                np.testing.assert_array_equal(mine, theirs, err_msg=exact)
-        radius, numba_radius = torch_state.radius, numba_state.radius
+    x[rows] = [edges[0] - 1, edges[-1] + 1, *x[rows, 2:]]
+    radii = params.radius_edges.astype(np.float32)[:6]  # whole radii on bin edges, about 0
+    x[rows + 1 : rows + 7] = 0.0
+    x[rows + 1 : rows + 7, 0] = radii
+    attributes = rng.choice(np.array([-1, 0, 1], np.int8), size=(900, 3))
+    keep = rng.random(900) > 0.1
+    numba_state = summary_chunk(x, keep, attributes, params=params)
+    torch_state = summary_chunk(torch.from_numpy(x), keep, attributes, params=params)
+    for exact in ("hist", "slices"):
+        for mine, theirs in zip(getattr(torch_state, exact), getattr(numba_state, exact), strict=True):
+            np.testing.assert_array_equal(mine, theirs, err_msg=exact)
+    for radius, numba_radius in (
+        (torch_state.radius, numba_state.radius),
+        (
+            centred_radius_chunk_torch(x, keep, None, centre=np.zeros(8), params=params),
+            centred_radius_chunk(x, keep, None, centre=np.zeros(8), params=params),
+        ),
+    ):
         np.testing.assert_array_equal(radius.counts, numba_radius.counts)
         assert (radius.underflow, radius.overflow) == (numba_radius.underflow, numba_radius.overflow)
         assert radius.total == pytest.approx(numba_radius.total, rel=1e-12)
-        for family in ("moments", "groups"):
-            mine_all, theirs_all = getattr(torch_state, family), getattr(numba_state, family)
-            for mine, theirs in zip(mine_all, theirs_all, strict=True):
-                np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-12, err_msg=family)
-        assert (torch_state.invalid, torch_state.nonfinite) == (numba_state.invalid, numba_state.nonfinite)
-        # pass 2, radii about a centre: whole radii on the edges of their bins included
-        centre = np.zeros(8)
-        x[rows : rows + 4] = 0.0
-        x[rows : rows + 4, 0] = params.radius_edges[[0, 1, 7, -1]]
-        numba_radii = centred_radius_chunk(x, keep, None, centre=centre, params=params)
-        torch_radii = centred_radius_chunk_torch(x, keep, None, centre=centre, params=params)
-        np.testing.assert_array_equal(torch_radii.counts, numba_radii.counts)
-        assert torch_radii[1:3] == numba_radii[1:3]
-        assert torch_radii.total == pytest.approx(numba_radii.total, rel=1e-12)
-    kept = x[valid].astype(np.float64)
+    for family in ("moments", "groups"):
+        for mine, theirs in zip(getattr(torch_state, family), getattr(numba_state, family), strict=True):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-12, err_msg=family)
+    assert (torch_state.invalid, torch_state.nonfinite) == (numba_state.invalid, numba_state.nonfinite)
+    kept = x[keep].astype(np.float64)
     for j in range(8):
         np.testing.assert_array_equal(
-            summary_chunk(torch.from_numpy(x), valid, params=params).hist.counts[j],
-            np.histogram(kept[:, j], bins=edges)[0],
+            torch_state.hist.counts[j], np.histogram(kept[:, j], bins=params.edges)[0]
         )
+    # a shard with no row kept: the neutral state, whose merge with another leaves it as it is
+    empty = summary_chunk(torch.from_numpy(x), np.zeros(900, bool), attributes, params=params)
+    assert (empty.moments.n, empty.invalid) == (0, 900) and not empty.hist.counts.any()
+    merged = summary_combine([empty, torch_state])
+    np.testing.assert_array_equal(merged.hist.counts, torch_state.hist.counts)
+    np.testing.assert_array_equal(merged.slices.c2, torch_state.slices.c2)
+    np.testing.assert_allclose(merged.moments.m2, torch_state.moments.m2)
 
 
 def test_invalid_nonfinite_and_all_invalid_blocks() -> None:

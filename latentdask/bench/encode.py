@@ -24,13 +24,13 @@ ratio measures the pipeline.
   them work at once (on a shared VM, less than the ceiling).
 - **pipeline** — ``latentdask encode --decoder D`` on a LocalCluster with each worker
   layout; images/s from the first task submitted to the last result (cluster start-up
-  apart), and the peak resident memory of each worker process.
+  apart), and the peak resident memory of each worker process. It also writes the error
+  and crop columns and checksums and computes the sidecar statistics, which the loops do
+  not (their seconds are in ``stage seconds``, of the last round).
 
 The multi-process loop and the pipeline take turns, ``rounds`` times (a slow spell of a shared
 machine then falls on both); each of their rows is the median of its rounds, and every round's
-figure is in the setup. It also writes the error
-  and crop columns and checksums and computes the sidecar statistics, which the loops do
-  not (their seconds are in ``stage seconds``).
+figure is in the setup.
 
 Every process that encodes, the pipeline's workers and the loops' processes alike, keeps freed
 memory for the next batch (:func:`~latentdask.encode.allocator.retain_freed_memory`), so the

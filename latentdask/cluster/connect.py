@@ -18,6 +18,7 @@ import contextlib
 import copy
 import logging
 import os
+import shlex
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,7 @@ from distributed import Client, LocalCluster, WorkerPlugin
 
 from latentdask.cluster.spec import (
     NAMED_KINDS,
+    Adapt,
     AddressSpec,
     AnySpec,
     ClusterChoice,
@@ -106,18 +108,28 @@ def cuda_cluster_kwargs(spec: CudaSpec) -> dict[str, Any]:
 
 
 def worker_lifetime(walltime: str) -> list[str]:
-    """Worker arguments that retire a job's workers before SLURM ends the job (dask-jobqueue's
+    """Job-script lines that retire a job's workers before SLURM ends the job (dask-jobqueue's
     pattern with ``adapt``, which then starts a new job): their tasks move to other workers
     instead of being lost at the walltime. A twelfth of the walltime is left (5 minutes of an
-    hour), at least 2 minutes, and the workers of jobs started together retire at staggered times."""
+    hour), at least 2 minutes, and the workers of jobs started together retire at staggered
+    times. Set through dask's configuration, which plain and dask-cuda workers both read (dask-cuda's
+    worker has no ``--lifetime`` option)."""
     total = walltime_seconds(walltime)
     margin = min(max(120, total // 12), total // 2)
-    return ["--lifetime", f"{total - margin}s", "--lifetime-stagger", f"{margin // 2}s"]
+    return [
+        f"export DASK_DISTRIBUTED__WORKER__LIFETIME__DURATION={total - margin}s",
+        f"export DASK_DISTRIBUTED__WORKER__LIFETIME__STAGGER={margin // 2}s",
+    ]
 
 
 def slurm_cluster_kwargs(spec: SlurmSpec) -> dict[str, Any]:
     """Arguments of ``dask_jobqueue.SLURMCluster``; GPU jobs run ``dask cuda worker``, one worker per GPU."""
     processes = spec.processes or max(spec.gpus, 1)
+    dashboard = (
+        {"dashboard_address": spec.dashboard_address}
+        if spec.dashboard_address is not None
+        else {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+    )
     kwargs: dict[str, Any] = {
         "queue": spec.queue,
         "account": spec.account,
@@ -126,20 +138,23 @@ def slurm_cluster_kwargs(spec: SlurmSpec) -> dict[str, Any]:
         "memory": spec.memory,
         "processes": processes,
         "interface": spec.interface,
-        "python": spec.python,
+        # dask-jobqueue joins the worker's command line unquoted: each word quoted, so that a
+        # spec's words stay words
+        "python": shlex.quote(spec.python) if spec.python else None,
         "job_script_prologue": list(spec.job_script_prologue),
-        "local_directory": spec.local_directory,
+        "local_directory": shlex.quote(spec.local_directory) if spec.local_directory else None,
         "job_extra_directives": list(spec.job_extra_directives),
-        "worker_extra_args": list(spec.worker_extra_args),
-        "log_directory": spec.log_directory,
+        "worker_extra_args": [shlex.quote(word) for word in spec.worker_extra_args],
+        "log_directory": str(Path(spec.log_directory).expanduser()) if spec.log_directory else None,
         # dask-jobqueue's default is every address, port 8787; with no dashboard the scheduler still
         # serves /health and /metrics over HTTP, so that stays on the loopback
-        "scheduler_options": {"dashboard_address": spec.dashboard_address}
-        if spec.dashboard_address is not None
-        else {"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+        "scheduler_options": (dask.config.get("jobqueue.slurm.scheduler-options", {}) or {}) | dashboard,
     }
-    if spec.adapt is not None and "--lifetime" not in spec.worker_extra_args:
-        kwargs["worker_extra_args"] += worker_lifetime(spec.walltime)
+    own_lifetime = any(word.startswith("--lifetime") for word in spec.worker_extra_args) or any(
+        "LIFETIME" in line for line in spec.job_script_prologue
+    )
+    if isinstance(spec.scaling, Adapt) and not own_lifetime:
+        kwargs["job_script_prologue"] += worker_lifetime(spec.walltime)
     if spec.gpus:
         kwargs["job_extra_directives"].append(f"--gres=gpu:{spec.gpus}")
         # ``python -m dask_cuda.cli`` is dask-cuda's worker: one process per visible GPU, each pinned to it
@@ -218,10 +233,11 @@ def gateway_of(spec: GatewaySpec) -> Any:
 
 
 def apply_scaling(cluster: Any, spec: Scaled) -> None:
-    if spec.adapt is not None:
-        cluster.adapt(minimum=spec.adapt.minimum, maximum=spec.adapt.maximum)
-    elif spec.workers is not None:
-        cluster.scale(spec.workers)
+    scaling = spec.scaling
+    if isinstance(scaling, Adapt):
+        cluster.adapt(minimum=scaling.minimum, maximum=scaling.maximum)
+    elif scaling is not None:
+        cluster.scale(scaling)
 
 
 # ---------------------------------------------------------------------------- named clusters
@@ -498,7 +514,7 @@ class WorkerWatch:
         if now - self._looked < self.INTERVAL:
             return
         self._looked = now
-        if self.client.scheduler_info(n_workers=-1)["workers"]:
+        if self.client.scheduler_info(n_workers=0)["n_workers"]:
             self._alone_since = None
             return
         if self._alone_since is None:
@@ -523,8 +539,8 @@ def check_paths_on_workers(client: Client, paths: Sequence[Where]) -> None:
     decision that follows would see no GPU.
     """
     wanted = [identity(p) for p in paths]
-    if not client.scheduler_info(n_workers=-1)["workers"]:
-        wait = worker_wait()
+    wait = worker_wait()  # a bad setting is told before anything runs
+    if not client.scheduler_info(n_workers=0)["n_workers"]:
         probe = client.submit(_missing, wanted, pure=False, key=f"latentdask-first-worker-{uuid.uuid4().hex}")
         try:
             probe.result(timeout=wait)

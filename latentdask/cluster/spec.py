@@ -55,6 +55,11 @@ class Scaled(BaseModel):
             raise ValueError("give either 'workers' or 'adapt', not both")
         return self
 
+    @property
+    def scaling(self) -> Adapt | int | None:
+        """How the cluster scales: ``adapt``, a fixed number of ``workers``, or not at all (None)."""
+        return self.adapt if self.adapt is not None else self.workers
+
 
 class LocalSpec(Scaled):
     """The embedded LocalCluster: worker processes on this machine, bound to 127.0.0.1.
@@ -118,19 +123,21 @@ class SlurmSpec(Scaled):
     """dask-jobqueue's SLURMCluster; with ``gpus`` each job runs dask-cuda workers, one per GPU."""
 
     kind: Literal["slurm"]
-    queue: str | None = None
-    account: str | None = None
+    queue: JobScriptWord | None = None
+    account: JobScriptWord | None = None
     walltime: str = "02:00:00"
     cores: int = Field(default=8, ge=1)
-    memory: str = "32GB"
+    memory: JobScriptWord = "32GB"
     gpus: int = Field(default=0, ge=0)  # per job
     processes: int | None = Field(default=None, ge=1)  # per job; default: one per GPU, else 1
-    interface: str | None = None
-    python: str | None = None
+    interface: JobScriptWord | None = None
+    python: JobScriptWord | None = None
+    #: shell lines run by each job before its workers: code, trusted as the spec's author is
     job_script_prologue: list[str] = []
-    local_directory: str | None = None
+    local_directory: JobScriptWord | None = None
     tls: bool = True  # temporary certificates shared with the jobs: no one else can join or submit
-    shared_temp_directory: str = "~/.latentdask/jobqueue"  # where the jobs read those (a shared file system)
+    #: where the jobs read those (a shared file system)
+    shared_temp_directory: JobScriptWord = "~/.latentdask/jobqueue"
     #: the scheduler's dashboard: on the login node's loopback (reach it through an SSH tunnel), null
     #: for none, or an address to open it on (plain HTTP: anyone who reaches it sees the cluster)
     dashboard_address: str | None = "127.0.0.1:0"
@@ -139,8 +146,8 @@ class SlurmSpec(Scaled):
     #: more arguments of each worker; with ``adapt`` (the default: ``{minimum: 0, maximum: 1}``)
     #: workers retire before their job's walltime (``--lifetime``) unless these say when
     worker_extra_args: list[JobScriptWord] = []
-    #: where the jobs' ``slurm-N.out`` files go (default: the folder the command runs in)
-    log_directory: str | None = None
+    #: where the jobs' ``<name>-<job id>.out`` and ``.err`` files go (default: the folder the command runs in)
+    log_directory: JobScriptWord | None = None
 
     @model_validator(mode="after")
     def _sbatch_options(self) -> SlurmSpec:
@@ -150,9 +157,15 @@ class SlurmSpec(Scaled):
                     f"job_extra_directives: {directive!r} is not an sbatch option (--name=value)"
                 )
         walltime_seconds(self.walltime)
-        if self.workers is None and self.adapt is None:  # jobs as the work needs them, replaced at walltime
-            self.adapt = Adapt(minimum=0, maximum=1)
         return self
+
+    @property
+    def scaling(self) -> Adapt | int | None:
+        """``adapt``, ``workers``, or where neither is given adapt between 0 and 1 job: jobs as the
+        work needs them, replaced at their walltime."""
+        if self.adapt is None and self.workers is None:
+            return Adapt(minimum=0, maximum=1)
+        return self.adapt or self.workers
 
 
 def walltime_seconds(text: str) -> int:

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from latentdask.model.autoencoder import Autoencoder
 
 STAGES = ("read", "decode", "encode", "write", "stats")
+#: the reasons of a file that could not be read at all (an image that reads but fails to decode is not one)
+READ_FAILURES = ("listed but missing", "unreadable file")
 
 
 @dataclass(frozen=True)
@@ -354,11 +356,14 @@ def _finished(group: zarr.Group, number: int) -> bool:
 
 
 def _check_images_visible(job: ShardJob, failures: Counter[str]) -> None:
-    """Refuse to write a shard whose every image is missing here although the client listed some:
-    this worker cannot see the dataset (a mount missing on a cluster's node), and the shard would
-    be done with no valid row. The shard stays to do; the run stops with this line."""
+    """Refuse to write a shard none of whose images can be read here although the client listed
+    some: this worker cannot see the dataset (a mount missing on a cluster's node, no credentials
+    for a bucket), and the shard would be done with no valid row. The shard stays to do; the run
+    stops with this line. (The client lists the files anew each run: files deleted since are
+    rows it knows missing, not this.)"""
     listed = int(np.count_nonzero(job.present))
-    if listed and failures.get("listed but missing", 0) == job.shard.size:
+    unread = sum(n for reason, n in failures.items() if reason.startswith(READ_FAILURES))
+    if listed and unread == job.shard.size:
         from distributed import get_worker
 
         try:
@@ -367,8 +372,9 @@ def _check_images_visible(job: ShardJob, failures: Counter[str]) -> None:
             where = "this process"
         root = getattr(job.container, "folder", job.container)
         raise DatasetError(
-            f"{where} cannot see the images of shard {job.shard.number}: none of the {listed} files "
-            f"the client found under {root} is there; the dataset must be at the same path on every worker"
+            f"{where} cannot read the images of shard {job.shard.number}: none of the {listed} files "
+            f"the client found under {root} can be read there (missing, or no access); the dataset must "
+            "be at the same path, readable, on every worker"
         )
 
 

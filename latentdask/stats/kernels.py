@@ -200,3 +200,20 @@ class BlockScan(NamedTuple):
     radius: Counts1D
     slices: Slices
     groups: GroupMoments | None  # per attribute and group, when attributes were given
+
+
+def empty_scan(
+    dim: int, *, bins: int, thresholds: int, radius_bins: int, attributes: np.ndarray | None
+) -> BlockScan:
+    """The states of a block with no row kept (every family's neutral element)."""
+    return BlockScan(
+        moments_empty(dim),
+        Histogram(np.zeros((dim, bins), np.int64), np.zeros(dim, np.int64), np.zeros(dim, np.int64)),
+        Counts1D(np.zeros(radius_bins, np.int64), 0, 0, 0.0),
+        Slices(
+            np.zeros(thresholds, np.int64),
+            np.zeros((thresholds, dim), np.int64),
+            np.zeros((thresholds, dim, dim), np.int64),
+        ),
+        None if attributes is None else groups_chunk(np.zeros((0, dim)), np.zeros(dim), attributes[:0]),
+    )

@@ -31,9 +31,9 @@ from latentdask.stats.kernels import (
     Histogram,
     Moments,
     Slices,
+    empty_scan,
     groups_chunk,
     groups_merge,
-    moments_empty,
 )
 
 #: rows of a tile of the numba scan (each column's histogram stays in cache while the tile stays in L2)
@@ -218,14 +218,12 @@ def scan_block(
     edges = np.asarray(edges, dtype=np.float64)
     radius_edges = np.asarray(radius_edges, dtype=np.float64)
     if n == 0:
-        empty_scan = _scan(x[:0], keep[:0], np.zeros(dim), edges, thresholds, radius_edges)
-        hist, _, _, _, _, radius, _, n0, c1, c2 = empty_scan
-        return BlockScan(
-            moments_empty(dim),
-            Histogram(hist[:, 1:-1].copy(), hist[:, 0].copy(), hist[:, -1].copy()),
-            Counts1D(radius[1:-1].copy(), 0, 0, 0.0),
-            Slices(n0, c1, c2),
-            None if attributes is None else groups_chunk(np.zeros((0, dim)), np.zeros(dim), attributes[:0]),
+        return empty_scan(
+            dim,
+            bins=len(edges) - 1,
+            thresholds=len(thresholds),
+            radius_bins=len(radius_edges) - 1,
+            attributes=attributes,
         )
     mean = _kept_mean(x, keep)
     m2, groups = _co_moments(x, keep, mean, attributes)

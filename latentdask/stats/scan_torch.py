@@ -1,8 +1,9 @@
 """The per-block pass for z-points already in a torch tensor, on the tensor's device.
 
 Same states as :func:`latentdask.stats.scan.scan_block`, same binning rule (numpy's:
-``[e_k, e_k+1)``, the last bin closed, found as the numba kernel finds it), counts equal to the last one, and
-moments equal to float64 rounding. On a GPU worker this keeps the statistics of a
+``[e_k, e_k+1)``, the last bin closed, found as the numba kernel finds it): counts equal to the
+last one (on a GPU a radius sums its squares in another order, so one on a bin edge may move
+by one bin), moments equal to float64 rounding. On a GPU worker this keeps the statistics of a
 freshly encoded shard off the CPU, which is busy decoding images. States come back
 as numpy: a block returns numpy, wherever it was computed.
 """
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from latentdask.stats.kernels import BlockScan, Counts1D, Histogram, Moments, Slices, groups_chunk
+from latentdask.stats.kernels import BlockScan, Counts1D, Histogram, Moments, Slices, empty_scan, groups_chunk
 
 if TYPE_CHECKING:
     import torch
@@ -62,15 +63,12 @@ def scan_block_torch(
     """
     import torch
 
-    if not keep.any():  # the empty states, as the numba scan makes them
-        from latentdask.stats.scan import scan_block
-
-        return scan_block(
-            np.zeros((0, z.shape[1]), np.float32),
-            keep[:0],
-            edges=edges,
-            thresholds=thresholds,
-            radius_edges=radius_edges,
+    if not keep.any():
+        return empty_scan(
+            z.shape[1],
+            bins=len(edges) - 1,
+            thresholds=len(thresholds),
+            radius_bins=len(radius_edges) - 1,
             attributes=attributes,
         )
     device = z.device
@@ -82,7 +80,7 @@ def scan_block_torch(
     d2 = d * d
     bins = len(edges) - 1
     edges_t = torch.as_tensor(edges, dtype=torch.float64, device=device)
-    length = x.square().sum(dim=1).sqrt()
+    length = _row_lengths(x, torch.zeros(dim, dtype=torch.float64, device=device))
     radius_t = torch.as_tensor(radius_edges, dtype=torch.float64, device=device)
     magnitude = x.abs()
     n0, c1, c2 = [], [], []
@@ -91,7 +89,10 @@ def scan_block_torch(
         count = outside.sum(dim=1, keepdim=True)
         n0.append((count == 0).sum())
         c1.append((outside & (count == 1)).sum(dim=0))
-        two = outside[count.squeeze(1) == 2].to(torch.float64)  # the rows with exactly two outside
+        if device.type == "cpu":  # only the rows with exactly two outside
+            two = outside[count.squeeze(1) == 2].to(torch.float64)
+        else:  # a product of indicators: selecting the rows would wait for the device
+            two = (outside & (count == 2)).to(torch.float64)
         c2.append(torch.triu(two.T @ two, diagonal=1).round().long())  # pairs a < b, exact in float64
     on_device = {
         "table": _counts(_bins(x.T.contiguous(), edges_t), bins),  # (dim, bins + 2)
@@ -121,22 +122,32 @@ def scan_block_torch(
     )
 
 
+def _row_lengths(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """|x - centre| of each row of the float64 ``x``. On the CPU each row's squares are summed
+    component after component, in the numba kernels' order, so the radii and their bins are
+    theirs; on a GPU one reduction (equal to float64 rounding), which does not wait for the host."""
+    import torch
+
+    if x.device.type != "cpu":
+        return (x - centre).square().sum(dim=1).sqrt()
+    squared = torch.zeros(len(x), dtype=torch.float64)
+    for column, c in zip(x.T.contiguous(), centre, strict=True):
+        d = column - c
+        squared += d * d
+    return squared.sqrt()
+
+
 def centred_radius_counts_torch(
     z: torch.Tensor, keep: np.ndarray, *, centre: np.ndarray, radius_edges: np.ndarray
 ) -> Counts1D:
-    """:func:`latentdask.stats.scan.centred_radius_counts` on z's device, with the same counts: each
-    row's squared distance is summed in float64 component after component, in the numba kernel's
-    order, and binned by its rule (the sum of the radii to float64 rounding)."""
+    """:func:`latentdask.stats.scan.centred_radius_counts` on z's device: on the CPU the same counts
+    (:func:`_row_lengths`, binned by the kernel's rule), the sum of the radii to float64 rounding."""
     import torch
 
     rows = z if keep.all() else z.index_select(0, torch.from_numpy(np.flatnonzero(keep)).to(z.device))
-    x = rows.to(torch.float64)
-    centre_t = torch.as_tensor(centre, dtype=torch.float64, device=z.device)
-    squared = torch.zeros(len(x), dtype=torch.float64, device=z.device)
-    for j in range(x.shape[1]):
-        d = x[:, j] - centre_t[j]
-        squared += d * d
-    length = squared.sqrt()
+    length = _row_lengths(
+        rows.to(torch.float64), torch.as_tensor(centre, dtype=torch.float64, device=z.device)
+    )
     edges = torch.as_tensor(radius_edges, dtype=torch.float64, device=z.device)
     counts = _counts(_bins(length, edges), len(radius_edges) - 1).cpu().numpy()
     return Counts1D(counts[1:-1].copy(), int(counts[0]), int(counts[-1]), float(length.sum()))
