@@ -13,13 +13,12 @@ from distributed.core import Status
 
 import latentdask.cluster.connect
 from latentdask.cluster.connect import (
-    cluster_up,
     connect,
     cuda_cluster_kwargs,
     kubernetes_cluster_spec,
     slurm_cluster_kwargs,
-    worker_wait,
 )
+from latentdask.cluster.named import cluster_up
 from latentdask.cluster.spec import (
     ClusterChoice,
     ConfigError,
@@ -28,6 +27,7 @@ from latentdask.cluster.spec import (
     SlurmSpec,
     load_cluster_spec,
 )
+from latentdask.cluster.workers import worker_wait
 from tests.helpers import require_extra
 
 SHIPPED = Path(__file__).resolve().parent.parent / "cluster"
@@ -309,8 +309,8 @@ def test_slurm_spec_refuses_words_that_would_change_the_job_script(
 def test_the_path_check_waits_for_the_first_worker_of_an_adaptive_cluster(tmp_path: Path) -> None:
     """On a cluster without a worker yet (SLURM jobs queued, adapt at zero), the check checked no
     worker and passed anything; now it runs as a task, which starts a worker, and checks it."""
-    from latentdask.cluster.connect import check_paths_on_workers
     from latentdask.cluster.spec import LocalSpec
+    from latentdask.cluster.workers import check_paths_on_workers
 
     spec = LocalSpec(adapt={"minimum": 0, "maximum": 1})  # type: ignore[arg-type]
     with connect(spec) as client:
@@ -323,7 +323,7 @@ def test_the_path_check_waits_for_the_first_worker_of_an_adaptive_cluster(tmp_pa
 def test_a_cluster_whose_workers_never_come_stops_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from latentdask.cluster.connect import check_paths_on_workers
+    from latentdask.cluster.workers import check_paths_on_workers
 
     monkeypatch.setenv("LATENTDASK_WORKER_WAIT", "2")
     with (

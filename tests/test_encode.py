@@ -458,8 +458,8 @@ def test_tasks_request_a_gpu_where_workers_declare_one(faces: Path, checkpoint: 
 
 
 def test_paths_a_worker_cannot_see_fail_early(cluster: LocalCluster, tmp_path: Path) -> None:
-    from latentdask.cluster.connect import check_paths_on_workers
     from latentdask.cluster.spec import ConfigError
+    from latentdask.cluster.workers import check_paths_on_workers
 
     with Client(cluster.scheduler_address) as client:
         check_paths_on_workers(client, [tmp_path])  # visible: nothing happens

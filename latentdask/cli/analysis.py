@@ -487,7 +487,8 @@ def serve(
     cluster_name: ClusterNameOption = None,
 ) -> None:
     """A dashboard in the browser: every z-point re-aggregated on zoom; histograms, correlations, images."""
-    from latentdask.cluster.connect import check_paths_on_workers, connect
+    from latentdask.cluster.connect import connect
+    from latentdask.cluster.workers import check_paths_on_workers
     from latentdask.render.dashboard import serve as run_serve
 
     if not 0 < port < 65536:  # before a cluster starts

@@ -51,7 +51,7 @@ def cluster_up(
     spec: Annotated[Path, typer.Argument(help="A gateway or Kubernetes cluster spec YAML.")],
 ) -> None:
     """Start a cluster that outlives this command and print its name (use it with --cluster-name)."""
-    from latentdask.cluster.connect import cluster_up
+    from latentdask.cluster.named import cluster_up
     from latentdask.cluster.spec import ClusterChoice
 
     name = cluster_up(ClusterChoice(spec=spec).resolve())
@@ -69,7 +69,7 @@ def cluster_scale(
     spec: SpecArgument,
 ) -> None:
     """Scale a running cluster to N workers: an encode in progress spreads its remaining shards over them."""
-    from latentdask.cluster.connect import cluster_scale
+    from latentdask.cluster.named import cluster_scale
     from latentdask.cluster.spec import ClusterChoice
 
     cluster_scale(ClusterChoice(spec=spec).resolve(), name, workers)
@@ -80,7 +80,7 @@ def cluster_scale(
 @user_errors
 def cluster_list(spec: SpecArgument) -> None:
     """The clusters the gateway runs for you."""
-    from latentdask.cluster.connect import cluster_list
+    from latentdask.cluster.named import cluster_list
     from latentdask.cluster.spec import ClusterChoice
 
     for name, status in cluster_list(ClusterChoice(spec=spec).resolve()):
@@ -91,7 +91,7 @@ def cluster_list(spec: SpecArgument) -> None:
 @user_errors
 def cluster_down(name: Annotated[str, typer.Argument(help="Cluster name.")], spec: SpecArgument) -> None:
     """Stop a cluster and its workers."""
-    from latentdask.cluster.connect import cluster_down
+    from latentdask.cluster.named import cluster_down
     from latentdask.cluster.spec import ClusterChoice
 
     cluster_down(ClusterChoice(spec=spec).resolve(), name)

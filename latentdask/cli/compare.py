@@ -38,7 +38,7 @@ def compare(
     """
     import time
 
-    from latentdask.cluster.connect import check_paths_on_workers
+    from latentdask.cluster.workers import check_paths_on_workers
     from latentdask.stats.compare import COMPARE_KIND, format_compare, write_compare
     from latentdask.stats.compare import compare as run_compare
     from latentdask.store.integrity import listing_damaged

@@ -205,7 +205,7 @@ def reading_store(
 
     A shard found damaged on the way stops the command with the list of all damaged shards.
     """
-    from latentdask.cluster.connect import check_paths_on_workers
+    from latentdask.cluster.workers import check_paths_on_workers
     from latentdask.store.integrity import listing_damaged
     from latentdask.store.points import zpoint_bytes
     from latentdask.workflow.steps import Connection

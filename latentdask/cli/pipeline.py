@@ -116,7 +116,8 @@ def verify(
     cluster_name: ClusterNameOption = None,
 ) -> None:
     """Check every finished shard of a latent store against its checksums; exit 1 naming the damaged ones."""
-    from latentdask.cluster.connect import check_paths_on_workers, connect
+    from latentdask.cluster.connect import connect
+    from latentdask.cluster.workers import check_paths_on_workers
     from latentdask.store.integrity import verify_store
 
     with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:

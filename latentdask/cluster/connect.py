@@ -19,18 +19,15 @@ import copy
 import logging
 import os
 import shlex
-import time
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import dask
-from distributed import Client, LocalCluster, WorkerPlugin
+from distributed import Client, LocalCluster
 
 from latentdask.cluster.spec import (
-    NAMED_KINDS,
     Adapt,
     AddressSpec,
     AnySpec,
@@ -44,7 +41,6 @@ from latentdask.cluster.spec import (
     SlurmSpec,
     walltime_seconds,
 )
-from latentdask.location import Where, identity, location, use_storage_options
 
 #: a reading command whose input is at most this size runs the embedded cluster in its own process
 #: (threads; starting worker processes would cost more than the work: README, "bench overhead")
@@ -243,27 +239,18 @@ def apply_scaling(cluster: Any, spec: Scaled) -> None:
 # ---------------------------------------------------------------------------- named clusters
 
 
-def _named_spec(spec: AnySpec) -> GatewaySpec | KubernetesSpec:
-    if not isinstance(spec, GatewaySpec | KubernetesSpec):
-        raise ConfigError(
-            f"clusters of kind {spec.kind!r} live as long as the command that starts them; "
-            f"'cluster up/scale/list/down' manage {' and '.join(NAMED_KINDS)} clusters"
-        )
-    return spec
-
-
-def _gateway_call(spec: GatewaySpec, what: str, work: Any) -> Any:
+def gateway_call(spec: GatewaySpec, what: str, work: Any) -> Any:
     gateway = gateway_of(spec)
     try:
         return work(gateway)
     except Exception as exc:  # unknown name, refused login, unreachable server: one clear line
-        reason = _gateway_reason(exc, spec)
+        reason = gateway_reason(exc, spec)
         with contextlib.suppress(Exception):
             gateway.sync(gateway._cleanup)  # the HTTP session; the client's own finalizer stops its loop
     raise ConfigError(f"dask-gateway at {spec.address}: {what}: {reason}")
 
 
-def _gateway_reason(exc: Exception, spec: GatewaySpec) -> str:
+def gateway_reason(exc: Exception, spec: GatewaySpec) -> str:
     if "401" in str(exc) or "Unauthorized" in str(exc):
         return (
             f"the gateway refused the login of user {spec.auth.username!r} (wrong password in "
@@ -272,68 +259,7 @@ def _gateway_reason(exc: Exception, spec: GatewaySpec) -> str:
     return str(exc)
 
 
-def cluster_up(spec: AnySpec) -> str:
-    """Start a cluster that outlives this command; return the name its deployment chose."""
-    named = _named_spec(spec)
-    if isinstance(named, KubernetesSpec):
-        kube = kube_cluster(named, shutdown_on_close=False)
-        try:
-            apply_scaling(kube, named)
-        except BaseException:
-            kube.shutdown_on_close = True  # its name was never told: nobody could stop it later
-            raise
-        finally:
-            kube.close()
-        return str(kube.name)
-
-    def start(gateway: Any) -> str:
-        cluster = gateway.new_cluster(shutdown_on_close=False, **named.cluster_options)
-        started = False
-        try:
-            apply_scaling(cluster, named)
-            started = True
-        finally:
-            _close_gateway_cluster(cluster, shutdown=not started)  # a failed start leaves nothing running
-        return str(cluster.name)
-
-    return str(_gateway_call(named, "starting a cluster", start))
-
-
-def cluster_scale(spec: AnySpec, name: str, workers: int) -> None:
-    named = _named_spec(spec)
-    if workers < 0:
-        raise ConfigError(f"cannot scale to {workers} workers")
-    if isinstance(named, KubernetesSpec):
-        kube = kube_cluster(named, name)
-        try:
-            kube.scale(workers)
-        finally:
-            kube.close()  # our handle only: a joined cluster lives on
-        return
-    _gateway_call(named, f"scaling {name}", lambda gateway: gateway.scale_cluster(name, workers))
-
-
-def cluster_list(spec: AnySpec) -> list[tuple[str, str]]:
-    """(name, status) of the clusters this spec's gateway knows for the user."""
-    named = _named_spec(spec)
-    if isinstance(named, KubernetesSpec):
-        raise ConfigError("list Kubernetes clusters with 'kubectl get daskclusters'")
-    reports = _gateway_call(named, "listing clusters", lambda gateway: gateway.list_clusters())
-    return [(str(r.name), str(r.status.name if hasattr(r.status, "name") else r.status)) for r in reports]
-
-
-def cluster_down(spec: AnySpec, name: str) -> None:
-    named = _named_spec(spec)
-    if isinstance(named, KubernetesSpec):
-        kube_cluster(named, name, shutdown_on_close=True).close()
-        return
-    _gateway_call(named, f"stopping {name}", lambda gateway: gateway.stop_cluster(name))
-
-
-# ---------------------------------------------------------------------------- clients
-
-
-def _close_gateway_cluster(cluster: Any, *, shutdown: bool) -> None:
+def close_gateway_cluster(cluster: Any, *, shutdown: bool) -> None:
     """Stop our use of a gateway cluster (and the cluster itself with ``shutdown``).
 
     ``GatewayCluster.close()`` stops its gateway client's event loop, after which the
@@ -346,8 +272,8 @@ def _close_gateway_cluster(cluster: Any, *, shutdown: bool) -> None:
 def _gateway_cluster(spec: GatewaySpec, name: str | None) -> tuple[Any, bool]:
     """The named cluster, or a new one (then ours to scale and shut down)."""
     if name is not None:
-        return _gateway_call(spec, f"joining {name}", lambda gateway: gateway.connect(name)), False
-    cluster = _gateway_call(
+        return gateway_call(spec, f"joining {name}", lambda gateway: gateway.connect(name)), False
+    cluster = gateway_call(
         spec, "starting a cluster", lambda gateway: gateway.new_cluster(**spec.cluster_options)
     )
     return cluster, True
@@ -395,7 +321,7 @@ def connect(
             with cluster.get_client(set_as_default=False) as client:
                 yield client
         finally:
-            _close_gateway_cluster(cluster, shutdown=owned)  # a named cluster lives on
+            close_gateway_cluster(cluster, shutdown=owned)  # a named cluster lives on
         return
     if isinstance(spec, KubernetesSpec):
         kube = kube_cluster(spec, name)
@@ -450,113 +376,3 @@ def connect(
             apply_scaling(started, spec)
     with started, Client(started, set_as_default=False) as client:
         yield client
-
-
-class StorageOptionsPlugin(WorkerPlugin):
-    """A workflow's ``storage_options`` on every worker, joiners too (they never leave the cluster:
-    the scheduler holds the plugin, as it holds the tasks' arguments)."""
-
-    name = "latentdask-storage-options"
-
-    def __init__(self, options: dict[str, dict[str, Any]]) -> None:
-        self.options = options
-
-    def __repr__(self) -> str:  # the options hold credentials: never in a log line
-        return f"StorageOptionsPlugin({sorted(self.options)})"
-
-    def setup(self, worker: Any) -> None:
-        use_storage_options(self.options)
-
-
-def _missing(paths: list[str]) -> list[str]:
-    """The paths this process cannot see: local paths, or fsspec URLs (``s3://…``, ``gs://…``)."""
-    missing = []
-    for path in paths:
-        try:
-            visible = location(path).exists()
-        except Exception:  # no driver for the protocol, no credentials, no network: not visible
-            visible = False
-        if not visible:
-            missing.append(path)
-    return missing
-
-
-def worker_wait() -> float:
-    """Seconds a command waits for the first worker of a cluster that has none: ``LATENTDASK_WORKER_WAIT``,
-    else 600 (a batch system's jobs may queue; then the command stops with one line)."""
-    text = os.environ.get("LATENTDASK_WORKER_WAIT", "600")
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise ConfigError(f"LATENTDASK_WORKER_WAIT must be a number of seconds above 0, got {text!r}")
-    return seconds
-
-
-class WorkerWatch:
-    """Stops a command that waits on a cluster left without workers (batch jobs past their
-    walltime and not replaced, a cluster whose jobs fail to start) instead of waiting forever."""
-
-    #: seconds between two looks at the scheduler's workers
-    INTERVAL = 1.0
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.wait = worker_wait()
-        self._looked = 0.0
-        self._alone_since: float | None = None
-
-    def check(self, waiting: str) -> None:
-        """Raise ConfigError, saying what is ``waiting``, once the scheduler has had no worker for
-        :func:`worker_wait` seconds."""
-        now = time.monotonic()
-        if now - self._looked < self.INTERVAL:
-            return
-        self._looked = now
-        if self.client.scheduler_info(n_workers=0)["n_workers"]:
-            self._alone_since = None
-            return
-        if self._alone_since is None:
-            self._alone_since = now
-        elif now - self._alone_since > self.wait:
-            scheduler = self.client.scheduler_info()["address"]
-            raise ConfigError(
-                f"the cluster has had no worker for {self.wait:.0f} s (its scheduler {scheduler}), with "
-                f"{waiting}; its jobs may have reached their walltime or failed to start "
-                "(LATENTDASK_WORKER_WAIT sets the seconds)"
-            )
-
-
-def check_paths_on_workers(client: Client, paths: Sequence[Where]) -> None:
-    """Fail early, naming worker and path, if any worker cannot see a path the run needs.
-
-    A tiny task on every worker: on a cluster whose workers run on other machines, a
-    dataset or run folder on the client's local disk is the commonest first mistake. A
-    cluster without a worker yet (batch jobs still queued, an adaptive cluster at zero) is
-    first given the check as a task, which an adaptive cluster starts a worker for, and
-    waited for (:func:`worker_wait`): checking no worker would pass anything, and the GPU
-    decision that follows would see no GPU.
-    """
-    wanted = [identity(p) for p in paths]
-    wait = worker_wait()  # a bad setting is told before anything runs
-    if not client.scheduler_info(n_workers=0)["n_workers"]:
-        probe = client.submit(_missing, wanted, pure=False, key=f"latentdask-first-worker-{uuid.uuid4().hex}")
-        try:
-            probe.result(timeout=wait)
-        except TimeoutError:
-            probe.cancel()
-            scheduler = client.scheduler_info()["address"]
-            raise ConfigError(
-                f"no worker joined the cluster in {wait:.0f} s (its scheduler {scheduler} "
-                "has none): its jobs may still be queued or failing to start; set LATENTDASK_WORKER_WAIT "
-                "(seconds) to wait longer"
-            ) from None
-    unseen = {worker: missing for worker, missing in client.run(_missing, wanted).items() if missing}
-    if unseen:
-        lines = "; ".join(
-            f"{worker} cannot see {', '.join(missing)}" for worker, missing in sorted(unseen.items())
-        )
-        raise ConfigError(
-            f"paths must be visible to every worker (a shared file system or an fsspec URL): {lines}"
-        )

@@ -30,15 +30,17 @@ from typing import Any
 
 import zarr
 
-from latentdask.cluster.connect import WorkerWatch, check_paths_on_workers, connect, local_torch_threads
+from latentdask.cluster.connect import connect, local_torch_threads
 from latentdask.cluster.spec import ClusterChoice, LocalSpec
+from latentdask.cluster.workers import WorkerWatch, check_paths_on_workers
 from latentdask.data.container import Container
 from latentdask.data.dataset import open_dataset
 from latentdask.data.manifest import Shard
 from latentdask.data.nvjpeg import check_nvjpeg
 from latentdask.data.opencv import check_opencv
 from latentdask.encode.options import EncodeOptions
-from latentdask.encode.task import STAGES, ModelPlugin, ShardJob, ShardReport, encode_shard
+from latentdask.encode.plugin import ModelPlugin
+from latentdask.encode.task import STAGES, ShardJob, ShardReport, encode_shard
 from latentdask.errors import CheckpointError, LatentdaskError
 from latentdask.location import Location, Where, identity, location
 from latentdask.model.config import CheckpointConfig, checkpoint_sha256, read_checkpoint_config

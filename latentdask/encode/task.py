@@ -3,9 +3,9 @@
 Steps of :func:`encode_shard` (a task, on a worker):
 
 1. Skip the shard if its ``shard_done`` flag is already set.
-2. Take the model from this worker's :class:`ModelPlugin` (registered once per run by
-   the client: every worker, also one that joins later, loads it once, on its GPU if it
-   has one).
+2. Take the model from this worker's :class:`~latentdask.encode.plugin.ModelPlugin`
+   (registered once per run by the client: every worker, also one that joins later, loads
+   it once, on its GPU if it has one).
 3. Read and decode images in a thread pool, one batch ahead of the encoder, so that
    decoding overlaps with the forward pass; bad images become invalid rows with
    their reason. On object storage a batch's images are fetched together, every
@@ -23,7 +23,6 @@ Steps of :func:`encode_shard` (a task, on a worker):
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -33,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
-from distributed import WorkerPlugin
 
 from latentdask.data.container import Container
 from latentdask.data.decode import Preprocessing, decode_rgb
@@ -42,8 +40,8 @@ from latentdask.data.jpeg import JpegFile, inspect_jpeg
 from latentdask.data.manifest import Shard
 from latentdask.data.nvjpeg import decode_on_device, require_torchvision
 from latentdask.data.opencv import cpu_decoder
-from latentdask.encode.allocator import release_freed_memory, retain_freed_memory
-from latentdask.errors import CheckpointError, DatasetError, ImageDecodeError, LatentdaskError
+from latentdask.encode.plugin import job_model
+from latentdask.errors import DatasetError, ImageDecodeError, LatentdaskError
 from latentdask.stats.options import SummaryParams
 from latentdask.stats.summary import SummaryState, summary_chunk
 from latentdask.store.integrity import shard_checksums
@@ -52,7 +50,6 @@ from latentdask.store.layout import CHECKSUM_ARRAY, UNDECODABLE, StoreError, col
 if TYPE_CHECKING:
     import torch
 
-    from latentdask.model.autoencoder import Autoencoder
 
 STAGES = ("read", "decode", "encode", "write", "stats")
 #: the reasons of a file that could not be read at all (an image that reads but fails to decode is not one)
@@ -97,78 +94,6 @@ class ShardReport:
     seconds: dict[str, float]
     skipped: bool = False
     state: SummaryState | None = None  # statistics of the shard's valid rows (the sidecar)
-
-
-class ModelPlugin(WorkerPlugin):
-    """The model of one checkpoint on a worker: loaded once when the plugin reaches the worker.
-
-    The client registers it once per run; the scheduler hands it to every worker,
-    including workers that join later (a cluster scaled up during an encode). Only the
-    checkpoint's path and identity travel; the weights are read by each worker.
-    """
-
-    def __init__(self, checkpoint: str, sha256: str, device: str, torch_threads: int | None) -> None:
-        self.checkpoint = checkpoint
-        self.sha256 = sha256
-        self.device = device
-        self.torch_threads = torch_threads
-        self.name = plugin_name(sha256, device)
-        self._lock = threading.Lock()
-        self._loaded: tuple[Autoencoder, torch.device] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_loaded")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self._loaded = None
-
-    def setup(self, worker: Any) -> None:
-        self.load()
-
-    def teardown(self, worker: Any) -> None:
-        self._loaded = None
-        release_freed_memory()
-
-    def load(self) -> tuple[Autoencoder, torch.device]:
-        """The model ready for inference and its device, loaded on first use."""
-        import torch
-
-        from latentdask.device import resolve_device
-        from latentdask.model.autoencoder import for_inference
-        from latentdask.model.checkpoint import load_checkpoint
-
-        with self._lock:
-            if self._loaded is None:
-                if self.torch_threads is not None:
-                    torch.set_num_threads(self.torch_threads)
-                retain_freed_memory()  # each batch's activations reuse the last one's pages
-                device = resolve_device(self.device)
-                checkpoint = load_checkpoint(self.checkpoint)
-                if checkpoint.sha256 != self.sha256:
-                    raise CheckpointError(f"{self.checkpoint} changed while the run was going on")
-                self._loaded = (for_inference(checkpoint.model, device), device)
-            return self._loaded
-
-
-def plugin_name(sha256: str, device: str) -> str:
-    return f"latentdask-model-{sha256[:16]}-{device}"
-
-
-def job_model(job: ShardJob) -> tuple[Autoencoder, torch.device]:
-    """The job's model: from this worker's plugin, or loaded here when not run on a worker."""
-    from distributed import get_worker
-
-    plugin = ModelPlugin(job.checkpoint, job.checkpoint_sha256, job.device, job.torch_threads)
-    try:
-        worker = get_worker()
-    except ValueError:  # called outside a worker (a test, a local call): load it here
-        return plugin.load()
-    installed = worker.plugins.get(plugin.name)
-    if not isinstance(installed, ModelPlugin):  # not registered by this run's client: install it now
-        worker.plugins[plugin.name] = installed = plugin
-    return installed.load()
 
 
 @dataclass
@@ -386,7 +311,7 @@ def encode_shard(job: ShardJob) -> ShardReport:
     shard = job.shard
     if _finished(group, shard.number):
         return ShardReport(shard.number, shard.size, 0, {}, {}, skipped=True)
-    model, device = job_model(job)
+    model, device = job_model(job.checkpoint, job.checkpoint_sha256, job.device, job.torch_threads)
     batch_size = job.batch_size or default_batch_size(device)
     if job.decoder == "nvjpeg":
         if device.type != "cuda":

@@ -352,7 +352,7 @@ def _one_cluster_for_the_run(choice: ClusterChoice, spec: Any) -> Iterator[Clust
     if spec.kind not in NAMED_KINDS or choice.name is not None:
         yield choice
         return
-    from latentdask.cluster.connect import cluster_down, cluster_up
+    from latentdask.cluster.named import cluster_down, cluster_up
 
     name = cluster_up(spec)
     console.print(f"started cluster {name} for this run")

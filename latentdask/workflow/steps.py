@@ -86,7 +86,7 @@ class Connection:
 
             self._client = self._stack.enter_context(connect(self.choice, input_bytes=self.input_bytes))
             if self.storage_options:  # before any task: the workers' file systems take them
-                from latentdask.cluster.connect import StorageOptionsPlugin
+                from latentdask.cluster.workers import StorageOptionsPlugin
 
                 self._client.register_plugin(StorageOptionsPlugin(self.storage_options))
         return self._client
@@ -162,7 +162,7 @@ def statistics(
 
     ``points``: the store already opened (e.g. leaving out damaged shards). Returns the headline.
     """
-    from latentdask.cluster.connect import check_paths_on_workers
+    from latentdask.cluster.workers import check_paths_on_workers
     from latentdask.stats.io import check_stats_output, stats_of, write_stats
     from latentdask.store.points import open_zpoints
 
@@ -187,7 +187,7 @@ def normality(
     plot: Where | None = None,
 ) -> dict[str, Any]:
     """Write ``normality.json`` (and the QQ plot to ``plot``) for the store's selected z-points."""
-    from latentdask.cluster.connect import check_paths_on_workers
+    from latentdask.cluster.workers import check_paths_on_workers
     from latentdask.stats.normality import NORMALITY_KIND, QQ_PLOT_KIND, plot_qq, write_normality
     from latentdask.stats.normality import normality as run_normality
     from latentdask.stats.options import NormalityOptions
@@ -209,7 +209,7 @@ def normality(
 
 def gmm(store: Where, out: Where, *, options: GMMOptions, cluster: Connection) -> Location:
     """Fit a Gaussian mixture over every z-point of the fit and write it to the GMM.zarr ``out``."""
-    from latentdask.cluster.connect import check_paths_on_workers
+    from latentdask.cluster.workers import check_paths_on_workers
     from latentdask.generate.gmm import GMM_KIND, fit_gmm, write_gmm
     from latentdask.store.output import check_output
 

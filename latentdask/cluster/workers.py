@@ -1,0 +1,126 @@
+"""What runs on a cluster's workers for every command, or watches them: the paths a run needs
+checked on each worker (waiting for the first one of a cluster that has none yet), a stop for a
+command whose cluster has lost every worker, and a workflow's storage options on every worker."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from distributed import Client, WorkerPlugin
+
+from latentdask.cluster.spec import ConfigError
+from latentdask.location import Where, identity, location, use_storage_options
+
+
+class StorageOptionsPlugin(WorkerPlugin):
+    """A workflow's ``storage_options`` on every worker, joiners too (they never leave the cluster:
+    the scheduler holds the plugin, as it holds the tasks' arguments)."""
+
+    name = "latentdask-storage-options"
+
+    def __init__(self, options: dict[str, dict[str, Any]]) -> None:
+        self.options = options
+
+    def __repr__(self) -> str:  # the options hold credentials: never in a log line
+        return f"StorageOptionsPlugin({sorted(self.options)})"
+
+    def setup(self, worker: Any) -> None:
+        use_storage_options(self.options)
+
+
+def _missing(paths: list[str]) -> list[str]:
+    """The paths this process cannot see: local paths, or fsspec URLs (``s3://…``, ``gs://…``)."""
+    missing = []
+    for path in paths:
+        try:
+            visible = location(path).exists()
+        except Exception:  # no driver for the protocol, no credentials, no network: not visible
+            visible = False
+        if not visible:
+            missing.append(path)
+    return missing
+
+
+def worker_wait() -> float:
+    """Seconds a command waits for the first worker of a cluster that has none: ``LATENTDASK_WORKER_WAIT``,
+    else 600 (a batch system's jobs may queue; then the command stops with one line)."""
+    text = os.environ.get("LATENTDASK_WORKER_WAIT", "600")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"LATENTDASK_WORKER_WAIT must be a number of seconds above 0, got {text!r}")
+    return seconds
+
+
+class WorkerWatch:
+    """Stops a command that waits on a cluster left without workers (batch jobs past their
+    walltime and not replaced, a cluster whose jobs fail to start) instead of waiting forever."""
+
+    #: seconds between two looks at the scheduler's workers
+    INTERVAL = 1.0
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.wait = worker_wait()
+        self._looked = 0.0
+        self._alone_since: float | None = None
+
+    def check(self, waiting: str) -> None:
+        """Raise ConfigError, saying what is ``waiting``, once the scheduler has had no worker for
+        :func:`worker_wait` seconds."""
+        now = time.monotonic()
+        if now - self._looked < self.INTERVAL:
+            return
+        self._looked = now
+        if self.client.scheduler_info(n_workers=0)["n_workers"]:
+            self._alone_since = None
+            return
+        if self._alone_since is None:
+            self._alone_since = now
+        elif now - self._alone_since > self.wait:
+            scheduler = self.client.scheduler_info()["address"]
+            raise ConfigError(
+                f"the cluster has had no worker for {self.wait:.0f} s (its scheduler {scheduler}), with "
+                f"{waiting}; its jobs may have reached their walltime or failed to start "
+                "(LATENTDASK_WORKER_WAIT sets the seconds)"
+            )
+
+
+def check_paths_on_workers(client: Client, paths: Sequence[Where]) -> None:
+    """Fail early, naming worker and path, if any worker cannot see a path the run needs.
+
+    A tiny task on every worker: on a cluster whose workers run on other machines, a
+    dataset or run folder on the client's local disk is the commonest first mistake. A
+    cluster without a worker yet (batch jobs still queued, an adaptive cluster at zero) is
+    first given the check as a task, which an adaptive cluster starts a worker for, and
+    waited for (:func:`worker_wait`): checking no worker would pass anything, and the GPU
+    decision that follows would see no GPU.
+    """
+    wanted = [identity(p) for p in paths]
+    wait = worker_wait()  # a bad setting is told before anything runs
+    if not client.scheduler_info(n_workers=0)["n_workers"]:
+        probe = client.submit(_missing, wanted, pure=False, key=f"latentdask-first-worker-{uuid.uuid4().hex}")
+        try:
+            probe.result(timeout=wait)
+        except TimeoutError:
+            probe.cancel()
+            scheduler = client.scheduler_info()["address"]
+            raise ConfigError(
+                f"no worker joined the cluster in {wait:.0f} s (its scheduler {scheduler} "
+                "has none): its jobs may still be queued or failing to start; set LATENTDASK_WORKER_WAIT "
+                "(seconds) to wait longer"
+            ) from None
+    unseen = {worker: missing for worker, missing in client.run(_missing, wanted).items() if missing}
+    if unseen:
+        lines = "; ".join(
+            f"{worker} cannot see {', '.join(missing)}" for worker, missing in sorted(unseen.items())
+        )
+        raise ConfigError(
+            f"paths must be visible to every worker (a shared file system or an fsspec URL): {lines}"
+        )
