@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from latentdask.cluster.spec import (
     SlurmSpec,
     load_cluster_spec,
 )
-from latentdask.cluster.workers import worker_wait
+from latentdask.cluster.watch import worker_wait
 from tests.helpers import require_extra
 
 SHIPPED = Path(__file__).resolve().parent.parent / "cluster"
@@ -336,6 +337,39 @@ def test_a_cluster_whose_workers_never_come_stops_with_one_line(
     monkeypatch.setenv("LATENTDASK_WORKER_WAIT", "soon")
     with pytest.raises(ConfigError, match="LATENTDASK_WORKER_WAIT must be a number of seconds above 0"):
         worker_wait()
+
+
+def test_results_and_statistics_on_a_cluster_that_lost_its_workers_stop_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A finished result whose worker left before it was read is computed again, and a reduction
+    waits for workers: both waited forever, printing nothing, on a cluster whose jobs had ended
+    (a SLURM job cancelled as its shard finished hung the encode). Both now stop with one line."""
+    import dask.array as da
+    import numpy as np
+    from distributed import wait
+
+    from latentdask.cluster.watch import WorkerWatch, compute
+    from latentdask.stats.options import SummaryParams
+    from latentdask.stats.reduce import Inputs, first_pass
+
+    monkeypatch.setenv("LATENTDASK_WORKER_WAIT", "2")
+    z = da.from_array(np.random.default_rng(0).normal(size=(400, 4)), chunks=(100, 4))
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        total, listed = compute(z.sum(), [1, 2], scheduler=client)
+        assert total == z.sum().compute(scheduler="synchronous") and listed == [1, 2]
+        finished = client.submit(sum, [1, 2], pure=False)
+        wait(finished)
+        cluster.scale(0)
+        while client.scheduler_info(n_workers=0)["n_workers"]:
+            time.sleep(0.05)
+        with pytest.raises(ConfigError, match=r"no worker for 2 s \(its scheduler .*\), with a report"):
+            WorkerWatch(client).result(finished, "a report")
+        with pytest.raises(ConfigError, match=r"no worker for 2 s .*, with the command's tasks waiting"):
+            first_pass(Inputs(z), params=SummaryParams(), scheduler=client)
 
 
 def test_slurm_defaults_to_adaptive_jobs_whose_workers_retire_before_the_walltime() -> None:

@@ -1,11 +1,9 @@
-"""What runs on a cluster's workers for every command, or watches them: the paths a run needs
-checked on each worker (waiting for the first one of a cluster that has none yet), a stop for a
-command whose cluster has lost every worker, and a workflow's storage options on every worker."""
+"""What runs on a cluster's workers for every command: the paths a run needs checked on each
+worker (waiting for the first one of a cluster that has none yet), and a workflow's storage
+options on every worker."""
 
 from __future__ import annotations
 
-import os
-import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 from distributed import Client, WorkerPlugin
 
 from latentdask.cluster.spec import ConfigError
+from latentdask.cluster.watch import worker_wait
 from latentdask.location import Where, identity, location, use_storage_options
 
 
@@ -43,53 +42,6 @@ def _missing(paths: list[str]) -> list[str]:
         if not visible:
             missing.append(path)
     return missing
-
-
-def worker_wait() -> float:
-    """Seconds a command waits for the first worker of a cluster that has none: ``LATENTDASK_WORKER_WAIT``,
-    else 600 (a batch system's jobs may queue; then the command stops with one line)."""
-    text = os.environ.get("LATENTDASK_WORKER_WAIT", "600")
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise ConfigError(f"LATENTDASK_WORKER_WAIT must be a number of seconds above 0, got {text!r}")
-    return seconds
-
-
-class WorkerWatch:
-    """Stops a command that waits on a cluster left without workers (batch jobs past their
-    walltime and not replaced, a cluster whose jobs fail to start) instead of waiting forever."""
-
-    #: seconds between two looks at the scheduler's workers
-    INTERVAL = 1.0
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.wait = worker_wait()
-        self._looked = 0.0
-        self._alone_since: float | None = None
-
-    def check(self, waiting: str) -> None:
-        """Raise ConfigError, saying what is ``waiting``, once the scheduler has had no worker for
-        :func:`worker_wait` seconds."""
-        now = time.monotonic()
-        if now - self._looked < self.INTERVAL:
-            return
-        self._looked = now
-        if self.client.scheduler_info(n_workers=0)["n_workers"]:
-            self._alone_since = None
-            return
-        if self._alone_since is None:
-            self._alone_since = now
-        elif now - self._alone_since > self.wait:
-            scheduler = self.client.scheduler_info()["address"]
-            raise ConfigError(
-                f"the cluster has had no worker for {self.wait:.0f} s (its scheduler {scheduler}), with "
-                f"{waiting}; its jobs may have reached their walltime or failed to start "
-                "(LATENTDASK_WORKER_WAIT sets the seconds)"
-            )
 
 
 def check_paths_on_workers(client: Client, paths: Sequence[Where]) -> None:

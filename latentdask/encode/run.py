@@ -32,7 +32,8 @@ import zarr
 
 from latentdask.cluster.connect import connect, local_torch_threads
 from latentdask.cluster.spec import ClusterChoice, LocalSpec
-from latentdask.cluster.workers import WorkerWatch, check_paths_on_workers
+from latentdask.cluster.watch import WorkerWatch
+from latentdask.cluster.workers import check_paths_on_workers
 from latentdask.data.container import Container
 from latentdask.data.dataset import open_dataset
 from latentdask.data.manifest import Shard
@@ -413,15 +414,20 @@ def _follow(
     watch = WorkerWatch(client)
     with progress_bar("encoding", total=total_images, unit="images", enabled=progress) as bar:
         completed = as_completed(list(futures), loop=client.loop)
+
+        def waiting() -> str:
+            return f"{len(futures)} shard(s) to encode (the store is resumable: encode --resume)"
+
         while not completed.is_empty():
             if not completed.has_ready():
-                watch.check(f"{len(futures)} shard(s) to encode (the store is resumable: encode --resume)")
+                watch.check(waiting())
                 with completed.thread_condition:  # woken by the next result, as as_completed's own loop is
                     completed.thread_condition.wait(timeout=0.1)
                 continue
             future = next(completed)
             try:
-                report: ShardReport = future.result()
+                # a report whose worker left before it was read is computed again: that needs a worker
+                report: ShardReport = watch.result(future, waiting())
             except KilledWorker:
                 job = futures.pop(future)
                 if job.isolate:

@@ -28,13 +28,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-import dask
 import numpy as np
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import logsumexp
 from zarr.errors import ZarrUserWarning
 
+from latentdask.cluster.watch import compute
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, location
 from latentdask.progress import console
@@ -189,7 +189,7 @@ class Passes:
 
     def run(self, kernel: Any, shared: Any, name: str, *extra: Any) -> dict[str, Any]:
         shipped = ship(shared, self.scheduler)
-        (merged,) = dask.compute(self.graph(kernel, shipped, name, *extra), scheduler=self.scheduler)
+        (merged,) = compute(self.graph(kernel, shipped, name, *extra), scheduler=self.scheduler)
         return merged
 
 

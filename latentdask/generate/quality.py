@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-import dask
 import numpy as np
 
+from latentdask.cluster.watch import compute
 from latentdask.stats.reduce import add_states, reduce_blocks, row_blocks, row_starts, ship
 from latentdask.store.points import ZPoints
 
@@ -72,7 +72,7 @@ def reference_radii(corpus: ZPoints, rows: np.ndarray, *, k: int = K, scheduler:
     """The exact k-NN radius of each reference row among the reference rows: one task per block."""
     mask = np.zeros(corpus.z.shape[0], dtype=bool)
     mask[rows] = True
-    queries = np.asarray(corpus.z[rows].compute(scheduler=scheduler), dtype=np.float64)
+    queries = np.asarray(compute(corpus.z[rows], scheduler=scheduler)[0], dtype=np.float64)
     shipped = ship(queries, scheduler)
     kernel = partial(_k_smallest_block, query_rows=np.asarray(rows), k=k)
     blocks = [
@@ -80,7 +80,7 @@ def reference_radii(corpus: ZPoints, rows: np.ndarray, *, k: int = K, scheduler:
         for (block, keep), start in zip(row_blocks(corpus.z, mask), row_starts(corpus.z), strict=True)
     ]
     graph = reduce_blocks(blocks, chunk=kernel, combine=_merge_k_smallest, name="knn_radii")
-    (nearest,) = dask.compute(graph, scheduler=scheduler)
+    (nearest,) = compute(graph, scheduler=scheduler)
     return np.sqrt(nearest[:, -1])
 
 
@@ -133,7 +133,7 @@ def sample_quality(
     shipped = ship((np.asarray(points, dtype=np.float64), own_radii(points, k)), scheduler)
     blocks = [(block, keep, r, shipped) for block, keep, r in row_blocks(corpus.z, mask, radius)]
     graph = reduce_blocks(blocks, chunk=_balls_block, combine=add_states, name="sample_quality")
-    (found,) = dask.compute(graph, scheduler=scheduler)
+    (found,) = compute(graph, scheduler=scheduler)
     return {
         "precision": float((found["inside"] > 0).mean()),
         "recall": found["recalled"] / len(rows),

@@ -41,11 +41,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import dask
 import numpy as np
 import xarray as xr
 import zarr
 
+from latentdask.cluster.watch import compute
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, identity, location
 from latentdask.stats.io import fitted_rows, fitted_selection, open_stats
@@ -240,7 +240,7 @@ def nearest_real_distance(
         for (block, rows), start in zip(row_blocks(corpus.z, searched), row_starts(corpus.z), strict=True)
     ]
     graph = reduce_blocks(blocks, chunk=kernel, combine=_nearest_combine, name="nearest_real")
-    (squared,) = dask.compute(graph, scheduler=scheduler)
+    (squared,) = compute(graph, scheduler=scheduler)
     return np.sqrt(squared)
 
 
@@ -264,13 +264,13 @@ def real_sample(
     valid = (
         np.ones(corpus.z.shape[0], dtype=bool)
         if corpus.valid is None
-        else corpus.valid.compute(scheduler=scheduler)
+        else compute(corpus.valid, scheduler=scheduler)[0]
     )
     if keep is not None:
-        valid = valid & np.asarray(keep.compute(scheduler=scheduler), dtype=bool)
+        valid = valid & np.asarray(compute(keep, scheduler=scheduler)[0], dtype=bool)
     rows = np.flatnonzero(valid)
     rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, len(rows)), replace=False))
-    return np.asarray(corpus.z[rows].compute(scheduler=scheduler), dtype=np.float32), rows
+    return np.asarray(compute(corpus.z[rows], scheduler=scheduler)[0], dtype=np.float32), rows
 
 
 def score(
@@ -322,7 +322,7 @@ def score(
             "is held out of the fit: compute them on the rows to fit (latentdask stats --split train, "
             "or --split fit for a seeded 90 %, with the same --rows) and score against the others"
         )
-    in_fit = np.asarray(fit.compute(scheduler=scheduler), dtype=bool)
+    in_fit = np.asarray(compute(fit, scheduler=scheduler)[0], dtype=bool)
     selected = int(statistics["count"]) + int(statistics["invalid"]) + int(statistics["nonfinite"])
     if int(in_fit.sum()) != selected:
         raise ScoreError(

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import dask
 import numpy as np
 import xarray as xr
 from dask.delayed import Delayed
 
+from latentdask.cluster.watch import compute
 from latentdask.render.columns import aggregate_rows, sum_canvases
 from latentdask.render.projections import Projection, RenderError
 from latentdask.stats.reduce import SPLIT_EVERY, reduce_blocks
@@ -113,7 +113,7 @@ def aggregate(
     :func:`aggregate_graph` takes them.
     """
     graph = aggregate_graph(points, projections, scheduler=scheduler, **graph_options)
-    (merged,) = dask.compute(graph, scheduler=scheduler)
+    (merged,) = compute(graph, scheduler=scheduler)
     return [
         Aggregate(p, counts, candidates) for p, (counts, candidates) in zip(projections, merged, strict=True)
     ]

@@ -28,12 +28,12 @@ from functools import partial
 from operator import itemgetter
 from typing import Any, Literal, NamedTuple
 
-import dask
 import dask.array as da
 import numba
 import numpy as np
 from dask.delayed import delayed
 
+from latentdask.cluster.watch import compute
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, location
 from latentdask.stats.contrast import SelectionProfile, profile_block, profile_of
@@ -364,7 +364,7 @@ def describe(
     graph = reduce_blocks(
         blocks, chunk=chunk, combine=partial(describe_combine, sample=sample), name="selection_describe"
     )
-    (state,) = dask.compute(graph, scheduler=scheduler)
+    (state,) = compute(graph, scheduler=scheduler)
     return _summary(state, points, shown, corpus)
 
 

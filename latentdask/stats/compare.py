@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, NamedTuple
 
-import dask
 import dask.array as da
 import numpy as np
 import zarr
 from dask.delayed import Delayed
 
+from latentdask.cluster.watch import compute
 from latentdask.errors import StatsError
 from latentdask.location import Location, Where
 from latentdask.stats.kernels import Moments, moments_combine
@@ -246,7 +246,7 @@ def compare(
     """
     a, b = open_zpoints(store_a), open_zpoints(store_b)
     matched = match_rows(a, b, split=split, where=where)
-    (state,) = dask.compute(compare_graph(matched), scheduler=scheduler)
+    (state,) = compute(compare_graph(matched), scheduler=scheduler)
     result = compare_finalize(state, a.z.shape[1])
     unfinished = [note for note in (a.unfinished_note(), b.unfinished_note()) if note]
     return result | {
@@ -261,7 +261,7 @@ def cka_matrix(stores: Sequence[Where], *, scheduler: Any = None) -> np.ndarray:
     points = [open_zpoints(store) for store in stores]
     pairs = list(combinations(range(len(points)), 2))
     graphs = [compare_graph(match_rows(points[i], points[j])) for i, j in pairs]
-    states = dask.compute(*graphs, scheduler=scheduler)
+    states = compute(*graphs, scheduler=scheduler)
     matrix = np.eye(len(points))
     for (i, j), state in zip(pairs, states, strict=True):
         matrix[i, j] = matrix[j, i] = linear_cka(*_blocks(state, points[i].z.shape[1]))

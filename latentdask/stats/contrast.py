@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import dask
 import dask.array as da
 import numba
 import numpy as np
 
+from latentdask.cluster.watch import compute
 from latentdask.stats.kernels import GroupMoments, groups_combine
 from latentdask.stats.reduce import reduce_blocks, row_blocks
 from latentdask.stats.summary import select_rows
@@ -84,7 +84,7 @@ def profile(
     graph = reduce_blocks(
         row_blocks(z, valid, chosen), chunk=profile_block, combine=groups_combine, name="selection_profile"
     )
-    (groups,) = dask.compute(graph, scheduler=scheduler)
+    (groups,) = compute(graph, scheduler=scheduler)
     return profile_of(groups)
 
 

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import dask
 import numpy as np
 import scipy.stats
 import xarray as xr
 
+from latentdask.cluster.watch import compute
 from latentdask.errors import LatentdaskError
 from latentdask.generate.score import Reference, real_sample
 from latentdask.location import Location, Where, location
@@ -148,7 +148,7 @@ def multivariate_pass(
     graph = reduce_blocks(
         row_blocks(corpus.z, masks), chunk=kernel, combine=multivariate.merge_sums, name="mahalanobis"
     )
-    (merged,) = dask.compute(graph, scheduler=scheduler)
+    (merged,) = compute(graph, scheduler=scheduler)
     histogram = D2Histogram(
         edges=edges,
         counts=np.asarray(merged["counts"]),

@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 from dask.delayed import Delayed, delayed
 
+from latentdask.cluster.watch import compute
 from latentdask.stats.kernels import Counts1D, counts_combine
 from latentdask.stats.options import SummaryParams
 from latentdask.stats.summary import (
@@ -226,7 +227,7 @@ def first_pass(*inputs: Inputs, params: SummaryParams, scheduler: Any = None) ->
         summary_graph(i.z, valid=i.valid, attributes=i.attributes, selected=i.selected, params=params)
         for i in inputs
     ]
-    return list(dask.compute(*graphs, scheduler=scheduler))
+    return list(compute(*graphs, scheduler=scheduler))
 
 
 def second_pass(
@@ -248,7 +249,7 @@ def second_pass(
         params=params,
         on_torch=on_torch,
     )
-    (centred,) = dask.compute(graph, scheduler=scheduler)
+    (centred,) = compute(graph, scheduler=scheduler)
     return centred
 
 

@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import dask
 import dask.array as da
 import numba
 import numpy as np
 import zarr
 from zarr.errors import ZarrUserWarning
 
+from latentdask.cluster.watch import compute
 from latentdask.errors import StatsError
 from latentdask.location import Location, Where, identity, location
 from latentdask.store.output import owned_output, read_record
@@ -195,7 +195,7 @@ def write_selection(
             "rows", shape=rows.shape, chunks=(size,), dtype=bool, dimension_names=["image"]
         )
         stored = da.store(rows, target, lock=False, compute=False, return_stored=True)  # type: ignore[arg-type]
-        (count,) = dask.compute(stored.sum(), scheduler=scheduler)
+        (count,) = compute(stored.sum(), scheduler=scheduler)
         group.create_array("smd", shape=smd.shape, dtype="float64", dimension_names=["latent"])[:] = smd
         group.attrs.update(
             {
@@ -278,7 +278,7 @@ def rows_fingerprint(rows: da.Array, *, scheduler: Any = None) -> str:
     graph = reduce_blocks(
         blocks, chunk=fingerprint_chunk, combine=fingerprint_combine, name="rows_fingerprint"
     )
-    (total,) = dask.compute(graph, scheduler=scheduler) if blocks else (fingerprint_combine([]),)
+    (total,) = compute(graph, scheduler=scheduler) if blocks else (fingerprint_combine([]),)
     return "".join(f"{int(value):016x}" for value in total)
 
 

@@ -1,0 +1,97 @@
+"""A command that waits on a cluster stops with one line when the cluster has been left without
+workers (batch jobs past their walltime and not replaced, jobs that fail to start) instead of
+waiting forever; :func:`compute` is ``dask.compute`` with that watch.
+
+Nothing here imports distributed: the statistics run on plain dask schedulers too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import dask
+
+from latentdask.cluster.spec import ConfigError
+
+
+def worker_wait() -> float:
+    """Seconds a command waits for the first worker of a cluster that has none: ``LATENTDASK_WORKER_WAIT``,
+    else 600 (a batch system's jobs may queue; then the command stops with one line)."""
+    text = os.environ.get("LATENTDASK_WORKER_WAIT", "600")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"LATENTDASK_WORKER_WAIT must be a number of seconds above 0, got {text!r}")
+    return seconds
+
+
+class WorkerWatch:
+    """Stops a command that waits on a cluster left without workers (batch jobs past their
+    walltime and not replaced, a cluster whose jobs fail to start) instead of waiting forever."""
+
+    #: seconds between two looks at the scheduler's workers
+    INTERVAL = 1.0
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.wait = worker_wait()
+        self._looked = 0.0
+        self._alone_since: float | None = None
+
+    def check(self, waiting: str) -> None:
+        """Raise ConfigError, saying what is ``waiting``, once the scheduler has had no worker for
+        :func:`worker_wait` seconds."""
+        now = time.monotonic()
+        if now - self._looked < self.INTERVAL:
+            return
+        self._looked = now
+        if self.client.scheduler_info(n_workers=0)["n_workers"]:
+            self._alone_since = None
+            return
+        if self._alone_since is None:
+            self._alone_since = now
+        elif now - self._alone_since > self.wait:
+            scheduler = self.client.scheduler_info()["address"]
+            raise ConfigError(
+                f"the cluster has had no worker for {self.wait:.0f} s (its scheduler {scheduler}), with "
+                f"{waiting}; its jobs may have reached their walltime or failed to start "
+                "(LATENTDASK_WORKER_WAIT sets the seconds)"
+            )
+
+    def result(self, future: Any, waiting: str) -> Any:
+        """``future.result()``, looking at the cluster while it waits: a result whose worker left
+        before it was gathered is computed again, which needs a worker."""
+        timeout = self.INTERVAL
+        while True:
+            try:
+                return future.result(timeout=timeout)
+            except TimeoutError:
+                self.check(waiting)
+                # a timeout starts the transfer of a finished result over: give a long one the time it needs
+                timeout = timeout * 2 if future.status == "finished" else self.INTERVAL
+
+
+def compute(
+    *graphs: Any, scheduler: Any = None, waiting: str = "the command's tasks waiting"
+) -> tuple[Any, ...]:
+    """``dask.compute(*graphs, scheduler=scheduler)``; on a distributed client, watched by
+    :class:`WorkerWatch`, which stops the command when the cluster has had no worker for
+    :func:`worker_wait` seconds."""
+    distributed = sys.modules.get("distributed")  # a client implies distributed is imported
+    if distributed is None or not isinstance(scheduler, distributed.Client):
+        return dask.compute(*graphs, scheduler=scheduler)
+    watch = WorkerWatch(scheduler)
+    futures = scheduler.compute(list(graphs))  # what is not a dask collection comes back as it is
+    try:
+        return tuple(
+            watch.result(future, waiting) if isinstance(future, distributed.Future) else future
+            for future in futures
+        )
+    except BaseException:
+        scheduler.cancel([future for future in futures if isinstance(future, distributed.Future)])
+        raise
