@@ -339,6 +339,48 @@ def test_a_cluster_whose_workers_never_come_stops_with_one_line(
         worker_wait()
 
 
+RAN_ON: list[str] = []
+
+
+def _record_worker(seconds: float) -> None:
+    from distributed import get_worker
+
+    RAN_ON.append(get_worker().address)
+    time.sleep(seconds)
+
+
+def test_a_worker_that_joins_and_cannot_see_the_paths_leaves_and_the_command_stops_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """The paths were checked on the workers present when a command started: one that joined later
+    (an adaptive SLURM job on a node without the mount) took tasks it could not run."""
+    import dask
+
+    from latentdask.cluster.watch import compute
+    from latentdask.cluster.workers import paths_on_workers
+
+    seen = tmp_path / "data"
+    seen.mkdir()
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        (first,) = client.scheduler_info()["workers"]
+        with paths_on_workers(client, [seen]):
+            seen.rmdir()  # the first worker saw it; a worker that joins now cannot
+            cluster.scale(2)
+            tasks = [dask.delayed(_record_worker)(0.1, dask_key_name=f"record-{i}") for i in range(100)]
+            unseen = rf"\S+ cannot see {re.escape(str(seen))} \(it joined while the command ran, and left\)"
+            with pytest.raises(ConfigError, match=r"paths must be visible to every worker .*: " + unseen):
+                compute(*tasks, scheduler=client)
+        assert set(RAN_ON) == {first}
+        assert not any(
+            name.startswith("latentdask-paths")
+            for plugins in client.run(lambda dask_worker: list(dask_worker.plugins)).values()
+            for name in plugins
+        )
+
+
 def test_results_and_statistics_on_a_cluster_that_lost_its_workers_stop_with_one_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -38,7 +38,7 @@ def compare(
     """
     import time
 
-    from latentdask.cluster.workers import check_paths_on_workers
+    from latentdask.cluster.workers import paths_on_workers
     from latentdask.stats.compare import COMPARE_KIND, format_compare, write_compare
     from latentdask.stats.compare import compare as run_compare
     from latentdask.store.integrity import listing_damaged
@@ -50,8 +50,11 @@ def compare(
     started = time.perf_counter()
     with steps.Connection(cluster_choice(cluster, scheduler, cluster_name)) as connection:
         client = connection.client
-        check_paths_on_workers(client, inputs)
-        with listing_damaged(store_a, client=client), listing_damaged(store_b, client=client):
+        with (
+            paths_on_workers(client, inputs),
+            listing_damaged(store_a, client=client),
+            listing_damaged(store_b, client=client),
+        ):
             result = run_compare(store_a, store_b, split=split, where=where or [], scheduler=client)
     write_compare(result, out, inputs=inputs)
     for note in result["notes"]:

@@ -205,7 +205,7 @@ def reading_store(
 
     A shard found damaged on the way stops the command with the list of all damaged shards.
     """
-    from latentdask.cluster.workers import check_paths_on_workers
+    from latentdask.cluster.workers import paths_on_workers
     from latentdask.store.integrity import listing_damaged
     from latentdask.store.points import zpoint_bytes
     from latentdask.workflow.steps import Connection
@@ -213,8 +213,8 @@ def reading_store(
     with (
         Connection(choice, input_bytes=zpoint_bytes(store)) as connection,
         listing_damaged(store, client=connection.client),
+        paths_on_workers(connection.client, [store]),
     ):
-        check_paths_on_workers(connection.client, [store])
         points = open_points(
             store, connection.client, skip_damaged=skip_damaged, include_unfinished=include_unfinished
         )

@@ -117,11 +117,13 @@ def verify(
 ) -> None:
     """Check every finished shard of a latent store against its checksums; exit 1 naming the damaged ones."""
     from latentdask.cluster.connect import connect
-    from latentdask.cluster.workers import check_paths_on_workers
+    from latentdask.cluster.workers import paths_on_workers
     from latentdask.store.integrity import verify_store
 
-    with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
-        check_paths_on_workers(client, [store])
+    with (
+        connect(cluster_choice(cluster, scheduler, cluster_name)) as client,
+        paths_on_workers(client, [store]),
+    ):
         found = verify_store(store, client=client)
     typer.echo("\n".join(found.lines()))
     if found.damaged:

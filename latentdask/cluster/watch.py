@@ -1,6 +1,7 @@
 """A command that waits on a cluster stops with one line when the cluster has been left without
 workers (batch jobs past their walltime and not replaced, jobs that fail to start) instead of
-waiting forever; :func:`compute` is ``dask.compute`` with that watch.
+waiting forever, or when a worker that joined could not see its paths; :func:`compute` is
+``dask.compute`` with that watch.
 
 Nothing here imports distributed: the statistics run on plain dask schedulers too.
 """
@@ -30,6 +31,11 @@ def worker_wait() -> float:
     return seconds
 
 
+#: what each client's workers that joined during a command and could not see its paths said
+#: (``cluster.workers.paths_on_workers``), by client id: the command's watch stops it with that line
+REFUSED: dict[str, str] = {}
+
+
 class WorkerWatch:
     """Stops a command that waits on a cluster left without workers (batch jobs past their
     walltime and not replaced, a cluster whose jobs fail to start) instead of waiting forever."""
@@ -45,7 +51,10 @@ class WorkerWatch:
 
     def check(self, waiting: str) -> None:
         """Raise ConfigError, saying what is ``waiting``, once the scheduler has had no worker for
-        :func:`worker_wait` seconds."""
+        :func:`worker_wait` seconds, or at once when a worker that joined could not see the
+        command's paths."""
+        if self.client.id in REFUSED:
+            raise ConfigError(REFUSED[self.client.id])
         now = time.monotonic()
         if now - self._looked < self.INTERVAL:
             return

@@ -1,17 +1,18 @@
 """What runs on a cluster's workers for every command: the paths a run needs checked on each
-worker (waiting for the first one of a cluster that has none yet), and a workflow's storage
-options on every worker."""
+worker (waiting for the first one of a cluster that has none yet, and on each one that joins
+while the command runs), and a workflow's storage options on every worker."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from distributed import Client, WorkerPlugin
 
 from latentdask.cluster.spec import ConfigError
-from latentdask.cluster.watch import worker_wait
+from latentdask.cluster.watch import REFUSED, worker_wait
 from latentdask.location import Where, identity, location, use_storage_options
 
 
@@ -70,9 +71,51 @@ def check_paths_on_workers(client: Client, paths: Sequence[Where]) -> None:
             ) from None
     unseen = {worker: missing for worker, missing in client.run(_missing, wanted).items() if missing}
     if unseen:
-        lines = "; ".join(
-            f"{worker} cannot see {', '.join(missing)}" for worker, missing in sorted(unseen.items())
-        )
-        raise ConfigError(
-            f"paths must be visible to every worker (a shared file system or an fsspec URL): {lines}"
-        )
+        raise ConfigError(_unseen(unseen))
+
+
+def _unseen(missing: dict[str, list[str]]) -> str:
+    return "paths must be visible to every worker (a shared file system or an fsspec URL): " + "; ".join(
+        f"{worker} cannot see {', '.join(paths)}" for worker, paths in sorted(missing.items())
+    )
+
+
+class PathsPlugin(WorkerPlugin):
+    """The paths a command needs, checked on each worker that joins while it runs: a worker that
+    cannot see one says so (an event on the plugin's own topic, which the command reports) and
+    leaves before it reads a task."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.name = f"latentdask-paths-{uuid.uuid4().hex}"
+
+    def setup(self, worker: Any) -> None:
+        # runs as the worker registers, before it reads its first message from the scheduler
+        missing = _missing(self.paths)
+        if missing:
+            worker.log_event(self.name, {"worker": worker.address, "missing": missing})
+            worker.loop.add_callback(worker.close, reason=f"latentdask: cannot see {', '.join(missing)}")
+
+
+@contextlib.contextmanager
+def paths_on_workers(client: Client, paths: Sequence[Where]) -> Iterator[None]:
+    """:func:`check_paths_on_workers` now, and on each worker that joins while the block runs: one
+    that cannot see a path leaves, and the command's :class:`~latentdask.cluster.watch.WorkerWatch`
+    stops it with one line naming worker and path."""
+    check_paths_on_workers(client, paths)
+    plugin = PathsPlugin([identity(p) for p in paths])
+    refused: dict[str, list[str]] = {}
+
+    def heard(event: tuple[float, dict[str, Any]]) -> None:
+        refused[event[1]["worker"]] = event[1]["missing"]
+        REFUSED[client.id] = _unseen(refused) + " (it joined while the command ran, and left)"
+
+    client.subscribe_topic(plugin.name, heard)
+    client.register_plugin(plugin)
+    try:
+        yield
+    finally:
+        REFUSED.pop(client.id, None)
+        if client.status == "running":  # a lost scheduler holds no plugin
+            client.unregister_worker_plugin(plugin.name)
+            client.unsubscribe_topic(plugin.name)

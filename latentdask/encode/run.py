@@ -33,7 +33,7 @@ import zarr
 from latentdask.cluster.connect import connect, local_torch_threads
 from latentdask.cluster.spec import ClusterChoice, LocalSpec
 from latentdask.cluster.watch import WorkerWatch
-from latentdask.cluster.workers import check_paths_on_workers
+from latentdask.cluster.workers import paths_on_workers
 from latentdask.data.container import Container
 from latentdask.data.dataset import open_dataset
 from latentdask.data.manifest import Shard
@@ -198,7 +198,8 @@ def encode(
         if client is None:  # a finished store is only read (checksums, statistics): a small one in-process
             small = zpoint_bytes(out) if only_read else None
             client = reading.enter_context(connect(choice, input_bytes=small))
-        check_paths_on_workers(client, [data.root, checkpoint, out])
+        needed = [data.root, checkpoint, out]
+        reading.enter_context(paths_on_workers(client, needed))
         if options.resume:
             _reset_damaged(out, group, client, progress)
         done = shards_done(group)
@@ -206,6 +207,7 @@ def encode(
         if pending and only_read and client.scheduler.address.startswith("inproc://"):
             reading.close()  # damaged shards to encode again: on worker processes, as every encode
             client = stack.enter_context(connect(choice))
+            stack.enter_context(paths_on_workers(client, needed))
 
         # 4. Run the pending shards: keys name this run, so tasks of a killed run are never adopted.
         resources = {"GPU": 1} if _cluster_has_gpus(client) else None

@@ -162,15 +162,16 @@ def statistics(
 
     ``points``: the store already opened (e.g. leaving out damaged shards). Returns the headline.
     """
-    from latentdask.cluster.workers import check_paths_on_workers
+    from latentdask.cluster.workers import paths_on_workers
     from latentdask.stats.io import check_stats_output, stats_of, write_stats
     from latentdask.store.points import open_zpoints
 
     check_stats_output(out, inputs=[store])
-    if points is None:
-        check_paths_on_workers(cluster.client, [store])
-        points = open_zpoints(store)
-    result = stats_of(points, params=params, split=split, where=where, scheduler=cluster.client)
+    with ExitStack() as checked:
+        if points is None:
+            checked.enter_context(paths_on_workers(cluster.client, [store]))
+            points = open_zpoints(store)
+        result = stats_of(points, params=params, split=split, where=where, scheduler=cluster.client)
     return write_stats(result, out, source=str(store), inputs=[store])
 
 
@@ -187,7 +188,7 @@ def normality(
     plot: Where | None = None,
 ) -> dict[str, Any]:
     """Write ``normality.json`` (and the QQ plot to ``plot``) for the store's selected z-points."""
-    from latentdask.cluster.workers import check_paths_on_workers
+    from latentdask.cluster.workers import paths_on_workers
     from latentdask.stats.normality import NORMALITY_KIND, QQ_PLOT_KIND, plot_qq, write_normality
     from latentdask.stats.normality import normality as run_normality
     from latentdask.stats.options import NormalityOptions
@@ -196,8 +197,8 @@ def normality(
     check_output(out, NORMALITY_KIND, inputs=[store, stats])
     if plot is not None:
         check_output(plot, QQ_PLOT_KIND, inputs=[store, stats])
-    check_paths_on_workers(cluster.client, [store])
-    result = run_normality(store, stats, **keywords(options, NormalityOptions), scheduler=cluster.client)
+    with paths_on_workers(cluster.client, [store]):
+        result = run_normality(store, stats, **keywords(options, NormalityOptions), scheduler=cluster.client)
     write_normality(result, out, inputs=[store, stats])
     if plot is not None:
         plot_qq(result, plot, inputs=[store, stats])
@@ -209,13 +210,14 @@ def normality(
 
 def gmm(store: Where, out: Where, *, options: GMMOptions, cluster: Connection) -> Location:
     """Fit a Gaussian mixture over every z-point of the fit and write it to the GMM.zarr ``out``."""
-    from latentdask.cluster.workers import check_paths_on_workers
+    from latentdask.cluster.workers import paths_on_workers
     from latentdask.generate.gmm import GMM_KIND, fit_gmm, write_gmm
     from latentdask.store.output import check_output
 
     check_output(out, GMM_KIND, inputs=[store])
-    check_paths_on_workers(cluster.client, [store])
-    return write_gmm(fit_gmm(store, options=options, scheduler=cluster.client), out, inputs=[store])
+    with paths_on_workers(cluster.client, [store]):
+        fitted = fit_gmm(store, options=options, scheduler=cluster.client)
+    return write_gmm(fitted, out, inputs=[store])
 
 
 def generate(stats: Where, out: Where, *, sampler: SamplerSpec, options: GenerateOptions) -> Location:
