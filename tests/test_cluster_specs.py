@@ -414,6 +414,32 @@ def test_results_and_statistics_on_a_cluster_that_lost_its_workers_stop_with_one
             first_pass(Inputs(z), params=SummaryParams(), scheduler=client)
 
 
+def test_data_shipped_to_a_reduction_survives_the_worker_that_held_it() -> None:
+    """A GMM or score pass scattered its shared arrays to the workers: when an adaptive cluster
+    let that worker go (a SLURM job scaled down or retired between two passes), the pass failed
+    with lost scattered data. Shipped as a key of the graph, it is computed again."""
+    import numpy as np
+    from dask import delayed
+
+    from latentdask.cluster.watch import compute
+    from latentdask.stats.reduce import ship
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        shipped = ship(np.arange(5.0))
+        assert compute(delayed(np.sum)(shipped), scheduler=client) == (10.0,)
+        (before,) = client.scheduler_info()["workers"]
+        cluster.scale(0)
+        while client.scheduler_info(n_workers=0)["n_workers"]:
+            time.sleep(0.05)
+        cluster.scale(1)
+        client.wait_for_workers(1)
+        assert before not in client.scheduler_info()["workers"]
+        assert compute(delayed(np.max)(shipped), scheduler=client) == (4.0,)
+
+
 def test_slurm_defaults_to_adaptive_jobs_whose_workers_retire_before_the_walltime() -> None:
     """A fixed number of jobs is never replaced when they reach their walltime; by default a SLURM
     spec now adapts, and its workers retire (dask's ``worker.lifetime``) before SLURM ends their

@@ -20,6 +20,7 @@ from latentdask.encode.options import EncodeOptions
 from latentdask.encode.run import encode
 from tests.helpers import require_extra, run_cli
 from tests.slurm import Slurm, single_node_slurm
+from tests.test_workflow import TINY
 
 SHARD = 10  # 12 shards: a job can be cancelled between two
 
@@ -148,3 +149,18 @@ def test_fixed_jobs_that_end_stop_the_command_with_one_line_and_the_store_resume
     resumed = encode_on(spec, faces, checkpoint, out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert arrays(out) == arrays(local_store)
+
+
+def test_the_tiny_workflow_runs_on_adaptive_slurm_jobs(slurm: Slurm, tmp_path: Path) -> None:
+    """Every step of a workflow on the default kind of SLURM cluster (adapt, here up to one job),
+    whose jobs come and go between steps: the run finishes with its report and a store that
+    verifies, and leaves no job behind."""
+    spec = slurm_spec(tmp_path, workers=None, adapt={"minimum": 0, "maximum": 1})
+    workflow = tmp_path / "tiny.yaml"
+    workflow.write_text(TINY.format(run_dir=tmp_path / "run", spec=spec, n=80, shard_size=10))
+    result = run_cli("run", str(workflow))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "run" / "report.html").exists()
+    verified = run_cli("verify", str(tmp_path / "run" / "latents.zarr"))
+    assert verified.returncode == 0, verified.stderr
+    assert slurm.wait_for_no_jobs()

@@ -188,7 +188,7 @@ class Passes:
         return reduce_blocks(blocks, chunk=kernel, combine=add_states, name=name)
 
     def run(self, kernel: Any, shared: Any, name: str, *extra: Any) -> dict[str, Any]:
-        shipped = ship(shared, self.scheduler)
+        shipped = ship(shared)
         (merged,) = compute(self.graph(kernel, shipped, name, *extra), scheduler=self.scheduler)
         return merged
 

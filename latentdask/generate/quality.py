@@ -13,7 +13,7 @@ With k-nearest-neighbour balls (k = :data:`K`) around points of each set:
 
 The real points are the held-out reference of :mod:`latentdask.generate.score` (rows outside the
 fit). Their k-NN radii are exact, found among all of them by a blockwise search over the store
-(one task per block, the reference scattered once to the workers); the balls are then counted
+(one task per block, the reference shipped once to the workers); the balls are then counted
 in one more blockwise pass per point set. Cost: reference² · N for the radii and reference ·
 points · N per set, in float64 — ``--reference-size`` caps it.
 """
@@ -73,7 +73,7 @@ def reference_radii(corpus: ZPoints, rows: np.ndarray, *, k: int = K, scheduler:
     mask = np.zeros(corpus.z.shape[0], dtype=bool)
     mask[rows] = True
     queries = np.asarray(compute(corpus.z[rows], scheduler=scheduler)[0], dtype=np.float64)
-    shipped = ship(queries, scheduler)
+    shipped = ship(queries)
     kernel = partial(_k_smallest_block, query_rows=np.asarray(rows), k=k)
     blocks = [
         (block, keep, start, shipped)
@@ -130,7 +130,7 @@ def sample_quality(
     mask[rows] = True
     radius = np.zeros(corpus.z.shape[0])
     radius[rows] = radii
-    shipped = ship((np.asarray(points, dtype=np.float64), own_radii(points, k)), scheduler)
+    shipped = ship((np.asarray(points, dtype=np.float64), own_radii(points, k)))
     blocks = [(block, keep, r, shipped) for block, keep, r in row_blocks(corpus.z, mask, radius)]
     graph = reduce_blocks(blocks, chunk=_balls_block, combine=add_states, name="sample_quality")
     (found,) = compute(graph, scheduler=scheduler)

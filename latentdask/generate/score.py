@@ -232,7 +232,7 @@ def nearest_real_distance(
     one task per block. Each task runs on its worker's GPU when it has one (``device="auto"``).
     """
     query_rows = np.full(len(queries), -1) if query_rows is None else np.asarray(query_rows)
-    shipped = ship(queries, scheduler)
+    shipped = ship(queries)
     kernel = partial(_nearest_in_block, query_rows=query_rows, device=device)
     searched = corpus.valid if keep is None else (keep if corpus.valid is None else corpus.valid & keep)
     blocks = [

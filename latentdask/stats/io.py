@@ -190,7 +190,7 @@ def open_stats(path: Where) -> xr.Dataset:
     if not path.exists():
         raise StatsError(f"statistics {path} do not exist")
     try:
-        stats = xr.open_zarr(str(path))
+        stats = xr.open_zarr(str(path), consolidated=True)  # write_stats consolidates; others are not stats
         missing = [name for name in ("count", "mean", "cov") if name not in stats]
     except (KeyError, ValueError, OSError):  # not an xarray group at all (z-points, another folder)
         missing = ["count", "mean", "cov"]

@@ -90,13 +90,12 @@ def row_starts(z: da.Array) -> list[int]:
     return [int(s) for s in np.concatenate([[0], np.cumsum(z.chunks[0])[:-1]])]
 
 
-def ship(value: Any, scheduler: Any) -> Any:
-    """``value`` sent once to every worker rather than inside each task, or as it is without a cluster.
-
-    Under a key of its own (``hash=False``): equal data shipped twice in a row would otherwise reuse
-    the key of the first, which the scheduler may be releasing (lost dependencies).
-    """
-    return scheduler.scatter(value, broadcast=True, hash=False) if hasattr(scheduler, "scatter") else value
+def ship(value: Any) -> Delayed:
+    """``value`` as one key of the graph, which every task that needs it shares: sent once to a
+    worker, not inside each task. Unlike data scattered to the workers, a key of the graph is
+    computed again when the worker holding it leaves (a job that retires mid-run), so the
+    reduction goes on."""
+    return delayed(value, traverse=False)
 
 
 def add_states(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
