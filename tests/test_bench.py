@@ -26,13 +26,19 @@ def tiny_command(name: str) -> list[str]:
     return words[1:]
 
 
-def bench(name: str, tmp_path: Path) -> dict[str, Any]:
-    out = tmp_path / f"{name}.json"
-    result = run_cli(*tiny_command(name), "--json", str(out))
+@pytest.fixture(scope="module")
+def suite_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``bench all --scale tiny``, run once: every benchmark's report, each from the command it prints."""
+    out = tmp_path_factory.mktemp("all") / "bench.json"
+    result = run_cli("bench", "all", "--scale", "tiny", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    report: dict[str, Any] = json.loads(out.read_text())
-    assert report["latentdask"]["kind"] == "benchmark"
-    return report
+    return out
+
+
+@pytest.fixture(scope="module")
+def suite(suite_json: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(suite_json.read_text())
+    return loaded
 
 
 def rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -59,8 +65,8 @@ def assert_checked(report: dict[str, Any], baselines: int) -> None:
             assert ratio == pytest.approx(expected)
 
 
-def test_bench_decode(tmp_path: Path) -> None:
-    report = bench("decode", tmp_path)
+def test_bench_decode(suite: dict[str, Any]) -> None:
+    report = suite["benches"]["decode"]
     assert report["setup"]["images"] == 20
     assert_checked(report, baselines=1)
     by_name = rows(report)
@@ -70,18 +76,18 @@ def test_bench_decode(tmp_path: Path) -> None:
         assert list(by_name[name]["ratios"]) == ["plain PIL loop"]
 
 
-def test_bench_train(tmp_path: Path) -> None:
-    report = bench("train", tmp_path)
+def test_bench_train(suite: dict[str, Any]) -> None:
+    report = suite["benches"]["train"]
     assert report["setup"]["steps"] == 2
     assert [row["name"] for row in report["rows"]] == ["training", "encoder forward (inference)"]
     assert all(row["value"] > 0 and row["kind"] == "latentdask" for row in report["rows"])
     assert_checked(report, baselines=0)
 
 
-def test_bench_encode(tmp_path: Path) -> None:
+def test_bench_encode(suite: dict[str, Any]) -> None:
     """Per decoder: the decoder alone, the ceiling, both loops decoding with it (checked against its
     pipeline's latents) and the pipeline compared with those three."""
-    report = bench("encode", tmp_path)
+    report = suite["benches"]["encode"]
     assert_checked(report, baselines=4)
     by_name = rows(report)
     for decoder in ("pil", "opencv"):
@@ -97,8 +103,8 @@ def test_bench_encode(tmp_path: Path) -> None:
         assert "Zarr on disk" in multi["name"] and multi["check"]
 
 
-def test_bench_stats(tmp_path: Path) -> None:
-    report = bench("stats", tmp_path)
+def test_bench_stats(suite: dict[str, Any]) -> None:
+    report = suite["benches"]["stats"]
     assert_checked(report, baselines=4)
     by_name = rows(report)
     total = by_name["fused, total (both passes)"]
@@ -123,8 +129,8 @@ def test_bench_stats(tmp_path: Path) -> None:
         assert "covariance" in figures or "correlation" in figures
 
 
-def test_bench_knn(tmp_path: Path) -> None:
-    report = bench("knn", tmp_path)
+def test_bench_knn(suite: dict[str, Any]) -> None:
+    report = suite["benches"]["knn"]
     assert_checked(report, baselines=1)
     # the baseline runs the tasks' library on as many threads as the search's workers have
     assert report["setup"]["blas_threads_baseline"] == report["setup"]["workers"] == 2
@@ -132,8 +138,8 @@ def test_bench_knn(tmp_path: Path) -> None:
     assert report["setup"]["query_batch"] == 256
 
 
-def test_bench_gmm(tmp_path: Path) -> None:
-    report = bench("gmm", tmp_path)
+def test_bench_gmm(suite: dict[str, Any]) -> None:
+    report = suite["benches"]["gmm"]
     assert_checked(report, baselines=1)
     (baseline,) = (row for row in report["rows"] if row["kind"] == "baseline")
     assert set(baseline["check"]) == {
@@ -144,8 +150,8 @@ def test_bench_gmm(tmp_path: Path) -> None:
     assert report["setup"]["blas_threads_baseline"] == report["setup"]["workers"] == 2
 
 
-def test_bench_render(tmp_path: Path) -> None:
-    report = bench("render", tmp_path)
+def test_bench_render(suite: dict[str, Any]) -> None:
+    report = suite["benches"]["render"]
     assert_checked(report, baselines=2)
     zoom = next(row for row in report["rows"] if row["name"].startswith("dashboard zoom"))
     (baseline,) = zoom["ratios"]
@@ -166,8 +172,8 @@ def test_bench_serve(tmp_path: Path) -> None:
     assert 0.1 < report["setup"]["lasso share"] < 0.9
 
 
-def test_bench_overhead(tmp_path: Path) -> None:
-    report = bench("overhead", tmp_path)
+def test_bench_overhead(suite: dict[str, Any]) -> None:
+    report = suite["benches"]["overhead"]
     assert_checked(report, baselines=0)
     imports, stats, resume = report["rows"]
     assert imports["kind"] == "bound" and "import latentdask" in imports["name"]
@@ -194,12 +200,37 @@ def test_bench_options_default_to_the_functions_defaults() -> None:
                 assert options[key] == value, (name, key)
 
 
-@pytest.fixture(scope="module")
-def suite_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("all") / "bench.json"
-    result = run_cli("bench", "all", "--scale", "tiny", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    return out
+@pytest.mark.parametrize("name", BENCHES)
+def test_each_bench_command_runs_its_function_with_the_sizes_it_prints(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``latentdask bench <name>``, as ``bench all`` prints it, gives its function exactly the
+    sizes ``bench all`` ran it with (the reports themselves come from ``bench all``, run once)."""
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from latentdask.bench.suite import BENCHES as FUNCTIONS
+    from latentdask.bench.suite import sizes
+    from latentdask.cli import app
+
+    given: dict[str, Any] = {}
+
+    def record(**arguments: Any) -> BenchReport:
+        given.update(arguments)
+        report = BenchReport(name)
+        report.add("recorded", 1.0, "s")
+        return report
+
+    module, function = FUNCTIONS[name].split(":")
+    monkeypatch.setattr(importlib.import_module(module), function, record)
+    out = tmp_path / f"{name}.json"
+    result = CliRunner().invoke(app, [*tiny_command(name), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    expected = sizes(name, "tiny")
+    assert {key: given[key] for key in expected} == expected
+    report = json.loads(out.read_text())
+    assert report["latentdask"]["kind"] == "benchmark" and report["rows"][0]["name"] == "recorded"
 
 
 def test_bench_all_tiny(suite_json: Path) -> None:
