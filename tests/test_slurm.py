@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 import zarr
+from dask import delayed
 
 from latentdask.encode.options import EncodeOptions
 from latentdask.encode.run import encode
@@ -163,4 +164,25 @@ def test_the_tiny_workflow_runs_on_adaptive_slurm_jobs(slurm: Slurm, tmp_path: P
     assert (tmp_path / "run" / "report.html").exists()
     verified = run_cli("verify", str(tmp_path / "run" / "latents.zarr"))
     assert verified.returncode == 0, verified.stderr
+    assert slurm.wait_for_no_jobs()
+
+
+def test_jobs_at_a_one_minute_walltime_retire_first_and_new_jobs_finish_the_work(
+    slurm: Slurm, tmp_path: Path
+) -> None:
+    """The default kind of spec (adapt) with a one-minute walltime: each worker retires 15 to 45 s
+    into its job (dask's worker lifetime, written into the job script: half the walltime here,
+    staggered by a quarter), before SLURM would end the job; adapt starts the next job, and a
+    minute of work for one worker all finishes."""
+    from latentdask.cluster.connect import connect
+    from latentdask.cluster.spec import load_cluster_spec
+    from latentdask.cluster.watch import compute
+
+    spec = slurm_spec(tmp_path, workers=None, walltime="00:01:00", adapt={"minimum": 0, "maximum": 1})
+    work = [delayed(time.sleep)(4.0, dask_key_name=f"pause-{k}") for k in range(15)]
+    with connect(load_cluster_spec(spec)) as client:
+        assert compute(*work, scheduler=client) == (None,) * len(work)
+    logs = sorted((tmp_path / "logs").glob("*.err"))
+    assert len(logs) >= 2, logs  # a second job took over
+    assert any("worker-lifetime-reached" in log.read_text() for log in logs)
     assert slurm.wait_for_no_jobs()

@@ -84,6 +84,25 @@ class WorkerWatch:
                 # a timeout starts the transfer of a finished result over: give a long one the time it needs
                 timeout = timeout * 2 if future.status == "finished" else self.INTERVAL
 
+    def results(self, futures: list[Any], waiting: str) -> list[Any]:
+        """The futures' results in their order, each gathered as soon as it is ready and released
+        on the workers: a worker that then retires (a job's lifetime) with no other to hand its
+        memory to loses none of them, and the work goes on instead of starting over."""
+        from distributed import as_completed
+
+        gathered: dict[int, Any] = {}
+        completed = as_completed(futures, loop=self.client.loop)
+        while not completed.is_empty():
+            self.check(waiting)  # at most once an INTERVAL it asks the scheduler
+            if not completed.has_ready():
+                with completed.thread_condition:  # woken by the next result, as as_completed's own loop is
+                    completed.thread_condition.wait(timeout=0.1)
+                continue
+            future = next(completed)
+            gathered[id(future)] = self.result(future, waiting)
+            future.release()
+        return [gathered[id(future)] for future in futures]
+
 
 def compute(
     *graphs: Any, scheduler: Any = None, waiting: str = "the command's tasks waiting"
@@ -95,12 +114,11 @@ def compute(
     if distributed is None or not isinstance(scheduler, distributed.Client):
         return dask.compute(*graphs, scheduler=scheduler)
     watch = WorkerWatch(scheduler)
-    futures = scheduler.compute(list(graphs))  # what is not a dask collection comes back as it is
+    computed = scheduler.compute(list(graphs))  # what is not a dask collection comes back as it is
+    futures = [future for future in computed if isinstance(future, distributed.Future)]
     try:
-        return tuple(
-            watch.result(future, waiting) if isinstance(future, distributed.Future) else future
-            for future in futures
-        )
+        results = iter(watch.results(futures, waiting))
     except BaseException:
-        scheduler.cancel([future for future in futures if isinstance(future, distributed.Future)])
+        scheduler.cancel(futures)
         raise
+    return tuple(next(results) if isinstance(item, distributed.Future) else item for item in computed)

@@ -421,8 +421,8 @@ def _follow(
             return f"{len(futures)} shard(s) to encode (the store is resumable: encode --resume)"
 
         while not completed.is_empty():
+            watch.check(waiting())  # at most once a second it asks the scheduler
             if not completed.has_ready():
-                watch.check(waiting())
                 with completed.thread_condition:  # woken by the next result, as as_completed's own loop is
                     completed.thread_condition.wait(timeout=0.1)
                 continue
