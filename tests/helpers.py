@@ -159,6 +159,20 @@ def run_cli(
     )
 
 
+def run_cli_in_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """The ``latentdask`` command in this process (no interpreter start, no imports): for commands
+    whose outcome does not depend on a process of their own (errors refused before any work, small
+    inputs read on threads). Its exit code and its stdout and stderr apart, as :func:`run_cli`."""
+    from typer.testing import CliRunner
+
+    from latentdask.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(["latentdask", *args], result.exit_code, result.stdout, result.stderr)
+
+
 #: ``latentdask train`` options for a model that trains in a second (one epoch, 16 × 16, 4 latents, CPU)
 TINY_TRAIN = (
     "--epochs",

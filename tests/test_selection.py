@@ -11,7 +11,7 @@ import pytest
 import zarr
 
 from latentdask.store.selection import TILE, View, rows_in_view
-from tests.helpers import run_cli as run
+from tests.helpers import run_cli_in_process as run
 
 ROWS, DIM = 6000, 6
 
