@@ -33,7 +33,7 @@ from latentdask.location import create_exclusive, identity, inside, is_remote, l
 from latentdask.store.lock import StoreLockedError, acquire, release
 from latentdask.store.output import MOVING_FILE, OutputError, owned_output, read_record, write_json
 from tests.conftest import S3Server
-from tests.helpers import run_cli, upload
+from tests.helpers import run_cli, run_cli_in_process, upload
 from tests.test_workflow import TINY
 
 
@@ -237,7 +237,7 @@ def test_encode_and_stats_on_s3_equal_those_on_disk(
     faces: Path, checkpoint: Path, bucket: str, tmp_path: Path
 ) -> None:
     _encode(faces, checkpoint, tmp_path / "latents.zarr")
-    stats_local = run_cli("stats", str(tmp_path / "latents.zarr"), "--out", str(tmp_path / "stats.zarr"))
+    stats_local = run_cli_in_process("stats", str(tmp_path / "latents.zarr"), "--out", str(tmp_path / "stats.zarr"))
     assert stats_local.returncode == 0, stats_local.stderr
 
     dataset = upload(faces, f"{bucket}/faces")
@@ -245,16 +245,16 @@ def test_encode_and_stats_on_s3_equal_those_on_disk(
     store = f"{bucket}/latents.zarr"
     _encode(dataset, model, store)
     assert z_bytes(store) == z_bytes(tmp_path / "latents.zarr")
-    verified = run_cli("verify", store)
+    verified = run_cli_in_process("verify", store)
     assert verified.returncode == 0 and "all 4 finished shard(s) match" in verified.stdout, verified.stderr
-    stats = run_cli("stats", store, "--out", f"{bucket}/stats.zarr")
+    stats = run_cli_in_process("stats", store, "--out", f"{bucket}/stats.zarr")
     assert stats.returncode == 0, stats.stderr
     on_disk = xr.open_zarr(tmp_path / "stats.zarr").load()
     on_s3 = xr.open_zarr(f"{bucket}/stats.zarr").load()
     assert set(on_s3.data_vars) == set(on_disk.data_vars)
     for name in on_disk.data_vars:
         np.testing.assert_array_equal(on_s3[name].values, on_disk[name].values, err_msg=name)
-    compared = run_cli("compare", store, store, "--out", f"{bucket}/compare.json")
+    compared = run_cli_in_process("compare", store, store, "--out", f"{bucket}/compare.json")
     assert compared.returncode == 0, compared.stderr
     assert json.loads(location(f"{bucket}/compare.json").read_text())["linear_cka"] == pytest.approx(1.0)
     headline = json.loads(location(f"{bucket}/stats.json").read_text())
