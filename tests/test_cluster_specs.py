@@ -381,6 +381,10 @@ def test_a_worker_that_joins_and_cannot_see_the_paths_leaves_and_the_command_sto
         )
 
 
+def _time_out() -> None:
+    raise TimeoutError("the task's own")
+
+
 def test_results_and_statistics_on_a_cluster_that_lost_its_workers_stop_with_one_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -389,6 +393,7 @@ def test_results_and_statistics_on_a_cluster_that_lost_its_workers_stop_with_one
     (a SLURM job cancelled as its shard finished hung the encode). Both now stop with one line."""
     import dask.array as da
     import numpy as np
+    from dask import delayed
     from distributed import wait
 
     from latentdask.cluster.watch import WorkerWatch, compute
@@ -401,8 +406,10 @@ def test_results_and_statistics_on_a_cluster_that_lost_its_workers_stop_with_one
         LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
         Client(cluster) as client,
     ):
-        total, listed = compute(z.sum(), [1, 2], scheduler=client)
-        assert total == z.sum().compute(scheduler="synchronous") and listed == [1, 2]
+        total, listed, again = compute(z.sum(), [1, 2], z.sum(), scheduler=client)
+        assert total == again == z.sum().compute(scheduler="synchronous") and listed == [1, 2]
+        with pytest.raises(TimeoutError, match="the task's own"):  # told, not taken for a wait
+            compute(delayed(_time_out)(), scheduler=client)
         finished = client.submit(sum, [1, 2], pure=False)
         wait(finished)
         cluster.scale(0)

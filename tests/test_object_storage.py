@@ -237,7 +237,9 @@ def test_encode_and_stats_on_s3_equal_those_on_disk(
     faces: Path, checkpoint: Path, bucket: str, tmp_path: Path
 ) -> None:
     _encode(faces, checkpoint, tmp_path / "latents.zarr")
-    stats_local = run_cli_in_process("stats", str(tmp_path / "latents.zarr"), "--out", str(tmp_path / "stats.zarr"))
+    stats_local = run_cli_in_process(
+        "stats", str(tmp_path / "latents.zarr"), "--out", str(tmp_path / "stats.zarr")
+    )
     assert stats_local.returncode == 0, stats_local.stderr
 
     dataset = upload(faces, f"{bucket}/faces")

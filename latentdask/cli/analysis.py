@@ -488,15 +488,13 @@ def serve(
 ) -> None:
     """A dashboard in the browser: every z-point re-aggregated on zoom; histograms, correlations, images."""
     from latentdask.cluster.connect import connect
-    from latentdask.cluster.workers import paths_on_workers
+    from latentdask.cluster.workers import check_paths_on_workers
     from latentdask.render.dashboard import serve as run_serve
 
     if not 0 < port < 65536:  # before a cluster starts
         raise LatentdaskError(f"--port must be a port number from 1 to 65535, got {port}")
-    with (
-        connect(cluster_choice(cluster, scheduler, cluster_name)) as client,
-        paths_on_workers(client, [store]),
-    ):
+    with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
+        check_paths_on_workers(client, [store])  # once: a server's later workers are not watched
         console.print(f"serving {store} on http://{address}:{port}/ (Ctrl-C stops)")
         if address not in ("127.0.0.1", "localhost", "::1"):
             console.print(

@@ -8,6 +8,7 @@ Nothing here imports distributed: the statistics run on plain dask schedulers to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -31,14 +32,18 @@ def worker_wait() -> float:
     return seconds
 
 
-#: what each client's workers that joined during a command and could not see its paths said
-#: (``cluster.workers.paths_on_workers``), by client id: the command's watch stops it with that line
-REFUSED: dict[str, str] = {}
+#: what workers that joined during a command and could not see its paths said
+#: (``cluster.workers.paths_on_workers``), by (client id, check): the command's watch stops it with that line
+REFUSED: dict[tuple[str, str], str] = {}
+
+#: the longest wait for a finished result's transfer before the cluster is looked at again
+LONGEST_TRANSFER_WAIT = 60.0
 
 
 class WorkerWatch:
     """Stops a command that waits on a cluster left without workers (batch jobs past their
-    walltime and not replaced, a cluster whose jobs fail to start) instead of waiting forever."""
+    walltime and not replaced, a cluster whose jobs fail to start) instead of waiting forever,
+    and one whose joining worker could not see its paths."""
 
     #: seconds between two looks at the scheduler's workers
     INTERVAL = 1.0
@@ -53,8 +58,9 @@ class WorkerWatch:
         """Raise ConfigError, saying what is ``waiting``, once the scheduler has had no worker for
         :func:`worker_wait` seconds, or at once when a worker that joined could not see the
         command's paths."""
-        if self.client.id in REFUSED:
-            raise ConfigError(REFUSED[self.client.id])
+        refused = [line for (client, _), line in list(REFUSED.items()) if client == self.client.id]
+        if refused:
+            raise ConfigError(refused[0])
         now = time.monotonic()
         if now - self._looked < self.INTERVAL:
             return
@@ -80,9 +86,12 @@ class WorkerWatch:
             try:
                 return future.result(timeout=timeout)
             except TimeoutError:
+                if future.status in ("error", "cancelled"):
+                    raise  # the task's own error, which may be a TimeoutError too
                 self.check(waiting)
                 # a timeout starts the transfer of a finished result over: give a long one the time it needs
-                timeout = timeout * 2 if future.status == "finished" else self.INTERVAL
+                finished = future.status == "finished"
+                timeout = min(timeout * 2, LONGEST_TRANSFER_WAIT) if finished else self.INTERVAL
 
     def results(self, futures: list[Any], waiting: str) -> list[Any]:
         """The futures' results in their order, each gathered as soon as it is ready and released
@@ -91,7 +100,7 @@ class WorkerWatch:
         from distributed import as_completed
 
         gathered: dict[int, Any] = {}
-        completed = as_completed(futures, loop=self.client.loop)
+        completed = as_completed(list(dict.fromkeys(futures)), loop=self.client.loop)  # each future once
         while not completed.is_empty():
             self.check(waiting)  # at most once an INTERVAL it asks the scheduler
             if not completed.has_ready():
@@ -107,18 +116,25 @@ class WorkerWatch:
 def compute(
     *graphs: Any, scheduler: Any = None, waiting: str = "the command's tasks waiting"
 ) -> tuple[Any, ...]:
-    """``dask.compute(*graphs, scheduler=scheduler)``; on a distributed client, watched by
-    :class:`WorkerWatch`, which stops the command when the cluster has had no worker for
-    :func:`worker_wait` seconds."""
+    """``dask.compute(*graphs, scheduler=scheduler)`` of dask collections (anything else comes
+    back as it is); on a distributed client, watched by
+    :class:`WorkerWatch` (which stops the command when the cluster has had no worker for
+    :func:`worker_wait` seconds, or a worker that joined could not see its paths), each result
+    gathered as soon as it is ready and released on the workers."""
     distributed = sys.modules.get("distributed")  # a client implies distributed is imported
     if distributed is None or not isinstance(scheduler, distributed.Client):
         return dask.compute(*graphs, scheduler=scheduler)
     watch = WorkerWatch(scheduler)
-    computed = scheduler.compute(list(graphs))  # what is not a dask collection comes back as it is
-    futures = [future for future in computed if isinstance(future, distributed.Future)]
+    # each collection once, the rest as it is: Client.compute pairs its futures with the wrong
+    # collections when one is given twice
+    tokens = [dask.base.tokenize(g) if dask.is_dask_collection(g) else None for g in graphs]
+    unique = {token: graph for token, graph in zip(tokens, graphs, strict=True) if token is not None}
+    futures = scheduler.compute(list(unique.values()))
     try:
-        results = iter(watch.results(futures, waiting))
+        results = dict(zip(unique, watch.results(futures, waiting), strict=True))
     except BaseException:
-        scheduler.cancel(futures)
+        with contextlib.suppress(Exception):  # the command's own error is the one to tell
+            scheduler.cancel(futures)
         raise
-    return tuple(next(results) if isinstance(item, distributed.Future) else item for item in computed)
+    pairs = zip(tokens, graphs, strict=True)
+    return tuple(graph if token is None else results[token] for token, graph in pairs)

@@ -83,7 +83,7 @@ def _unseen(missing: dict[str, list[str]]) -> str:
 class PathsPlugin(WorkerPlugin):
     """The paths a command needs, checked on each worker that joins while it runs: a worker that
     cannot see one says so (an event on the plugin's own topic, which the command reports) and
-    leaves before it reads a task."""
+    leaves before it runs a task (the scheduler gives those to other workers)."""
 
     def __init__(self, paths: list[str]) -> None:
         self.paths = paths
@@ -101,21 +101,28 @@ class PathsPlugin(WorkerPlugin):
 def paths_on_workers(client: Client, paths: Sequence[Where]) -> Iterator[None]:
     """:func:`check_paths_on_workers` now, and on each worker that joins while the block runs: one
     that cannot see a path leaves, and the command's :class:`~latentdask.cluster.watch.WorkerWatch`
-    stops it with one line naming worker and path."""
+    stops it with one line naming worker and path (where the command waits through it)."""
     check_paths_on_workers(client, paths)
     plugin = PathsPlugin([identity(p) for p in paths])
     refused: dict[str, list[str]] = {}
+    listening = True
 
     def heard(event: tuple[float, dict[str, Any]]) -> None:
-        refused[event[1]["worker"]] = event[1]["missing"]
-        REFUSED[client.id] = _unseen(refused) + " (it joined while the command ran, and left)"
+        if listening:  # an event that arrives after the block is not this command's
+            refused[event[1]["worker"]] = event[1]["missing"]
+            line = _unseen(refused) + " (it joined while the command ran, and left)"
+            REFUSED[(client.id, plugin.name)] = line
 
-    client.subscribe_topic(plugin.name, heard)
-    client.register_plugin(plugin)
     try:
+        client.subscribe_topic(plugin.name, heard)
+        client.register_plugin(plugin)
         yield
     finally:
-        REFUSED.pop(client.id, None)
+        listening = False
+        REFUSED.pop((client.id, plugin.name), None)
         if client.status == "running":  # a lost scheduler holds no plugin
-            client.unregister_worker_plugin(plugin.name)
-            client.unsubscribe_topic(plugin.name)
+            try:
+                client.unsubscribe_topic(plugin.name)
+                client.unregister_worker_plugin(plugin.name)
+            except Exception:  # a worker closing as it is told: it takes the plugin with it
+                pass

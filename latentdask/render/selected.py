@@ -33,7 +33,7 @@ import numba
 import numpy as np
 from dask.delayed import delayed
 
-from latentdask.cluster.watch import compute
+from latentdask.cluster.watch import WorkerWatch, compute
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, location
 from latentdask.stats.contrast import SelectionProfile, profile_block, profile_of
@@ -526,7 +526,8 @@ def describe_drawn(
     )
     # one graph, not optimized (fusing would rename the block tasks): each block's pass runs once
     held, reduced = client.persist([rows, state], optimize_graph=False)
-    return held, _summary(client.compute(reduced).result(), points, shown, corpus)
+    described = WorkerWatch(client).result(client.compute(reduced), "the selection's description")
+    return held, _summary(described, points, shown, corpus)
 
 
 def warm_kernels() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from latentdask.cluster.watch import WorkerWatch
 from latentdask.errors import LatentdaskError
 from latentdask.location import Where, identity
 from latentdask.store.layout import (
@@ -255,7 +256,7 @@ def verify_store(store: Where, *, client: Any = None) -> Verification:
             key=[f"verify-shard-{number:06d}-{path}" for number in finished],
             pure=False,
         )
-        reasons = client.gather(futures)
+        reasons = WorkerWatch(client).results(futures, f"{len(finished)} shard(s) to verify")
     else:
         reasons = [verify_shard(path, number) for number in finished]
     damaged = {n: r for n, r in zip(finished, reasons, strict=True) if r is not None}
