@@ -381,6 +381,31 @@ def test_a_worker_that_joins_and_cannot_see_the_paths_leaves_and_the_command_sto
         )
 
 
+def test_a_path_check_left_by_a_killed_command_is_removed_by_the_next(tmp_path: Path) -> None:
+    """A command killed before its cleanup left its path check on a scheduler that outlives it
+    (``--scheduler``, a named cluster), turning away every later worker that cannot see its old
+    paths; the next command removes it, and keeps the checks of commands still connected."""
+    from latentdask.cluster.workers import PATHS_PLUGIN, PathsPlugin, paths_on_workers
+
+    def checks(client: Client) -> set[str]:
+        plugins = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))
+        return {name for name in plugins if name.startswith(PATHS_PLUGIN)}
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+        Client(cluster.scheduler_address) as other,
+    ):
+        killed = PathsPlugin([str(tmp_path)], owner="Client-killed-long-ago")  # its paths, deleted later
+        running = PathsPlugin([str(tmp_path)], owner=other.id)
+        client.register_plugin(killed)
+        client.register_plugin(running)
+        with paths_on_workers(client, [tmp_path]):
+            during = checks(client)
+        assert killed.name not in during and running.name in during and len(during) == 2
+        assert checks(client) == {running.name}
+
+
 def _time_out() -> None:
     raise TimeoutError("the task's own")
 

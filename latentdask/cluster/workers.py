@@ -80,14 +80,20 @@ def _unseen(missing: dict[str, list[str]]) -> str:
     )
 
 
+#: the start of a path check's plugin name, followed by its command's client id
+PATHS_PLUGIN = "latentdask-paths--"
+
+
 class PathsPlugin(WorkerPlugin):
     """The paths a command needs, checked on each worker that joins while it runs: a worker that
     cannot see one says so (an event on the plugin's own topic, which the command reports) and
-    leaves before it runs a task (the scheduler gives those to other workers)."""
+    leaves before it runs a task (the scheduler gives those to other workers). Its name holds
+    the command's client id: a plugin whose command was killed before it could unregister it is
+    removed by the next command on that scheduler (:func:`_drop_orphans`)."""
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], owner: str) -> None:
         self.paths = paths
-        self.name = f"latentdask-paths-{uuid.uuid4().hex}"
+        self.name = f"{PATHS_PLUGIN}{owner}--{uuid.uuid4().hex}"
 
     def setup(self, worker: Any) -> None:
         # runs as the worker registers, before it reads its first message from the scheduler
@@ -97,13 +103,34 @@ class PathsPlugin(WorkerPlugin):
             worker.loop.add_callback(worker.close, reason=f"latentdask: cannot see {', '.join(missing)}")
 
 
+def _drop_orphans(client: Client) -> None:
+    """Unregister the path checks of commands whose clients have left the scheduler (killed
+    before their own cleanup): on a scheduler that outlives its commands (``--scheduler``, a
+    named cluster), an orphan would go on turning away workers that cannot see an old path."""
+
+    def orphans(dask_scheduler: Any, prefix: str = PATHS_PLUGIN) -> list[str]:  # runs on the scheduler
+        owners = {name: name[len(prefix) :].rsplit("--", 1)[0] for name in dask_scheduler.worker_plugins}
+        return [
+            name
+            for name, owner in owners.items()
+            if name.startswith(prefix) and owner not in dask_scheduler.clients
+        ]
+
+    try:
+        for name in client.run_on_scheduler(orphans):
+            client.unregister_worker_plugin(name)
+    except Exception:  # a scheduler that runs no client function, a closing worker: not this command's
+        pass
+
+
 @contextlib.contextmanager
 def paths_on_workers(client: Client, paths: Sequence[Where]) -> Iterator[None]:
     """:func:`check_paths_on_workers` now, and on each worker that joins while the block runs: one
     that cannot see a path leaves, and the command's :class:`~latentdask.cluster.watch.WorkerWatch`
     stops it with one line naming worker and path (where the command waits through it)."""
     check_paths_on_workers(client, paths)
-    plugin = PathsPlugin([identity(p) for p in paths])
+    _drop_orphans(client)
+    plugin = PathsPlugin([identity(p) for p in paths], owner=client.id)
     refused: dict[str, list[str]] = {}
     listening = True
 
