@@ -5,7 +5,8 @@ line on stderr and exit code 2; other exceptions are bugs and keep their traceba
 
 Modules: :mod:`~latentdask.cli.options` (what the commands share),
 :mod:`~latentdask.cli.pipeline` (images to a latent store, workflows),
-:mod:`~latentdask.cli.analysis` (what the store holds), :mod:`~latentdask.cli.cluster`
+:mod:`~latentdask.cli.analysis` (what the store holds), :mod:`~latentdask.cli.artificial`
+(artificial z-points), :mod:`~latentdask.cli.cluster`
 and :mod:`~latentdask.cli.bench` (the two groups).
 """
 
@@ -36,12 +37,12 @@ COMMANDS = {
     "select": "analysis:select",
     "run": "pipeline:run",
     "report": "pipeline:report",
-    "gmm": "analysis:gmm",
-    "generate": "analysis:generate",
-    "score": "analysis:score",
+    "gmm": "artificial:gmm",
+    "generate": "artificial:generate",
+    "score": "artificial:score",
     "compare": "compare:compare",
     "normality": "analysis:normality",
-    "decode": "analysis:decode",
+    "decode": "artificial:decode",
     "render": "analysis:render",
     "serve": "analysis:serve",
 }
