@@ -25,7 +25,6 @@ import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import zarr
@@ -41,6 +40,7 @@ from latentdask.data.nvjpeg import check_nvjpeg
 from latentdask.data.opencv import check_opencv
 from latentdask.encode.options import EncodeOptions
 from latentdask.encode.plugin import ModelPlugin
+from latentdask.encode.summary import EncodeSummary
 from latentdask.encode.task import STAGES, ShardJob, ShardReport, encode_shard
 from latentdask.errors import CheckpointError, LatentdaskError
 from latentdask.location import Location, Where, identity, location
@@ -63,40 +63,6 @@ from latentdask.store.lock import writer_lock
 from latentdask.store.output import RECORD_KEY, check_output, owned_output
 from latentdask.store.paths import default_stats_path
 from latentdask.store.points import zpoint_bytes
-
-
-@dataclass
-class EncodeSummary:
-    """The end of a run: what was done, how long it took, where it went."""
-
-    store: Location
-    images: int
-    shards_total: int
-    shards_run: int
-    shards_skipped: int
-    invalid: dict[str, int]
-    wall_seconds: float
-    compute_seconds: float = 0.0  # from the first task submitted to the last result
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def images_per_second(self) -> float:
-        """Throughput of the tasks, without cluster start-up and store creation."""
-        return self.images / self.compute_seconds if self.compute_seconds else 0.0
-
-    def lines(self) -> list[str]:
-        invalid = sum(self.invalid.values())
-        reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(self.invalid.items()))
-        stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in self.stage_seconds.items())
-        return [
-            f"encoded {self.images} images in {self.shards_run} shard(s) "
-            f"({self.shards_skipped} already done, {self.shards_total} in all) → {self.store}",
-            f"invalid {invalid}" + (f" ({reasons})" if reasons else ""),
-            f"wall time {self.wall_seconds:.1f} s; {self.images_per_second:.0f} images/s "
-            f"over {self.compute_seconds:.1f} s of encoding",
-            f"time per stage, summed over workers: {stages}",
-        ]
-
 
 # ----------------------------------------------------------------------------- client
 

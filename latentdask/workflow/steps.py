@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from latentdask.cluster.spec import ClusterChoice
     from latentdask.data.synthetic_faces import SynthOptions
     from latentdask.encode.options import EncodeOptions
-    from latentdask.encode.run import EncodeSummary
+    from latentdask.encode.summary import EncodeSummary
     from latentdask.generate.gmm import GMMOptions
     from latentdask.generate.options import DecodeOptions, GenerateOptions, SamplerSpec, ScoreOptions
     from latentdask.location import Location, Where
