@@ -44,15 +44,8 @@ from latentdask.model.config import ModelConfig
 from latentdask.render.dashboard import CLICKS_SHOW, THUMBNAILS_TOGGLE
 from latentdask.render.explore import Explorer, View
 from latentdask.render.projections import PC_SPREAD
-from latentdask.render.selected import (
-    Corpus,
-    Drawn,
-    SelectionError,
-    describe,
-    describe_drawn,
-    export,
-    selection_path,
-)
+from latentdask.render.selected import Drawn, SelectionError, describe_drawn, export, selection_path
+from latentdask.stats.describe import Corpus, describe
 from latentdask.stats.io import open_stats
 from latentdask.store import selection
 from latentdask.store.output import OutputError

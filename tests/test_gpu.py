@@ -79,7 +79,7 @@ def test_statistics_on_the_gpu_equal_the_cpu() -> None:
 def test_nearest_real_neighbour_on_the_gpu_equals_the_cpu(tmp_path: Path) -> None:
     import zarr
 
-    from latentdask.generate.score import nearest_real_distance
+    from latentdask.stats.nearest import nearest_real_distance
     from latentdask.store.points import open_zpoints
 
     rng = np.random.default_rng(0)

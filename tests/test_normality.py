@@ -14,12 +14,12 @@ import scipy.spatial.distance
 import scipy.stats
 import zarr
 
-from latentdask.generate.score import Reference
 from latentdask.stats import multivariate
 from latentdask.stats.io import open_stats, stats_of, write_stats
 from latentdask.stats.normality import NormalityError, multivariate_pass, normality
 from latentdask.stats.options import SummaryParams
 from latentdask.stats.reduce import summarize
+from latentdask.stats.reference import Reference
 from latentdask.store.points import open_zpoints
 
 DIM = 6

@@ -14,20 +14,12 @@ import zarr
 from latentdask.errors import StatsError
 from latentdask.generate.options import sampler_spec
 from latentdask.generate.samplers import generate
-from latentdask.generate.score import (
-    Reference,
-    ScoreError,
-    _nearest_numpy,
-    _nearest_torch,
-    histogram_quantiles,
-    mahalanobis,
-    nearest_real_distance,
-    outside_counts,
-    score,
-)
+from latentdask.generate.score import ScoreError, score
 from latentdask.stats.io import open_stats, stats_of, write_stats
+from latentdask.stats.nearest import _nearest_numpy, _nearest_torch, nearest_real_distance
 from latentdask.stats.options import SummaryParams
 from latentdask.stats.reduce import summarize
+from latentdask.stats.reference import Reference, histogram_quantiles, mahalanobis, outside_counts
 from latentdask.store.points import open_zpoints
 from latentdask.store.rows import heldout_rows, selection_mask
 

@@ -1,15 +1,15 @@
 """``latentdask bench knn``: exact nearest-real-neighbour search against the same brute force in RAM.
 
 One run: ``queries`` artificial points against ``n`` real vectors of a synthetic store,
-searched by :func:`latentdask.generate.score.nearest_real_distance` on a local cluster
+searched by :func:`latentdask.stats.nearest.nearest_real_distance` on a local cluster
 (one task per block of ``chunk_rows`` rows, ``workers`` processes of one thread), in
 FLOP/s (2 · queries · rows · dim per search), against:
 
 - **baseline** — the same brute force on the array loaded into RAM (load apart): the same
   library, batch shape and threads as the search's tasks — on the CPU numpy (OpenBLAS)
-  GEMMs of :data:`~latentdask.generate.score.QUERY_BATCH` queries × ``chunk_rows`` rows on
+  GEMMs of :data:`~latentdask.stats.nearest.QUERY_BATCH` queries × ``chunk_rows`` rows on
   ``workers`` BLAS threads, on a GPU torch with
-  :data:`~latentdask.generate.score.GPU_QUERY_BATCH` — each batch ranks the rows by
+  :data:`~latentdask.stats.nearest.GPU_QUERY_BATCH` — each batch ranks the rows by
   |x|² − 2 q·x and measures the distance to the best one in float64. Its distances
   must agree with latentdask's (relative difference ≤ 1e-5: near-ties may pick another
   row at the same distance);
@@ -30,8 +30,8 @@ import zarr
 
 from latentdask.bench.report import BenchReport, blas_threads, local_client, warm_up
 from latentdask.device import resolve_device
-from latentdask.generate.score import GPU_QUERY_BATCH, QUERY_BATCH, nearest_real_distance
 from latentdask.generate.synthetic import synthesize_latents
+from latentdask.stats.nearest import GPU_QUERY_BATCH, QUERY_BATCH, nearest_real_distance
 from latentdask.store.points import open_zpoints
 
 #: near-ties: another row within float32 rounding of the nearest may be chosen

@@ -45,7 +45,8 @@ from latentdask.bench.report import BenchReport, count_difference, local_client,
 from latentdask.generate.synthetic import synthesize_latents
 from latentdask.render.explore import Explorer, View
 from latentdask.render.projections import Projection, canvas_size, ranked_pairs
-from latentdask.render.selected import Corpus, Drawn, describe_drawn, warm_kernels
+from latentdask.render.selected import Drawn, describe_drawn
+from latentdask.stats.describe import Corpus, warm_kernels
 from latentdask.stats.io import open_stats, stats_of, write_stats
 from latentdask.stats.options import SummaryParams
 from latentdask.store.points import open_zpoints
@@ -80,7 +81,8 @@ def bench_serve(
     ):
         store = synthesize_latents(Path(scratch) / "points.zarr", n=n, dim=dim, seed=0, chunk_rows=chunk_rows)
         with local_client(workers) as client:
-            client.run(warm_up, "latentdask.render.explore", "latentdask.render.selected")
+            modules = ("latentdask.render.explore", "latentdask.render.selected", "latentdask.stats.describe")
+            client.run(warm_up, *modules)
             client.run(warm_kernels)  # as serve does when it starts
             stats_path = Path(scratch) / "stats.zarr"
             write_stats(

@@ -270,7 +270,7 @@ def initial_mixture(
     corpus: ZPoints, passes: Passes, keep: Any, k: int, options: GMMOptions, scheduler: Any, notes: list[str]
 ) -> Mixture:
     """k-means++ on a seeded sample, Lloyd over every row, then each cluster's moments."""
-    from latentdask.generate.score import real_sample
+    from latentdask.store.rows import real_sample
 
     sample, _ = real_sample(corpus, options.init_sample, options.seed, scheduler, keep=keep)
     if len(sample) < k:

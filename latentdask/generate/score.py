@@ -22,10 +22,11 @@ reference):
    drawn from the fit itself sit closer.
 2. **Components outside the real range**: per point, how many components lie outside
    the fit's per-component [0.5 %, 99.5 %] range (read off its histograms), and the
-   distribution of that count.
+   distribution of that count (both against :class:`~latentdask.stats.reference.Reference`).
 3. **Distance to the nearest real z-point of the fit**, exact, by brute force against every
    row of the fit, one task per block of the store (|q|² + |x|² − 2 q·x, a GEMM per block),
-   merged by minimum; real and artificial points are measured against the same rows.
+   merged by minimum (:mod:`latentdask.stats.nearest`); real and artificial points are measured
+   against the same rows.
 4. **Slice membership**: for a pair (a, b) and threshold t, the fraction of points with
    |x_j| < t for all j outside the pair, beside the real fraction (slice_count / count).
 5. **Log-likelihood** per point under the multivariate normal fitted to the fit's rows, and under
@@ -37,9 +38,7 @@ reference):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -49,14 +48,11 @@ from latentdask.cluster.watch import compute
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, identity, location
 from latentdask.stats.io import fitted_rows, fitted_selection, open_stats
-from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts, ship
-from latentdask.stats.summary import select_rows
+from latentdask.stats.nearest import nearest_real_distance
+from latentdask.stats.reference import Reference, mahalanobis, mvn_log_likelihood, outside_counts
 from latentdask.store.output import write_json
 from latentdask.store.points import ZPoints, open_zpoints
-from latentdask.store.rows import selection_mask, split_mask
-
-if TYPE_CHECKING:
-    import torch
+from latentdask.store.rows import real_sample, selection_mask, split_mask
 
 #: the kind of output scores.json is, in its ``latentdask`` record
 SCORES_KIND = "scores"
@@ -65,183 +61,6 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 class ScoreError(LatentdaskError):
     """Point sets or statistics that cannot be scored together."""
-
-
-@dataclass(frozen=True)
-class Reference:
-    """What every score is measured against, from the fit's statistics."""
-
-    mean: np.ndarray
-    inverse_factor: np.ndarray  # L⁻¹ with Σ = L Lᵀ: Mahalanobis = |L⁻¹ (x - μ)|
-    low: np.ndarray  # per-component 0.5 % point
-    high: np.ndarray  # per-component 99.5 % point
-    slice_fraction: np.ndarray  # (threshold, latent, latent2) real fraction in each slice
-    thresholds: np.ndarray
-
-    @classmethod
-    def from_stats(cls, stats: xr.Dataset, *, tail: float = 0.005) -> Reference:
-        cov = stats["cov"].values
-        factor = np.linalg.cholesky(cov + 1e-12 * np.trace(cov) / len(cov) * np.eye(len(cov)))
-        low, high = histogram_quantiles(stats, tail), histogram_quantiles(stats, 1 - tail)
-        return cls(
-            mean=stats["mean"].values,
-            inverse_factor=np.linalg.inv(factor),
-            low=low,
-            high=high,
-            slice_fraction=stats["slice_count"].values / max(int(stats["count"]), 1),
-            thresholds=stats["threshold"].values,
-        )
-
-
-def histogram_quantiles(stats: xr.Dataset, q: float) -> np.ndarray:
-    """Per-component q-quantile of the statistics' rows, interpolated within the histogram's bins."""
-    edges = stats["bin_edges"].values
-    counts = np.concatenate(
-        [stats["underflow"].values[:, None], stats["hist"].values, stats["overflow"].values[:, None]], axis=1
-    ).astype(np.float64)
-    cdf = np.cumsum(counts, axis=1) / counts.sum(axis=1, keepdims=True)
-    out = np.empty(len(cdf))
-    for j, row in enumerate(cdf):
-        k = int(np.searchsorted(row, q))  # bin k of [under, bins..., over] holds the quantile
-        if k == 0:
-            out[j] = edges[0]
-        elif k >= len(edges):
-            out[j] = edges[-1]
-        else:
-            before = row[k - 1]
-            fraction = (q - before) / (row[k] - before) if row[k] > before else 0.5
-            out[j] = edges[k - 1] + fraction * (edges[k] - edges[k - 1])
-    return out
-
-
-def mahalanobis(points: np.ndarray, reference: Reference) -> np.ndarray:
-    """Mahalanobis distance of each point to the real mean."""
-    whitened = (np.asarray(points, dtype=np.float64) - reference.mean) @ reference.inverse_factor.T
-    return np.sqrt((whitened * whitened).sum(axis=1))
-
-
-def outside_counts(points: np.ndarray, reference: Reference) -> np.ndarray:
-    """Per point, the number of components outside the real [0.5 %, 99.5 %] range."""
-    return ((points < reference.low) | (points > reference.high)).sum(axis=1)
-
-
-#: queries per GEMM against a block: 256 x 65,536 float32 distances = 64 MiB on the CPU
-QUERY_BATCH = 256
-#: on a GPU: 4,096 x 65,536 float32 distances = 1 GiB of device memory
-GPU_QUERY_BATCH = 4096
-
-
-def _nearest_in_block(
-    block: np.ndarray,
-    start: int,
-    queries: np.ndarray,
-    valid: np.ndarray | None,
-    *,
-    query_rows: np.ndarray,
-    device: str = "auto",
-) -> np.ndarray:
-    """Squared distance from each query to its nearest valid row of this block (inf if none).
-
-    Steps, per batch of queries, on the worker's GPU when it has one (``device="auto"``):
-    1. rank the block's rows by |x|² − 2 q·x (a float32 GEMM; |q|² is the same for every row);
-    2. take the best row and measure its distance again in float64, so that the distance
-       reported is exact for the neighbour found.
-    """
-    x = np.asarray(block, dtype=np.float32)
-    keep, _, _ = select_rows(x, valid, None)  # the statistics' own row filter
-    if not keep.any():
-        return np.full(len(queries), np.inf)
-    x = np.where(keep.reshape(-1, 1), x, 0.0).astype(np.float32)
-    rows = start + np.arange(len(x))
-    own_rows = query_rows if bool(((query_rows >= start) & (query_rows < start + len(x))).any()) else None
-    from latentdask.device import resolve_device  # torch, imported by the tasks only
-
-    target = resolve_device(device)
-    if target.type == "cuda":
-        return _nearest_torch(x, keep, rows, queries, own_rows, target)
-    return _nearest_numpy(x, keep, rows, queries, own_rows)
-
-
-def _nearest_numpy(
-    x: np.ndarray, keep: np.ndarray, rows: np.ndarray, queries: np.ndarray, own_rows: np.ndarray | None
-) -> np.ndarray:
-    best = np.full(len(queries), np.inf)
-    norms = np.einsum("ij,ij->i", x, x)
-    excluded = ~keep
-    any_excluded = bool(excluded.any())
-    for q0 in range(0, len(queries), QUERY_BATCH):
-        q = np.asarray(queries[q0 : q0 + QUERY_BATCH], dtype=np.float32)
-        rank = q @ x.T  # in place from here on: the batch's only large array
-        rank *= -2.0
-        rank += norms
-        if any_excluded:
-            rank[:, excluded] = np.inf
-        if own_rows is not None:
-            rank[own_rows[q0 : q0 + QUERY_BATCH, None] == rows[None, :]] = np.inf  # not its own neighbour
-        nearest = rank.argmin(axis=1)
-        found = np.isfinite(rank[np.arange(len(q)), nearest])
-        exact = ((q.astype(np.float64) - x[nearest].astype(np.float64)) ** 2).sum(axis=1)
-        best[q0 : q0 + QUERY_BATCH] = np.where(found, exact, np.inf)
-    return best
-
-
-def _nearest_torch(
-    x_host: np.ndarray,
-    keep: np.ndarray,
-    rows_host: np.ndarray,
-    queries: np.ndarray,
-    own_rows: np.ndarray | None,
-    device: torch.device,
-) -> np.ndarray:
-    import torch
-
-    best = np.full(len(queries), np.inf)
-    x = torch.from_numpy(x_host).to(device)
-    norms = (x * x).sum(dim=1)
-    excluded = torch.from_numpy(~keep).to(device)
-    rows = torch.from_numpy(rows_host).to(device)
-    with torch.inference_mode():
-        for q0 in range(0, len(queries), GPU_QUERY_BATCH):
-            q = torch.from_numpy(np.asarray(queries[q0 : q0 + GPU_QUERY_BATCH], dtype=np.float32)).to(device)
-            rank = torch.addmm(norms[None, :], q, x.T, alpha=-2.0)
-            rank[:, excluded] = torch.inf
-            if own_rows is not None:
-                own = torch.from_numpy(np.asarray(own_rows[q0 : q0 + GPU_QUERY_BATCH])).to(device)
-                rank[own[:, None] == rows[None, :]] = torch.inf
-            nearest = rank.argmin(dim=1)
-            found = torch.isfinite(rank[torch.arange(len(q), device=device), nearest])
-            exact = ((q.double() - x[nearest].double()) ** 2).sum(dim=1)
-            best[q0 : q0 + GPU_QUERY_BATCH] = torch.where(found, exact, torch.inf).cpu().numpy()
-    return best
-
-
-def _nearest_combine(parts: Sequence[np.ndarray]) -> np.ndarray:
-    return np.minimum.reduce(list(parts))
-
-
-def nearest_real_distance(
-    corpus: ZPoints,
-    queries: np.ndarray,
-    *,
-    query_rows: np.ndarray | None = None,
-    keep: Any = None,
-    device: str = "auto",
-    scheduler: Any = None,
-) -> np.ndarray:
-    """Exact distance from each query to its nearest valid (and ``keep``-selected) real z-point:
-    one task per block. Each task runs on its worker's GPU when it has one (``device="auto"``).
-    """
-    query_rows = np.full(len(queries), -1) if query_rows is None else np.asarray(query_rows)
-    shipped = ship(queries)
-    kernel = partial(_nearest_in_block, query_rows=query_rows, device=device)
-    searched = corpus.valid if keep is None else (keep if corpus.valid is None else corpus.valid & keep)
-    blocks = [
-        (block, start, shipped, rows)
-        for (block, rows), start in zip(row_blocks(corpus.z, searched), row_starts(corpus.z), strict=True)
-    ]
-    graph = reduce_blocks(blocks, chunk=kernel, combine=_nearest_combine, name="nearest_real")
-    (squared,) = compute(graph, scheduler=scheduler)
-    return np.sqrt(squared)
 
 
 def summary(values: np.ndarray) -> dict[str, float]:
@@ -255,22 +74,6 @@ def in_slice(points: np.ndarray, a: int, b: int, t: float) -> np.ndarray:
     others = np.ones(points.shape[1], dtype=bool)
     others[[a, b]] = False
     return (np.abs(points[:, others]) < t).all(axis=1)
-
-
-def real_sample(
-    corpus: ZPoints, n: int, seed: int, scheduler: Any = None, *, keep: Any = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``n`` valid (and ``keep``-selected) real points, drawn with ``seed``, and their rows."""
-    valid = (
-        np.ones(corpus.z.shape[0], dtype=bool)
-        if corpus.valid is None
-        else compute(corpus.valid, scheduler=scheduler)[0]
-    )
-    if keep is not None:
-        valid = valid & np.asarray(compute(keep, scheduler=scheduler)[0], dtype=bool)
-    rows = np.flatnonzero(valid)
-    rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, len(rows)), replace=False))
-    return np.asarray(compute(corpus.z[rows], scheduler=scheduler)[0], dtype=np.float32), rows
 
 
 def score(
@@ -430,14 +233,6 @@ def same_selection(
             "or score with the selection they describe"
         )
     return {"path": identity(given.path), "fingerprint": fingerprint, "rows": given.count}
-
-
-def mvn_log_likelihood(points: np.ndarray, reference: Reference) -> np.ndarray:
-    """The log-density of each point under the normal with the reference's mean and covariance."""
-    whitened = (np.asarray(points, dtype=np.float64) - reference.mean) @ reference.inverse_factor.T
-    log_det = -2 * np.log(np.diagonal(reference.inverse_factor)).sum()
-    dim = len(reference.mean)
-    return -0.5 * (np.einsum("ij,ij->i", whitened, whitened) + log_det + dim * np.log(2 * np.pi))
 
 
 def format_scores(results: dict[str, Any]) -> str:

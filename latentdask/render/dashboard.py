@@ -47,17 +47,9 @@ import param
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, location
 from latentdask.render.explore import Explorer, View
-from latentdask.render.selected import (
-    Corpus,
-    Drawn,
-    Summary,
-    describe,
-    describe_drawn,
-    export,
-    selection_path,
-    warm_kernels,
-)
+from latentdask.render.selected import Drawn, describe_drawn, export, selection_path
 from latentdask.stats.analysis import headline
+from latentdask.stats.describe import Corpus, Summary, describe, warm_kernels
 from latentdask.store import selection
 
 #: canvas pixels of the projection (the plot's inner area)

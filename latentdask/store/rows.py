@@ -4,15 +4,18 @@ Besides the dataset's own splits (train, valid, test), every store has two more:
 seeded share of :data:`HOLDOUT_SHARE` of the rows chosen by a hash of the row number (the same
 rows for every store of the same length, whatever its chunks), and ``fit``, the others. They
 serve stores whose dataset has no split: fit the statistics on ``fit``, compare with ``heldout``.
+:func:`real_sample` draws a seeded sample of the rows a mask keeps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import dask.array as da
 import numpy as np
 
+from latentdask.cluster.watch import compute
 from latentdask.data.celeba_names import SPLITS
 from latentdask.errors import StatsError
 from latentdask.store.points import ZPoints
@@ -89,3 +92,19 @@ def selection_mask(points: ZPoints, split: str, where: Sequence[str]) -> tuple[d
         mask = column if mask is None else mask & column
         words.append(f"{name}={value:+d}")
     return mask, "; ".join(words)
+
+
+def real_sample(
+    corpus: ZPoints, n: int, seed: int, scheduler: Any = None, *, keep: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n`` valid (and ``keep``-selected) real points, drawn with ``seed``, and their rows."""
+    valid = (
+        np.ones(corpus.z.shape[0], dtype=bool)
+        if corpus.valid is None
+        else compute(corpus.valid, scheduler=scheduler)[0]
+    )
+    if keep is not None:
+        valid = valid & np.asarray(compute(keep, scheduler=scheduler)[0], dtype=bool)
+    rows = np.flatnonzero(valid)
+    rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, len(rows)), replace=False))
+    return np.asarray(compute(corpus.z[rows], scheduler=scheduler)[0], dtype=np.float32), rows
