@@ -338,7 +338,7 @@ def test_the_cli_exits_1_when_a_baseline_disagrees(tmp_path: Path, monkeypatch: 
 
 
 def test_block_histograms_bin_as_np_histogram() -> None:
-    from latentdask.bench.stats import block_histograms
+    from latentdask.bench.stats_baselines import block_histograms
     from latentdask.stats.options import SummaryParams
 
     edges = SummaryParams().edges
@@ -350,7 +350,7 @@ def test_block_histograms_bin_as_np_histogram() -> None:
 
 
 def test_pair_populations_count_as_a_mask_per_pair() -> None:
-    from latentdask.bench.stats import pair_populations
+    from latentdask.bench.stats_baselines import pair_populations
 
     x = (np.random.default_rng(1).standard_normal((4000, 7)) * 1.3).astype(np.float32)
     x[0] = 1.5  # on the threshold: outside
