@@ -454,7 +454,7 @@ def test_data_shipped_to_a_reduction_survives_the_worker_that_held_it() -> None:
     from dask import delayed
 
     from latentdask.cluster.watch import compute
-    from latentdask.stats.reduce import ship
+    from latentdask.reduction import ship
 
     with (
         LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,

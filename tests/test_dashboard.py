@@ -41,6 +41,7 @@ from latentdask.generate.samplers import generate
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import save_checkpoint
 from latentdask.model.config import ModelConfig
+from latentdask.output import OutputError
 from latentdask.render.dashboard import CLICKS_SHOW, THUMBNAILS_TOGGLE
 from latentdask.render.explore import Explorer, View
 from latentdask.render.projections import PC_SPREAD
@@ -48,7 +49,6 @@ from latentdask.render.selected import Drawn, SelectionError, describe_drawn, ex
 from latentdask.stats.describe import Corpus, describe
 from latentdask.stats.io import open_stats
 from latentdask.store import selection
-from latentdask.store.output import OutputError
 from latentdask.store.paths import default_stats_path
 from latentdask.store.points import ZPoints, open_zpoints
 from tests.helpers import run_cli
@@ -166,7 +166,7 @@ def test_nearest_real_points_and_thumbnails_equal_numpy(store: Path, tmp_path: P
         assert explorer.index_bytes(view) >= len(rows) * (2 * 8 + 8)  # the points, their order, their rows
 
         x_range = (float(np.quantile(xy[:, 0], 0.1)), full.x_range[1])
-        picks = Dashboard(sources).thumbnail_rows(view, x_range, full.y_range)
+        picks = Dashboard(sources).plots.thumbnail_rows(view, x_range, full.y_range)
         counts = explorer.aggregate(view, x_range, full.y_range, *CANVAS)
         spots = dense_spots(counts)
         assert [(c, r) for c, r, _ in picks] == [(c, r) for c, r, _, _ in spots] and spots
@@ -456,6 +456,52 @@ def test_exported_selection_is_numpys_mask_and_feeds_stats(store: Path, tmp_path
     assert int(found["count"][...]) == expected.sum()
     np.testing.assert_allclose(found["mean"][...], z[expected].mean(axis=0), rtol=1e-9)
     np.testing.assert_allclose(found["cov"][...], np.cov(z[expected].T), rtol=1e-9, atol=1e-12)
+
+
+def test_the_apps_parts_answer_events_without_a_server(store: Path, tmp_path: Path) -> None:
+    """The dashboard's parts driven as the browser's events drive them, with no server: a box selects
+    numpy's rows and exports them, a heatmap click shows its pair in the view the buttons name, and
+    the projection keeps a zoom of the view shown but starts a new view from its full extent."""
+    from latentdask.render.dashboard import Dashboard, Sources
+
+    z = valid_z(store)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        sources = Sources.open(
+            store, stats=None, points=[], dataset=None, model=None, client=client, selections=tmp_path
+        )
+        app = Dashboard(sources)
+        app.__panel__()
+        a, b = app.controls.a.value, app.controls.b.value
+        x0, x1 = np.quantile(z[:, a], [0.2, 0.7])
+        y0, y1 = np.quantile(z[:, b], [0.1, 0.8])
+        app.selection.select_box((x0, y0, x1, y1))
+        expected = box_mask(z[:, a], z[:, b], (x0, x1, y0, y1))
+        assert app.selection.summary.profile.selected == expected.sum() > 0
+        app.selection.export()
+        assert (
+            app.selection.selection_note.object
+            == f"wrote {expected.sum():,} rows → {tmp_path / 'selection-selected.zarr'}"
+        )
+
+        app.show_clicked_pair(2.2, 4.9)
+        assert (app.controls.a.value, app.controls.b.value) == (2, 5)
+        app.linked.clicks_show.value = "right"
+        assert app.linked.clicks_note.object == CLICKS_SHOW["right"]
+        app.show_clicked_pair(1.0, 3.0)
+        assert (app.linked.c.value, app.linked.d.value, app.controls.a.value) == (1, 3, 2)
+
+        full = sources.explorer.projection(View("pair", 2, 5))
+        other = sources.explorer.projection(View("pair", 1, 3))
+        zoom = ((full.x_range[0], 0.0), (full.y_range[0], 0.0))
+        first = app.plots.projection("pair", 2, 5, "none", "none", "eq_hist")
+        zoomed = app.plots.projection("pair", 2, 5, "none", "none", "eq_hist", *zoom)
+        new_view = app.plots.projection("pair", 1, 3, "none", "none", "eq_hist", *zoom)
+    assert first.bounds.lbrt() == (full.x_range[0], full.y_range[0], full.x_range[1], full.y_range[1])
+    assert zoomed.bounds.lbrt() == (full.x_range[0], full.y_range[0], 0.0, 0.0)
+    assert new_view.bounds.lbrt() == (other.x_range[0], other.y_range[0], other.x_range[1], other.y_range[1])
 
 
 def test_explore_gives_the_served_app_to_a_notebook(store: Path) -> None:

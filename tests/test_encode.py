@@ -27,9 +27,9 @@ from latentdask.encode.run import encode
 from latentdask.errors import LatentdaskError
 from latentdask.location import LocationError
 from latentdask.model.checkpoint import load_checkpoint
+from latentdask.output import OutputError
 from latentdask.store import StoreError, open_latents
 from latentdask.store.lock import StoreLockedError, lock_path
-from latentdask.store.output import OutputError
 from tests.helpers import encode as encode_image
 from tests.helpers import make_checkpoint, solid_jpeg, write_celeba
 

@@ -11,10 +11,10 @@ import zarr
 
 from latentdask.generate.options import GenerateError, sampler_spec
 from latentdask.generate.samplers import Fitted, RadiusTheory, b_scan, core_radius, generate
+from latentdask.output import OutputError
 from latentdask.stats.io import open_stats, write_stats
 from latentdask.stats.options import SummaryParams
 from latentdask.stats.reduce import summarize
-from latentdask.store.output import OutputError
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,8 @@ import zarr
 from latentdask.data.container import ZIP_BLOCK_BYTES
 from latentdask.data.dataset import open_dataset
 from latentdask.location import create_exclusive, identity, inside, is_remote, location
+from latentdask.output import MOVING_FILE, OutputError, owned_output, read_record, write_json
 from latentdask.store.lock import StoreLockedError, acquire, release
-from latentdask.store.output import MOVING_FILE, OutputError, owned_output, read_record, write_json
 from tests.conftest import S3Server
 from tests.helpers import run_cli, run_cli_in_process, upload
 from tests.test_workflow import TINY
@@ -166,7 +166,7 @@ def test_a_move_cut_short_on_s3_is_recognised_and_replaced(bucket: str) -> None:
 
 
 def test_leftovers_and_stale_locks_on_s3_are_cleared_only_when_their_run_is_gone(bucket: str) -> None:
-    from latentdask.store.output import _host, remove_leftovers
+    from latentdask.output import _host, remove_leftovers
 
     out = location(f"{bucket}/figures.json")
     dead = subprocess.run(

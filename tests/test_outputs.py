@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import zarr
 
-from latentdask.store.output import (
+from latentdask.output import (
     OutputError,
     check_output,
     owned_output,

@@ -20,7 +20,7 @@ from latentdask.data.face_drawing import (
 )
 from latentdask.data.synthetic_faces import celeba_like_splits, read_recipe, synthesize, synthetic_recipe
 from latentdask.errors import DatasetError
-from latentdask.store.output import OutputError
+from latentdask.output import OutputError
 
 
 def digest_tree(root: Path) -> dict[str, str]:

@@ -28,8 +28,8 @@ import numpy as np
 from rich.table import Table
 from rich.text import Text
 
+from latentdask.output import write_json
 from latentdask.progress import console
-from latentdask.store.output import write_json
 
 if TYPE_CHECKING:
     from distributed import Client

@@ -65,10 +65,11 @@ from latentdask.bench.report import (
 from latentdask.bench.stats_baselines import dask_all_pairs, numpy_all_pairs, seed_code
 from latentdask.generate.synthetic import synthesize_latents
 from latentdask.location import Location
+from latentdask.reduction import row_starts
 from latentdask.stats.io import write_stats
 from latentdask.stats.kernels import slice_population
 from latentdask.stats.options import SummaryParams
-from latentdask.stats.reduce import Inputs, first_pass, row_starts, second_pass
+from latentdask.stats.reduce import Inputs, first_pass, second_pass
 from latentdask.stats.summary import SummaryState, select_rows, summary_finalize
 from latentdask.store.points import ZPoints, open_zpoints
 

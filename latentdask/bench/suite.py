@@ -32,8 +32,8 @@ from rich.text import Text
 
 from latentdask._version import __version__
 from latentdask.bench.report import BENCH_KIND, BenchReport
+from latentdask.output import write_json
 from latentdask.progress import console
-from latentdask.store.output import write_json
 
 Scale = Literal["default", "tiny"]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from latentdask.bench.report import BENCH_KIND
 from latentdask.errors import LatentdaskError
-from latentdask.store.output import RECORD_KEY
+from latentdask.output import RECORD_KEY
 
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"

@@ -127,8 +127,8 @@ def select(
     cluster_name: ClusterNameOption = None,
 ) -> None:
     """A row selection over every z-point — a box or polygon in two components — for --rows."""
+    from latentdask.output import check_output
     from latentdask.stats.contrast import profile
-    from latentdask.store.output import check_output
     from latentdask.store.selection import SELECTION_KIND, view_rows, write_selection
 
     view = _view(pair, box, polygon or [], slice_threshold)

@@ -39,10 +39,10 @@ def compare(
     import time
 
     from latentdask.cluster.workers import paths_on_workers
+    from latentdask.output import check_output
     from latentdask.stats.compare import COMPARE_KIND, format_compare, write_compare
     from latentdask.stats.compare import compare as run_compare
     from latentdask.store.integrity import listing_damaged
-    from latentdask.store.output import check_output
     from latentdask.workflow import steps
 
     inputs = [store_a, store_b]

@@ -36,7 +36,7 @@ def user_errors(func: F) -> F:
     """
     from pydantic import ValidationError
 
-    from latentdask.store.output import WRITE_ERRNOS
+    from latentdask.output import WRITE_ERRNOS
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -246,7 +246,7 @@ def open_points(store: Where, client: Any, *, skip_damaged: bool, include_unfini
 def run_bench(json_out: Path | None, measure: Callable[[], Any]) -> None:
     """Check where the JSON goes first (a benchmark takes minutes), measure, show, save."""
     from latentdask.bench.report import BENCH_KIND
-    from latentdask.store.output import check_output
+    from latentdask.output import check_output
 
     if json_out is not None:
         check_output(json_out, BENCH_KIND)

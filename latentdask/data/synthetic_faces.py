@@ -22,8 +22,8 @@ from latentdask.data.celeba_names import ATTRIBUTE_FILE, ATTRIBUTE_NAMES, IMAGE_
 from latentdask.data.face_drawing import GENERATOR_VERSION, render_face_jpeg
 from latentdask.errors import DatasetError
 from latentdask.location import Location, Where, location
+from latentdask.output import owned_output
 from latentdask.progress import progress_bar
-from latentdask.store.output import owned_output
 
 RECIPE_FILE = "SYNTHETIC.json"
 #: the kind of output a synthetic dataset is, in its latentdask.json record

@@ -45,6 +45,7 @@ from latentdask.encode.task import STAGES, ShardJob, ShardReport, encode_shard
 from latentdask.errors import CheckpointError, LatentdaskError
 from latentdask.location import Location, Where, identity, location
 from latentdask.model.config import CheckpointConfig, checkpoint_sha256, read_checkpoint_config
+from latentdask.output import RECORD_KEY, check_output, owned_output
 from latentdask.progress import console, progress_bar
 from latentdask.stats.io import KnownStates, check_stats_output, store_fingerprint
 from latentdask.stats.options import SummaryParams
@@ -60,7 +61,6 @@ from latentdask.store.layout import (
     store_array,
 )
 from latentdask.store.lock import writer_lock
-from latentdask.store.output import RECORD_KEY, check_output, owned_output
 from latentdask.store.paths import default_stats_path
 from latentdask.store.points import zpoint_bytes
 

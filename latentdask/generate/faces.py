@@ -27,7 +27,7 @@ from latentdask.errors import LatentdaskError
 from latentdask.generate.grids import decode_points, encode_images, readable_images, to_uint8
 from latentdask.location import Location, Where, location
 from latentdask.model.checkpoint import Checkpoint
-from latentdask.store.output import write_json
+from latentdask.output import write_json
 
 #: the kind of output face_rate.json is, in its ``latentdask`` record
 FACE_RATES_KIND = "face-rates"

@@ -37,10 +37,10 @@ from zarr.errors import ZarrUserWarning
 from latentdask.cluster.watch import compute
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, location
+from latentdask.output import owned_output
 from latentdask.progress import console
-from latentdask.stats.reduce import add_states, reduce_blocks, row_blocks, ship
+from latentdask.reduction import add_states, reduce_blocks, row_blocks, ship
 from latentdask.stats.summary import select_rows
-from latentdask.store.output import owned_output
 from latentdask.store.points import ZPoints, open_zpoints
 from latentdask.store.rows import default_fit_split, selection_mask
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from latentdask.cluster.watch import compute
-from latentdask.stats.reduce import add_states, reduce_blocks, row_blocks, row_starts, ship
+from latentdask.reduction import add_states, reduce_blocks, row_blocks, row_starts, ship
 from latentdask.store.points import ZPoints
 
 #: the k of the k-nearest-neighbour balls (the papers' choice)

@@ -33,7 +33,7 @@ from scipy import stats as scipy_stats
 
 from latentdask.generate.options import GenerateError, SamplerSpec
 from latentdask.location import Location, Where, identity, location
-from latentdask.store.output import RECORD_KEY, check_output, owned_output
+from latentdask.output import RECORD_KEY, check_output, owned_output
 from latentdask.store.points import BlockSampler, write_rows
 
 #: the kind of output a POINTS.zarr group is, in its ``latentdask`` attribute

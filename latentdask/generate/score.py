@@ -47,10 +47,10 @@ import zarr
 from latentdask.cluster.watch import compute
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, identity, location
+from latentdask.output import write_json
 from latentdask.stats.io import fitted_rows, fitted_selection, open_stats
 from latentdask.stats.nearest import nearest_real_distance
 from latentdask.stats.reference import Reference, mahalanobis, mvn_log_likelihood, outside_counts
-from latentdask.store.output import write_json
 from latentdask.store.points import ZPoints, open_zpoints
 from latentdask.store.rows import real_sample, selection_mask, split_mask
 

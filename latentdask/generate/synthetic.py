@@ -23,7 +23,7 @@ import zarr
 
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, location
-from latentdask.store.output import RECORD_KEY, owned_output
+from latentdask.output import RECORD_KEY, owned_output
 from latentdask.store.points import write_rows
 
 #: the kind of output synth-latents writes, in the group's ``latentdask`` attribute

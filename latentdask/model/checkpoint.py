@@ -31,7 +31,7 @@ from latentdask.model.config import (
     read_checkpoint_config,
     read_json,
 )
-from latentdask.store.output import check_output, owned_output
+from latentdask.output import check_output, owned_output
 
 #: the kind of output a checkpoint folder is, in its latentdask.json record
 CHECKPOINT_KIND = "checkpoint"
@@ -92,7 +92,7 @@ def save_checkpoint(
     """Write ``model``'s weights and config to ``folder``, moved into place when complete.
 
     An existing ``folder`` is replaced only when it is a checkpoint written by latentdask
-    (see :mod:`latentdask.store.output`); ``inputs`` (the training data) may not lie in it.
+    (see :mod:`latentdask.output`); ``inputs`` (the training data) may not lie in it.
     """
     folder = location(folder)
     if model.config.image_size != preprocessing.image_size:

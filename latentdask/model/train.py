@@ -33,8 +33,8 @@ from latentdask.location import Where, identity
 from latentdask.model.autoencoder import Autoencoder
 from latentdask.model.checkpoint import CHECKPOINT_KIND, Checkpoint, load_checkpoint, save_checkpoint
 from latentdask.model.config import ModelConfig, TrainOptions
+from latentdask.output import check_output
 from latentdask.progress import console, progress_bar
-from latentdask.store.output import check_output
 
 
 @dataclass

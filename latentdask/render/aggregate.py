@@ -22,9 +22,9 @@ import xarray as xr
 from dask.delayed import Delayed
 
 from latentdask.cluster.watch import compute
+from latentdask.reduction import SPLIT_EVERY, reduce_blocks
 from latentdask.render.columns import aggregate_rows, sum_canvases
 from latentdask.render.projections import Projection, RenderError
-from latentdask.stats.reduce import SPLIT_EVERY, reduce_blocks
 from latentdask.store.points import ZPoints
 from latentdask.store.rows import selection_mask
 

@@ -25,6 +25,7 @@ from typing import Any
 import xarray as xr
 
 from latentdask.location import Location, Where, location
+from latentdask.output import check_output, owned_output
 from latentdask.render.aggregate import Aggregate, aggregate
 from latentdask.render.draw import Shading, save_grid, save_single
 from latentdask.render.projections import (
@@ -41,7 +42,6 @@ from latentdask.render.projections import (
     widened,
 )
 from latentdask.stats.io import open_stats
-from latentdask.store.output import check_output, owned_output
 from latentdask.store.points import ZPoints, open_zpoints
 
 __all__ = ["PROJECTIONS_KIND", "RenderError", "RenderResult", "render"]

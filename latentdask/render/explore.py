@@ -34,10 +34,10 @@ from dask.delayed import delayed
 
 from latentdask.errors import LatentdaskError
 from latentdask.location import Where
+from latentdask.reduction import map_blocks, row_blocks, row_starts
 from latentdask.render.columns import BlockColumns, category_column
 from latentdask.render.projections import Projection, pair_projection, pc_projection
 from latentdask.stats.io import open_stats
-from latentdask.stats.reduce import map_blocks, row_blocks, row_starts
 from latentdask.store.points import open_zpoints
 
 

@@ -28,6 +28,7 @@ from dask.delayed import delayed
 from latentdask.cluster.watch import WorkerWatch
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, location
+from latentdask.reduction import aligned, map_blocks, row_blocks, row_starts, tree_reduce
 from latentdask.stats.contrast import SelectionProfile
 from latentdask.stats.describe import (
     SAMPLE,
@@ -38,7 +39,6 @@ from latentdask.stats.describe import (
     drawn_chunk,
     summary_of,
 )
-from latentdask.stats.reduce import aligned, map_blocks, row_blocks, row_starts, tree_reduce
 from latentdask.store.points import ZPoints
 from latentdask.store.selection import View, view_rows, write_selection
 
@@ -194,7 +194,7 @@ def export(
     rows: da.Array | None = None,
     scheduler: Any,
 ) -> int:
-    """Write the selection to ``out`` (the output rules of :mod:`latentdask.store.output`); the count.
+    """Write the selection to ``out`` (the output rules of :mod:`latentdask.output`); the count.
     ``rows``: the selection's rows already computed (:meth:`Drawn.rows` of ``points`` otherwise)."""
     return write_selection(
         out,

@@ -34,11 +34,11 @@ from dask.delayed import Delayed
 from latentdask.cluster.watch import compute
 from latentdask.errors import StatsError
 from latentdask.location import Location, Where
+from latentdask.output import write_json
+from latentdask.reduction import reduce_blocks, row_blocks
 from latentdask.stats.kernels import Moments, moments_combine
-from latentdask.stats.reduce import reduce_blocks, row_blocks
 from latentdask.stats.scan import finite_rows, moments_chunk
 from latentdask.stats.summary import select_rows
-from latentdask.store.output import write_json
 from latentdask.store.points import ZPoints, open_zpoints
 from latentdask.store.rows import selection_mask
 

@@ -19,8 +19,8 @@ import numba
 import numpy as np
 
 from latentdask.cluster.watch import compute
+from latentdask.reduction import reduce_blocks, row_blocks
 from latentdask.stats.kernels import GroupMoments, groups_combine
-from latentdask.stats.reduce import reduce_blocks, row_blocks
 from latentdask.stats.summary import select_rows
 
 

@@ -5,7 +5,7 @@ valid rows and per component the standardized mean difference against the rest, 
 histograms of the components shown on the statistics' bin edges, a seeded sample of their rows and,
 where the store has CelebA attributes, each attribute's share among them and among all valid rows
 (:class:`AttributeShares`) — chunk → combine → finalize over :class:`Described`, through
-:func:`~latentdask.stats.reduce.reduce_blocks`. Given the :class:`Corpus` (every valid row's moments
+:func:`~latentdask.reduction.reduce_blocks`. Given the :class:`Corpus` (every valid row's moments
 and attribute counts, from the store's statistics), only the selected rows' values are summed and the
 rest's moments are the corpus's less theirs; otherwise each block's two groups are summed
 (:func:`latentdask.stats.contrast.profile_block`). :func:`drawn_chunk` finds a drawn view's rows and
@@ -25,10 +25,10 @@ import numba
 import numpy as np
 
 from latentdask.cluster.watch import compute
+from latentdask.reduction import float_block, reduce_blocks, row_blocks, row_starts
 from latentdask.stats.contrast import SelectionProfile, profile_block, profile_of
 from latentdask.stats.kernels import GroupMoments, groups_combine
-from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts
-from latentdask.stats.scan import float_block, histogram_bin
+from latentdask.stats.scan import histogram_bin
 from latentdask.stats.summary import select_rows
 from latentdask.store.points import ZPoints
 from latentdask.store.selection import View, rows_in_view, tile_in_view, view_test

@@ -13,11 +13,11 @@ from zarr.errors import ZarrUserWarning
 
 from latentdask.errors import StatsError
 from latentdask.location import Where, location
+from latentdask.output import check_output, owned_output, write_json
 from latentdask.stats.analysis import headline
 from latentdask.stats.options import SummaryParams
 from latentdask.stats.reduce import Inputs, first_pass, second_pass
 from latentdask.stats.summary import SummaryState, summary_combine, summary_finalize
-from latentdask.store.output import check_output, owned_output, write_json
 from latentdask.store.paths import stats_json_path
 from latentdask.store.points import ZPoints
 from latentdask.store.rows import selection_mask

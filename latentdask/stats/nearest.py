@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from latentdask.cluster.watch import compute
-from latentdask.stats.reduce import reduce_blocks, row_blocks, row_starts, ship
+from latentdask.reduction import reduce_blocks, row_blocks, row_starts, ship
 from latentdask.stats.summary import select_rows
 from latentdask.store.points import ZPoints
 

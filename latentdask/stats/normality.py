@@ -32,13 +32,13 @@ import xarray as xr
 from latentdask.cluster.watch import compute
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, location
+from latentdask.output import save_figure, write_json
+from latentdask.reduction import reduce_blocks, row_blocks
 from latentdask.stats import multivariate
 from latentdask.stats.io import fitted_rows, open_stats
 from latentdask.stats.options import SKEWNESS_ROWS
-from latentdask.stats.reduce import reduce_blocks, row_blocks
 from latentdask.stats.reference import Reference
 from latentdask.stats.summary import select_rows
-from latentdask.store.output import save_figure, write_json
 from latentdask.store.points import ZPoints, open_zpoints
 from latentdask.store.rows import real_sample, selection_mask
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from latentdask.reduction import float_block
 from latentdask.stats.kernels import (
     BlockScan,
     Counts1D,
@@ -191,12 +192,6 @@ def _centred_radii(x: np.ndarray, keep: np.ndarray, centre: np.ndarray, radius_e
 def finite_rows(x: np.ndarray) -> np.ndarray:
     """True for rows whose every value is finite."""
     return _finite_rows(np.ascontiguousarray(x))
-
-
-def float_block(x: np.ndarray) -> np.ndarray:
-    """``x`` C-contiguous in float32 or float64, as the kernels take it (other types as float64)."""
-    x = np.ascontiguousarray(x)
-    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
 
 
 def scan_block(

@@ -1,9 +1,7 @@
-"""What latentdask keeps on disk, and how it is read and written.
+"""What latentdask keeps on disk, and how it is read and written (every output through
+:mod:`latentdask.output`).
 
 - :mod:`~latentdask.store.layout`: the latent store (create, open, describe, ``open_latents``).
-- :mod:`~latentdask.store.output`: every output a command writes, under a temporary name,
-  with its record, moved into place; existing paths replaced only when they are that
-  command's own output.
 - :mod:`~latentdask.store.lock`: one writer per store.
 - :mod:`~latentdask.store.integrity`: per-shard checksums and ``verify``.
 - :mod:`~latentdask.store.points`: any (n, N) z-points read (checked) and written (block by block).

@@ -22,7 +22,7 @@ array           dims                    written by
 Every per-image array is chunked by ``shard_size``, so a task writes only its own
 chunks and no two tasks ever share one. The client writes the template and the
 manifest-derived arrays under a temporary name and renames the finished template into
-place (``latentdask.store.output``), so a half-made store never sits under the final
+place (``latentdask.output``), so a half-made store never sits under the final
 name; ``template_complete`` (set last) still marks stores made before that.
 """
 

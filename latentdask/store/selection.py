@@ -33,7 +33,7 @@ from zarr.errors import ZarrUserWarning
 from latentdask.cluster.watch import compute
 from latentdask.errors import StatsError
 from latentdask.location import Location, Where, identity, location
-from latentdask.store.output import owned_output, read_record
+from latentdask.output import owned_output, read_record
 
 SELECTION_KIND = "selection"
 
@@ -159,7 +159,7 @@ def rows_in_view(block: np.ndarray, view: View) -> np.ndarray:
     and left ones are inside, the upper and right ones outside, so boxes that tile a plane share
     no point), finite, and within the slice when it has one; only the rows inside the polygon are
     read beyond the pair's two columns."""
-    from latentdask.stats.scan import float_block
+    from latentdask.reduction import float_block
 
     block = float_block(block)
     keep = np.ones(block.shape[0], dtype=np.bool_)
@@ -270,7 +270,7 @@ def rows_fingerprint(rows: da.Array, *, scheduler: Any = None) -> str:
     >>> rows_fingerprint(mask) == rows_fingerprint(mask.rechunk(1))
     True
     """
-    from latentdask.stats.reduce import reduce_blocks, row_starts
+    from latentdask.reduction import reduce_blocks, row_starts
 
     blocks = [
         (block, start) for block, start in zip(rows.to_delayed().ravel(), row_starts(rows), strict=True)

@@ -28,7 +28,7 @@ import numpy as np
 from latentdask.errors import LatentdaskError
 from latentdask.location import Location, Where, location, relative
 from latentdask.model.config import CONFIG_FILE, TRAINING_FILE
-from latentdask.store.output import write_html
+from latentdask.output import write_html
 from latentdask.store.paths import RunFolder, stats_json_path
 
 #: the kinds of output a run's and a sweep's report.html are, in their ``<meta name="latentdask">``

@@ -328,8 +328,8 @@ def sweep_cka(folder: Location, runs: Sequence[Location], cluster: steps.Connect
 
     Skipped when it was computed from the same encodes (each run's encode identity in ``run.json``).
     """
+    from latentdask.output import read_record, write_json
     from latentdask.stats.compare import cka_matrix
-    from latentdask.store.output import read_record, write_json
     from latentdask.store.paths import RunFolder
 
     out, stores = RunFolder(folder).cka, [RunFolder(run).store for run in runs]

@@ -189,10 +189,10 @@ def normality(
 ) -> dict[str, Any]:
     """Write ``normality.json`` (and the QQ plot to ``plot``) for the store's selected z-points."""
     from latentdask.cluster.workers import paths_on_workers
+    from latentdask.output import check_output
     from latentdask.stats.normality import NORMALITY_KIND, QQ_PLOT_KIND, plot_qq, write_normality
     from latentdask.stats.normality import normality as run_normality
     from latentdask.stats.options import NormalityOptions
-    from latentdask.store.output import check_output
 
     check_output(out, NORMALITY_KIND, inputs=[store, stats])
     if plot is not None:
@@ -212,7 +212,7 @@ def gmm(store: Where, out: Where, *, options: GMMOptions, cluster: Connection) -
     """Fit a Gaussian mixture over every z-point of the fit and write it to the GMM.zarr ``out``."""
     from latentdask.cluster.workers import paths_on_workers
     from latentdask.generate.gmm import GMM_KIND, fit_gmm, write_gmm
-    from latentdask.store.output import check_output
+    from latentdask.output import check_output
 
     check_output(out, GMM_KIND, inputs=[store])
     with paths_on_workers(cluster.client, [store]):
@@ -244,7 +244,7 @@ def score(
     from latentdask.generate.options import ScoreOptions
     from latentdask.generate.score import SCORES_KIND, write_scores
     from latentdask.generate.score import score as run_score
-    from latentdask.store.output import check_output
+    from latentdask.output import check_output
 
     inputs = [store, stats, *points, *(p for p in (gmm, rows) if p is not None)]
     check_output(out, SCORES_KIND, inputs=inputs)
@@ -293,7 +293,7 @@ def decode(
         skipped_note,
     )
     from latentdask.model.checkpoint import load_checkpoint
-    from latentdask.store.output import check_output, save_png
+    from latentdask.output import check_output, save_png
 
     inputs = [checkpoint, *points, *(p for p in (reconstruct, dataset, stats) if p is not None)]
     check_output(out, DECODED_GRID_KIND, inputs=inputs)
