@@ -9,6 +9,7 @@ where a missing browser is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import os
@@ -22,6 +23,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -462,8 +464,11 @@ def test_the_apps_parts_answer_events_without_a_server(store: Path, tmp_path: Pa
     """The dashboard's parts driven as the browser's events drive them, with no server: a box selects
     numpy's rows and exports them, a heatmap click shows its pair in the view the buttons name, and
     the projection keeps a zoom of the view shown but starts a new view from its full extent."""
+    import holoviews as hv
+
     from latentdask.render.dashboard import Dashboard, Sources
 
+    hv.extension("bokeh")  # as in a notebook: the plots' options need a plotting extension
     z = valid_z(store)
     with (
         LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster,
@@ -495,12 +500,15 @@ def test_the_apps_parts_answer_events_without_a_server(store: Path, tmp_path: Pa
 
         full = sources.explorer.projection(View("pair", 2, 5))
         other = sources.explorer.projection(View("pair", 1, 3))
-        zoom = ((full.x_range[0], 0.0), (full.y_range[0], 0.0))
+        (x0, x1), (y0, y1) = full.x_range, full.y_range
+        zoom = ((x0, (x0 + x1) / 2), (y0, (y0 + y1) / 2))  # the lower left quarter
         first = app.plots.projection("pair", 2, 5, "none", "none", "eq_hist")
         zoomed = app.plots.projection("pair", 2, 5, "none", "none", "eq_hist", *zoom)
         new_view = app.plots.projection("pair", 1, 3, "none", "none", "eq_hist", *zoom)
     assert first.bounds.lbrt() == (full.x_range[0], full.y_range[0], full.x_range[1], full.y_range[1])
-    assert zoomed.bounds.lbrt() == (full.x_range[0], full.y_range[0], 0.0, 0.0)
+    assert zoomed.bounds.lbrt() == (x0, y0, (x0 + x1) / 2, (y0 + y1) / 2)
+    title = zoomed.opts.get("plot").kwargs["title"]
+    assert title == in_view("latent 2", "latent 5", in_box(z[:, 2], z[:, 5], (*zoom[0], *zoom[1])))
     assert new_view.bounds.lbrt() == (other.x_range[0], other.y_range[0], other.x_range[1], other.y_range[1])
 
 
@@ -601,11 +609,21 @@ def uniform_points(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return generate(default_stats_path(store), out, spec=sampler_spec("uniform", b=1.5), n=300, seed=0)
 
 
+@dataclass(frozen=True)
+class Served:
+    """``latentdask serve`` of the module's store (with the uniform points as an overlay), shared by the
+    browser tests: each page is a session of its own, with its own widgets and selection."""
+
+    url: str
+    folder: Path  # where it runs: Export writes selection-NAME.zarr there
+
+
 @pytest.fixture(scope="module")
-def server(store: Path, uniform_points: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(store: Path, uniform_points: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     needs_chromium()
-    with serving(store, tmp_path_factory.mktemp("serve"), "--points", str(uniform_points)) as url:
-        yield url
+    folder = tmp_path_factory.mktemp("serve")
+    with serving(store, folder, "--points", str(uniform_points)) as url:
+        yield Served(url, folder)
 
 
 def launch(playwright: Any) -> Any:
@@ -780,7 +798,7 @@ def in_view(x_label: str, y_label: str, count: int) -> str:
 
 
 def test_dashboard_in_headless_chromium(
-    server: str, store: Path, uniform_points: Path, tmp_path: Path
+    server: Served, store: Path, uniform_points: Path, tmp_path: Path
 ) -> None:
     """What the page shows is checked against numpy on the store: the count in view after a zoom,
     the pair in the title after a pick, the principal axes, the red points of an overlay."""
@@ -796,8 +814,8 @@ def test_dashboard_in_headless_chromium(
     in_pc_view = int((np.abs(pcs) <= spread).all(axis=1).sum())
     with sync_playwright() as playwright:
         browser = launch(playwright)
-        page, errors, remote = watched_page(browser, server, 1500, 1100)
-        page.goto(server, wait_until="networkidle")
+        page, errors, remote = watched_page(browser, server.url, 1500, 1100)
+        page.goto(server.url, wait_until="networkidle")
         first_pair = shows(
             page,
             "the axis widgets' pair with every point in view",
@@ -884,7 +902,7 @@ def images_show(page: Any, what: str, ok: Callable[[dict[str, Any]], bool]) -> d
         page.wait_for_timeout(100)
 
 
-def test_images_instead_of_dots_in_headless_chromium(server: str, store: Path) -> None:
+def test_images_instead_of_dots_in_headless_chromium(server: Served, store: Path) -> None:
     """Hovering shows the real image of numpy's nearest point to the cursor in the view's plane, a
     click keeps it, and the thumbnails toggle draws images over the projection."""
     from playwright.sync_api import sync_playwright
@@ -893,8 +911,8 @@ def test_images_instead_of_dots_in_headless_chromium(server: str, store: Path) -
     names = [str(name) for name in zarr.open_array(str(store / "filename"), mode="r")[...]]
     with sync_playwright() as playwright:
         browser = launch(playwright)
-        page, errors, remote = watched_page(browser, server, 1500, 1100)
-        page.goto(server, wait_until="networkidle")
+        page, errors, remote = watched_page(browser, server.url, 1500, 1100)
+        page.goto(server.url, wait_until="networkidle")
         state = shows(
             page,
             "every point in view",
@@ -934,7 +952,7 @@ def test_images_instead_of_dots_in_headless_chromium(server: str, store: Path) -
     assert not errors, f"browser console errors: {errors}"
 
 
-def test_selections_in_headless_chromium(store: Path, tmp_path: Path) -> None:
+def test_selections_in_headless_chromium(server: Served, store: Path, tmp_path: Path) -> None:
     """A box with a slice on, a lasso drawn with the mouse added, a box subtracted: the count shown
     after each is numpy's (matplotlib's for the lasso, over the outline the page draws); the apart
     components, the histogram, the mean's image and the sample follow; Export writes numpy's mask."""
@@ -944,7 +962,8 @@ def test_selections_in_headless_chromium(store: Path, tmp_path: Path) -> None:
     z = valid_z(store)
     n = len(z)
     edges = open_stats(default_stats_path(store))["bin_edges"].values
-    with serving(store, tmp_path) as url, sync_playwright() as playwright:
+    url = server.url
+    with sync_playwright() as playwright:
         browser = launch(playwright)
         page, errors, remote = watched_page(browser, url, 1900, 1200)
         page.goto(url, wait_until="networkidle")
@@ -1019,7 +1038,7 @@ def test_selections_in_headless_chromium(store: Path, tmp_path: Path) -> None:
         page.screenshot(path=str(tmp_path / "selected.png"))
         browser.close()
     valid = np.asarray(zarr.open_array(str(store / "valid"), mode="r")[...], dtype=bool)
-    mask = np.asarray(zarr.open_array(str(tmp_path / "selection-faces.zarr" / "rows"), mode="r")[...])
+    mask = np.asarray(zarr.open_array(str(server.folder / "selection-faces.zarr" / "rows"), mode="r")[...])
     np.testing.assert_array_equal(mask[valid], expected)
     assert not mask[~valid].any()
     assert not remote, f"the page asked for remote resources: {remote}"
@@ -1070,7 +1089,7 @@ def valid_attributes(store: Path) -> np.ndarray:
     return attributes[valid & np.isfinite(z).all(axis=1)]
 
 
-def test_linked_view_and_attributes_in_headless_chromium(store: Path, tmp_path: Path) -> None:
+def test_linked_view_and_attributes_in_headless_chromium(server: Served, store: Path, tmp_path: Path) -> None:
     """A box drawn in the left view: the linked view highlights numpy's count of its rows, in another
     pair, in a pair picked on the heatmap and in the principal axes; the attribute table is numpy's."""
     from playwright.sync_api import sync_playwright
@@ -1080,7 +1099,8 @@ def test_linked_view_and_attributes_in_headless_chromium(store: Path, tmp_path: 
     n = len(z)
     attributes = valid_attributes(store)
     names = [str(v) for v in zarr.open_array(str(store / "attribute"), mode="r")[...]]
-    with serving(store, tmp_path) as url, sync_playwright() as playwright:
+    url = server.url
+    with sync_playwright() as playwright:
         browser = launch(playwright)
         page, errors, remote = watched_page(browser, url, 1900, 1200)
         page.goto(url, wait_until="networkidle")
@@ -1175,8 +1195,9 @@ def test_file_names_are_shown_as_text(hostile_store: Path, tmp_path: Path) -> No
     assert HOSTILE in alts
 
 
-def screenshot_selection(store: Path, out: Path, folder: Path) -> list[str]:
-    """The README's picture (docs/selection.png): ``latentdask serve STORE`` in ``folder``, the image
+def screenshot_selection(store: Path, out: Path, folder: Path, url: str | None = None) -> list[str]:
+    """The README's picture (docs/selection.png): ``latentdask serve STORE`` in ``folder`` (or the
+    server at ``url``, serving it), the image
     under the cursor at the pair's median point kept by a click, a box drawn in the strongest pair's
     upper right, the linked view in the principal axes, the thumbnails over dense regions on, the
     page saved as a 256-colour PNG once all of them are shown; the browser's console errors.
@@ -1188,7 +1209,10 @@ def screenshot_selection(store: Path, out: Path, folder: Path) -> list[str]:
 
     z = valid_z(store)
     errors: list[str] = []
-    with serving(store, folder) as url, sync_playwright() as playwright:
+    with (
+        contextlib.nullcontext(url) if url else serving(store, folder) as url,
+        sync_playwright() as playwright,
+    ):
         browser = launch(playwright)
         page = browser.new_page(viewport={"width": 1780, "height": 1130})
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
@@ -1220,11 +1244,10 @@ def screenshot_selection(store: Path, out: Path, folder: Path) -> list[str]:
     return errors
 
 
-def test_screenshot_helper(store: Path, tmp_path: Path) -> None:
+def test_screenshot_helper(server: Served, store: Path, tmp_path: Path) -> None:
     """The helper that makes the README's picture still runs: a PNG under 300 kB, no console errors."""
-    needs_chromium()
     out = tmp_path / "selection.png"
-    assert screenshot_selection(store, out, tmp_path) == []
+    assert screenshot_selection(store, out, tmp_path, server.url) == []
     assert 0 < out.stat().st_size < 300_000
 
 

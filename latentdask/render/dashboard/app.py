@@ -26,8 +26,7 @@ class Dashboard(pn.viewable.Viewer):
         self.plots = ProjectionPlots(sources)
         self.images = Images(sources, self.controls)
         self.selection = SelectionPanel(sources, self.controls, self.images, show_pair=self.set_pair)
-        self.heatmap = self.plots.heatmap()
-        self.linked = LinkedView(sources.explorer, self.selection.param.held, self.heatmap)
+        self.linked = LinkedView(sources.explorer, self.selection.param.held, pick=self.show_clicked_pair)
 
     def set_pair(self, a: int, b: int) -> None:
         """Show the pair (a, b) in the view the "clicks show" buttons name."""
@@ -74,7 +73,6 @@ class Dashboard(pn.viewable.Viewer):
         hv.streams.PointerXY(source=projection, x=None, y=None).add_subscriber(self.images.hover)
         hv.streams.BoundsXY(source=projection, bounds=None).add_subscriber(selection.select_box)
         hv.streams.Lasso(source=projection, geometry=None).add_subscriber(selection.select_lasso)
-        hv.streams.Tap(source=self.heatmap, x=None, y=None).add_subscriber(self.show_clicked_pair)
         return pn.Row(
             controls,
             pn.Column(

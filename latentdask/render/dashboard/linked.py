@@ -3,6 +3,7 @@ orange over every point in grey; beside it the correlation heatmap, and which vi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,13 +29,13 @@ CLICKS_SHOW = {
 
 class LinkedView(pn.viewable.Viewer):
     """The linked view's widgets and plot, drawing the rows of ``held`` (the selection's parameter),
-    with the ``heatmap`` laid out under them."""
+    with the correlation heatmap under them, whose clicks go to ``pick``."""
 
-    def __init__(self, explorer: Explorer, held: Any, heatmap: Any) -> None:
+    def __init__(self, explorer: Explorer, held: Any, pick: Callable[[float | None, float | None], None]):
         super().__init__()
         self.explorer = explorer
         self.held = held
-        self.heatmap = heatmap
+        self.pick = pick  # a click on the heatmap at (x, y)
         dim = explorer.dim
         c0, d0 = second_pair(explorer.stats)
         self.linked_mode = pn.widgets.RadioButtonGroup(
@@ -107,6 +108,8 @@ class LinkedView(pn.viewable.Viewer):
             pn.bind(self.plot, mode=self.linked_mode, a=self.c, b=self.d, held=self.held),
             streams=[hv.streams.RangeXY()],
         )
+        heatmap = correlation_heatmap(self.explorer.stats)
+        hv.streams.Tap(source=heatmap, x=None, y=None).add_subscriber(self.pick)
         return pn.Column(
             pn.pane.HoloViews(plot, name="linked view"),
             self.highlighted,
@@ -114,6 +117,25 @@ class LinkedView(pn.viewable.Viewer):
             pn.Row(self.c, self.d),
             self.clicks_show,
             self.clicks_note,
-            self.heatmap,
+            heatmap,
             width=440,
         )
+
+
+def correlation_heatmap(stats: Any) -> Any:
+    """The correlation matrix as an image; a click picks a pair."""
+    import holoviews as hv
+
+    corr = stats["corr"].values
+    dim = len(corr)
+    return hv.Image(
+        corr[::-1], bounds=(-0.5, -0.5, dim - 0.5, dim - 0.5), kdims=["latent a", "latent b"], vdims=["r"]
+    ).opts(
+        cmap="RdBu_r",
+        clim=(-1, 1),
+        colorbar=True,
+        width=360,
+        height=320,
+        tools=["tap", "hover"],
+        title="correlation (click: show that pair)",
+    )

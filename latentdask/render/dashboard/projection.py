@@ -1,5 +1,5 @@
 """The projection: every point re-aggregated on each zoom and pan, and what is drawn over it
-(thumbnails of dense regions, overlays, the selection's outline); and the correlation heatmap."""
+(thumbnails of dense regions, overlays, the selection's outline)."""
 
 from __future__ import annotations
 
@@ -174,20 +174,3 @@ class ProjectionPlots:
             rgba = compose(images, (CANVAS[1], CANVAS[0]))
         bounds = (x_range[0], y_range[0], x_range[1], y_range[1])
         return hv.RGB(rgba, bounds=bounds, vdims=list("RGBA"))
-
-    def heatmap(self) -> Any:
-        import holoviews as hv
-
-        corr = self.explorer.stats["corr"].values
-        dim = len(corr)
-        return hv.Image(
-            corr[::-1], bounds=(-0.5, -0.5, dim - 0.5, dim - 0.5), kdims=["latent a", "latent b"], vdims=["r"]
-        ).opts(
-            cmap="RdBu_r",
-            clim=(-1, 1),
-            colorbar=True,
-            width=360,
-            height=320,
-            tools=["tap", "hover"],
-            title="correlation (click: show that pair)",
-        )
