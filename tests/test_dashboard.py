@@ -739,7 +739,7 @@ SELECTION_STATE = """(a) => {
   const said = (words) => models.find((m) => typeof m.text === "string" && m.text.includes(words))?.text;
   const plot = models.find((m) => m.title?.text?.endsWith(" points in view"));
   const path = plot.renderers.find((r) => r.glyph?.type === "MultiLine");
-  const histogram = models.find((m) => m.title?.text?.startsWith(`latent ${a}:`));
+  const histogram = models.findLast((m) => m.title?.text?.startsWith(`latent ${a}:`));
   const orange = histogram?.renderers.find((r) => r.glyph?.fill_color?.value === "#e07b39");
   return {
     text: said("rows selected") ?? "",
