@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -226,8 +227,12 @@ def test_folder_dataset_on_s3_has_the_same_manifest_and_bytes(faces: Path, bucke
 # --------------------------------------------------------------------------- encode and statistics
 
 
-def _encode(dataset: str | Path, model: str | Path, out: str | Path, *extra: str) -> None:
-    result = run_cli(
+def _encode(
+    dataset: str | Path, model: str | Path, out: str | Path, *extra: str, runner: Callable[..., Any] = run_cli
+) -> None:
+    """``latentdask encode`` in its own process (``runner``: :func:`run_cli_in_process` for a reference
+    on disk, which needs no process of its own)."""
+    result = runner(
         "encode", str(dataset), "--model", str(model), "--out", str(out), "--shard-size", "30", *extra
     )
     assert result.returncode == 0, result.stderr
@@ -236,7 +241,7 @@ def _encode(dataset: str | Path, model: str | Path, out: str | Path, *extra: str
 def test_encode_and_stats_on_s3_equal_those_on_disk(
     faces: Path, checkpoint: Path, bucket: str, tmp_path: Path
 ) -> None:
-    _encode(faces, checkpoint, tmp_path / "latents.zarr")
+    _encode(faces, checkpoint, tmp_path / "latents.zarr", runner=run_cli_in_process)
     stats_local = run_cli_in_process(
         "stats", str(tmp_path / "latents.zarr"), "--out", str(tmp_path / "stats.zarr")
     )
@@ -268,7 +273,7 @@ def test_killed_encode_on_s3_resumes_byte_identical(checkpoint: Path, bucket: st
     from latentdask.data.synthetic_faces import synthesize
 
     faces = Path(str(synthesize(tmp_path / "faces", n=600, seed=3, progress=False)))
-    _encode(faces, checkpoint, tmp_path / "clean.zarr")
+    _encode(faces, checkpoint, tmp_path / "clean.zarr", runner=run_cli_in_process)
     dataset, model = upload(faces, f"{bucket}/faces"), upload(checkpoint, f"{bucket}/model")
     store = f"{bucket}/interrupted.zarr"
     spec = tmp_path / "one.yaml"
@@ -292,7 +297,7 @@ def test_killed_encode_on_s3_resumes_byte_identical(checkpoint: Path, bucket: st
     process.wait()
     finished = int(np.asarray(zarr.open_array(f"{store}/shard_done", mode="r")[:]).sum())
     assert 3 <= finished < 20, "the client was not killed mid-run"
-    resumed = run_cli(*command[3:], "--shard-size", "30", "--resume", "--cluster", str(spec))
+    resumed = run_cli_in_process(*command[3:], "--shard-size", "30", "--resume", "--cluster", str(spec))
     assert resumed.returncode == 0, resumed.stderr
     assert z_bytes(store) == z_bytes(tmp_path / "clean.zarr")
 
