@@ -25,6 +25,7 @@ from latentdask.cluster.spec import (
     ConfigError,
     CudaSpec,
     KubernetesSpec,
+    LocalSpec,
     SlurmSpec,
     load_cluster_spec,
 )
@@ -540,3 +541,14 @@ def test_slurm_walltime_that_is_not_a_slurm_time_is_refused(tmp_path: Path, wall
     path.write_text(f"kind: slurm\nwalltime: {json.dumps(walltime)}\n")
     with pytest.raises(ConfigError, match="walltime"):
         load_cluster_spec(path)
+
+
+def test_a_small_input_runs_in_process_with_its_http_server_on_a_free_loopback_port() -> None:
+    """The in-process cluster of a small input has no dashboard on port 8787 of every address: two
+    commands at once (a notebook's and a shell's) do not contend for it, and nothing listens beyond
+    the loopback."""
+    with connect(LocalSpec(kind="local"), input_bytes=1000) as client:
+        assert isinstance(client.cluster, LocalCluster) and not client.cluster.processes
+        sockets = client.cluster.scheduler.http_server._sockets.values()
+        addresses = [socket.getsockname() for socket in sockets]
+    assert addresses and all(host == "127.0.0.1" and port != 8787 for host, port in addresses)

@@ -352,13 +352,14 @@ def connect(
         started = SLURMCluster(**slurm_cluster_kwargs(spec))
         apply_scaling(started, spec)
     elif in_process(spec, input_bytes):
-        # inproc:// transport: no port opens, and nothing leaves this process
+        # inproc:// transport and no dashboard: nothing leaves this process; the scheduler's HTTP
+        # server (health, metrics) takes a free port of the loopback, not 8787 on every address
         started = LocalCluster(
             n_workers=1,
             threads_per_worker=spec.threads_per_worker * (spec.workers or default_local_workers()),
             processes=False,
             memory_limit=spec.memory_limit,
-            dashboard_address=None,
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
             silence_logs=logging.CRITICAL,
         )
     else:
