@@ -1,4 +1,5 @@
-"""The ``latentdask`` command as a user runs it: a real subprocess, real files."""
+"""The ``latentdask`` command as a user runs it: a real subprocess, real files (bad input, refused
+before any work, in process: the same app, without an interpreter's start for each case)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import TINY_TRAIN
+from tests.helpers import TINY_TRAIN, run_cli_in_process
 from tests.helpers import run_cli as run
 
 
@@ -75,12 +76,18 @@ def test_bad_input_is_one_clear_line_and_exit_2(
 ) -> None:
     (tmp_path / "model.pt").write_bytes(b"\x80\x04K\x01.")  # a tiny pickle
     filled = [a.format(tmp=tmp_path, faces=faces) for a in args]
-    result = run(*filled)
+    result = run_cli_in_process(*filled)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert message.format(tmp=tmp_path) in line
     assert not (tmp_path / "m").exists()
+
+
+def test_bad_input_to_the_command_in_its_own_process_is_one_line(tmp_path: Path) -> None:
+    result = run("info", str(tmp_path / "nope"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [f"error: {tmp_path / 'nope'} does not exist"]
 
 
 def test_a_workflow_is_checked_whole_before_its_first_step(tmp_path: Path) -> None:
