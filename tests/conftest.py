@@ -12,14 +12,21 @@ import torch
 from latentdask.data.synthetic_faces import synthesize
 from tests.helpers import make_checkpoint, require_extra
 
+#: the marks of the slow parts: ``pytest -m "not e2e and not browser and not cluster"`` runs the rest
+SLOW = ("e2e", "browser", "cluster")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    """GPU tests skipped without a CUDA device; the files that hold slow tests collected first, each
+    file's tests in their order, so that spread over processes (``-n 2 --dist loadfile``) they start
+    early instead of ending the run one after another."""
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+    slow = {item.path for item in items if any(item.get_closest_marker(name) for name in SLOW)}
+    items.sort(key=lambda item: item.path not in slow)
 
 
 @pytest.fixture(scope="session")

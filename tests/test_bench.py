@@ -14,6 +14,8 @@ from latentdask.bench.report import BenchReport
 from latentdask.bench.tables import BEGIN, END, bench_table
 from tests.helpers import run_cli
 
+pytestmark = pytest.mark.e2e
+
 BENCHES = ("decode", "train", "encode", "stats", "knn", "render", "gmm", "overhead")
 
 

@@ -797,6 +797,7 @@ def in_view(x_label: str, y_label: str, count: int) -> str:
     return f"{x_label} × {y_label}: {count:,} points in view"
 
 
+@pytest.mark.browser
 def test_dashboard_in_headless_chromium(
     server: Served, store: Path, uniform_points: Path, tmp_path: Path
 ) -> None:
@@ -902,6 +903,7 @@ def images_show(page: Any, what: str, ok: Callable[[dict[str, Any]], bool]) -> d
         page.wait_for_timeout(100)
 
 
+@pytest.mark.browser
 def test_images_instead_of_dots_in_headless_chromium(server: Served, store: Path) -> None:
     """Hovering shows the real image of numpy's nearest point to the cursor in the view's plane, a
     click keeps it, and the thumbnails toggle draws images over the projection."""
@@ -952,6 +954,7 @@ def test_images_instead_of_dots_in_headless_chromium(server: Served, store: Path
     assert not errors, f"browser console errors: {errors}"
 
 
+@pytest.mark.browser
 def test_selections_in_headless_chromium(server: Served, store: Path, tmp_path: Path) -> None:
     """A box with a slice on, a lasso drawn with the mouse added, a box subtracted: the count shown
     after each is numpy's (matplotlib's for the lasso, over the outline the page draws); the apart
@@ -1089,6 +1092,7 @@ def valid_attributes(store: Path) -> np.ndarray:
     return attributes[valid & np.isfinite(z).all(axis=1)]
 
 
+@pytest.mark.browser
 def test_linked_view_and_attributes_in_headless_chromium(server: Served, store: Path, tmp_path: Path) -> None:
     """A box drawn in the left view: the linked view highlights numpy's count of its rows, in another
     pair, in a pair picked on the heatmap and in the principal axes; the attribute table is numpy's."""
@@ -1161,6 +1165,7 @@ def test_linked_view_and_attributes_in_headless_chromium(server: Served, store: 
     assert not errors, f"browser console errors: {errors}"
 
 
+@pytest.mark.browser
 def test_file_names_are_shown_as_text(hostile_store: Path, tmp_path: Path) -> None:
     """A file name built to close the alt attribute and add a handler runs no script and reads as written."""
     from playwright.sync_api import expect, sync_playwright
@@ -1244,6 +1249,7 @@ def screenshot_selection(store: Path, out: Path, folder: Path, url: str | None =
     return errors
 
 
+@pytest.mark.browser
 def test_screenshot_helper(server: Served, store: Path, tmp_path: Path) -> None:
     """The helper that makes the README's picture still runs: a PNG under 300 kB, no console errors."""
     out = tmp_path / "selection.png"

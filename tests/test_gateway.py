@@ -32,6 +32,8 @@ from latentdask.store import open_latents
 from tests.conftest import S3Server
 from tests.helpers import require_extra, upload
 
+pytestmark = pytest.mark.cluster
+
 DASK = str(Path(sys.executable).parent / "dask")
 PASSWORD = "correct horse battery staple"
 

@@ -37,6 +37,8 @@ from tests.conftest import S3Server
 from tests.helpers import run_cli, run_cli_in_process, upload
 from tests.test_workflow import TINY
 
+pytestmark = pytest.mark.e2e
+
 
 def z_bytes(store: str | Path) -> bytes:
     return bytes(np.asarray(zarr.open_array(f"{store}/z", mode="r")[:]).tobytes())

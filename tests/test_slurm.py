@@ -23,6 +23,8 @@ from tests.helpers import require_extra, run_cli
 from tests.slurm import Slurm, single_node_slurm
 from tests.test_workflow import TINY
 
+pytestmark = pytest.mark.cluster
+
 SHARD = 10  # 12 shards: a job can be cancelled between two
 
 

@@ -24,6 +24,8 @@ from latentdask.cluster.connect import connect
 from latentdask.cluster.spec import ClusterChoice, ConfigError, load_cluster_spec
 from latentdask.errors import LatentdaskError
 
+pytestmark = pytest.mark.cluster
+
 DASK = str(Path(sys.executable).parent / "dask")
 
 

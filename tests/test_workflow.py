@@ -16,6 +16,8 @@ import zarr
 from latentdask.cluster.spec import ClusterChoice, ConfigError
 from latentdask.workflow.spec import expand_matrix, load_workflow
 
+pytestmark = pytest.mark.e2e
+
 TINY = """
 name: tiny
 run_dir: {run_dir}
