@@ -16,7 +16,7 @@ worker has loaded already, so the worker never holds numba's compiler (about 130
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -88,28 +88,19 @@ def summary_chunk(
     """
     keep, invalid, nonfinite = select_rows(z, valid, selected)
     groups_of = None if attributes is None or not attributes.shape[1] else np.asarray(attributes)
+    scan_block: Callable[..., Any]  # torch's on a tensor (its device), numba's on an array
     if is_tensor(z):
-        from latentdask.stats.scan_torch import scan_block_torch
-
-        scan = scan_block_torch(
-            z,
-            keep,
-            edges=params.edges,
-            thresholds=np.asarray(params.thresholds),
-            radius_edges=params.radius_edges,
-            attributes=groups_of,
-        )
+        from latentdask.stats.scan_torch import scan_block_torch as scan_block
     else:
         from latentdask.stats.scan import scan_block
-
-        scan = scan_block(
-            z,
-            keep,
-            edges=params.edges,
-            thresholds=np.asarray(params.thresholds),
-            radius_edges=params.radius_edges,
-            attributes=groups_of,
-        )
+    scan = scan_block(
+        z,
+        keep,
+        edges=params.edges,
+        thresholds=np.asarray(params.thresholds),
+        radius_edges=params.radius_edges,
+        attributes=groups_of,
+    )
     return SummaryState(scan.moments, scan.hist, scan.radius, scan.slices, scan.groups, invalid, nonfinite)
 
 

@@ -116,16 +116,7 @@ def explore(
             raise ServeError(
                 "explore needs a Dask client: start one (distributed.Client()) or give client="
             ) from None
-    sources = Sources.open(
-        store,
-        stats=stats,
-        points=list(points or []),
-        dataset=dataset,
-        model=model,
-        client=client,
-        selections=selections,
-    )
-    return Dashboard(sources).__panel__()
+    return Dashboard(Sources.open(store, stats, points, dataset, model, client, selections)).__panel__()
 
 
 def _extensions() -> None:
@@ -151,15 +142,7 @@ def serve(
 ) -> None:
     """Serve the dashboard until interrupted: one :func:`explore` app per browser session."""
     _extensions()
-    sources = Sources.open(
-        store,
-        stats=stats,
-        points=list(points or []),
-        dataset=dataset,
-        model=model,
-        client=client,
-        selections=selections,
-    )
+    sources = Sources.open(store, stats, points, dataset, model, client, selections)
 
     def session() -> Any:
         """One browser session's app (its own widgets and selection) over what all sessions share."""

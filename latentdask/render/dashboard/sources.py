@@ -39,15 +39,15 @@ class Sources:
     def open(
         cls,
         store: Where,
-        *,
         stats: Where | None,
-        points: Sequence[Where],
+        points: Sequence[Where] | None,
         dataset: Where | None,
         model: Where | None,
         client: Any,
         selections: Where,
     ) -> Sources:
-        """Open what a session needs; the first view's columns are held before anyone asks."""
+        """Open what a session needs (the arguments of :func:`~latentdask.render.dashboard.app.explore`);
+        the first view's columns are held before anyone asks."""
         import zarr
 
         from latentdask.render.projections import read_overlay
@@ -82,7 +82,7 @@ class Sources:
                     f"{model_path} decodes {sources.checkpoint.model.config.latent_dim} components; "
                     f"the store has {explorer.dim}"
                 )
-        for path in points:
+        for path in points or ():
             overlay = read_overlay(path)
             if overlay.z.shape[1] != explorer.dim:
                 raise ServeError(f"{path} has {overlay.z.shape[1]} components; the store has {explorer.dim}")
