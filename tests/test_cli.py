@@ -187,7 +187,8 @@ def test_reading_a_workflow_imports_none_of_the_heavy_libraries() -> None:
 
 
 def test_help_lists_every_command_without_importing_torch_or_xarray() -> None:
-    """The list needs each command's help line, not its defaults (whose models import torch)."""
+    """Every command is built with its defaults, read from options models of pydantic only: listing
+    them imports neither torch nor xarray."""
     import subprocess
     import sys
 
@@ -205,7 +206,7 @@ def test_help_lists_every_command_without_importing_torch_or_xarray() -> None:
     assert "IMPORTED []" in done.stdout
     for name in COMMANDS:
         assert f" {name} " in done.stdout, name
-    # a listed command still gets its defaults when it runs or shows its own help
+    # a command shows its defaults, from its options model
     shown = subprocess.run(
         [sys.executable, "-m", "latentdask.cli", "encode", "--help"],
         capture_output=True,

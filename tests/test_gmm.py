@@ -13,7 +13,7 @@ import zarr
 from sklearn.mixture import GaussianMixture
 
 from latentdask.generate import gmm
-from latentdask.generate.options import sampler_spec
+from latentdask.generate.options import GMMOptions, sampler_spec
 from latentdask.generate.samplers import generate
 from latentdask.generate.synthetic import true_distribution
 from latentdask.store.points import open_zpoints
@@ -46,7 +46,7 @@ def test_em_equals_scikit_learn_from_the_same_start(tmp_path: Path, covariance: 
         ]
     ).astype(np.float32)  # overlapping components: EM takes all its iterations
     corpus = open_zpoints(write_store(tmp_path / "s.zarr", x))
-    options = gmm.GMMOptions(components=k, covariance=covariance, split="all", max_iter=8, tol=0)
+    options = GMMOptions(components=k, covariance=covariance, split="all", max_iter=8, tol=0)
     passes = gmm.Passes(corpus, None, None)
     start = gmm.initial_mixture(corpus, passes, None, k, options, None, [])
     fit = gmm.em(passes, start, options=options)
@@ -82,7 +82,7 @@ def test_auto_finds_the_number_of_components_and_recovers_them(tmp_path: Path) -
     rng = np.random.default_rng(1)
     x, means = known_mixture(rng, 6000, 5, 3)
     store = write_store(tmp_path / "known.zarr", x, chunk=700)
-    options = gmm.GMMOptions(components="auto", max_components=5, split="fit", seed=2)
+    options = GMMOptions(components="auto", max_components=5, split="fit", seed=2)
     fitted = gmm.fit_gmm(store, options=options, progress=False)
     assert fitted.attrs["components"] == 3
     assert fitted.attrs["split"] == "fit" and fitted.attrs["selection"] == "all rows; split=fit"
@@ -107,7 +107,7 @@ def test_auto_needs_held_out_rows(tmp_path: Path) -> None:
         tmp_path / "s.zarr", np.random.default_rng(0).normal(size=(300, 2)).astype(np.float32)
     )
     with pytest.raises(gmm.GMMError, match="fit on train or fit, not split=all"):
-        gmm.fit_gmm(store, options=gmm.GMMOptions(components="auto", split="all"), progress=False)
+        gmm.fit_gmm(store, options=GMMOptions(components="auto", split="all"), progress=False)
 
 
 def test_gmm_command_on_worker_processes(tmp_path: Path) -> None:
@@ -122,7 +122,7 @@ def test_gmm_command_on_worker_processes(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "2 components (K given) fitted on" in result.stderr
-    local = gmm.fit_gmm(store, options=gmm.GMMOptions(components=2, split="fit"), progress=False)
+    local = gmm.fit_gmm(store, options=GMMOptions(components=2, split="fit"), progress=False)
     np.testing.assert_allclose(xr.open_zarr(out)["means"].values, local["means"].values, atol=1e-8)
     again = run_cli("gmm", str(store), "--out", str(out), "--components", "2", "--split", "fit")
     assert again.returncode == 0, again.stderr  # its own earlier output is replaced
@@ -191,7 +191,7 @@ def test_components_nobody_belongs_to_are_dropped_and_said(tmp_path: Path) -> No
     corpus = open_zpoints(write_store(tmp_path / "s.zarr", x))
     far = np.vstack([x[:2].astype(np.float64), np.full((1, 3), 1e4)])
     start = gmm.Mixture(np.full(3, 1 / 3), far, np.stack([np.eye(3)] * 3))
-    fit = gmm.em(gmm.Passes(corpus, None, None), start, options=gmm.GMMOptions(components=3, split="all"))
+    fit = gmm.em(gmm.Passes(corpus, None, None), start, options=GMMOptions(components=3, split="all"))
     assert fit.mixture.components == 2 and fit.mixture.weights.sum() == pytest.approx(1.0)
     assert fit.notes and "dropped 1 empty component" in fit.notes[0]
     assert np.isfinite(fit.log_likelihood)

@@ -27,7 +27,8 @@ import torch
 import zarr
 
 from latentdask.bench.report import BenchReport, blas_threads, local_client, relative_difference, warm_up
-from latentdask.generate.gmm import GMMOptions, Mixture, Passes, em_step
+from latentdask.generate.gmm import Mixture, Passes, em_step
+from latentdask.generate.options import GMMOptions
 from latentdask.generate.synthetic import synthesize_latents
 from latentdask.store.points import open_zpoints
 

@@ -9,7 +9,7 @@ import typer
 from latentdask.cli.options import (
     ClusterNameOption,
     ClusterOption,
-    ModelDefaults,
+    Defaults,
     RowsOption,
     SchedulerOption,
     SkipDamagedOption,
@@ -24,10 +24,12 @@ from latentdask.cli.options import (
 )
 from latentdask.errors import LatentdaskError
 from latentdask.progress import console
+from latentdask.render.options import RenderOptions
+from latentdask.stats.options import NormalityOptions, SummaryParams
 
-SUMMARY = ModelDefaults("latentdask.stats.options:SummaryParams")
-NORMALITY = ModelDefaults("latentdask.stats.options:NormalityOptions")
-RENDER = ModelDefaults("latentdask.render.options:RenderOptions")
+SUMMARY = Defaults(SummaryParams)
+NORMALITY = Defaults(NormalityOptions)
+RENDER = Defaults(RenderOptions)
 
 
 def summary_params(bin_width: float, value_range: tuple[float, float], thresholds: list[float] | None) -> Any:

@@ -9,7 +9,7 @@ import typer
 from latentdask.cli.options import (
     ClusterNameOption,
     ClusterOption,
-    ModelDefaults,
+    Defaults,
     RowsOption,
     SchedulerOption,
     WhereOption,
@@ -19,13 +19,14 @@ from latentdask.cli.options import (
     user_errors,
 )
 from latentdask.errors import LatentdaskError
+from latentdask.generate.options import DecodeOptions, GenerateOptions, GMMOptions, SamplerSpec, ScoreOptions
 from latentdask.progress import console
 
-SAMPLER = ModelDefaults("latentdask.generate.options:SamplerSpec")
-GENERATE = ModelDefaults("latentdask.generate.options:GenerateOptions")
-SCORE = ModelDefaults("latentdask.generate.options:ScoreOptions")
-GMM = ModelDefaults("latentdask.generate.gmm:GMMOptions")
-DECODE = ModelDefaults("latentdask.generate.options:DecodeOptions")
+SAMPLER = Defaults(SamplerSpec)
+GENERATE = Defaults(GenerateOptions)
+SCORE = Defaults(ScoreOptions)
+GMM = Defaults(GMMOptions)
+DECODE = Defaults(DecodeOptions)
 
 
 @user_errors
@@ -34,7 +35,7 @@ def gmm(
     out: Annotated[str, typer.Option("--out", help="GMM.zarr to write.")],
     components: Annotated[
         str, typer.Option(help="K, or 'auto': K = 1 … --max-components by held-out log-likelihood.")
-    ] = GMM.components.map(str),
+    ] = str(GMM.components),
     max_components: Annotated[int, typer.Option(help="The largest K tried by 'auto'.")] = GMM.max_components,
     covariance: Annotated[str, typer.Option(help="full or diag.")] = GMM.covariance,
     split: Annotated[
@@ -52,7 +53,7 @@ def gmm(
     """A Gaussian mixture fitted by EM over every z-point of the fit, for the gmm sampler."""
     import xarray as xr
 
-    from latentdask.generate.gmm import GMMOptions
+    from latentdask.generate.options import GMMOptions
     from latentdask.store.points import zpoint_bytes
     from latentdask.workflow import steps
 

@@ -4,8 +4,6 @@ opening z-points, running a benchmark, and defaults read from the options models
 from __future__ import annotations
 
 import functools
-import importlib
-import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,48 +60,18 @@ def user_errors(func: F) -> F:
 # ---------------------------------------------------------------------------- defaults from the models
 
 
-class _Default:
-    """An option's default: a field of an options model, read when typer builds the command."""
+class Defaults:
+    """An options model's defaults for typer options: ``ENCODE.shard_size`` with
+    ``ENCODE = Defaults(EncodeOptions)``. Each default is written once, in its model; the models
+    live in modules of pydantic only, so building every command imports no torch or xarray."""
 
-    def __init__(self, model: str, field: str, shown: Callable[[Any], Any] | None = None) -> None:
-        self.model, self.field, self.shown = model, field, shown
-
-    def map(self, shown: Callable[[Any], Any]) -> _Default:
-        """The default as the option takes it (e.g. ``(64, 64)`` as ``"64,64"``)."""
-        return _Default(self.model, self.field, shown)
-
-    def value(self) -> Any:
-        module, name = self.model.split(":")
-        field = getattr(importlib.import_module(module), name).model_fields[self.field]
-        value = field.get_default(call_default_factory=True)
-        return self.shown(value) if self.shown is not None else value
-
-
-class ModelDefaults:
-    """The defaults of an options model, for typer options: ``ENCODE.shard_size`` with
-    ``ENCODE = ModelDefaults("latentdask.encode.options:EncodeOptions")``.
-
-    The model's module is imported only when a command using it is built (see
-    :func:`resolve_defaults`): some models live beside code that imports torch or xarray, and
-    ``latentdask info`` should not wait seconds for ``encode``'s defaults.
-    """
-
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: type[BaseModel]) -> None:
         self._model = model
 
     def __getattr__(self, field: str) -> Any:
         if field.startswith("_"):
             raise AttributeError(field)
-        return _Default(self._model, field)
-
-
-def resolve_defaults(command: Callable[..., Any]) -> None:
-    """Replace the command's :class:`ModelDefaults` placeholders by the models' defaults (once)."""
-    function = inspect.unwrap(command)
-    if function.__defaults__:
-        function.__defaults__ = tuple(
-            default.value() if isinstance(default, _Default) else default for default in function.__defaults__
-        )
+        return self._model.model_fields[field].get_default(call_default_factory=True)
 
 
 def options_from(model: type[M], parameters: dict[str, Any], **given: Any) -> M:

@@ -11,7 +11,7 @@ import typer
 from latentdask.cli.options import (
     ClusterNameOption,
     ClusterOption,
-    ModelDefaults,
+    Defaults,
     SchedulerOption,
     SplitOption,
     cluster_choice,
@@ -21,14 +21,17 @@ from latentdask.cli.options import (
     parse_ints,
     user_errors,
 )
+from latentdask.data.options import SynthOptions
+from latentdask.encode.options import EncodeOptions
 from latentdask.errors import LatentdaskError
 from latentdask.location import location
+from latentdask.model.config import ModelOptions, TrainOptions
 from latentdask.progress import console
 
-SYNTH = ModelDefaults("latentdask.data.synthetic_faces:SynthOptions")
-MODEL = ModelDefaults("latentdask.model.config:ModelOptions")
-TRAIN = ModelDefaults("latentdask.model.config:TrainOptions")
-ENCODE = ModelDefaults("latentdask.encode.options:EncodeOptions")
+SYNTH = Defaults(SynthOptions)
+MODEL = Defaults(ModelOptions)
+TRAIN = Defaults(TrainOptions)
+ENCODE = Defaults(EncodeOptions)
 
 
 @user_errors
@@ -38,7 +41,7 @@ def synth(
     seed: Annotated[int, typer.Option(help="Same seed, byte-identical files.")] = SYNTH.seed,
 ) -> None:
     """Write synthetic faces in CelebA's official layout (images, partition, attributes)."""
-    from latentdask.data.synthetic_faces import SynthOptions
+    from latentdask.data.options import SynthOptions
     from latentdask.workflow import steps
 
     seconds = steps.synth(location(out), options_from(SynthOptions, locals()))
@@ -57,13 +60,11 @@ def train(
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = TRAIN.lr,
     image_size: Annotated[int, typer.Option(help="Side of the square model input.")] = MODEL.image_size,
     latent_dim: Annotated[int, typer.Option(help="Dimension of the latent space.")] = MODEL.latent_dim,
-    channels: Annotated[str, typer.Option(help="Encoder filters per conv layer.")] = MODEL.channels.map(
-        comma_separated
+    channels: Annotated[str, typer.Option(help="Encoder filters per conv layer.")] = comma_separated(
+        MODEL.channels
     ),
     batch_norm: Annotated[bool, typer.Option("--batch-norm/--no-batch-norm")] = MODEL.batch_norm,
-    crop: Annotated[str, typer.Option(help="left,top,right,bottom or 'none'.")] = MODEL.crop.map(
-        comma_separated
-    ),
+    crop: Annotated[str, typer.Option(help="left,top,right,bottom or 'none'.")] = comma_separated(MODEL.crop),
     draft: Annotated[
         bool, typer.Option("--draft/--no-draft", help="JPEG draft-mode decoding.")
     ] = MODEL.draft,

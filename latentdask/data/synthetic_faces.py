@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, field_validator
 
 from latentdask.data.celeba_names import ATTRIBUTE_FILE, ATTRIBUTE_NAMES, IMAGE_FOLDER, PARTITION_FILE
 from latentdask.data.face_drawing import GENERATOR_VERSION, render_face_jpeg
@@ -28,22 +27,6 @@ from latentdask.progress import progress_bar
 RECIPE_FILE = "SYNTHETIC.json"
 #: the kind of output a synthetic dataset is, in its latentdask.json record
 SYNTHETIC_FACES_KIND = "synthetic-faces"
-
-
-class SynthOptions(BaseModel):
-    """Synthetic faces: ``latentdask synth`` and a workflow's ``dataset.synthetic``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    n: int = 2000
-    seed: int = 0
-
-    @field_validator("n")
-    @classmethod
-    def _at_least_one(cls, n: int) -> int:
-        if n < 1:
-            raise ValueError(f"must be at least 1, got {n}")
-        return n
 
 
 def synthesize(out: Where, *, n: int, seed: int = 0, progress: bool = True) -> Location:

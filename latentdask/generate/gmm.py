@@ -26,16 +26,16 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import logsumexp
 from zarr.errors import ZarrUserWarning
 
 from latentdask.cluster.watch import compute
 from latentdask.errors import LatentdaskError
+from latentdask.generate.options import GMMOptions
 from latentdask.location import Location, Where, location
 from latentdask.output import owned_output
 from latentdask.progress import console
@@ -53,24 +53,6 @@ HELD_OUT = {"train": "valid", "fit": "heldout"}
 
 class GMMError(LatentdaskError):
     """A mixture that cannot be fitted or read."""
-
-
-class GMMOptions(BaseModel):
-    """The options of ``latentdask gmm`` and of a workflow's ``gmm`` sampler."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    components: Annotated[int, Field(ge=1)] | Literal["auto"] = 8
-    max_components: int = Field(default=8, ge=1)  # with components="auto": K = 1 … this
-    covariance: Literal["full", "diag"] = "full"
-    split: str | None = None  # the rows fitted; None: train when the store has it, else fit
-    where: tuple[str, ...] = ()
-    seed: int = 0
-    max_iter: int = Field(default=100, ge=1)
-    tol: float = Field(default=1e-3, ge=0)  # on the mean log-likelihood per row
-    reg_covar: float = Field(default=1e-6, ge=0)
-    init_sample: int = Field(default=20_000, ge=1)
-    lloyd_iterations: int = Field(default=3, ge=0)
 
 
 @dataclass(frozen=True)

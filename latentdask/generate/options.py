@@ -69,3 +69,21 @@ class ScoreOptions(BaseModel):
     pair: tuple[int, int] | None = None  # None: the pair whose slice the real points fill least
     threshold: float | None = None  # None: the statistics' first slice threshold
     seed: int = 0
+
+
+class GMMOptions(BaseModel):
+    """The options of ``latentdask gmm`` and of a workflow's ``gmm`` sampler."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    components: Annotated[int, Field(ge=1)] | Literal["auto"] = 8
+    max_components: int = Field(default=8, ge=1)  # with components="auto": K = 1 … this
+    covariance: Literal["full", "diag"] = "full"
+    split: str | None = None  # the rows fitted; None: train when the store has it, else fit
+    where: tuple[str, ...] = ()
+    seed: int = 0
+    max_iter: int = Field(default=100, ge=1)
+    tol: float = Field(default=1e-3, ge=0)  # on the mean log-likelihood per row
+    reg_covar: float = Field(default=1e-6, ge=0)
+    init_sample: int = Field(default=20_000, ge=1)
+    lloyd_iterations: int = Field(default=3, ge=0)

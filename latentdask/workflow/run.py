@@ -184,7 +184,7 @@ class Runner:
             fit_stats, fit_split = paths.fit_stats, w.generate.fit or default_fit_split(open_zpoints(store))
 
             def gmm_options(entry: SamplerEntry) -> Any:
-                from latentdask.generate.gmm import GMMOptions
+                from latentdask.generate.options import GMMOptions
 
                 return GMMOptions(
                     components=entry.components,

@@ -31,7 +31,7 @@ from pydantic import (
 from upath import UPath
 
 from latentdask.cluster.spec import ClusterSpec, ConfigError, read_yaml
-from latentdask.data.synthetic_faces import SynthOptions
+from latentdask.data.options import SynthOptions
 from latentdask.encode.options import EncodeOptions
 from latentdask.errors import describe_validation_error
 from latentdask.generate.options import DecodeOptions, FaceRate, GenerateOptions, SamplerSpec, ScoreOptions

@@ -25,11 +25,16 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from latentdask.cluster.spec import ClusterChoice
-    from latentdask.data.synthetic_faces import SynthOptions
+    from latentdask.data.options import SynthOptions
     from latentdask.encode.options import EncodeOptions
     from latentdask.encode.summary import EncodeSummary
-    from latentdask.generate.gmm import GMMOptions
-    from latentdask.generate.options import DecodeOptions, GenerateOptions, SamplerSpec, ScoreOptions
+    from latentdask.generate.options import (
+        DecodeOptions,
+        GenerateOptions,
+        GMMOptions,
+        SamplerSpec,
+        ScoreOptions,
+    )
     from latentdask.location import Location, Where
     from latentdask.model.config import ModelOptions, TrainOptions
     from latentdask.render.command import RenderResult
