@@ -60,7 +60,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     this process, the commands it starts and their workers reach it through the environment."""
     require_extra("moto.server")
     require_extra("s3fs")
-    from latentdask.bench.storage import local_s3_server
+    from latentdask.testing import local_s3_server
 
     log = tmp_path_factory.mktemp("s3") / "requests.log"
     with local_s3_server(log) as environment:

@@ -17,7 +17,7 @@ PACKAGE = Path(latentdask.__file__).parent
 
 #: the floors, lowest first; a package or top-level module of latentdask is on exactly one
 FLOORS: list[set[str]] = [
-    {"_version", "errors", "location", "progress", "device", "output", "reduction"},
+    {"_version", "errors", "location", "progress", "device", "output", "reduction", "testing"},
     {"cluster"},
     {"data"},
     {"model"},
