@@ -884,7 +884,7 @@ IMAGES_STATE = """() => {
   const models = [...Bokeh.documents[0].all_models];
   const said = models.find((m) => typeof m.text === "string" && m.text.includes("under the cursor ("));
   const plot = models.find((m) => m.title?.text?.endsWith(" points in view"));
-  const layer = plot?.renderers.find((r) => r.glyph?.type === "ImageRGBA");
+  const layer = plot?.renderers.findLast((r) => r.glyph?.type === "ImageRGBA");  // over the colours'
   let opaque = 0;
   for (const v of layer?.data_source.data.image?.[0] ?? []) if ((v >>> 24) !== 0) opaque++;
   return {hovered: said?.text ?? "", opaque};
@@ -901,6 +901,68 @@ def images_show(page: Any, what: str, ok: Callable[[dict[str, Any]], bool]) -> d
         if time.monotonic() > deadline:
             pytest.fail(f"the page does not show {what}; it shows {state}")
         page.wait_for_timeout(100)
+
+
+#: the projection's title and, in its first RGBA layer (the points coloured by an attribute), the lit
+#: pixels mostly orange (+1) and mostly blue (−1); red points of the overlays shown
+COLOURED_STATE = """() => {
+  const plot = [...Bokeh.documents[0].all_models].find((m) => m.title?.text?.endsWith(" points in view"));
+  const layer = plot?.renderers.find((r) => r.glyph?.type === "ImageRGBA");
+  const red = plot?.renderers.find((r) => r.glyph?.type === "Scatter");
+  let orange = 0, blue = 0;
+  for (const v of layer?.data_source.data.image?.[0] ?? []) {
+    if ((v >>> 24) === 0) continue;
+    if ((v & 255) > ((v >>> 16) & 255)) orange++; else blue++;  // RGBA packed little-endian: R, G, B, A
+  }
+  return {title: plot?.title.text ?? "", orange, blue, red: red?.data_source.data.x.length ?? 0};
+}"""
+
+
+@pytest.mark.browser
+def test_colour_by_every_attribute_in_headless_chromium(server: Served, store: Path) -> None:
+    """Colour by each attribute: every point stays in view, the title names the colours, and orange
+    (+1) and blue (−1) pixels are lit where numpy finds rows of each value; with an overlay's red
+    points shown too."""
+    from playwright.sync_api import sync_playwright
+
+    n = len(valid_z(store))
+    attributes = valid_attributes(store)
+    names = [str(v) for v in zarr.open_array(str(store / "attribute"), mode="r")[...]]
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        page, errors, remote = watched_page(browser, server.url, 1500, 1100)
+        page.goto(server.url, wait_until="networkidle")
+        first = shows(page, "the projection", lambda s: s["title"].endswith(f": {n:,} points in view"))
+        labels = f"latent {first['a']} × latent {first['b']}"
+
+        def coloured(name: str, values: np.ndarray, red: int = 0) -> dict[str, Any]:
+            title = f"{labels} ({name} = +1 orange, −1 blue): {n:,} points in view"
+            deadline = time.monotonic() + 60
+            while True:
+                state = page.evaluate(COLOURED_STATE)
+                lit = (state["orange"] > 0, state["blue"] > 0)
+                expected = (bool((values == 1).any()), bool((values == -1).any()))
+                if state["title"] == title and lit == expected and state["red"] == red:
+                    return dict(state)
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the page does not show the points coloured by {name}; it shows {state}")
+                page.wait_for_timeout(100)
+
+        for j, name in enumerate(names):
+            page.evaluate(SET_WIDGET, ["colour by", name])
+            coloured(name, attributes[:, j])
+        page.get_by_label("uniform (300)").check()
+        coloured(names[-1], attributes[:, -1], red=300)  # the overlay's points over the colours
+        page.evaluate(SET_WIDGET, ["colour by", "none"])
+        shows(
+            page,
+            "the points uncoloured",
+            lambda s: s["title"] == in_view(f"latent {first['a']}", f"latent {first['b']}", n),
+        )
+        assert page.evaluate(COLOURED_STATE)["orange"] + page.evaluate(COLOURED_STATE)["blue"] == 0
+        browser.close()
+    assert not remote, f"the page asked for remote resources: {remote}"
+    assert not errors, f"browser console errors: {errors}"
 
 
 @pytest.mark.browser

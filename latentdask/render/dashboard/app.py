@@ -64,6 +64,9 @@ class Dashboard(pn.viewable.Viewer):
                 plots.outline, mode=controls.mode, a=controls.a, b=controls.b, drawn=selection.param.drawn
             )
         )
+        categories = hv.DynamicMap(
+            pn.bind(plots.categories, **view_widgets), streams=[hv.streams.RangeXY(source=projection)]
+        )
         thumbnails = hv.DynamicMap(
             pn.bind(plots.thumbnail_layer, **view_widgets, shown=controls.thumbnails_shown),
             streams=[hv.streams.RangeXY(source=projection)],
@@ -76,7 +79,9 @@ class Dashboard(pn.viewable.Viewer):
         return pn.Row(
             controls,
             pn.Column(
-                pn.pane.HoloViews(projection * thumbnails * overlays * outline, name="projection"),
+                pn.pane.HoloViews(
+                    projection * categories * thumbnails * overlays * outline, name="projection"
+                ),
                 self.images,
             ),
             self.linked,

@@ -41,7 +41,17 @@ class ProjectionPlots:
         self.sources = sources
         self.explorer = sources.explorer
         self._shown = RangedView()
+        self._coloured = RangedView()
         self._thumbnails = RangedView()
+        self._last_counts: tuple[tuple[View, Range, Range], np.ndarray] | None = None
+
+    def _counts(self, view: View, x_range: Range, y_range: Range) -> np.ndarray:
+        """The view's counts on the canvas over the ranges: aggregated once for the layers drawn
+        from the same ranges (the points and, coloured by an attribute, the categories)."""
+        key = (view, x_range, y_range)
+        if self._last_counts is None or self._last_counts[0] != key:
+            self._last_counts = (key, self.explorer.aggregate(view, x_range, y_range, *CANVAS))
+        return self._last_counts[1]
 
     def projection(
         self,
@@ -54,6 +64,9 @@ class ProjectionPlots:
         x_range: Any = None,
         y_range: Any = None,
     ) -> Any:
+        """Every point of the view on the canvas, as an image of counts (always that one type: a
+        DynamicMap's). Coloured by an attribute, the image is empty and :meth:`categories` draws the
+        points in the attribute's colours, which the title names."""
         import holoviews as hv
 
         view = view_of(self.explorer, mode, a, b, threshold, color_by)
@@ -64,29 +77,57 @@ class ProjectionPlots:
                 width=CANVAS[0] + 120, height=CANVAS[1] + 60, title=str(exc)
             )
         x_range, y_range = self._shown.ranges(view, full, x_range, y_range)
-        counts = self.explorer.aggregate(view, x_range, y_range, *CANVAS)
+        counts = self._counts(view, x_range, y_range)
         x_label, y_label = full.labels
         bounds = (x_range[0], y_range[0], x_range[1], y_range[1])
         shown = int(counts.sum())
         where = f", |x_j| < {view.threshold:g} elsewhere" if view.threshold is not None else ""
-        title = f"{x_label} × {y_label}{where}: {shown:,} points in view"
-        common = {
-            "width": CANVAS[0] + 120,
-            "height": CANVAS[1] + 60,
-            "tools": ["tap", "box_select", "lasso_select"],
-            "title": title,
-            "framewise": True,
-            "xlabel": x_label,
-            "ylabel": y_label,
-        }
-        if counts.ndim == 3:
-            from latentdask.render.draw import category_rgba
-
-            return hv.RGB(category_rgba(counts)[::-1], bounds=bounds, kdims=[x_label, y_label]).opts(**common)
-        image = np.where(counts > 0, counts, np.nan)[::-1]
-        return hv.Image(image, bounds=bounds, kdims=[x_label, y_label], vdims=["points"]).opts(
-            cmap="viridis", cnorm=shading, colorbar=True, clabel="points per pixel", **common
+        coloured = f" ({color_by} = +1 orange, −1 blue)" if counts.ndim == 3 else ""
+        title = f"{x_label} × {y_label}{where}{coloured}: {shown:,} points in view"
+        empty = np.full(counts.shape[:2], np.nan)  # coloured: the categories' layer draws the points
+        image = empty if counts.ndim == 3 else np.where(counts > 0, counts, np.nan)
+        return hv.Image(image[::-1], bounds=bounds, kdims=[x_label, y_label], vdims=["points"]).opts(
+            width=CANVAS[0] + 120,
+            height=CANVAS[1] + 60,
+            tools=["tap", "box_select", "lasso_select"],
+            title=title,
+            framewise=True,
+            xlabel=x_label,
+            ylabel=y_label,
+            cmap="viridis",
+            cnorm=shading,
+            colorbar=True,
+            clabel="points per pixel",
         )
+
+    def categories(
+        self,
+        mode: str,
+        a: int,
+        b: int,
+        threshold: str,
+        color_by: str,
+        x_range: Any = None,
+        y_range: Any = None,
+    ) -> Any:
+        """The view's points coloured by the attribute chosen (their colour mixes by share, their
+        opacity grows with the count), over the canvas shown; transparent when none is chosen.
+        Always one RGBA image (a DynamicMap's type)."""
+        import holoviews as hv
+
+        from latentdask.render.draw import category_rgba
+
+        view = view_of(self.explorer, mode, a, b, threshold, color_by)
+        if view.color_by is None:
+            return hv.RGB(np.zeros((2, 2, 4), np.uint8), vdims=list("RGBA"))
+        try:
+            full = self.explorer.projection(view)
+        except LatentdaskError:  # the projection says why
+            return hv.RGB(np.zeros((2, 2, 4), np.uint8), vdims=list("RGBA"))
+        x_range, y_range = self._coloured.ranges(view, full, x_range, y_range)
+        rgba = category_rgba(self._counts(view, x_range, y_range))[::-1]
+        bounds = (x_range[0], y_range[0], x_range[1], y_range[1])
+        return hv.RGB(rgba, bounds=bounds, vdims=list("RGBA"))
 
     def overlay_points(self, mode: str, a: int, b: int, shown: list[str]) -> Any:
         """The shown overlays' points, all in one red Points element.
