@@ -171,13 +171,17 @@ def reading_store(
     """The cluster and the z-points of a command that reads every shard of ``store`` (keeping to
     the row selection ``rows`` when given).
 
-    A shard found damaged on the way stops the command with the list of all damaged shards.
+    A shard found damaged on the way stops the command with the list of all damaged shards; a store
+    that does not exist stops it before any cluster starts.
     """
     from latentdask.cluster.workers import paths_on_workers
+    from latentdask.location import location
     from latentdask.store.integrity import listing_damaged
     from latentdask.store.points import zpoint_bytes
     from latentdask.workflow.steps import Connection
 
+    if not location(store).exists():
+        raise LatentdaskError(f"{store} does not exist")
     with (
         Connection(choice, input_bytes=zpoint_bytes(store)) as connection,
         listing_damaged(store, client=connection.client),
