@@ -21,6 +21,7 @@ def test_synth_train_info(tmp_path: Path) -> None:
     result = run("info", str(data))
     assert result.returncode == 0, result.stderr
     assert "images      40 (train 32, valid 4, test 4)" in result.stdout
+    assert f"(celeba, images in the folder {data / 'img_align_celeba'})" in result.stdout  # no Python repr
     result = run(
         "train",
         str(data),

@@ -63,7 +63,10 @@ def train(
     channels: Annotated[str, typer.Option(help="Encoder filters per conv layer.")] = comma_separated(
         MODEL.channels
     ),
-    batch_norm: Annotated[bool, typer.Option("--batch-norm/--no-batch-norm")] = MODEL.batch_norm,
+    batch_norm: Annotated[
+        bool,
+        typer.Option("--batch-norm/--no-batch-norm", help="Batch normalization after every convolution."),
+    ] = MODEL.batch_norm,
     crop: Annotated[str, typer.Option(help="left,top,right,bottom or 'none'.")] = comma_separated(MODEL.crop),
     draft: Annotated[
         bool, typer.Option("--draft/--no-draft", help="JPEG draft-mode decoding.")

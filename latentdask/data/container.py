@@ -71,6 +71,9 @@ class FolderContainer:
     def __repr__(self) -> str:
         return f"FolderContainer({str(self.folder)!r})"
 
+    def __str__(self) -> str:
+        return f"the folder {self.folder}"
+
     def list_names(self) -> list[str]:
         """Image names on disk, sorted."""
         if not self.folder.is_dir():
@@ -157,6 +160,9 @@ class ZipContainer:
 
     def __repr__(self) -> str:
         return f"ZipContainer({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return f"the zip archive {self.path}"
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path}

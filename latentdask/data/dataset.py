@@ -40,7 +40,7 @@ class ImageDataset:
         m = self.manifest
         splits = ", ".join(f"{k} {v}" for k, v in m.split_counts().items())
         lines = [
-            f"dataset     {self.root} ({self.kind}, images in {self.container!r})",
+            f"dataset     {self.root} ({self.kind}, images in {self.container})",
             f"images      {len(m)} ({splits})",
             f"attributes  {len(m.attribute_names)}"
             + (f": {', '.join(m.attribute_names[:6])}, ..." if m.attribute_names else ""),
