@@ -107,7 +107,7 @@ def test_existing_store_needs_resume_or_overwrite(
     out = tmp_path / "latents.zarr"
     options = EncodeOptions(shard_size=64)
     encode(faces, checkpoint, out, options=options, cluster=on_cluster, progress=False)
-    with pytest.raises(StoreError, match="already exists; use --resume"):
+    with pytest.raises(StoreError, match=r"already exists; use --resume .* EncodeOptions\(resume=True\)"):
         encode(faces, checkpoint, out, options=options, cluster=on_cluster, progress=False)
     again = encode(
         faces,

@@ -139,9 +139,12 @@ def encode(
 
     # 2. The outputs: refused before anything runs if they are someone else's or an input.
     if options.resume and options.overwrite:
-        raise StoreError("give either --resume or --overwrite, not both")
+        raise StoreError("give either --resume or --overwrite, not both (resume, overwrite of EncodeOptions)")
     if out.exists() and not (options.resume or options.overwrite):
-        raise StoreError(f"{out} already exists; use --resume to finish it or --overwrite to replace it")
+        raise StoreError(
+            f"{out} already exists; use --resume to finish it or --overwrite to replace it "
+            "(from Python: EncodeOptions(resume=True) or EncodeOptions(overwrite=True))"
+        )
     inputs = [data.root, checkpoint]
     if not (options.resume and out.exists()):
         check_output(out, STORE_KIND, inputs=inputs)
