@@ -34,7 +34,7 @@ class EncodeSummary:
             f"encoded {self.images} images in {self.shards_run} shard(s) "
             f"({self.shards_skipped} already done, {self.shards_total} in all) → {self.store}",
             f"invalid {invalid}" + (f" ({reasons})" if reasons else ""),
-            f"wall time {self.wall_seconds:.1f} s; {self.images_per_second:.0f} images/s "
-            f"over {self.compute_seconds:.1f} s of encoding",
+            f"wall time {self.wall_seconds:.1f} s, start-up included; {self.images_per_second:.0f} images/s "
+            f"over the {self.compute_seconds:.1f} s the shards took (the progress bar's rate)",
             f"time per stage, summed over workers: {stages}",
         ]
