@@ -111,6 +111,31 @@ def test_principal_axes_and_attribute_colouring(
         )
 
 
+def test_a_coloured_projection_with_overlays_keeps_both_legends(
+    corpus: tuple[Path, Path, np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """The attribute's colours and the overlays' markers each keep their legend in one projection."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.legend import Legend
+
+    from latentdask.render.draw import draw
+    from latentdask.render.projections import Overlay
+
+    store, stats_path, x, _, _ = corpus
+    stats = open_stats(stats_path)
+    (coloured,) = aggregate(
+        open_zpoints(store), [pair_projection(stats, 1, 2, (30, 20), color_by=1)], stats=stats
+    )
+    fig, ax = plt.subplots()
+    draw(ax, coloured, how="eq_hist", stats=stats, overlays=[Overlay("uniform", x[:5])], attribute="Smiling")
+    shown = {text.get_text() for legend in ax.findobj(Legend) for text in legend.get_texts()}
+    plt.close(fig)
+    assert {"Smiling = +1", "Smiling = −1", "uniform"} <= shown
+
+
 def test_pairs_by_rank(corpus: tuple[Path, Path, np.ndarray, np.ndarray, np.ndarray]) -> None:
     _, stats_path, x, used, _ = corpus
     stats = open_stats(stats_path)

@@ -83,11 +83,12 @@ def draw(
     p = aggregate.projection
     extent = (*p.x_range, *p.y_range)
     pixels = spread(aggregate.counts)
+    colours = None  # the attribute's legend
     if pixels.ndim == 3:
         ax.imshow(
             category_rgba(pixels), origin="lower", extent=extent, aspect="auto", interpolation="nearest"
         )
-        ax.legend(
+        colours = ax.legend(
             handles=[
                 Patch(color=CATEGORY_COLOURS[1], label=f"{attribute} = +1"),
                 Patch(color=CATEGORY_COLOURS[0], label=f"{attribute} = −1"),
@@ -156,6 +157,8 @@ def draw(
     else:
         ax.set_title(f"{x_label} × {y_label}{note}: {where}{count}", fontsize=fontsize)
         if overlays:
+            if colours is not None:
+                ax.add_artist(colours)  # a second legend replaces the axes' first unless it is kept
             ax.legend(loc="lower right", fontsize=7, markerscale=0.7)
 
 
