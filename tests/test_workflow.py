@@ -62,14 +62,21 @@ def counted_run(workflow: Path, script: Path) -> subprocess.CompletedProcess[str
     )
 
 
-def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The tiny study, run once with the local clusters it starts counted: its workflow, the run."""
+    folder = tmp_path_factory.mktemp("tiny")
+    workflow = write_workflow(folder)
+    return workflow, counted_run(workflow, folder / "counted.py")
+
+
+def test_run_skip_and_redo_after_a_change(tiny_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     """A run computes every step on one cluster; run again, it skips every step and starts none; a
     changed parameter redoes its step and those after it."""
-    workflow = write_workflow(tmp_path)
-    first = counted_run(workflow, tmp_path / "counted.py")
+    workflow, first = tiny_run
     assert first.returncode == 0, first.stderr
     assert first.stderr.rstrip().endswith("local clusters started: 1")
-    folder = tmp_path / "run"
+    folder = workflow.parent / "run"
     for output in (
         "data/SYNTHETIC.json",
         "model/model.safetensors",
@@ -135,7 +142,7 @@ def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
         rendered["projections"][0]["shown"] == 80 and rendered["projections"][0]["note"] == "rank 1 by corr"
     )
 
-    again = counted_run(workflow, tmp_path / "counted.py")
+    again = counted_run(workflow, workflow.parent / "counted.py")
     assert again.returncode == 0, again.stderr
     assert said(again).count("done earlier with the same parameters, skipped") == len(steps)
     assert again.stderr.rstrip().endswith("local clusters started: 0")  # every step done: no cluster at all
@@ -153,6 +160,37 @@ def test_run_skip_and_redo_after_a_change(tmp_path: Path) -> None:
         "gmm (gmm.zarr)",
     }
     assert json.loads((folder / "run.json").read_text())["steps"]["train"]["params"]["train"]["epochs"] == 2
+
+
+#: how wide the page is, and every element whose content is wider than its box (shown past it, or
+#: hidden behind a scroll bar)
+FITS = """() => ({
+  page: document.documentElement.scrollWidth,
+  clipped: [...document.querySelectorAll("body *")]
+    .filter((e) => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1)
+    .map((e) => `${e.tagName} ${e.scrollWidth} px in ${e.clientWidth}: ${e.textContent.slice(0, 60)}`),
+})"""
+
+
+@pytest.mark.browser
+def test_the_report_fits_windows_1000_and_1600_px_wide(
+    tiny_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    """report.html in Chromium: no part wider than the window, no table or text box cut or scrolled."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_dashboard import launch, needs_chromium
+
+    needs_chromium()
+    report = tiny_run[0].parent / "run" / "report.html"
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        for width in (1000, 1600):
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.goto(report.as_uri())
+            fits = page.evaluate(FITS)
+            assert fits["page"] <= width and fits["clipped"] == [], (width, fits)
+        browser.close()
 
 
 def test_killed_run_finishes_when_run_again(tmp_path: Path) -> None:

@@ -235,43 +235,70 @@ def same_selection(
     return {"path": identity(given.path), "fingerprint": fingerprint, "rows": given.count}
 
 
-def format_scores(results: dict[str, Any]) -> str:
-    """The scores side by side, one line per set."""
-    lines = [
-        f"{'set':<34} {'mahalanobis q50':>16} {'outside q50':>12} {'none outside':>13} "
-        f"{'nearest real q50':>17} {'in slice':>9} {'loglik mvn':>11} {'loglik gmm':>11} "
-        f"{'precision':>9} {'recall':>7} {'density':>8} {'coverage':>9}"
-    ]
+#: the scores' table: each column's header and its width in the text form
+SCORE_COLUMNS = (
+    ("set", 34),
+    ("mahalanobis q50", 16),
+    ("outside q50", 12),
+    ("none outside", 13),
+    ("nearest real q50", 17),
+    ("in slice", 9),
+    ("loglik mvn", 11),
+    ("loglik gmm", 11),
+    ("precision", 9),
+    ("recall", 7),
+    ("density", 8),
+    ("coverage", 9),
+)
+
+
+def score_table(results: dict[str, Any]) -> tuple[str, list[list[str]], str]:
+    """The scores as a table: the fit it is measured against, a row of cells per set (— where a score
+    was not measured), and the slice it counts."""
+    rows = []
     for name, s in results["sets"].items():
-        quality = s.get("quality")
+        quality = s.get("quality") or {}
         loglik = s.get("log_likelihood", {})
-        lines.append(
-            f"{name[:34]:<34} {s['mahalanobis']['q50']:>16.2f} {s['outside_components']['q50']:>12.1f} "
-            f"{s['outside_components']['share_with_none']:>13.3f} {s['nearest_real_distance']['q50']:>17.3f} "
-            f"{s['slice_fraction']:>9.4f} {_number(loglik.get('mvn'), 11, 1)} "
-            f"{_number(loglik.get('gmm'), 11, 1)} "
-            + (
-                f"{quality['precision']:>9.3f} {quality['recall']:>7.3f} {quality['density']:>8.3f} "
-                f"{quality['coverage']:>9.3f}"
-                if quality
-                else f"{'—':>9} {'—':>7} {'—':>8} {'—':>9}"
-            )
+        rows.append(
+            [
+                name,
+                f"{s['mahalanobis']['q50']:.2f}",
+                f"{s['outside_components']['q50']:.1f}",
+                f"{s['outside_components']['share_with_none']:.3f}",
+                f"{s['nearest_real_distance']['q50']:.3f}",
+                f"{s['slice_fraction']:.4f}",
+                *(_number(loglik.get(kind), 1) for kind in ("mvn", "gmm")),
+                *(_number(quality.get(kind), 3) for kind in ("precision", "recall", "density", "coverage")),
+            ]
         )
     a, b = results["pair"]
-    lines.insert(
-        0,
+    fit = (
         f"fit: {results['fit']} ({results['fit_rows']:,} rows); real (held out): {results['heldout']}, "
-        f"{results['heldout_rows_in_fit']} of them in the fit",
+        f"{results['heldout_rows_in_fit']} of them in the fit"
     )
-    lines.append(
+    where = (
         f"slice: pair ({a}, {b}), |x_j| < {results['threshold']:g} elsewhere; real fraction "
         f"{results['real_slice_fraction']:.4f}"
     )
-    return "\n".join(lines)
+    return fit, rows, where
 
 
-def _number(value: float | None, width: int, decimals: int) -> str:
-    return f"{value:>{width}.{decimals}f}" if value is not None else f"{'—':>{width}}"
+def format_scores(results: dict[str, Any]) -> str:
+    """The scores side by side, one line per set."""
+    fit, rows, where = score_table(results)
+
+    def line(cells: list[str]) -> str:
+        (_, width), *numbers = SCORE_COLUMNS
+        return " ".join(
+            [f"{cells[0][:width]:<{width}}"]
+            + [f"{c:>{w}}" for c, (_, w) in zip(cells[1:], numbers, strict=True)]
+        )
+
+    return "\n".join([fit, line([header for header, _ in SCORE_COLUMNS]), *map(line, rows), where])
+
+
+def _number(value: float | None, decimals: int) -> str:
+    return "—" if value is None else f"{value:.{decimals}f}"
 
 
 def write_scores(results: dict[str, Any], out: Where, *, inputs: Sequence[Where] = ()) -> Location:

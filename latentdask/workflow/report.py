@@ -248,11 +248,13 @@ def write_report(folder: Where) -> Location:
 
     scores = paths.scores
     if scores.is_file():
-        from latentdask.generate.score import format_scores
+        from latentdask.generate.score import SCORE_COLUMNS, score_table
 
+        fit, rows, where = score_table(json.loads(scores.read_text()))
         parts.append(
-            f"<h2>Artificial z-points: scores beside real ones</h2><pre>"
-            f"{_esc(format_scores(json.loads(scores.read_text())))}</pre>"
+            f"<h2>Artificial z-points: scores beside real ones</h2><p>{_esc(fit)}</p>"
+            + _table([header for header, _ in SCORE_COLUMNS], rows)
+            + f"<p>{_esc(where)}</p>"
         )
     rates = paths.face_rates
     if rates.is_file():
@@ -277,8 +279,8 @@ def write_report(folder: Where) -> Location:
     style = (
         "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
-        "font-size:13px;text-align:right;max-width:600px;overflow-wrap:anywhere}pre{background:#f6f6f6;"
-        "padding:.5em;overflow-x:auto}img{max-width:100%}"
+        "font-size:13px;text-align:right;max-width:600px;overflow-wrap:anywhere}th{overflow-wrap:normal}"
+        "pre{background:#f6f6f6;padding:.5em;white-space:pre-wrap}img{max-width:100%}"
     )
     page = (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>latentdask: '
