@@ -23,6 +23,7 @@ from latentdask.cli.options import (
     user_errors,
 )
 from latentdask.errors import LatentdaskError
+from latentdask.location import location
 from latentdask.progress import console
 from latentdask.render.options import RenderOptions
 from latentdask.stats.options import NormalityOptions, SummaryParams
@@ -306,6 +307,9 @@ def serve(
         str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (1-65535).")] = 5006,
+    selections: Annotated[
+        str, typer.Option(help="Folder that Export writes selection-NAME.zarr into (default: this one).")
+    ] = ".",
     cluster: ClusterOption = None,
     scheduler: SchedulerOption = None,
     cluster_name: ClusterNameOption = None,
@@ -317,6 +321,8 @@ def serve(
 
     if not 0 < port < 65536:  # before a cluster starts
         raise LatentdaskError(f"--port must be a port number from 1 to 65535, got {port}")
+    if not location(selections).is_dir():
+        raise LatentdaskError(f"--selections {selections} is not a folder")
     with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
         check_paths_on_workers(client, [store])  # once: a server's later workers are not watched
         console.print(f"serving {store} on http://{address}:{port}/ (Ctrl-C stops)")
@@ -334,4 +340,5 @@ def serve(
             client=client,
             address=address,
             port=port,
+            selections=selections,
         )

@@ -22,7 +22,7 @@ class Dashboard(pn.viewable.Viewer):
     def __init__(self, sources: Sources) -> None:
         super().__init__()
         self.sources = sources
-        self.controls = Controls(sources.explorer, list(sources.overlays))
+        self.controls = Controls(sources.explorer, list(sources.overlays), sources.varying_attributes())
         self.plots = ProjectionPlots(sources)
         self.images = Images(sources, self.controls)
         self.selection = SelectionPanel(sources, self.controls, self.images, show_pair=self.set_pair)

@@ -56,10 +56,10 @@ def headline_markdown(stats: Any) -> str:
 
 
 class Controls(pn.viewable.Viewer):
-    """The projection's axes (a pair of components or of principal axes), slice, colour, shading,
-    the thumbnails toggle and the overlays shown; and the headline figures."""
+    """The projection's axes (a pair of components or of principal axes), slice, colour (by one of
+    ``attributes``), shading, the thumbnails toggle and the ``overlays`` shown; and the headline figures."""
 
-    def __init__(self, explorer: Explorer, overlays: list[str]) -> None:
+    def __init__(self, explorer: Explorer, overlays: list[str], attributes: list[str]) -> None:
         super().__init__()
         self.explorer = explorer
         dim = explorer.dim
@@ -73,9 +73,7 @@ class Controls(pn.viewable.Viewer):
             label="slice |x_j| < t outside the pair",
             options=["none"] + [f"{t:g}" for t in explorer.thresholds],
         )
-        self.color_by = pn.widgets.Select(
-            label="colour by", options=["none", *explorer.points.attribute_names]
-        )
+        self.color_by = pn.widgets.Select(label="colour by", options=["none", *attributes])
         self.shading = pn.widgets.Select(label="shading", options=["eq_hist", "log"], value="eq_hist")
         self.shown_overlays = pn.widgets.CheckBoxGroup(label="overlays", options=overlays)
         self.thumbnails_shown = pn.widgets.CheckBoxGroup(options=[THUMBNAILS_TOGGLE], value=[])

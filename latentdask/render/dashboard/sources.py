@@ -91,6 +91,17 @@ class Sources:
         explorer.hold_rows()  # queued behind the first view's columns: selections then read memory
         return sources
 
+    def varying_attributes(self) -> list[str]:
+        """The attributes worth colouring by: those some valid rows have and others lack (every one
+        when the statistics are not of every row and cannot tell)."""
+        names = list(self.explorer.points.attribute_names)
+        corpus = self.corpus
+        if corpus is None or corpus.with_attribute is None:
+            return names
+        return [
+            name for name, count in zip(names, corpus.with_attribute, strict=True) if 0 < count < corpus.n
+        ]
+
     def real_image(self, name: str) -> np.ndarray:
         """A dataset image as uint8 RGB, as its file holds it."""
         import io
