@@ -80,7 +80,7 @@ def test_encode_matches_in_process_reference(
     )
     assert summary.images == 120 and summary.shards_run == 4 and summary.invalid == {}
     ds = open_latents(out)
-    assert dict(ds.sizes) == {"image": 120, "latent": 16, "attribute": 40, "shard": 4, "checksum_column": 4}
+    assert dict(ds.sizes) == {"image": 120, "latent": 16, "attribute": 40}  # per image: no shard bookkeeping
     assert ds.z.dims == ("image", "latent") and ds.z.dtype == np.float32
     assert ds.z.data.chunks[0] == (32, 32, 32, 24)
     np.testing.assert_allclose(
@@ -92,10 +92,33 @@ def test_encode_matches_in_process_reference(
     np.testing.assert_array_equal(ds.split.values, manifest.split)
     np.testing.assert_array_equal(ds.attributes.values, manifest.attributes)
     assert ds.attribute.values.tolist()[:2] == ["5_o_Clock_Shadow", "Arched_Eyebrows"]
-    assert ds.shard_done.values.all()
+    assert xr.open_zarr(out).shard_done.values.all()
     assert ds.attrs["manifest_sha256"] == manifest.sha256
     assert ds.attrs["model_sha256"] == load_checkpoint(checkpoint).sha256
     assert ds.attrs["preprocessing"]["image_size"] == 32 and ds.attrs["shard_size"] == 32
+    # xarray's idioms: split a coordinate that says what its codes mean; grouping by it or by an
+    # attribute groups as numpy does; selecting by it keeps those rows; a few images' table is theirs
+    z, split, male = ds.z.values.astype(np.float64), manifest.split, manifest.attributes[:, 20]
+    assert ds.attribute.values[20] == "Male" and ds.split.attrs["flag_values"] == [-1, 0, 1, 2]
+    assert ds.split.attrs["flag_meanings"].split() == ["unknown", "train", "valid", "test"]
+    for grouped, labels, name in (
+        (ds.z.groupby("split"), split, "split"),
+        (ds.z.groupby(ds.attributes.sel(attribute="Male")), male, "attributes"),
+    ):
+        means = grouped.mean()
+        assert sorted(means[name].values.tolist()) == sorted(set(labels.tolist()))
+        for label in set(labels.tolist()):
+            np.testing.assert_allclose(
+                means.sel({name: label}).values, z[labels == label].mean(axis=0), rtol=1e-5
+            )
+    assert set(ds.groupby("split").mean().data_vars) >= {"z", "valid"}
+    train = ds.where(ds.split == 0, drop=True)
+    assert (
+        train.sizes["image"] == (split == 0).sum()
+        and train.filename.values.tolist() == manifest.names[split == 0].tolist()
+    )
+    table = ds[["filename", "split", "valid"]].isel(image=slice(0, 3)).to_dataframe()
+    assert table.index.tolist() == [0, 1, 2] and table.filename.tolist() == manifest.names[:3].tolist()
     # plain xarray gives the same named dims, with no warning about metadata
     plain = xr.open_zarr(out)
     assert plain.z.dims == ("image", "latent") and plain.attributes.dims == ("image", "attribute")

@@ -311,14 +311,41 @@ def describe_store(path: Where) -> list[str]:
 
 
 def open_latents(path: Where) -> xr.Dataset:
-    """Open a latent store as a lazy ``xarray.Dataset`` with dims ``image``, ``latent``, ``attribute``.
+    """Open a latent store as an ``xarray.Dataset`` of its images, dims ``image``, ``latent`` and
+    ``attribute``: ``z`` and the other per-image variables lazy, ``split`` a coordinate in memory
+    whose codes say what they mean (CF ``flag_values`` and ``flag_meanings``) and ``attributes``
+    in memory (one byte per image and attribute), so that grouping and selecting by them works as
+    on any xarray object (``ds.where(ds.split == 0, drop=True)``; text variables are Python strings
+    for it). The per-shard bookkeeping (``shard_done``, ``checksum``) is left to
+    :func:`open_store` and ``verify``.
 
     Examples
     --------
     >>> ds = open_latents("runs/demo/latents.zarr")  # doctest: +SKIP
     >>> ds.z.where(ds.valid).mean("image")  # doctest: +SKIP
+    >>> ds.z.where(ds.valid).groupby("split").mean()  # doctest: +SKIP
+    >>> ds.z.groupby(ds.attributes.sel(attribute="Male")).mean()  # doctest: +SKIP
     """
     import xarray as xr
 
+    from latentdask.data.celeba_names import SPLITS, UNKNOWN_SPLIT
+
     open_store(path)  # clear errors for what is not a complete store
-    return xr.open_zarr(str(path))
+    ds = xr.open_zarr(str(path)).drop_vars(["shard_done", "checksum"], errors="ignore")
+    meanings = {UNKNOWN_SPLIT: "unknown", **{code: name for name, code in SPLITS.items()}}
+    split = (
+        ds["split"]
+        .load()
+        .assign_attrs(
+            long_name="the dataset's split of the image",
+            flag_values=list(meanings),
+            flag_meanings=" ".join(meanings.values()),
+        )
+    )
+    ds = ds.drop_vars("split").assign_coords(split=split)
+    if "attributes" in ds:
+        ds["attributes"] = ds["attributes"].load()
+    for name in ("filename", "error", "crop"):  # text as Python strings: ds.where() fills them with NaN
+        if name in ds and ds[name].dtype.kind == "T":
+            ds[name] = ds[name].astype(object)
+    return ds
