@@ -302,8 +302,11 @@ def test_on_real_worker_processes_from_zarr(client: object, tmp_path: Path) -> N
     on_disk = json.loads((tmp_path / "stats.json").read_text())
     assert on_disk["count"] == figures["count"] == 2500
     smallest = on_disk["slice_populations"]["1"]["smallest"][0]
-    population = slice_reference(x, 1.0)
-    assert smallest[2] == population[np.triu_indices(8, 1)].min()
+    population = slice_reference(x, 1.0)[np.triu_indices(8, 1)]
+    assert smallest[2] == population.min()
+    ties = on_disk["slice_populations"]["1"]
+    assert ties["smallest_ties"] == (population == population.min()).sum()
+    assert ties["largest_ties"] == (population == population.max()).sum()
 
 
 def test_synthetic_latents_recover_their_truth(client: object, tmp_path: Path) -> None:

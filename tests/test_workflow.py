@@ -136,6 +136,12 @@ def test_run_skip_and_redo_after_a_change(tiny_run: tuple[Path, subprocess.Compl
     ):
         assert section in page, section
     assert page.count("data:image/png;base64,") >= 8  # every figure embedded: the file stands alone
+    for end, populations in (
+        (end, json.loads((folder / "latents-stats.json").read_text())["slice_populations"]["1.5"])
+        for end in ("smallest", "largest")
+    ):  # ties listed by index are said to be ties
+        tie = f"{populations[end + '_ties']:,} pairs share the {end} population"
+        assert (tie in page) == (populations[end + "_ties"] > 6), end
     assert "http://" not in page and "https://" not in page and "<script" not in page
     rendered = json.loads((folder / "projections" / "render.json").read_text())
     assert (

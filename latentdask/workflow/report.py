@@ -36,6 +36,8 @@ REPORT_KIND = "report"
 SWEEP_REPORT_KIND = "sweep-report"
 
 TOP = 12
+#: slice populations listed at each end
+SHOWN = 6
 
 
 class ReportError(LatentdaskError):
@@ -65,6 +67,17 @@ def _figure_png(fig: Any) -> str:
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def _ties(populations: dict[str, Any], end: str) -> str:
+    """A line saying so when more pairs share the smallest (or largest) population than are listed."""
+    ties = populations.get(f"{end}_ties", 0)  # absent from statistics written before it was recorded
+    if ties <= SHOWN:
+        return ""
+    count = populations[end][0][2]
+    return (
+        f"<p>{ties:,} pairs share the {end} population, {count:,} points: the first {SHOWN} by component.</p>"
+    )
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -210,8 +223,10 @@ def write_report(folder: Where) -> Location:
             parts.append(
                 f"<h3>Slice populations, |x_j| &lt; {_esc(t)} outside the pair</h3>"
                 f"<p>{_esc(populations['origin_cube'], ',')} points inside the cube itself.</p>"
-                + _table(["smallest: a", "b", "points"], populations["smallest"][:6])
-                + _table(["largest: a", "b", "points"], populations["largest"][:6])
+                + "".join(
+                    _ties(populations, end) + _table([f"{end}: a", "b", "points"], populations[end][:SHOWN])
+                    for end in ("smallest", "largest")
+                )
             )
         samplers = definition.get("generate", {}).get("samplers", [])
         uniform = next((s for s in samplers if s.get("name") == "uniform"), None)
