@@ -602,6 +602,39 @@ def answers_http(process: subprocess.Popen[bytes], url: str, *, deadline: float)
     return False
 
 
+@pytest.mark.e2e
+def test_serve_prints_its_address_once_it_listens(store: Path, tmp_path: Path) -> None:
+    """The first line naming the dashboard's address comes once a connection to it succeeds, not
+    while the first view's columns are still being read (which took 36 s on CelebA)."""
+    spec = tmp_path / "one.yaml"
+    spec.write_text("kind: local\nworkers: 1\n")
+    for _ in range(3):  # the command's own cluster may take the free port first (see serving)
+        port = free_port()
+        command = ["serve", str(store), "--port", str(port), "--cluster", str(spec)]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "latentdask.cli", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert process.stdout is not None
+        said: list[str] = []
+        try:
+            for line in process.stdout:
+                said.append(line)
+                if f":{port}" in line:
+                    with socket.create_connection(("127.0.0.1", port), timeout=5):
+                        break  # it listens
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+        if said and f"http://127.0.0.1:{port}" in said[-1]:
+            assert said[0].startswith(f"opening {store}"), said
+            return
+    pytest.fail(f"serve never named its address: {''.join(said)}")
+
+
 @pytest.fixture(scope="module")
 def uniform_points(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """300 points of the uniform sampler in [-1.5, 1.5], as many components as the store."""

@@ -325,7 +325,8 @@ def serve(
         raise LatentdaskError(f"--selections {selections} is not a folder")
     with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
         check_paths_on_workers(client, [store])  # once: a server's later workers are not watched
-        console.print(f"serving {store} on http://{address}:{port}/ (Ctrl-C stops)")
+        # the address is printed once it listens ("Launching server at ..."), after the first view
+        console.print(f"opening {store}: its first view's columns into the workers' memory (Ctrl-C stops)")
         if address not in ("127.0.0.1", "localhost", "::1"):
             console.print(
                 f"warning: bound to {address}: anyone who can reach it sees every image "
