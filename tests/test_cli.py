@@ -70,6 +70,8 @@ def test_synth_train_info(tmp_path: Path) -> None:
         ),
         (("stats", "{tmp}/s.zarr", "--out", "{tmp}/m", "--bin-width", "1e-7"), "--bin-width"),
         (("stats", "{tmp}/s.zarr", "--out", "{tmp}/m"), "{tmp}/s.zarr does not exist"),
+        (("normality", "{tmp}/s.zarr", "{tmp}/t.zarr", "--out", "{tmp}/m"), "{tmp}/s.zarr does not exist"),
+        (("gmm", "{tmp}/s.zarr", "--out", "{tmp}/m"), "{tmp}/s.zarr does not exist"),
         (("serve", "{tmp}/s.zarr", "--port", "99999"), "--port must be a port number from 1 to 65535"),
         (
             ("serve", "{tmp}/s.zarr", "--selections", "{tmp}/nowhere"),

@@ -365,7 +365,7 @@ def test_killed_worker_loses_and_duplicates_nothing(
     summary = result["summary"]
     assert summary.shards_total == 24  # type: ignore[attr-defined]
     assert z_bytes(out) == z_bytes(clean_run)
-    assert open_latents(out).shard_done.values.all()
+    assert xr.open_zarr(out).shard_done.values.all()
 
 
 def test_killed_client_resumes_only_unfinished_shards(
@@ -477,7 +477,7 @@ def test_tasks_request_a_gpu_where_workers_declare_one(faces: Path, checkpoint: 
             progress=False,
         )
     assert recorder.seen == [{"GPU": 1}] * 4
-    assert open_latents(tmp_path / "g.zarr").shard_done.values.all()
+    assert xr.open_zarr(tmp_path / "g.zarr").shard_done.values.all()
 
 
 def test_paths_a_worker_cannot_see_fail_early(cluster: LocalCluster, tmp_path: Path) -> None:

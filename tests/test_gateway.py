@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 import zarr
 
 from latentdask.data.dataset import open_dataset
@@ -183,7 +184,7 @@ def test_scale_up_and_down_during_an_encode_loses_nothing(gateway: Path, tmp_pat
 
     # nothing lost, nothing duplicated: every shard once, every row equal to a direct encode
     latents = open_latents(store)
-    assert bool(latents.shard_done.all()) and int(latents.valid.sum()) == 1500
+    assert bool(xr.open_zarr(str(store)).shard_done.all()) and int(latents.valid.sum()) == 1500
     loaded = load_checkpoint(checkpoint)
     dataset = open_dataset(data)
     rows = [0, 749, 1499]

@@ -307,6 +307,13 @@ def test_on_real_worker_processes_from_zarr(client: object, tmp_path: Path) -> N
     ties = on_disk["slice_populations"]["1"]
     assert ties["smallest_ties"] == (population == population.min()).sum()
     assert ties["largest_ties"] == (population == population.max()).sum()
+    a, b = np.triu_indices(8, 1)  # ties listed by component at both ends
+    for end, order in (
+        ("smallest", np.argsort(population, kind="stable")),
+        ("largest", np.argsort(-population, kind="stable")),
+    ):
+        listed = ties[end]
+        assert listed == [[int(a[k]), int(b[k]), int(population[k])] for k in order[: len(listed)]], end
 
 
 def test_synthetic_latents_recover_their_truth(client: object, tmp_path: Path) -> None:

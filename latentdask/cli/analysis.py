@@ -17,13 +17,14 @@ from latentdask.cli.options import (
     UnfinishedOption,
     WhereOption,
     cluster_choice,
+    must_exist,
     options_from,
     parse_ints,
     reading_store,
     user_errors,
 )
 from latentdask.errors import LatentdaskError
-from latentdask.location import location
+from latentdask.location import is_remote, location
 from latentdask.progress import console
 from latentdask.render.options import RenderOptions
 from latentdask.stats.options import NormalityOptions, SummaryParams
@@ -223,6 +224,7 @@ def normality(
 
     options = options_from(NormalityOptions, locals())
     choice = cluster_choice(cluster, scheduler, cluster_name)
+    must_exist(store)
     with steps.Connection(choice, input_bytes=zpoint_bytes(store)) as connection:
         result = steps.normality(store, stats, out, options=options, cluster=connection, plot=plot)
     typer.echo(format_normality(result))
@@ -321,11 +323,13 @@ def serve(
 
     if not 0 < port < 65536:  # before a cluster starts
         raise LatentdaskError(f"--port must be a port number from 1 to 65535, got {port}")
-    if not location(selections).is_dir():
+    exports = location(selections)  # written by the workers: checked on them too (a URL prefix may be new)
+    if not is_remote(exports) and not exports.is_dir():
         raise LatentdaskError(f"--selections {selections} is not a folder")
     with connect(cluster_choice(cluster, scheduler, cluster_name)) as client:
-        check_paths_on_workers(client, [store])  # once: a server's later workers are not watched
-        # the address is printed once it listens ("Launching server at ..."), after the first view
+        # once: a server's later workers are not watched
+        check_paths_on_workers(client, [store] if is_remote(exports) else [store, exports])
+        # the address is said once the server listens, after the first view's columns are read
         console.print(f"opening {store}: its first view's columns into the workers' memory (Ctrl-C stops)")
         if address not in ("127.0.0.1", "localhost", "::1"):
             console.print(

@@ -14,6 +14,7 @@ from latentdask.cli.options import (
     SchedulerOption,
     WhereOption,
     cluster_choice,
+    must_exist,
     options_from,
     parse_ints,
     user_errors,
@@ -62,6 +63,7 @@ def gmm(
     chosen = components if components == "auto" else int(components)
     options = options_from(GMMOptions, locals(), components=chosen)
     choice = cluster_choice(cluster, scheduler, cluster_name)
+    must_exist(store)
     with steps.Connection(choice, input_bytes=zpoint_bytes(store)) as connection:
         steps.gmm(store, out, options=options, cluster=connection)
     from latentdask.location import location

@@ -159,6 +159,15 @@ def cluster_choice(cluster: Path | None, scheduler: str | None, name: str | None
     return ClusterChoice(spec=cluster, scheduler=scheduler, name=name)
 
 
+def must_exist(*paths: Where) -> None:
+    """Stop with one line naming the first of ``paths`` that does not exist, before any cluster starts."""
+    from latentdask.location import location
+
+    for path in paths:
+        if not location(path).exists():
+            raise LatentdaskError(f"{path} does not exist")
+
+
 @contextmanager
 def reading_store(
     store: Where,
@@ -175,13 +184,11 @@ def reading_store(
     that does not exist stops it before any cluster starts.
     """
     from latentdask.cluster.workers import paths_on_workers
-    from latentdask.location import location
     from latentdask.store.integrity import listing_damaged
     from latentdask.store.points import zpoint_bytes
     from latentdask.workflow.steps import Connection
 
-    if not location(store).exists():
-        raise LatentdaskError(f"{store} does not exist")
+    must_exist(store)
     with (
         Connection(choice, input_bytes=zpoint_bytes(store)) as connection,
         listing_damaged(store, client=connection.client),

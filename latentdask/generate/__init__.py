@@ -1,1 +1,1 @@
-"""Artificial z-points: samplers, radius theory, scores, nearest neighbours, decoded grids, face rates."""
+"""Artificial z-points: samplers, radius theory, mixtures, scores, sample quality, grids, face rates."""

@@ -7,7 +7,7 @@ mixture is fitted over every selected row of a store, on the cluster:
 1. **Initialisation**: k-means++ on a seeded sample (``init_sample`` rows), then a few Lloyd
    iterations over every row (each one pass: nearest centre per row, sums and counts per centre),
    then one M-step from the responsibilities of unit Gaussians at those centres.
-2. **EM**, each iteration one pass of :mod:`latentdask.stats.reduce`: per block the E-step's
+2. **EM**, each iteration one pass of :mod:`latentdask.reduction`: per block the E-step's
    log-responsibilities (log-sum-exp over the components, in float64) and the M-step's
    sufficient statistics Σr, Σr·x and Σr·(x − μ)(x − μ)ᵀ about the current means (shifted like
    the co-moments, so nothing cancels), merged by addition; the client turns them into weights,

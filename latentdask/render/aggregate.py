@@ -1,4 +1,4 @@
-"""Render's one pass over the store, through the block-reduction driver (:mod:`latentdask.stats.reduce`).
+"""Render's one pass over the store, through the block-reduction driver (:mod:`latentdask.reduction`).
 
 Reading two columns of a row-chunked store reads the whole store, so render reads it
 **once**: one task per range of whole chunks reads its chunks one at a time, keeps only

@@ -78,7 +78,7 @@ def headline(stats: xr.Dataset) -> dict[str, Any]:
         slices[f"{t:g}"] = {
             "origin_cube": int(stats["slice_origin_count"].sel(threshold=t)),
             "smallest": [[int(pa[k]), int(pb[k]), int(pop[k])] for k in ranked[:TOP]],
-            "largest": [[int(pa[k]), int(pb[k]), int(pop[k])] for k in ranked[::-1][:TOP]],
+            "largest": [[int(pa[k]), int(pb[k]), int(pop[k])] for k in np.argsort(-pop, kind="stable")[:TOP]],
             # pairs that share the smallest and the largest population: ties are listed by index
             "smallest_ties": int((pop == pop.min()).sum()) if len(pop) else 0,
             "largest_ties": int((pop == pop.max()).sum()) if len(pop) else 0,

@@ -1,6 +1,6 @@
 """Two latent spaces compared: linear CKA, canonical correlations, the least-squares map A → B.
 
-Every figure comes from one pass over the matched rows (through :mod:`latentdask.stats.reduce`)
+Every figure comes from one pass over the matched rows (through :mod:`latentdask.reduction`)
 whose state is the joint co-moments of ``[z_A, z_B]``: the float64 moments the summary merges
 (:func:`~latentdask.stats.kernels.moments_combine`, Chan/Pébay), so the pass is exact however the
 rows are split into blocks. With C the joint covariance, split into C_AA (p × p), C_BB (q × q)

@@ -7,7 +7,7 @@ every multivariate test needs the mean and covariance *of the rows tested*.
    full-corpus moments in ``stats.zarr`` (no re-read).
 2. **Shapiro–Wilk** per component on a random subsample (scipy; the test is defined for up
    to 5,000 values).
-3. **One pass over every row** (one task per block, through :mod:`latentdask.stats.reduce`):
+3. **One pass over every row** (one task per block, through :mod:`latentdask.reduction`):
    the squared Mahalanobis distance d² of each vector, binned to compare with its exact
    in-sample law (QQ quantiles, the share beyond its 99.73 % point, a Kolmogorov–Smirnov
    distance), Σd⁴ for Mardia's kurtosis, and the third-moment tensor for Mardia's skewness

@@ -8,6 +8,7 @@ from typing import Any
 import panel as pn
 
 from latentdask.location import Where
+from latentdask.progress import console
 from latentdask.render.dashboard.controls import Controls
 from latentdask.render.dashboard.images import Images
 from latentdask.render.dashboard.linked import LinkedView
@@ -153,12 +154,17 @@ def serve(
         """One browser session's app (its own widgets and selection) over what all sessions share."""
         return Dashboard(sources).__panel__()
 
-    pn.serve(
+    server = pn.serve(
         {"/": session},
         address=address,
         port=port,
         show=show,
         title="latentdask",
         websocket_origin=[f"{address}:{port}", f"localhost:{port}"],
-        print_url=True,
+        print_url=False,
+        start=False,
     )
+    # bound now: the address is said once it answers, on stderr (unbuffered even in a log file)
+    console.print(f"serving on http://{address}:{server.port}/ (Ctrl-C stops)")
+    server.start()
+    server.io_loop.start()

@@ -118,15 +118,16 @@ class ProjectionPlots:
         from latentdask.render.draw import category_rgba
 
         view = view_of(self.explorer, mode, a, b, threshold, color_by)
-        if view.color_by is None:
-            return hv.RGB(np.zeros((2, 2, 4), np.uint8), vdims=list("RGBA"))
         try:
             full = self.explorer.projection(view)
         except LatentdaskError:  # the projection says why
             return hv.RGB(np.zeros((2, 2, 4), np.uint8), vdims=list("RGBA"))
+        # the ranges followed whether coloured or not: a colour chosen again starts where the view is
         x_range, y_range = self._coloured.ranges(view, full, x_range, y_range)
-        rgba = category_rgba(self._counts(view, x_range, y_range))[::-1]
         bounds = (x_range[0], y_range[0], x_range[1], y_range[1])
+        if view.color_by is None:  # transparent over the canvas shown
+            return hv.RGB(np.zeros((2, 2, 4), np.uint8), bounds=bounds, vdims=list("RGBA"))
+        rgba = category_rgba(self._counts(view, x_range, y_range))[::-1]
         return hv.RGB(rgba, bounds=bounds, vdims=list("RGBA"))
 
     def overlay_points(self, mode: str, a: int, b: int, shown: list[str]) -> Any:
