@@ -161,7 +161,7 @@ def serve(
         show=show,
         title="latentdask",
         websocket_origin=[f"{address}:{port}", f"localhost:{port}"],
-        print_url=False,
+        verbose=False,  # panel's own line is a plain print: unflushed in a log file
         start=False,
     )
     # bound now: the address is said once it answers, on stderr (unbuffered even in a log file)

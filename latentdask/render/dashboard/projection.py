@@ -84,9 +84,12 @@ class ProjectionPlots:
         where = f", |x_j| < {view.threshold:g} elsewhere" if view.threshold is not None else ""
         coloured = f" ({color_by} = +1 orange, −1 blue)" if counts.ndim == 3 else ""
         title = f"{x_label} × {y_label}{where}{coloured}: {shown:,} points in view"
-        empty = np.full(counts.shape[:2], np.nan)  # coloured: the categories' layer draws the points
-        image = empty if counts.ndim == 3 else np.where(counts > 0, counts, np.nan)
-        return hv.Image(image[::-1], bounds=bounds, kdims=[x_label, y_label], vdims=["points"]).opts(
+        if counts.ndim == 3:  # coloured: the categories' layer draws the points, this image is empty
+            image = np.full(counts.shape[:2], np.nan)
+            points = hv.Dimension("points", range=(1, 1))  # given: an empty image has no range to find
+        else:
+            image, points = np.where(counts > 0, counts, np.nan), hv.Dimension("points")
+        return hv.Image(image[::-1], bounds=bounds, kdims=[x_label, y_label], vdims=[points]).opts(
             width=CANVAS[0] + 120,
             height=CANVAS[1] + 60,
             tools=["tap", "box_select", "lasso_select"],
